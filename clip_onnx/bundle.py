@@ -1,0 +1,145 @@
+"""The on-disk bundle: a directory with ONNX graphs, tokenizer files and ``manifest.json``.
+
+Torch-free: the exporter writes bundles with it and the runtime reads them.
+The manifest is written last and the directory appears under its final name
+only by an atomic rename, so a crashed export never leaves something that
+loads as a bundle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from clip_onnx.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "clip-onnx-bundle"
+FORMAT_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Mapping
+
+    def file(self, name: str) -> Path:
+        """Path of a file the manifest lists; refuses names outside the bundle."""
+        if name not in self.manifest["files"]:
+            raise BundleError(f"{self.path}: manifest lists no file {name!r}")
+        return self.path / name
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.get("kind", "clip")
+
+    def graph(self, tower: str) -> Mapping:
+        try:
+            return self.manifest["graphs"][tower]
+        except KeyError:
+            raise BundleError(f"{self.path}: bundle has no {tower!r} graph; it has {sorted(self.manifest.get('graphs', {}))}") from None
+
+
+def read_bundle(path, *, verify: bool = True) -> Bundle:
+    """Open a bundle directory, checking the format and (by default) every file's sha256."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise BundleError(f"bundle directory {str(path)!r} does not exist; create one with `clip-onnx export`")
+    if not manifest_path.is_file():
+        raise BundleError(f"{str(path)!r} is not a clip-onnx bundle: it has no {MANIFEST}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest_path}: bundle format version {manifest.get('format_version')!r} is not supported "
+            f"by this clip-onnx (reads version {FORMAT_VERSION}); re-export or upgrade clip-onnx")
+    for name, record in manifest.get("files", {}).items():
+        _check_file(path, name, record, verify)
+    return Bundle(path=path, manifest=manifest)
+
+
+def _check_file(root: Path, name: str, record: Mapping, verify: bool) -> None:
+    file = root / name
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise BundleError(f"{root}: manifest names a file outside the bundle: {name!r}")
+    if not file.is_file():
+        raise BundleError(f"{root}: bundle file {name!r} is missing")
+    size = file.stat().st_size
+    if size != record["size"]:
+        raise BundleError(f"{file}: size {size} bytes, manifest says {record['size']}; the file is truncated or replaced")
+    if verify and sha256_file(file) != record["sha256"]:
+        raise BundleError(f"{file}: sha256 does not match the manifest; the file was modified or corrupted")
+
+
+class BundleWriter:
+    """Builds a bundle in a hidden sibling directory and renames it into place on commit.
+
+    Use as a context manager: leaving the block without ``commit`` (an error,
+    Ctrl-C) deletes the staging directory, so nothing half-written remains.
+    Producers write straight into ``writer.dir``; every file found there at
+    commit time is hashed into the manifest.
+    """
+
+    def __init__(self, out, *, overwrite: bool = False):
+        self.out = Path(out).absolute()
+        if self.out.exists() and not overwrite:
+            raise BundleError(f"output {str(self.out)!r} already exists; choose another path or pass --overwrite")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        self._committed = False
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._committed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def add_file(self, name: str, source) -> None:
+        shutil.copyfile(source, self.dir / name)
+
+    def commit(self, manifest: Mapping) -> Bundle:
+        records = {}
+        for file in sorted(p for p in self.dir.rglob("*") if p.is_file()):
+            name = file.relative_to(self.dir).as_posix()
+            records[name] = {"sha256": sha256_file(file), "size": file.stat().st_size}
+        full = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=records)
+        (self.dir / MANIFEST).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _replace_dir(self.dir, self.out)
+        self._committed = True
+        log.info("wrote bundle %s (%d files)", self.out, len(records))
+        return Bundle(path=self.out, manifest=full)
+
+
+def _replace_dir(staging: Path, out: Path) -> None:
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    # Move the old bundle aside first so that at every instant `out` is either
+    # the complete old bundle or the complete new one.
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / "bundle")
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,41 @@
+"""Typed errors. Everything clip-onnx raises on purpose derives from ClipOnnxError.
+
+The CLI turns these into one-line messages on stderr; anything else is a bug
+and is allowed to show its traceback.
+"""
+
+
+class ClipOnnxError(Exception):
+    """Base class of every error clip-onnx raises deliberately."""
+
+
+class InputError(ClipOnnxError, ValueError):
+    """A caller passed a value the runtime cannot use (bad image, non-string text, empty batch)."""
+
+
+class BundleError(ClipOnnxError):
+    """A bundle directory is missing, incomplete, tampered with or of an unknown format."""
+
+
+class ModelSourceError(ClipOnnxError):
+    """A model name, hub id or local directory could not be resolved or loaded."""
+
+
+class ExportError(ClipOnnxError):
+    """Converting a torch model to ONNX failed or produced a graph of the wrong shape."""
+
+
+class ParityError(ExportError):
+    """The exported graphs do not reproduce eager PyTorch within the thresholds.
+
+    ``failures`` lists one human-readable line per failing output so that the
+    message shows every problem at once, not only the first.
+    """
+
+    def __init__(self, failures):
+        self.failures = list(failures)
+        super().__init__("parity check failed:\n  " + "\n  ".join(self.failures))
+
+
+class BackendError(ClipOnnxError):
+    """An inference backend could not be created or refused the request."""

@@ -1,0 +1,62 @@
+"""The model registry: every named model is a JSON record in ``clip_onnx/specs/``.
+
+Torch-free, so ``clip-onnx models`` and the runtime can read it cheaply.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from types import MappingProxyType
+from typing import Mapping
+
+from clip_onnx.errors import ModelSourceError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model: its family adapter, where its weights live and its architecture."""
+
+    name: str
+    family: str
+    hub_id: str | None
+    config: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    # A directory inside the package holding a native-layout checkpoint (the embedded demo model).
+    asset: str | None = None
+    description: str = ""
+
+
+@functools.lru_cache(maxsize=None)
+def _registry() -> Mapping[str, ModelSpec]:
+    specs = {}
+    for entry in sorted(resources.files("clip_onnx.specs").iterdir(), key=lambda p: p.name):
+        if not entry.name.endswith(".json"):
+            continue
+        doc = json.loads(entry.read_text(encoding="utf-8"))
+        for name, record in doc["models"].items():
+            specs[name] = ModelSpec(
+                name=name,
+                family=doc["family"],
+                hub_id=record.get("hub_id"),
+                config=MappingProxyType(dict(record.get("config", {}))),
+                asset=record.get("asset"),
+                description=record.get("description", ""),
+            )
+    return MappingProxyType(specs)
+
+
+def list_models() -> list[ModelSpec]:
+    return list(_registry().values())
+
+
+def find_model(name: str) -> ModelSpec | None:
+    return _registry().get(name)
+
+
+def get_model(name: str) -> ModelSpec:
+    spec = find_model(name)
+    if spec is None:
+        known = ", ".join(sorted(_registry()))
+        raise ModelSourceError(f"unknown model name {name!r}; registered names: {known}")
+    return spec
