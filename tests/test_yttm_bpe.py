@@ -1,0 +1,180 @@
+"""The pure-Python youtokentome encoder must give exactly the library's ids."""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+yttm = pytest.importorskip("youtokentome")
+
+from clip_onnx.errors import BundleError, InputError
+from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
+
+try:  # run as `python -m pytest` (repo root on sys.path) or plain `pytest` (tests/ on sys.path)
+    from tests.corpus import prompt_strings, training_text
+except ImportError:
+    from corpus import prompt_strings, training_text
+
+CONTEXT = 77
+# (vocab size, character coverage): a realistic vocabulary, and a small one whose
+# char table also drops rare training characters, so merges and unks differ.
+MODELS = [(4000, 1.0), (300, 0.995)]
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[str]:
+    strings = prompt_strings()
+    assert len(strings) >= 10_000
+    return strings
+
+
+@pytest.fixture(scope="session")
+def training_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("yttm") / "train.txt"
+    path.write_text(training_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session", params=MODELS, ids=[f"vocab{v}" for v, _ in MODELS])
+def model(request, training_file):
+    vocab_size, coverage = request.param
+    path = training_file.parent / f"bpe_{vocab_size}.model"
+    yttm.BPE.train(data=str(training_file), model=str(path), vocab_size=vocab_size, coverage=coverage, n_threads=1)
+    return path, yttm.BPE(str(path))
+
+
+def reference_ids(bpe, texts: list[str]) -> list[list[int]]:
+    return bpe.encode(texts, output_type=yttm.OutputType.ID, dropout_prob=0.0)
+
+
+def ruclip_encode_text(bpe, text: str) -> list[int]:
+    """RuCLIPProcessor.encode_text, with the real library, as a plain list."""
+    tokens = reference_ids(bpe, [text.lower()])[0][: CONTEXT - 2]
+    tokens = [2] + tokens + [3]
+    return tokens + [0] * (CONTEXT - len(tokens))
+
+
+def first_mismatches(texts, expected, got, limit=5) -> str:
+    bad = [(t, e, g) for t, e, g in zip(texts, expected, got) if list(e) != list(g)]
+    shown = "\n".join(f"  {t!r:.80}\n    yttm: {list(e)[:20]}\n    ours: {list(g)[:20]}" for t, e, g in bad[:limit])
+    return f"{len(bad)} of {len(texts)} texts differ, first ones:\n{shown}"
+
+
+def test_encode_matches_youtokentome(model, corpus):
+    path, bpe = model
+    tok = YttmBpeTokenizer(path)
+    expected = reference_ids(bpe, corpus)
+    got = [tok.encode(t) for t in corpus]
+    assert got == expected, first_mismatches(corpus, expected, got)
+    # The corpus must actually reach the interesting cases.
+    assert any(1 in ids for ids in expected), "no unknown characters in the corpus"
+    assert any(len(ids) > 200 for ids in expected), "no long texts in the corpus"
+    assert [] in expected, "no text that encodes to nothing"
+
+
+def test_call_matches_ruclip_processor(model, corpus):
+    path, bpe = model
+    tok = YttmBpeTokenizer(path)
+    expected = np.array([ruclip_encode_text(bpe, t) for t in corpus], dtype=np.int64)
+    got = tok(corpus)
+    assert got.dtype == np.int64 and got.shape == (len(corpus), CONTEXT)
+    rows = np.flatnonzero((got != expected).any(axis=1))
+    assert rows.size == 0, first_mismatches([corpus[i] for i in rows], expected[rows], got[rows])
+    # Warm cache must give the same answer.
+    np.testing.assert_array_equal(tok(corpus[:500]), expected[:500])
+
+
+def test_from_spec_and_options(model, corpus):
+    path, bpe = model
+    spec = {"kind": "yttm_bpe", "file": path.name, "context_length": 16, "bos_id": 2, "eos_id": 3,
+            "pad_id": 0, "lowercase": False}
+    tok = YttmBpeTokenizer.from_spec(spec, path.parent)
+    texts = corpus[:300]
+    for text, row in zip(texts, tok(texts)):
+        ids = reference_ids(bpe, [text])[0][:14]
+        assert list(row) == [2, *ids, 3] + [0] * (14 - len(ids)), repr(text)
+
+
+def test_threads_share_one_tokenizer(model, corpus):
+    path, bpe = model
+    tok = YttmBpeTokenizer(path)
+    texts = corpus[:2000]
+    expected = reference_ids(bpe, texts)
+    failures = []
+
+    def work(offset):
+        # Rotate so threads fill and read the caches in different orders.
+        order = texts[offset:] + texts[:offset]
+        if [tok.encode(t) for t in order] != reference_ids(bpe, order):
+            failures.append(offset)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=work, args=(i * 250,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not failures
+    assert [tok.encode(t) for t in texts] == expected
+
+
+def test_encode_returns_a_fresh_list(model):
+    path, _ = model
+    tok = YttmBpeTokenizer(path)
+    first = tok.encode("привет мир")
+    first.append(-5)
+    assert tok.encode("привет мир") == first[:-1]
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (["кот", 42], "42"),
+    (["кот", None], "None"),
+    ([b"bytes"], "bytes"),
+    ([], "empty"),
+    ("кошка на окне", "кошка на окне"),
+])
+def test_bad_texts_raise_input_error(model, bad, fragment):
+    tok = YttmBpeTokenizer(model[0])
+    with pytest.raises(InputError, match=fragment):
+        tok(bad)
+
+
+def test_lone_surrogate_raises_input_error(model):
+    path, bpe = model
+    with pytest.raises(UnicodeEncodeError):  # the library refuses it too
+        reference_ids(bpe, ["кот\ud800"])
+    with pytest.raises(InputError, match="not valid Unicode"):
+        YttmBpeTokenizer(path).encode("кот\ud800")
+
+
+def test_missing_model_raises_bundle_error(tmp_path):
+    missing = tmp_path / "nope" / "bpe.model"
+    with pytest.raises(BundleError, match="nope"):
+        YttmBpeTokenizer(missing)
+    with pytest.raises(BundleError, match="bpe.model"):
+        YttmBpeTokenizer.from_spec({"kind": "yttm_bpe", "file": "bpe.model"}, tmp_path)
+
+
+@pytest.mark.parametrize("content", ["", "3 1\n9601 4\n", "not a model\n", "1 0\n97 4\n1 0 2 3\n"])
+def test_malformed_model_raises_bundle_error(tmp_path, content):
+    path = tmp_path / "broken.model"
+    path.write_text(content)
+    with pytest.raises(BundleError, match="broken.model"):
+        YttmBpeTokenizer(path)
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ({"kind": "clip_bpe", "file": "bpe.model"}, "clip_bpe"),
+    ({"kind": "yttm_bpe"}, "file"),
+    ({"kind": "yttm_bpe", "file": "../bpe.model"}, r"\.\./bpe\.model"),
+    ({"kind": "yttm_bpe", "file": "bpe.model", "context_length": 1}, "context_length"),
+])
+def test_bad_spec_raises_bundle_error(model, spec, fragment):
+    with pytest.raises(BundleError, match=fragment):
+        YttmBpeTokenizer.from_spec(spec, model[0].parent)
