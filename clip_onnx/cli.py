@@ -1,0 +1,161 @@
+"""The `clip-onnx` command line: thin wrappers over the library, imported lazily."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from clip_onnx.errors import ClipOnnxError
+
+
+class _Group(click.Group):
+    """Turns our typed errors into one line on stderr instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ClipOnnxError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="clip-onnx")
+def cli(verbose: int) -> None:
+    """Export CLIP-family models to verified ONNX bundles and run them without PyTorch.
+
+    \b
+    clip-onnx models                               list registered models
+    clip-onnx export ruclip-demo -o bundles/demo   export, check parity, write a bundle
+    clip-onnx classify bundles/demo a.jpg --labels кошка собака
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+def models() -> None:
+    """List the registered model names and their sources."""
+    from clip_onnx.registry import list_models
+
+    for spec in list_models():
+        where = spec.hub_id or "embedded in the package"
+        click.echo(f"{spec.name:32s} {spec.family:8s} {where}")
+
+
+@cli.command()
+@click.argument("source")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory to create.")
+@click.option("--random-weights", is_flag=True, help="Build the named architecture with random weights (no download).")
+@click.option("--opset", default=18, show_default=True, help="ONNX opset version.")
+@click.option("--no-validate", is_flag=True, help="Skip the eager-vs-ONNX parity gate (the bundle is then unverified).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (atomically).")
+def export(source: str, out: Path, random_weights: bool, opset: int, no_validate: bool, overwrite: bool) -> None:
+    """Export SOURCE to an ONNX bundle and prove it matches eager PyTorch.
+
+    SOURCE is a registered name (see `clip-onnx models`), a Hugging Face hub id,
+    or a local directory in the family's native layout (RuCLIP: config.json,
+    pytorch_model.bin, bpe.model).
+    """
+    from tqdm import tqdm
+
+    from clip_onnx.export.pipeline import export_bundle
+
+    started = time.perf_counter()
+    with tqdm(total=5, desc="export", unit="step", file=sys.stderr) as bar:
+        def step(name: str) -> None:
+            bar.set_postfix_str(name)
+            bar.update(1)
+
+        bundle = export_bundle(source, out, random_weights=random_weights, opset=opset,
+                               check_parity=not no_validate, overwrite=overwrite, progress=step)
+    for report in bundle.manifest["parity"]:
+        click.echo(format_parity(report))
+    click.echo(f"wrote {bundle.path} in {time.perf_counter() - started:.1f}s")
+
+
+def format_parity(report: dict) -> str:
+    t = report["thresholds"]
+    lines = [f"parity: {report['stage']} (cosine >= {t['min_cosine']}, max abs <= {t['max_abs']})",
+             f"  {'tower':8s} {'batch':>5s} {'max abs':>10s} {'min cosine':>12s}"]
+    for r in report["rows"]:
+        lines.append(f"  {r['tower']:8s} {r['batch']:5d} {r['max_abs']:10.2e} {r['min_cosine']:12.8f}")
+    lines.append(f"  zero-shot top-1 agreement: {report['top1_agreement']:.1%} over {report['images']} images"
+                 f" -> {'PASS' if report['passed'] else 'FAIL'}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--image", "images", multiple=True, type=click.Path(path_type=Path), help="Image file (repeatable).")
+@click.option("--text", "texts", multiple=True, help="Text (repeatable).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path), help="Output .npy file.")
+@click.option("--batch-size", default=32, show_default=True)
+def embed(bundle: Path, images, texts, out: Path, batch_size: int) -> None:
+    """Write normalized embeddings of IMAGES or TEXTS to a .npy file."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from clip_onnx.runtime import ClipModel
+
+    if bool(images) == bool(texts):
+        raise click.UsageError("give either --image or --text (not both, not neither)")
+    model = ClipModel.load(bundle, batch_size=batch_size)
+    items = list(images or texts)
+    with tqdm(total=len(items), desc="embed", unit="item", file=sys.stderr) as bar:
+        encode = model.encode_image if images else model.encode_text
+        vectors = encode(items, progress=bar.update)
+    _atomic_save(out, vectors)
+    click.echo(f"wrote {out}: {vectors.shape[0]} x {vectors.shape[1]} float32")
+
+
+def _atomic_save(out: Path, array) -> None:
+    import numpy as np
+
+    tmp = out.with_name(f".{out.name}.partial")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    tmp.replace(out)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--labels", "labels", required=True, multiple=True,
+              help="Candidate labels: repeat the option, or give them space-separated after one --labels.")
+@click.option("--templates", multiple=True, help="Prompt templates with '{}' (default: the model's own).")
+def classify(bundle: Path, images, labels, templates) -> None:
+    """Zero-shot classify IMAGES against LABELS and print the probabilities."""
+    from clip_onnx.runtime import ClipModel
+
+    model = ClipModel.load(bundle)
+    result = model.classify(list(images), list(labels), templates=list(templates) or None)
+    for path, probs in zip(images, result.probs):
+        ranked = sorted(zip(result.labels, probs), key=lambda lp: -lp[1])
+        click.echo(f"{path}: " + ", ".join(f"{label} {p:.3f}" for label, p in ranked))
+
+
+def main() -> None:
+    # `--labels кошка собака` reads naturally; click takes one value per option, so
+    # split the words that follow --labels into repeated options before parsing.
+    cli.main(args=_expand_multi(sys.argv[1:], "--labels"), prog_name="clip-onnx")
+
+
+def _expand_multi(argv: list[str], option: str) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        out.append(argv[i])
+        if argv[i] == option:
+            i += 1
+            values = []
+            while i < len(argv) and not argv[i].startswith("-"):
+                values.append(argv[i])
+                i += 1
+            out += values[:1] + [x for v in values[1:] for x in (option, v)]
+            continue
+        i += 1
+    return out

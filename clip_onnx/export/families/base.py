@@ -1,0 +1,46 @@
+"""What a family adapter hands to the exporter: two towers plus the data a bundle needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from clip_onnx.runtime.preprocess import PreprocessSpec
+
+
+@dataclass(frozen=True)
+class Tower:
+    """One ONNX graph to export: a module mapping named inputs to one embedding output.
+
+    ``dynamic_axes`` maps each input name to {axis index: symbolic name}.
+    """
+
+    name: str
+    module: torch.nn.Module
+    input_names: tuple[str, ...]
+    output_name: str
+    dynamic_axes: Mapping[str, Mapping[int, str]]
+
+
+@dataclass
+class ExportableModel:
+    """A loaded model, ready to export: everything family-specific is resolved here."""
+
+    name: str
+    family: str
+    source: str
+    visual: Tower
+    textual: Tower
+    logit_scale: float
+    embed_dim: int
+    preprocess: PreprocessSpec
+    tokenizer: Mapping  # the manifest's tokenizer spec; its "file" entry names a file in tokenizer_files
+    tokenizer_files: Mapping[str, Path]
+    # Texts the parity gate encodes: realistic prompts in the model's language.
+    sample_texts: tuple[str, ...]
+    # Turns texts into the textual tower's input arrays (the runtime tokenizer).
+    tokenize: Callable[[list[str]], Mapping[str, np.ndarray]] = field(repr=False, default=None)
+    config: Mapping = field(default_factory=dict)

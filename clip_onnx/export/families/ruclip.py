@@ -1,0 +1,171 @@
+"""RuCLIP adapter: ai-forever's checkpoints in their native layout.
+
+Native layout (the hub repos ``ai-forever/ruclip-vit-*`` and local copies):
+``config.json`` (constructor arguments plus optional mean/std),
+``pytorch_model.bin`` (the CLIP state_dict) and ``bpe.model`` (youtokentome BPE).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from clip_onnx.errors import ModelSourceError
+from clip_onnx.export.families.base import ExportableModel, Tower
+from clip_onnx.export.families.ruclip_model import CLIP
+from clip_onnx.registry import ModelSpec, find_model, list_models
+from clip_onnx.runtime.preprocess import PreprocessSpec
+from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
+
+log = logging.getLogger(__name__)
+
+NATIVE_FILES = ("config.json", "pytorch_model.bin", "bpe.model")
+_ARCH_KEYS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
+              "context_length", "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
+_DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
+# RuCLIPProcessor's fixed special ids.
+_PAD, _BOS, _EOS = 0, 2, 3
+# RuCLIP's Predictor prompts, plus everyday phrases, so parity sees realistic token sequences.
+SAMPLE_TEXTS = (
+    "кошка", "собака на траве", "фото, на котором изображено море", "красный автомобиль у дома",
+    "изображение с горами и снегом", "Ёжик в тумане", "картинка с пиццей", "на фото видно 3 человека",
+    "старинный замок на холме ночью, освещённый луной и фонарями вдоль дороги", "",
+)
+
+
+class VisualTower(torch.nn.Module):
+    def __init__(self, model: CLIP):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixel_values)
+
+
+class TextualTower(torch.nn.Module):
+    def __init__(self, model: CLIP):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(input_ids)
+
+
+def is_native_dir(path: Path) -> bool:
+    return path.is_dir() and all((path / f).is_file() for f in NATIVE_FILES)
+
+
+def claims(source: str) -> bool:
+    """Whether ``source`` names a RuCLIP model: a registered hub id or a directory with a RuCLIP config.json."""
+    config = Path(source) / "config.json"
+    if config.is_file():
+        try:
+            return all(k in json.loads(config.read_text(encoding="utf-8")) for k in _ARCH_KEYS)
+        except ValueError:
+            return False
+    return _spec_for_hub_id(source) is not None
+
+
+def load(source: str, *, random_weights: bool = False) -> ExportableModel:
+    spec = find_model(source) or _spec_for_hub_id(source)
+    if random_weights:
+        if spec is None:
+            raise ModelSourceError(f"--random-weights needs a registered model name, got {source!r}")
+        return _random(spec)
+    directory = _resolve_directory(source, spec)
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    model = build_model(config)
+    state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    name = spec.name if spec else directory.name
+    return _exportable(name, source, model, config, directory / "bpe.model")
+
+
+def build_model(config) -> CLIP:
+    missing = [k for k in _ARCH_KEYS if k not in config]
+    if missing:
+        raise ModelSourceError(f"RuCLIP config.json lacks {missing}")
+    return CLIP(**{k: config[k] for k in _ARCH_KEYS}).eval()
+
+
+def _random(spec: ModelSpec) -> ExportableModel:
+    # The embedded demo checkpoint carries a real youtokentome model; random-weight
+    # exports borrow it so tokenization is exercised without any download.
+    torch.manual_seed(0)
+    model = build_model(spec.config)
+    return _exportable(spec.name, f"{spec.name} (random weights)", model, dict(spec.config), _demo_tokenizer())
+
+
+def _demo_tokenizer() -> Path:
+    demo = find_model("ruclip-demo")
+    if demo is None or demo.asset is None:
+        raise ModelSourceError("the embedded ruclip-demo asset is missing; reinstall clip-onnx")
+    return Path(str(resources.files("clip_onnx").joinpath(demo.asset, "bpe.model")))
+
+
+def _resolve_directory(source: str, spec: ModelSpec | None) -> Path:
+    path = Path(source).expanduser()
+    if is_native_dir(path):
+        return path
+    if path.is_dir():
+        missing = [f for f in NATIVE_FILES if not (path / f).is_file()]
+        raise ModelSourceError(f"local directory {source!r} is not a RuCLIP checkpoint: missing {missing}")
+    if spec is not None and spec.asset is not None:
+        return Path(str(resources.files("clip_onnx").joinpath(spec.asset)))
+    hub_id = spec.hub_id if spec else source
+    try:
+        return _download(hub_id)
+    except Exception as exc:  # huggingface_hub raises many unrelated types
+        raise ModelSourceError(
+            f"could not load RuCLIP model {source!r}: hub download of {hub_id!r} failed ({type(exc).__name__}: {exc}). "
+            f"Either make the hub reachable (or the files cached; HF_HUB_OFFLINE=1 uses the cache only), "
+            f"or pass a local directory containing {', '.join(NATIVE_FILES)}; "
+            f"--random-weights exports the architecture without weights") from None
+
+
+def _download(hub_id: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    log.info("fetching %s from the Hugging Face hub (HF_HUB_OFFLINE=%s)", hub_id, os.environ.get("HF_HUB_OFFLINE", "0"))
+    paths = [Path(hf_hub_download(hub_id, name)) for name in NATIVE_FILES]
+    return paths[0].parent
+
+
+def _spec_for_hub_id(source: str) -> ModelSpec | None:
+    return next((s for s in list_models() if s.hub_id == source and s.family == "ruclip"), None)
+
+
+def _exportable(name: str, source: str, model: CLIP, config, bpe_path: Path) -> ExportableModel:
+    ctx = int(config["context_length"])
+    tokenizer_spec = {"kind": YttmBpeTokenizer.kind, "file": "bpe.model", "context_length": ctx,
+                      "bos_id": _BOS, "eos_id": _EOS, "pad_id": _PAD, "lowercase": True}
+    tokenizer = YttmBpeTokenizer(bpe_path, context_length=ctx, bos_id=_BOS, eos_id=_EOS, pad_id=_PAD)
+    size = int(config["image_resolution"])
+    return ExportableModel(
+        name=name,
+        family="ruclip",
+        source=source,
+        visual=Tower("visual", VisualTower(model), ("pixel_values",), "image_embeds",
+                     {"pixel_values": {0: "batch"}}),
+        # RuCLIP's causal mask is a fixed context_length square, so the sequence axis stays static.
+        textual=Tower("textual", TextualTower(model), ("input_ids",), "text_embeds", {"input_ids": {0: "batch"}}),
+        logit_scale=float(model.logit_scale.detach().exp()),
+        embed_dim=int(config["embed_dim"]),
+        preprocess=PreprocessSpec(
+            image_size=size,
+            mean=tuple(config.get("mean") or _DEFAULT_MEAN),
+            std=tuple(config.get("std") or _DEFAULT_STD),
+            interpolation="bilinear",
+            crop="crop_then_resize",
+        ),
+        tokenizer=tokenizer_spec,
+        tokenizer_files={"bpe.model": bpe_path},
+        sample_texts=SAMPLE_TEXTS,
+        tokenize=lambda texts: {"input_ids": tokenizer(texts)},
+        config={k: config[k] for k in _ARCH_KEYS},
+    )

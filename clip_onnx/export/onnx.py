@@ -1,0 +1,76 @@
+"""torch -> ONNX for one tower, with symbolic axes that are checked, not assumed."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import Mapping
+
+import onnx
+import torch
+
+from clip_onnx.errors import ExportError
+from clip_onnx.export.families.base import Tower
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+# Example batch used for tracing.  Never 1: torch's exporter specialises a
+# dimension it sees as 1 and would silently freeze the batch axis.
+EXAMPLE_BATCH = 2
+# Protobuf cannot serialise a model over 2 GiB; above this we store weights as external data.
+_EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, *, opset: int = DEFAULT_OPSET) -> Path:
+    """Export ``tower`` to ``path`` and return it; raises ExportError on any failure."""
+    for name, tensor in example.items():
+        if tensor.shape[0] == 1:
+            raise ExportError(f"example input {name!r} has batch 1; the exporter would freeze the batch axis")
+    dims = {}
+    dynamic_shapes = {}
+    for name in tower.input_names:
+        axes = tower.dynamic_axes.get(name, {})
+        dynamic_shapes[name] = {axis: dims.setdefault(label, torch.export.Dim(label, min=1, max=4096))
+                                for axis, label in axes.items()}
+    args = tuple(example[n] for n in tower.input_names)
+    log.info("exporting %s tower to %s (opset %d)", tower.name, path, opset)
+    chatter = io.StringIO()
+    try:
+        # The exporter prints progress lines on stdout; keep them for the error message instead.
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                tower.module.eval(), args, input_names=list(tower.input_names), output_names=[tower.output_name],
+                dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True, external_data=False,
+                optimize=True, verbose=False)
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export failed for the {tower.name} tower: {exc}\n{chatter.getvalue()[-2000:]}") from exc
+    _save(program.model_proto, path)
+    check_symbolic_axes(path, tower)
+    return path
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    if model.ByteSize() > _EXTERNAL_DATA_THRESHOLD:
+        # Location is relative to the graph, so a moved or renamed bundle still resolves it.
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, path)
+
+
+def check_symbolic_axes(path: Path, tower: Tower) -> None:
+    """Refuse a graph whose declared dynamic axes came out as fixed numbers."""
+    model = onnx.load(path, load_external_data=False)
+    inputs = {i.name: i for i in model.graph.input}
+    for name, axes in tower.dynamic_axes.items():
+        if name not in inputs:
+            raise ExportError(f"{tower.name} graph lost its input {name!r}; it has {sorted(inputs)}")
+        dims = inputs[name].type.tensor_type.shape.dim
+        for axis, label in axes.items():
+            if not dims[axis].dim_param:
+                raise ExportError(f"{tower.name} input {name!r} axis {axis} ({label}) was exported as the fixed "
+                                  f"size {dims[axis].dim_value}, not as a symbolic axis")

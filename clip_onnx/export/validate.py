@@ -1,0 +1,138 @@
+"""The parity gate: exported graphs must reproduce eager PyTorch on realistic inputs.
+
+Inputs are real tokenized prompts and preprocessed synthetic photos, run at
+batch sizes other than the export example's, so a frozen axis or a wrong
+pooling index shows up as a failure rather than passing by coincidence.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from clip_onnx.errors import ParityError
+from clip_onnx.export.families.base import ExportableModel, Tower
+from clip_onnx.runtime.preprocess import ImagePreprocessor
+
+log = logging.getLogger(__name__)
+
+VALIDATION_BATCHES = (1, 3, 8)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_cosine: float
+    max_abs: float | None
+    min_top1_agreement: float
+
+
+FP32 = Thresholds(min_cosine=0.99999, max_abs=1e-4, min_top1_agreement=1.0)
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    stage: str
+    tower: str
+    batch: int
+    max_abs: float
+    min_cosine: float
+
+
+@dataclass
+class ParityReport:
+    stage: str
+    rows: list[ParityRow]
+    top1_agreement: float
+    pairs: int
+    thresholds: Thresholds
+
+    def failures(self) -> list[str]:
+        out = []
+        t = self.thresholds
+        for r in self.rows:
+            if r.min_cosine < t.min_cosine:
+                out.append(f"{r.stage} {r.tower} batch {r.batch}: cosine {r.min_cosine:.7f} < {t.min_cosine}")
+            if t.max_abs is not None and r.max_abs > t.max_abs:
+                out.append(f"{r.stage} {r.tower} batch {r.batch}: max abs {r.max_abs:.3g} > {t.max_abs:g}")
+        if self.top1_agreement < t.min_top1_agreement:
+            out.append(f"{self.stage} zero-shot top-1 agreement {self.top1_agreement:.2%} over {self.pairs} images "
+                       f"< {t.min_top1_agreement:.2%}")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "thresholds": asdict(self.thresholds), "top1_agreement": self.top1_agreement,
+                "images": self.pairs, "rows": [asdict(r) for r in self.rows], "passed": not self.failures()}
+
+
+def synthetic_images(count: int, seed: int = 0) -> list[Image.Image]:
+    """Photo-like test images: gradients, shapes and noise, in varied sizes and aspect ratios."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        w, h = (int(v) for v in rng.integers(160, 640, size=2))
+        base = np.linspace(rng.uniform(0, 255, 3), rng.uniform(0, 255, 3), w, dtype=np.float32)
+        pixels = np.broadcast_to(base, (h, w, 3)) + rng.normal(0, 12, (h, w, 3))
+        img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(1, 5))):
+            x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+            box = (x0, y0, x0 + int(rng.integers(10, w - x0)), y0 + int(rng.integers(10, h - y0)))
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+        images.append(img)
+    return images
+
+
+def validation_inputs(model: ExportableModel, seed: int = 0) -> dict[str, list[Mapping[str, np.ndarray]]]:
+    """Per tower, one feed dict per validation batch size."""
+    biggest = max(VALIDATION_BATCHES)
+    pixels = ImagePreprocessor(model.preprocess)(synthetic_images(biggest, seed))
+    texts = [model.sample_texts[i % len(model.sample_texts)] for i in range(biggest)]
+    tokens = model.tokenize(texts)
+    return {
+        "visual": [{"pixel_values": pixels[:b]} for b in VALIDATION_BATCHES],
+        "textual": [{k: v[:b] for k, v in tokens.items()} for b in VALIDATION_BATCHES],
+    }
+
+
+def eager_outputs(tower: Tower, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [tower.module(*(torch.from_numpy(f[n]) for n in tower.input_names)).float().numpy() for f in feeds]
+
+
+def compare(stage: str, model: ExportableModel, feeds: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
+            reference: Mapping[str, list[np.ndarray]], run: Callable[[str, Mapping[str, np.ndarray]], np.ndarray],
+            thresholds: Thresholds) -> ParityReport:
+    """Run ``run(tower, feed)`` on every feed and compare with ``reference`` outputs."""
+    rows, got = [], {}
+    for tower in ("visual", "textual"):
+        got[tower] = [run(tower, feed) for feed in feeds[tower]]
+        for feed, ref, out in zip(feeds[tower], reference[tower], got[tower]):
+            rows.append(ParityRow(stage, tower, len(ref), float(np.abs(ref - out).max()), float(_cosine(ref, out).min())))
+    agreement = top1_agreement(reference["visual"][-1], reference["textual"][-1], got["visual"][-1], got["textual"][-1])
+    return ParityReport(stage, rows, agreement, len(reference["visual"][-1]), thresholds)
+
+
+def top1_agreement(ref_img, ref_txt, img, txt) -> float:
+    """Fraction of images whose best-matching text is the same under both models."""
+    ref_choice = (_normalize(ref_img) @ _normalize(ref_txt).T).argmax(axis=1)
+    choice = (_normalize(img) @ _normalize(txt).T).argmax(axis=1)
+    return float((ref_choice == choice).mean())
+
+
+def check(report: ParityReport) -> None:
+    failures = report.failures()
+    if failures:
+        raise ParityError(failures)
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(_normalize(a.astype(np.float64)) * _normalize(b.astype(np.float64)), axis=-1)

@@ -1,0 +1,56 @@
+"""The runner contract every inference backend implements.
+
+A runner wraps one graph.  ``infer`` validates the feed (names, dtypes, ranks)
+before dispatching, so a backend only implements ``_run``.  Runners are
+context managers; ``close`` releases the backend's resources.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from clip_onnx.errors import InputError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: np.dtype
+    # Fixed sizes as ints, symbolic axes as None.
+    shape: tuple[int | None, ...]
+
+
+class Runner:
+    inputs: tuple[TensorSpec, ...] = ()
+    output_names: tuple[str, ...] = ()
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._check(feed)
+        return self._run({spec.name: feed[spec.name] for spec in self.inputs})
+
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release backend resources; the runner cannot be used afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check(self, feed: Mapping[str, np.ndarray]) -> None:
+        expected = {spec.name for spec in self.inputs}
+        if set(feed) != expected:
+            raise InputError(f"graph takes inputs {sorted(expected)}, got {sorted(feed)}")
+        for spec in self.inputs:
+            array = feed[spec.name]
+            if not isinstance(array, np.ndarray) or array.dtype != spec.dtype:
+                got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+                raise InputError(f"input {spec.name!r} must be a {np.dtype(spec.dtype).name} array, got {got}")
+            if array.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape, array.shape)):
+                want = ["?" if d is None else d for d in spec.shape]
+                raise InputError(f"input {spec.name!r} has shape {list(array.shape)}, graph expects {want}")

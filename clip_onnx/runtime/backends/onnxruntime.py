@@ -1,0 +1,79 @@
+"""ONNX Runtime backend.
+
+``InferenceSession.run`` is thread-safe, so one runner serves every thread of a
+worker process.  A requested execution provider that fails to load makes
+ONNX Runtime quietly fall back to CPU; we check and refuse that instead.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from clip_onnx.errors import BackendError
+from clip_onnx.runtime.backends.base import Runner, TensorSpec
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(int64)": np.dtype(np.int64),
+           "tensor(int32)": np.dtype(np.int32), "tensor(float16)": np.dtype(np.float16)}
+
+
+def default_session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is None:
+        threads = int(os.environ.get("CLIP_ONNX_THREADS", "0"))
+    # 0 lets ONNX Runtime use one thread per physical core.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return options
+
+
+class OnnxRuntimeRunner(Runner):
+    def __init__(self, path: Path, *, providers: Sequence | None = None, session_options=None):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendError(f"onnxruntime is not importable ({exc}); `pip install onnxruntime` "
+                               "(or onnxruntime-gpu, never both: they share one import folder)") from None
+        if not hasattr(ort, "InferenceSession"):
+            raise BackendError("the onnxruntime package is broken (no InferenceSession): onnxruntime and "
+                               "onnxruntime-gpu were probably both installed and overwrote each other; "
+                               "uninstall both, then install exactly one")
+        requested = list(providers) if providers else ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=session_options or default_session_options(),
+                                                providers=requested)
+        except Exception as exc:  # onnxruntime raises its own exception classes per failure
+            raise BackendError(f"ONNX Runtime could not load {path}: {exc}") from None
+        _require_providers(requested, self.session.get_providers())
+        self.inputs = tuple(TensorSpec(i.name, _dtype(i.type), tuple(d if isinstance(d, int) else None for d in i.shape))
+                            for i in self.session.get_inputs())
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(list(self.output_names), dict(feed))))
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _require_providers(requested: list, active: list[str]) -> None:
+    names = [p[0] if isinstance(p, (tuple, list)) else p for p in requested]
+    missing = [n for n in names if n not in active]
+    if missing:
+        raise BackendError(f"execution provider(s) {missing} did not load (active: {active}); refusing to fall "
+                           "back to CPU silently. Check that onnxruntime-gpu, CUDA and cuDNN versions match")
+
+
+def _dtype(onnx_type: str) -> np.dtype:
+    try:
+        return _DTYPES[onnx_type]
+    except KeyError:
+        raise BackendError(f"graph input type {onnx_type} is not supported") from None

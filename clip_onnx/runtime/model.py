@@ -1,0 +1,119 @@
+"""ClipModel: a bundle's two towers behind encode/similarity/classify, without PyTorch.
+
+Thread-safe: tokenizers and preprocessors hold no per-call state and ONNX
+Runtime sessions may be run from many threads at once.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from clip_onnx.bundle import Bundle, read_bundle
+from clip_onnx.errors import BundleError, InputError
+from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
+from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.runtime.tokenizers import load_tokenizer
+from clip_onnx.runtime.tokenizers.base import check_texts
+
+log = logging.getLogger(__name__)
+
+# ruclip.Predictor's default prompts; other families' manifests may carry their own.
+RUCLIP_TEMPLATES = (
+    "{}",
+    "фото, на котором изображено {}",
+    "изображение с {}",
+    "картинка с {}",
+    "фото с {}",
+    "на фото видно {}",
+)
+
+
+class Classification(NamedTuple):
+    labels: list[str]
+    probs: np.ndarray  # float32 [N images, len(labels)], rows sum to 1
+
+
+class ClipModel:
+    def __init__(self, bundle: Bundle, *, providers: Sequence | None = None, batch_size: int = 32):
+        if bundle.kind != "clip":
+            raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a two-tower CLIP model")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        self.bundle = bundle
+        self.batch_size = batch_size
+        manifest = bundle.manifest
+        self.logit_scale = float(manifest["logit_scale"])
+        self.embed_dim = int(manifest["embed_dim"])
+        self.tokenize = load_tokenizer(manifest["tokenizer"], bundle.path)
+        self.preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
+        self.templates = tuple(manifest.get("templates", RUCLIP_TEMPLATES))
+        self._visual = OnnxRuntimeRunner(bundle.file(bundle.graph("visual")["file"]), providers=providers)
+        self._textual = OnnxRuntimeRunner(bundle.file(bundle.graph("textual")["file"]), providers=providers)
+
+    @classmethod
+    def load(cls, path, *, providers: Sequence | None = None, batch_size: int = 32, verify: bool = True) -> "ClipModel":
+        """Open a bundle directory; ``verify`` checks every file's sha256 against the manifest."""
+        return cls(read_bundle(Path(path), verify=verify), providers=providers, batch_size=batch_size)
+
+    def encode_text(self, texts: Sequence[str], *, normalize: bool = True,
+                    progress: Callable[[int], None] | None = None) -> np.ndarray:
+        texts = check_texts(texts)
+        return self._encode(texts, self._textual_feed, self._textual, normalize, progress)
+
+    def encode_image(self, images: Sequence, *, normalize: bool = True,
+                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+        images = _check_images(images)
+        return self._encode(images, lambda chunk: {"pixel_values": self.preprocess(chunk)}, self._visual,
+                            normalize, progress)
+
+    def similarity(self, images: Sequence, texts: Sequence[str]) -> np.ndarray:
+        """``logit_scale * cos`` between every image (rows) and every text (columns)."""
+        return self.logit_scale * (self.encode_image(images) @ self.encode_text(texts).T)
+
+    def classify(self, images: Sequence, labels: Sequence[str], templates: Sequence[str] | None = None) -> Classification:
+        """Zero-shot classification with RuCLIP Predictor's prompt ensembling.
+
+        Each label's text embedding is the renormalised mean of its normalised
+        embeddings over the templates, as ``ruclip.Predictor.get_text_latents``.
+        """
+        labels = check_texts(labels)
+        templates = tuple(templates) if templates else self.templates
+        for t in templates:
+            if not isinstance(t, str) or "{}" not in t:
+                raise InputError(f"template {t!r} must be a string containing '{{}}' where the label goes")
+        prompts = [t.format(label.lower().strip()) for t in templates for label in labels]
+        text = self.encode_text(prompts).reshape(len(templates), len(labels), -1).mean(axis=0)
+        text /= np.linalg.norm(text, axis=-1, keepdims=True)
+        logits = self.logit_scale * (self.encode_image(images) @ text.T)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return Classification(labels=list(labels), probs=probs.astype(np.float32))
+
+    def _textual_feed(self, chunk: list[str]) -> dict:
+        return {"input_ids": self.tokenize(chunk)}
+
+    def _encode(self, items: list, feed: Callable, runner, normalize: bool, progress) -> np.ndarray:
+        parts = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start:start + self.batch_size]
+            parts.append(next(iter(runner.infer(feed(chunk)).values())))
+            if progress:
+                progress(len(chunk))
+        out = np.concatenate(parts).astype(np.float32, copy=False)
+        if normalize:
+            out = out / np.linalg.norm(out, axis=-1, keepdims=True)
+        return out
+
+
+def _check_images(images) -> list:
+    if images is None or isinstance(images, (str, bytes, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3) \
+            or hasattr(images, "getpixel"):
+        raise InputError(f"expected a list of images, got a single {type(images).__name__}; wrap it in a list")
+    images = list(images)
+    if not images:
+        raise InputError("expected at least one image, got an empty list")
+    return images

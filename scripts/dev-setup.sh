@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create .venv with everything the demo and the tests need.  Idempotent: a second
+# run only checks.  Torch is pinned here (not in setup.cfg): 2.13.0 resolves to
+# the local CPU build, while an unpinned torch pulls gigabytes of CUDA wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+STAMP=.venv/.clip-onnx-setup-v1
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; then
+  .venv/bin/pip install -q --upgrade pip wheel
+  .venv/bin/pip install -q torch==2.13.0
+  # youtokentome 1.0.6 has no wheels and needs Cython present at build time.
+  .venv/bin/pip install -q cython setuptools wheel
+  .venv/bin/pip install -q --no-build-isolation youtokentome==1.0.6
+  .venv/bin/pip install -q -e ".[export,test]"
+  # Test references only: torchvision for RuCLIP's transform, ruclip's own model.py.
+  .venv/bin/pip install -q --no-deps torchvision
+  mkdir -p .cache
+  [ -f .cache/ruclip-0.0.2-py3-none-any.whl ] || .venv/bin/pip download -q --no-deps ruclip==0.0.2 -d .cache
+  # The registry's torchvision is a CUDA build whose compiled ops don't load against the
+  # CPU torch; its pure-Python transforms import once this module is stubbed.  Dev/test only.
+  site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  echo "import sys, types; sys.modules.setdefault('torchvision._meta_registrations', types.ModuleType('torchvision._meta_registrations'))" \
+    > "$site/_clip_onnx_dev_torchvision_shim.pth"
+  touch "$STAMP"
+fi

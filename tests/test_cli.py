@@ -1,0 +1,55 @@
+"""The command line, run as a user would: a real subprocess, stderr for errors, no tracebacks."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clip_onnx.export.validate import synthetic_images
+
+
+def run(*args, check=True):
+    result = subprocess.run([sys.executable, "-c", "from clip_onnx.cli import main; main()", *args],
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"clip-onnx {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def test_models_lists_all_six_ruclip_variants():
+    out = run("models").stdout
+    for name in ("base-patch32-224", "base-patch16-224", "large-patch14-224", "base-patch32-384",
+                 "large-patch14-336", "base-patch16-384"):
+        assert f"ruclip-vit-{name}" in out and f"ai-forever/ruclip-vit-{name}" in out
+
+
+def test_export_prints_parity_table_and_writes_bundle(tiny_checkpoint, tmp_path):
+    result = run("export", str(tiny_checkpoint), "-o", str(tmp_path / "b"))
+    assert "zero-shot top-1 agreement: 100.0%" in result.stdout and "PASS" in result.stdout
+    assert result.stdout.count("textual") == 3 and result.stdout.count("visual") == 3
+    assert (tmp_path / "b" / "manifest.json").is_file()
+
+
+def test_classify_and_embed(tiny_bundle, tmp_path):
+    paths = []
+    for i, img in enumerate(synthetic_images(2)):
+        paths.append(str(tmp_path / f"{i}.png"))
+        img.save(paths[-1])
+    out = run("classify", str(tiny_bundle), *paths, "--labels", "кошка", "собака").stdout.splitlines()
+    assert len(out) == 2 and all("кошка" in line and "собака" in line for line in out)
+    run("embed", str(tiny_bundle), "--text", "кошка", "--text", "собака", "-o", str(tmp_path / "t.npy"))
+    vectors = np.load(tmp_path / "t.npy")
+    assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["classify", "{bundle}", "missing.jpg", "--labels", "a"], "missing.jpg"),
+    (["classify", "/no/bundle", "x.jpg", "--labels", "a"], "/no/bundle"),
+    (["export", "not-a-model", "-o", "{tmp}/x"], "not-a-model"),
+    (["embed", "{bundle}", "-o", "{tmp}/x.npy"], "either --image or --text"),
+])
+def test_user_mistakes_exit_nonzero_with_one_line_and_no_traceback(args, fragment, tiny_bundle, tmp_path):
+    args = [a.format(bundle=tiny_bundle, tmp=tmp_path) for a in args]
+    result = run(*args, check=False)
+    assert result.returncode != 0
+    assert fragment in result.stderr and "Traceback" not in result.stderr
