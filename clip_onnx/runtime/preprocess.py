@@ -1,0 +1,219 @@
+"""Torch-free image preprocessing that reproduces the torchvision pipelines of the reference models.
+
+Only the geometry runs in Pillow (the same calls torchvision makes on PIL
+images, so the resampled pixels are identical); ToTensor and Normalize become
+one float32 lookup table per channel, built with the exact operations
+torchvision performs, so the output matches it bit for bit.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+from PIL import Image
+
+from clip_onnx.errors import BundleError, InputError
+from clip_onnx.runtime.images import SINGLE_IMAGE_TYPES, load_image
+
+log = logging.getLogger(__name__)
+
+# torchvision's InterpolationMode names and the Pillow filters it hands PIL images to.
+INTERPOLATIONS: Mapping[str, Image.Resampling] = MappingProxyType({
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+})
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a model expects its pixels: output size, crop geometry, filter and normalisation.
+
+    ``crop`` is one of CROP_MODES. ``resize_size`` is the shortest-side target
+    of "resize_then_crop" (None means ``image_size``); "crop_then_resize"
+    ignores it.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+    crop: str = "crop_then_resize"
+    resize_size: int | None = None
+
+    def __post_init__(self) -> None:
+        # Accept lists (as JSON gives them) but store tuples so the spec stays hashable.
+        object.__setattr__(self, "mean", _triple("mean", self.mean, positive=False))
+        object.__setattr__(self, "std", _triple("std", self.std, positive=True))
+        _check_size("image_size", self.image_size)
+        if self.resize_size is not None:
+            _check_size("resize_size", self.resize_size)
+        if self.interpolation not in INTERPOLATIONS:
+            raise InputError(f"unknown interpolation {self.interpolation!r}; expected one of {sorted(INTERPOLATIONS)}")
+        if self.crop not in CROP_MODES:
+            raise InputError(f"unknown crop mode {self.crop!r}; expected one of {sorted(CROP_MODES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PreprocessSpec:
+        """Build a spec from ``to_dict`` output, raising BundleError naming any bad key or value."""
+        if not isinstance(d, Mapping):
+            raise BundleError(f"preprocess spec must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise BundleError(f"preprocess spec has unknown keys {unknown}; expected a subset of {sorted(known)}")
+        missing = sorted(f.name for f in fields(cls) if f.name not in d and f.default is MISSING)
+        if missing:
+            raise BundleError(f"preprocess spec is missing keys {missing}")
+        try:
+            return cls(**d)
+        except InputError as exc:
+            raise BundleError(f"invalid preprocess spec: {exc}") from None
+
+
+def _check_size(name: str, value: object) -> None:
+    # bool is an int subclass; True as a size is always a mistake.
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InputError(f"{name} must be a positive int, got {value!r}")
+
+
+def _triple(name: str, value: object, positive: bool) -> tuple[float, float, float]:
+    if isinstance(value, (str, bytes)):
+        # A string would be split into characters, so "123" would pass as (1, 2, 3).
+        raise InputError(f"{name} must be three numbers, got {value!r}")
+    try:
+        items = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be three numbers, got {value!r}") from None
+    if len(items) != 3 or not all(math.isfinite(v) for v in items):
+        raise InputError(f"{name} must be three finite numbers, got {value!r}")
+    if positive and min(items) <= 0:
+        raise InputError(f"{name} must be positive, got {value!r}")
+    return items  # type: ignore[return-value]
+
+
+def _crop_then_resize(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """RandomResizedCrop(size, scale=(1, 1), ratio=(1, 1)) made deterministic.
+
+    With area and aspect ratio pinned to 1, every attempt asks for a square of
+    side round(sqrt(w*h)). That fits only when the image is square (the whole
+    image) or its sides differ by exactly one (a min-side square at a random
+    offset 0 or 1, where we take 0); otherwise all ten attempts fail and the
+    fallback is a min-side square at offset ((h - side) // 2, (w - side) // 2).
+    All three cases are that same central square.
+    """
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side))
+    return _resize(img, (spec.image_size, spec.image_size), spec)
+
+
+def _resize_then_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """Resize(resize_size) then CenterCrop(image_size), with torchvision's rounding and zero padding."""
+    w, h = img.size
+    target = spec.resize_size or spec.image_size
+    # Same expression as torchvision so the long side truncates identically.
+    if w <= h:
+        new_w, new_h = target, int(target * h / w)
+    else:
+        new_w, new_h = int(target * w / h), target
+    img = _resize(img, (new_w, new_h), spec)
+    size = spec.image_size
+    left, top = _center_offset(new_w, size), _center_offset(new_h, size)
+    # PIL fills the part of the box outside the image with zeros, which is
+    # exactly CenterCrop's pad-with-0 when the image is smaller than the crop.
+    return img.crop((left, top, left + size, top + size))
+
+
+def _center_offset(length: int, crop: int) -> int:
+    if crop > length:
+        return -((crop - length) // 2)
+    return int(round((length - crop) / 2.0))
+
+
+def _resize(img: Image.Image, size: tuple[int, int], spec: PreprocessSpec) -> Image.Image:
+    # torchvision returns the image untouched when it already has the size.
+    if img.size == size:
+        return img
+    return img.resize(size, INTERPOLATIONS[spec.interpolation])
+
+
+CROP_MODES: Mapping[str, Callable[[Image.Image, PreprocessSpec], Image.Image]] = MappingProxyType({
+    "crop_then_resize": _crop_then_resize,
+    "resize_then_crop": _resize_then_crop,
+})
+
+
+def _normalise_table(spec: PreprocessSpec) -> np.ndarray:
+    """[3, 256] float32: what ToTensor then Normalize turn each uint8 value into, per channel.
+
+    Mirrors torchvision's float32 steps: x.float().div(255), then
+    .sub_(mean).div_(std) with mean and std cast to float32.
+    """
+    values = np.arange(256, dtype=np.float32) / np.float32(255)
+    mean = np.asarray(spec.mean, dtype=np.float32)[:, None]
+    std = np.asarray(spec.std, dtype=np.float32)[:, None]
+    return np.ascontiguousarray((values[None, :] - mean) / std, dtype=np.float32)
+
+
+class ImagePreprocessor:
+    """Callable turning a list of images into the float32 [N, 3, S, S] batch a CLIP image tower takes."""
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        if not isinstance(spec, PreprocessSpec):
+            raise InputError(f"expected a PreprocessSpec, got {type(spec).__name__}")
+        self.spec = spec
+        self._geometry = CROP_MODES[spec.crop]
+        self._table = _normalise_table(spec)
+        log.debug("image preprocessor for %s", spec)
+
+    def __repr__(self) -> str:
+        return f"ImagePreprocessor({self.spec!r})"
+
+    def __call__(self, images: Iterable[Any]) -> np.ndarray:
+        items = _check_batch(images)
+        size = self.spec.image_size
+        out = np.empty((len(items), 3, size, size), dtype=np.float32)
+        for i, item in enumerate(items):
+            try:
+                img = load_image(item)
+            except InputError as exc:
+                raise InputError(f"image #{i}: {exc}") from None
+            self._fill(img, out[i])
+        return out
+
+    def _fill(self, img: Image.Image, out: np.ndarray) -> None:
+        # Both reference pipelines convert before any geometry (RuCLIP only when
+        # the mode differs, open_clip always; converting RGB to RGB is a copy).
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        pixels = np.asarray(self._geometry(img, self.spec))
+        for c in range(3):
+            np.take(self._table[c], pixels[:, :, c], out=out[c])
+
+
+def _check_batch(images: Any) -> list[Any]:
+    if isinstance(images, SINGLE_IMAGE_TYPES):
+        raise InputError(
+            f"expected a list of images, got a single {type(images).__name__}; wrap it in a list: [image]"
+        )
+    try:
+        items = list(images)
+    except TypeError:
+        raise InputError(f"expected a list of images, got {type(images).__name__}") from None
+    if not items:
+        raise InputError("expected at least one image, got an empty list")
+    return items
