@@ -16,7 +16,7 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   # youtokentome 1.0.6 has no wheels and needs Cython present at build time.
   .venv/bin/pip install -q cython setuptools wheel
   .venv/bin/pip install -q --no-build-isolation youtokentome==1.0.6
-  .venv/bin/pip install -q -e ".[export,test]"
+  .venv/bin/pip install -q -e ".[export,test,bench]"
   # Test references only: torchvision for RuCLIP's transform, ruclip's own model.py.
   .venv/bin/pip install -q --no-deps torchvision
   mkdir -p .cache

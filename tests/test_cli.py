@@ -26,7 +26,10 @@ def test_models_lists_all_six_ruclip_variants():
 def test_export_prints_parity_table_and_writes_bundle(tiny_checkpoint, tmp_path):
     result = run("export", str(tiny_checkpoint), "-o", str(tmp_path / "b"))
     assert "zero-shot top-1 agreement: 100.0%" in result.stdout and "PASS" in result.stdout
-    assert result.stdout.count("textual") == 3 and result.stdout.count("visual") == 3
+    rows = [line.split()[:2] for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert sorted(r for r in rows if r[0] in ("visual", "textual")) == [
+        ["textual", "1"], ["textual", "3"], ["textual", "8"], ["visual", "1"], ["visual", "3"], ["visual", "8"]]
+    assert "Traceback" not in result.stderr and "attn_mask" not in result.stderr
     assert (tmp_path / "b" / "manifest.json").is_file()
 
 

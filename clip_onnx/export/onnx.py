@@ -39,8 +39,9 @@ def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, 
     log.info("exporting %s tower to %s (opset %d)", tower.name, path, opset)
     chatter = io.StringIO()
     try:
-        # The exporter prints progress lines on stdout; keep them for the error message instead.
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+        # The exporter prints progress lines on stdout and logs harmless warnings (a
+        # non-parameter attention mask becomes a constant); keep them for the error message.
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _quiet_torch_onnx():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 tower.module.eval(), args, input_names=list(tower.input_names), output_names=[tower.output_name],
@@ -51,6 +52,17 @@ def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, 
     _save(program.model_proto, path)
     check_symbolic_axes(path, tower)
     return path
+
+
+@contextlib.contextmanager
+def _quiet_torch_onnx():
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:

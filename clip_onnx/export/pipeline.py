@@ -12,8 +12,11 @@ from clip_onnx import __version__
 from clip_onnx.bundle import Bundle, BundleWriter
 from clip_onnx.export import validate
 from clip_onnx.export.families import load_model
+from clip_onnx.errors import ExportError
 from clip_onnx.export.families.base import ExportableModel
+from clip_onnx.export.int8 import quantize_int8
 from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, export_tower
+from clip_onnx.export.precision import lower
 from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
 
 log = logging.getLogger(__name__)
@@ -21,13 +24,32 @@ log = logging.getLogger(__name__)
 GRAPH_FILES = {"visual": "visual.onnx", "textual": "textual.onnx"}
 
 
+PRECISIONS = ("fp32", "int8")
+
+
 def export_bundle(source: str, out, *, random_weights: bool = False, opset: int = DEFAULT_OPSET,
-                  check_parity: bool = True, overwrite: bool = False,
+                  check_parity: bool = True, overwrite: bool = False, precision: str = "fp32",
+                  gate_images: int = validate.GATE_IMAGES,
                   progress: Callable[[str], None] = lambda step: None) -> Bundle:
-    """Export ``source`` into a bundle at ``out``; raises ParityError if the graphs don't match eager torch."""
+    """Export ``source`` into a bundle at ``out``; raises ParityError if the graphs don't match eager torch.
+
+    ``precision="int8"`` then quantizes each tower whose int8 graph passes the
+    int8 gate against the fp32 graphs; the others stay fp32.
+    """
     started = time.perf_counter()
     progress("load model")
     model = load_model(source, random_weights=random_weights)
+    return export_model(model, out, opset=opset, check_parity=check_parity, overwrite=overwrite,
+                        precision=precision, gate_images=gate_images, progress=progress, started=started)
+
+
+def export_model(model: ExportableModel, out, *, opset: int = DEFAULT_OPSET, check_parity: bool = True,
+                 overwrite: bool = False, precision: str = "fp32", gate_images: int = validate.GATE_IMAGES,
+                 progress: Callable[[str], None] = lambda step: None, started: float | None = None) -> Bundle:
+    """Export an already loaded model; see export_bundle."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    started = time.perf_counter() if started is None else started
     with BundleWriter(out, overwrite=overwrite) as writer:
         feeds = validate.validation_inputs(model)
         for tower in (model.visual, model.textual):
@@ -41,10 +63,15 @@ def export_bundle(source: str, out, *, random_weights: bool = False, opset: int 
             parity = run_parity(model, writer.dir, feeds)
         else:
             log.warning("parity check skipped (--no-validate): the bundle is unverified")
+        lowered = None
+        if precision != "fp32":
+            progress(f"{precision} gate")
+            graphs = {t: writer.dir / GRAPH_FILES[t] for t in GRAPH_FILES}
+            lowered = lower(model, graphs, precision, quantize_int8, validate.INT8, gate_images)
         for name, path in model.tokenizer_files.items():
             writer.add_file(name, path)
         progress("write bundle")
-        bundle = writer.commit(build_manifest(model, opset, parity, time.perf_counter() - started))
+        bundle = writer.commit(build_manifest(model, opset, parity, lowered, time.perf_counter() - started))
     return bundle
 
 
@@ -59,13 +86,13 @@ def run_parity(model: ExportableModel, directory: Path, feeds) -> validate.Parit
     return report
 
 
-def build_manifest(model: ExportableModel, opset: int, parity, seconds: float) -> dict:
+def build_manifest(model: ExportableModel, opset: int, parity, lowered, seconds: float) -> dict:
     graphs = {}
     for tower in (model.visual, model.textual):
         graphs[tower.name] = {
             "file": GRAPH_FILES[tower.name], "inputs": list(tower.input_names), "output": tower.output_name,
             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in tower.dynamic_axes.items()},
-            "opset": opset, "precision": "fp32",
+            "opset": opset, **(lowered["towers"][tower.name] if lowered else {"precision": "fp32"}),
         }
     return {
         "kind": "clip",
@@ -75,6 +102,6 @@ def build_manifest(model: ExportableModel, opset: int, parity, seconds: float) -
         "preprocess": model.preprocess.to_dict(),
         "tokenizer": dict(model.tokenizer),
         "graphs": graphs,
-        "parity": [parity.to_dict()] if parity else [],
+        "parity": ([parity.to_dict()] if parity else []) + (lowered["gate"] if lowered else []),
         "export": {"clip_onnx": __version__, "torch": torch.__version__, "seconds": round(seconds, 1)},
     }

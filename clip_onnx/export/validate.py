@@ -136,3 +136,32 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(_normalize(a.astype(np.float64)) * _normalize(b.astype(np.float64)), axis=-1)
+
+
+INT8 = Thresholds(min_cosine=0.998, max_abs=None, min_top1_agreement=0.99)
+FP16 = Thresholds(min_cosine=0.999, max_abs=None, min_top1_agreement=0.995)
+GATE_IMAGES = 500
+# Prompt shapes used to widen the text side of the low-precision gate.
+_GATE_TEMPLATES = ("{}", "фото: {}", "a photo of {}", "на картинке {}, крупным планом", "{}. {}")
+
+
+def gate_inputs(model: ExportableModel, images: int = GATE_IMAGES, seed: int = 1) -> dict[str, list[Mapping[str, np.ndarray]]]:
+    """Feeds for the fp16/int8 gates: ``images`` synthetic photos and a few dozen prompts, in batches of 16."""
+    texts = [t.format(s, s) for t in _GATE_TEMPLATES for s in model.sample_texts]
+    tokens = model.tokenize(texts)
+    preprocess = ImagePreprocessor(model.preprocess)
+    visual = [{"pixel_values": preprocess(synthetic_images(min(16, images - start), seed + start))}
+              for start in range(0, images, 16)]
+    textual = [{k: v[s:s + 16] for k, v in tokens.items()} for s in range(0, len(texts), 16)]
+    return {"visual": visual, "textual": textual}
+
+
+def gate_report(stage: str, reference: Mapping[str, list[np.ndarray]], got: Mapping[str, list[np.ndarray]],
+                thresholds: Thresholds) -> ParityReport:
+    """Compare whole gate runs: one row per tower, top-1 over every image against every prompt."""
+    ref = {k: np.concatenate(v) for k, v in reference.items()}
+    out = {k: np.concatenate(v) for k, v in got.items()}
+    rows = [ParityRow(stage, tower, len(ref[tower]), float(np.abs(ref[tower] - out[tower]).max()),
+                      float(_cosine(ref[tower], out[tower]).min())) for tower in ("visual", "textual")]
+    agreement = top1_agreement(ref["visual"], ref["textual"], out["visual"], out["textual"])
+    return ParityReport(stage, rows, agreement, len(ref["visual"]), thresholds)

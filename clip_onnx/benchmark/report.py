@@ -1,0 +1,95 @@
+"""Benchmark output: raw JSON with a machine header, a Markdown table, and an optional PNG plot."""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PACKAGES = ("clip-onnx", "numpy", "pillow", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "tensorrt")
+
+
+def machine_header(torch) -> dict:
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version(), "gpu": gpu,
+            "versions": versions}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown(result: dict) -> str:
+    h = result["header"]
+    lines = [f"Benchmark of `{result['source']}`{' (random weights)' if result['random_weights'] else ''}, "
+             f"{h['date'][:10]}, {h['cpu']} ({h['cores']} cores){', GPU ' + h['gpu'] if h['gpu'] else ''}; "
+             f"{result['warmup']} warm-ups, {result['repeat']} interleaved repeats.", "",
+             "| tower | batch | backend | median ms | p90 ms | min ms | items/s | speedup vs torch |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in result["stats"]:
+        speed = f"{s['speedup_vs_torch']:.2f}x" if s.get("speedup_vs_torch") else "n/a"
+        lines.append(f"| {s['tower']} | {s['batch']} | {s['backend']} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} | "
+                     f"{s['min_ms']:.1f} | {s['items_per_s']:.1f} | {speed} |")
+    if result.get("accuracy"):
+        lines += ["", "| backend | visual min cosine vs torch | textual min cosine vs torch |", "|---|---|---|"]
+        for name, acc in result["accuracy"].items():
+            lines.append(f"| {name} | {acc['visual']['min_cosine']:.6f} | {acc['textual']['min_cosine']:.6f} |")
+    if result.get("cold_start"):
+        lines += ["", "| backend | cold start s (import + load + first call) | peak RSS MB |", "|---|---|---|"]
+        for name, seconds in result["cold_start"].items():
+            lines.append(f"| {name} | {seconds:.2f} | {result['peak_rss_mb'].get(name, float('nan')):.0f} |")
+    for name, why in result.get("skipped", {}).items():
+        lines.append(f"\nSkipped {name}: {why}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(result: dict, out: Path) -> list[Path]:
+    written = [out / "bench.json", out / "bench.md"]
+    written[0].write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    written[1].write_text(markdown(result), encoding="utf-8")
+    png = _plot(result, out / "bench.png")
+    return written + ([png] if png else [])
+
+
+def _plot(result: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed; skipping the plot (pip install 'clip-onnx[bench]')")
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, tower in zip(axes, ("visual", "textual")):
+        for backend in dict.fromkeys(s["backend"] for s in result["stats"]):
+            rows = sorted((s["batch"], s["median_ms"]) for s in result["stats"]
+                          if s["tower"] == tower and s["backend"] == backend)
+            ax.plot([r[0] for r in rows], [r[1] for r in rows], marker="o", label=backend)
+        ax.set(title=f"{tower} tower", xlabel="batch", ylabel="median latency, ms", xscale="log", yscale="log")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"{result['source']} on {result['header']['cpu']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

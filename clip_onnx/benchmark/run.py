@@ -1,0 +1,226 @@
+"""``clip-onnx bench``: eager PyTorch vs ONNX Runtime (fp32, int8) vs TensorRT, in one interleaved run."""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from clip_onnx.benchmark.timing import Backend, interleaved
+from clip_onnx.errors import ClipOnnxError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "torch-fp16", "onnxruntime", "onnxruntime-int8", "tensorrt")
+TOWERS = ("visual", "textual")
+
+
+def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backends: Sequence[str] = BACKENDS,
+                  batches: Sequence[int] = (1, 8, 32), warmup: int = 3, repeat: int = 10,
+                  progress: Callable[[], None] = lambda: None) -> dict:
+    """Benchmark ``source`` (a model source, exported on the fly) and write JSON/Markdown/PNG into ``out``."""
+    import torch
+
+    from clip_onnx.benchmark.report import machine_header, write_reports
+    from clip_onnx.export import validate
+    from clip_onnx.export.families import load_model
+    from clip_onnx.export.int8 import quantize_int8
+    from clip_onnx.export.pipeline import export_model
+    from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
+
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        raise ClipOnnxError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "bundles"
+    model = load_model(source, random_weights=random_weights)
+    fp32 = export_model(model, work / "fp32", overwrite=True)
+    graphs = {t: fp32.path / fp32.manifest["graphs"][t]["file"] for t in TOWERS}
+    outputs = {"visual": model.visual.output_name, "textual": model.textual.output_name}
+    biggest = max(batches)
+    pixels = validate.ImagePreprocessor(model.preprocess)(validate.synthetic_images(biggest, seed=7))
+    texts = [model.sample_texts[i % len(model.sample_texts)] + f" {i}" for i in range(biggest)]
+    tokens = model.tokenize(texts)
+    feeds = {"visual": {b: {"pixel_values": pixels[:b]} for b in batches},
+             "textual": {b: {k: v[:b] for k, v in tokens.items()} for b in batches}}
+    towers = {"visual": model.visual, "textual": model.textual}
+
+    chosen, skipped = [], {}
+    for name in backends:
+        try:
+            chosen.append(_make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner))
+        except _Skip as reason:
+            skipped[name] = str(reason)
+            log.warning("skipping backend %s: %s", name, reason)
+    samples = interleaved(chosen, feeds, warmup=warmup, repeat=repeat, on_step=progress)
+    stats = [s.stats() for s in samples]
+    _add_ratios(stats)
+    result = {
+        "header": machine_header(torch),
+        "source": source, "random_weights": random_weights, "batches": list(batches),
+        "warmup": warmup, "repeat": repeat, "skipped": skipped,
+        "stats": stats,
+        "accuracy": _accuracy(chosen, feeds, towers),
+        "cold_start": {b.name: _subprocess_probe(b.name, source, random_weights, work, "cold") for b in chosen
+                       if b.name in ("torch", "onnxruntime", "onnxruntime-int8")},
+        "peak_rss_mb": {b.name: _subprocess_probe(b.name, source, random_weights, work, "rss") for b in chosen
+                        if b.name in ("torch", "onnxruntime", "onnxruntime-int8")},
+        "samples": [{"backend": s.backend, "tower": s.tower, "batch": s.batch, "seconds": s.seconds} for s in samples],
+    }
+    write_reports(result, out)
+    return result
+
+
+class _Skip(Exception):
+    pass
+
+
+def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner) -> Backend:
+    import torch
+
+    if name == "torch":
+        torch.set_num_threads(torch.get_num_threads())
+        return Backend(name, {t: _torch_call(towers[t].module, torch) for t in TOWERS},
+                       prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None))
+    if name == "torch-fp16":
+        if not torch.cuda.is_available():
+            raise _Skip("no CUDA device")
+        modules = {t: _half_copy(towers[t].module, torch) for t in TOWERS}
+        return Backend(name, {t: _torch_call(modules[t], torch) for t in TOWERS}, sync=torch.cuda.synchronize,
+                       prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cuda", torch.float16))
+    if name == "onnxruntime":
+        runners = {t: OnnxRuntimeRunner(graphs[t]) for t in TOWERS}
+        return Backend(name, {t: _ort_call(runners[t]) for t in TOWERS})
+    if name == "onnxruntime-int8":
+        bundle = _int8_bundle(graphs, work / "int8", quantize_int8)
+        runners = {t: OnnxRuntimeRunner(bundle.path / graphs[t].name) for t in TOWERS}
+        return Backend(name, {t: _ort_call(runners[t]) for t in TOWERS})
+    if name == "tensorrt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            raise _Skip("tensorrt is not installed") from None
+        if not torch.cuda.is_available():
+            raise _Skip("no CUDA device")
+        raise _Skip("TensorRT engines are not built by this version of clip-onnx yet")
+    raise _Skip(f"unknown backend {name}")
+
+
+def _int8_bundle(graphs, target: Path, quantize_int8):
+    """A copy of the fp32 bundle with both towers quantized, ungated: the benchmark wants speed, and
+    reports the accuracy it measures beside it."""
+    from clip_onnx.bundle import BundleWriter, read_bundle
+
+    source = read_bundle(graphs["visual"].parent)
+    with BundleWriter(target, overwrite=True) as writer:
+        manifest = json.loads(json.dumps(source.manifest))
+        for name in source.manifest["files"]:
+            if name not in {g.name for g in graphs.values()}:
+                writer.add_file(name, source.path / name)
+        for tower, graph in graphs.items():
+            manifest["graphs"][tower].update(precision="int8", **quantize_int8(graph, writer.dir / graph.name))
+        return writer.commit(manifest)
+
+
+def _torch_call(module, torch):
+    def call(args):
+        with torch.inference_mode():
+            return module(*args)
+    return call
+
+
+def _ort_call(runner):
+    return lambda feed: runner.infer(feed)
+
+
+def _to_torch(feed, tower, torch, device, dtype):
+    args = [torch.from_numpy(feed[n]).to(device) for n in tower.input_names]
+    return [a.to(dtype) if dtype is not None and a.is_floating_point() else a for a in args]
+
+
+def _half_copy(module, torch):
+    import copy
+
+    return copy.deepcopy(module).to("cuda", torch.float16).eval()
+
+
+def _add_ratios(stats: list[dict]) -> None:
+    """speedup = eager torch fp32 median / backend median, for the same tower and batch in this run."""
+    base = {(s["tower"], s["batch"]): s["median_ms"] for s in stats if s["backend"] == "torch"}
+    for s in stats:
+        ref = base.get((s["tower"], s["batch"]))
+        s["speedup_vs_torch"] = ref / s["median_ms"] if ref else None
+
+
+def _accuracy(backends: Sequence[Backend], feeds, towers) -> dict:
+    """Cosine of each backend's outputs against eager torch fp32 on the largest benchmark batch."""
+    reference = next((b for b in backends if b.name == "torch"), None)
+    if reference is None:
+        return {}
+    out = {}
+    for tower, by_batch in feeds.items():
+        feed = by_batch[max(by_batch)]
+        ref = _as_numpy(reference.run[tower](reference.prepare(tower, feed)))
+        for b in backends:
+            got = _as_numpy(b.run[tower](b.prepare(tower, feed)))
+            cos = np.sum(_unit(ref) * _unit(got), axis=-1)
+            out.setdefault(b.name, {})[tower] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    return out
+
+
+def _as_numpy(x) -> np.ndarray:
+    if isinstance(x, dict):
+        x = next(iter(x.values()))
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+_PROBES = {
+    "torch": """
+        import torch
+        from clip_onnx.export.families import load_model
+        m = load_model({source!r}, random_weights={random_weights!r})
+        with torch.inference_mode():
+            m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(["кошка"]).values()])
+            {extra_torch}
+    """,
+    "onnxruntime": """
+        from clip_onnx.runtime import ClipModel
+        m = ClipModel.load({bundle!r})
+        m.encode_text(["кошка"])
+        {extra_ort}
+    """,
+}
+
+
+def _subprocess_probe(backend: str, source: str, random_weights: bool, work: Path, kind: str) -> float:
+    """Cold start (s, import + load + first call) or peak RSS (MB, after a batch of 8 per tower), in a fresh process."""
+    bundle = work / ("int8" if backend == "onnxruntime-int8" else "fp32")
+    rss = kind == "rss"
+    extra_torch = ("m.visual.module(torch.randn(8, 3, m.preprocess.image_size, m.preprocess.image_size)); "
+                   "m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(['кошка'] * 8).values()])") if rss else "pass"
+    extra_ort = ("import numpy as np; m.encode_image([np.zeros((64, 64, 3), np.uint8)] * 8); m.encode_text(['кошка'] * 8)"
+                 if rss else "pass")
+    body = textwrap.dedent(_PROBES["torch" if backend == "torch" else "onnxruntime"]).format(
+        source=source, random_weights=random_weights, bundle=str(bundle), extra_torch=extra_torch, extra_ort=extra_ort)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would
+    # report the (larger) benchmark parent's peak.
+    script = ("import time; t = time.perf_counter()\n" + body +
+              "\nhwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]"
+              "\nprint(time.perf_counter() - t, int(hwm) / 1024)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if done.returncode != 0:
+        log.warning("%s %s probe failed: %s", backend, kind, done.stderr[-500:])
+        return float("nan")
+    seconds, rss_mb = (float(x) for x in done.stdout.split()[-2:])
+    return rss_mb if rss else seconds

@@ -1,0 +1,59 @@
+"""Interleaved timing of several backends on the same inputs.
+
+Each repetition runs every backend once, in turn, so slow drift of the machine
+(thermal, other processes) lands on all of them alike.  A backend's ``sync``
+runs before the clock stops: for CUDA that is ``torch.cuda.synchronize``, so
+asynchronous GPU work can never be timed as finished when it was only queued.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Backend:
+    name: str
+    # tower -> function(batch inputs) -> output; the inputs are prepared outside the clock.
+    run: Mapping[str, Callable]
+    sync: Callable[[], None] = lambda: None
+    prepare: Callable[[str, Mapping], object] = lambda tower, feed: feed
+
+
+@dataclass
+class Samples:
+    backend: str
+    tower: str
+    batch: int
+    seconds: list[float] = field(default_factory=list)
+
+    def stats(self) -> dict:
+        s = np.asarray(self.seconds) * 1000
+        median = float(np.median(s))
+        return {"backend": self.backend, "tower": self.tower, "batch": self.batch, "median_ms": median,
+                "p90_ms": float(np.percentile(s, 90)), "min_ms": float(s.min()), "max_ms": float(s.max()),
+                "items_per_s": self.batch / (median / 1000), "n": len(s)}
+
+
+def interleaved(backends: Sequence[Backend], feeds: Mapping[str, Mapping[int, Mapping]], *, warmup: int,
+                repeat: int, on_step: Callable[[], None] = lambda: None) -> list[Samples]:
+    """Time every backend on ``feeds[tower][batch]``; returns one Samples per (backend, tower, batch)."""
+    results = []
+    for tower, by_batch in feeds.items():
+        for batch, feed in by_batch.items():
+            prepared = {b.name: b.prepare(tower, feed) for b in backends}
+            samples = {b.name: Samples(b.name, tower, batch) for b in backends}
+            for i in range(warmup + repeat):
+                for b in backends:
+                    b.sync()
+                    start = time.perf_counter()
+                    b.run[tower](prepared[b.name])
+                    b.sync()
+                    if i >= warmup:
+                        samples[b.name].seconds.append(time.perf_counter() - start)
+                on_step()
+            results.extend(samples.values())
+    return results

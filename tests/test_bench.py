@@ -1,0 +1,30 @@
+"""Smoke test only: the benchmark runs on a tiny model and writes well-formed output.
+
+Timings are never asserted; benchmarks stay out of pass/fail.
+"""
+import json
+
+import pytest
+
+from clip_onnx.benchmark.run import run_benchmark
+
+
+def test_bench_writes_json_markdown_and_plot(tiny_checkpoint, tmp_path):
+    pytest.importorskip("matplotlib")
+    result = run_benchmark(str(tiny_checkpoint), tmp_path, backends=["torch", "onnxruntime", "onnxruntime-int8",
+                                                                     "tensorrt"],
+                           batches=[1, 2], warmup=1, repeat=2)
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["header"]["cores"] >= 1 and data["header"]["versions"]["onnxruntime"]
+    assert "tensorrt" in data["skipped"]
+    rows = {(s["backend"], s["tower"], s["batch"]) for s in data["stats"]}
+    assert rows == {(b, t, n) for b in ("torch", "onnxruntime", "onnxruntime-int8")
+                    for t in ("visual", "textual") for n in (1, 2)}
+    assert all(len(s["seconds"]) == 2 for s in data["samples"])
+    assert all(s["speedup_vs_torch"] > 0 for s in data["stats"])
+    assert data["accuracy"]["onnxruntime"]["visual"]["min_cosine"] > 0.99999
+    assert set(data["cold_start"]) == set(data["peak_rss_mb"]) == {"torch", "onnxruntime", "onnxruntime-int8"}
+    assert all(v > 0 for v in data["peak_rss_mb"].values())
+    assert "| visual | 1 | onnxruntime |" in (tmp_path / "bench.md").read_text()
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["stats"] == data["stats"]
