@@ -94,7 +94,9 @@ class ClipModel:
         return Classification(labels=list(labels), probs=probs.astype(np.float32))
 
     def _textual_feed(self, chunk: list[str]) -> dict:
-        return {"input_ids": self.tokenize(chunk)}
+        # Tokenizers of models with an attention mask return a dict of arrays; the others return the ids.
+        tokens = self.tokenize(chunk)
+        return tokens if isinstance(tokens, dict) else {"input_ids": tokens}
 
     def _encode(self, items: list, feed: Callable, runner, normalize: bool, progress) -> np.ndarray:
         parts = []

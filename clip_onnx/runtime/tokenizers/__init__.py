@@ -10,6 +10,7 @@ from clip_onnx.errors import BundleError
 # kind -> "module:Class"; imported on first use so a bundle only loads the algorithm it needs.
 TOKENIZERS = {
     "yttm_bpe": "clip_onnx.runtime.tokenizers.yttm_bpe:YttmBpeTokenizer",
+    "wordpiece": "clip_onnx.runtime.tokenizers.wordpiece:WordPieceTokenizer",
 }
 
 
