@@ -19,6 +19,11 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   .venv/bin/pip install -q -e ".[export,test,bench]"
   # Test references only: torchvision for RuCLIP's transform, ruclip's own model.py.
   .venv/bin/pip install -q --no-deps torchvision
+  # Reference tokenizers for the WordPiece tests (cn_clip ships Chinese-CLIP's vocab.txt).
+  .venv/bin/pip install -q transformers six
+  .venv/bin/pip install -q --no-deps cn_clip
+  # TensorRT-RTX builds SM89 plans on the CPU: the CI-side check that both graphs build.
+  .venv/bin/pip install -q tensorrt-rtx-cu13
   mkdir -p .cache
   [ -f .cache/ruclip-0.0.2-py3-none-any.whl ] || .venv/bin/pip download -q --no-deps ruclip==0.0.2 -d .cache
   # The registry's torchvision is a CUDA build whose compiled ops don't load against the

@@ -170,3 +170,21 @@ def test_unavailable_execution_provider_is_not_a_silent_cpu_fallback(tiny_bundle
 
     with pytest.raises(BackendError, match="CUDAExecutionProvider"):
         ClipModel.load(tiny_bundle, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+def test_onnxruntime_and_onnxruntime_gpu_side_by_side_is_detected(tiny_bundle, tmp_path):
+    # A real second distribution on the path, as `pip install onnxruntime-gpu` would leave it.
+    info = tmp_path / "onnxruntime_gpu-1.20.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.20.0\n")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from clip_onnx.runtime import ClipModel, BackendError
+        try:
+            ClipModel.load({str(tiny_bundle)!r})
+        except BackendError as exc:
+            print(exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "both onnxruntime" in out and "onnxruntime-gpu 1.20.0" in out and "install exactly one" in out

@@ -14,6 +14,7 @@ from clip_onnx.export import validate
 from clip_onnx.export.families import load_model
 from clip_onnx.errors import ExportError
 from clip_onnx.export.families.base import ExportableModel
+from clip_onnx.export.fp16 import FP16_LADDER, fp16_converter
 from clip_onnx.export.int8 import quantize_int8
 from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, export_tower
 from clip_onnx.export.precision import lower
@@ -24,7 +25,12 @@ log = logging.getLogger(__name__)
 GRAPH_FILES = {"visual": "visual.onnx", "textual": "textual.onnx"}
 
 
-PRECISIONS = ("fp32", "int8")
+# precision -> (converters from most to least aggressive, gate thresholds)
+PRECISIONS = {
+    "fp32": ((), validate.FP32),
+    "int8": ((quantize_int8,), validate.INT8),
+    "fp16": (tuple(fp16_converter(block) for block in FP16_LADDER), validate.FP16),
+}
 
 
 def export_bundle(source: str, out, *, random_weights: bool = False, opset: int = DEFAULT_OPSET,
@@ -33,8 +39,8 @@ def export_bundle(source: str, out, *, random_weights: bool = False, opset: int 
                   progress: Callable[[str], None] = lambda step: None) -> Bundle:
     """Export ``source`` into a bundle at ``out``; raises ParityError if the graphs don't match eager torch.
 
-    ``precision="int8"`` then quantizes each tower whose int8 graph passes the
-    int8 gate against the fp32 graphs; the others stay fp32.
+    ``precision="int8"`` or ``"fp16"`` then lowers each tower whose converted
+    graph passes that precision's gate against the fp32 graphs; the others stay fp32.
     """
     started = time.perf_counter()
     progress("load model")
@@ -67,7 +73,8 @@ def export_model(model: ExportableModel, out, *, opset: int = DEFAULT_OPSET, che
         if precision != "fp32":
             progress(f"{precision} gate")
             graphs = {t: writer.dir / GRAPH_FILES[t] for t in GRAPH_FILES}
-            lowered = lower(model, graphs, precision, quantize_int8, validate.INT8, gate_images)
+            converters, thresholds = PRECISIONS[precision]
+            lowered = lower(model, graphs, precision, converters, thresholds, gate_images)
         for name, path in model.tokenizer_files.items():
             writer.add_file(name, path)
         progress("write bundle")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from clip_onnx.export import validate
 from clip_onnx.export.families.base import ExportableModel
@@ -30,17 +30,27 @@ def run_graph(path: Path, output: str, feeds) -> list:
 
 
 def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str,
-          convert: Callable[[Path, Path], dict], thresholds: validate.Thresholds,
+          converters: Sequence[Callable[[Path, Path], dict]], thresholds: validate.Thresholds,
           gate_images: int = validate.GATE_IMAGES) -> dict:
-    """Convert ``graphs`` in place where the gate allows; returns the manifest's precision record."""
+    """Convert ``graphs`` in place where the gate allows; returns the manifest's precision record.
+
+    ``converters`` run from the most to the least aggressive; per tower, the
+    first whose outputs meet the cosine threshold is kept (the fp16 block-list
+    ladder).  Then zero-shot top-1 agreement decides which towers to lower.
+    """
     outputs = {"visual": model.visual.output_name, "textual": model.textual.output_name}
     feeds = validate.gate_inputs(model, gate_images)
     reference = {t: run_graph(graphs[t], outputs[t], feeds[t]) for t in TOWERS}
-    candidates, details, lowered = {}, {}, {}
+    candidates, details, lowered, tried = {}, {}, {}, {}
     for tower in TOWERS:
         candidates[tower] = graphs[tower].with_name(f"{graphs[tower].stem}.{precision}.onnx")
-        details[tower] = convert(graphs[tower], candidates[tower])
-        lowered[tower] = run_graph(candidates[tower], outputs[tower], feeds[tower])
+        for convert in converters:
+            details[tower] = convert(graphs[tower], candidates[tower])
+            lowered[tower] = run_graph(candidates[tower], outputs[tower], feeds[tower])
+            cosine = validate.min_cosine(reference[tower], lowered[tower])
+            tried.setdefault(tower, []).append({**details[tower], "min_cosine": cosine})
+            if cosine >= thresholds.min_cosine:
+                break
     attempts = []
     chosen = ()
     for combo in (TOWERS, ("visual",), ("textual",)):
@@ -51,7 +61,7 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str,
         if not report.failures():
             chosen = combo
             break
-    record = {"precision": precision, "gate": attempts, "towers": {}}
+    record = {"precision": precision, "gate": attempts, "tried": tried, "towers": {}}
     for tower in TOWERS:
         if tower in chosen:
             os.replace(candidates[tower], graphs[tower])

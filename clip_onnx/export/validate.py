@@ -156,6 +156,10 @@ def gate_inputs(model: ExportableModel, images: int = GATE_IMAGES, seed: int = 1
     return {"visual": visual, "textual": textual}
 
 
+def min_cosine(reference: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
+    return float(_cosine(np.concatenate(reference), np.concatenate(got)).min())
+
+
 def gate_report(stage: str, reference: Mapping[str, list[np.ndarray]], got: Mapping[str, list[np.ndarray]],
                 thresholds: Thresholds) -> ParityReport:
     """Compare whole gate runs: one row per tower, top-1 over every image against every prompt."""

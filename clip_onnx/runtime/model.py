@@ -13,7 +13,7 @@ import numpy as np
 
 from clip_onnx.bundle import Bundle, read_bundle
 from clip_onnx.errors import BundleError, InputError
-from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
+from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.base import check_texts
@@ -37,7 +37,8 @@ class Classification(NamedTuple):
 
 
 class ClipModel:
-    def __init__(self, bundle: Bundle, *, providers: Sequence | None = None, batch_size: int = 32):
+    def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence | None = None,
+                 batch_size: int = 32):
         if bundle.kind != "clip":
             raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a two-tower CLIP model")
         if batch_size < 1:
@@ -50,13 +51,18 @@ class ClipModel:
         self.tokenize = load_tokenizer(manifest["tokenizer"], bundle.path)
         self.preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
         self.templates = tuple(manifest.get("templates", RUCLIP_TEMPLATES))
-        self._visual = OnnxRuntimeRunner(bundle.file(bundle.graph("visual")["file"]), providers=providers)
-        self._textual = OnnxRuntimeRunner(bundle.file(bundle.graph("textual")["file"]), providers=providers)
+        self._visual = open_runner(bundle, "visual", backend, providers)
+        self._textual = open_runner(bundle, "textual", backend, providers)
 
     @classmethod
-    def load(cls, path, *, providers: Sequence | None = None, batch_size: int = 32, verify: bool = True) -> "ClipModel":
-        """Open a bundle directory; ``verify`` checks every file's sha256 against the manifest."""
-        return cls(read_bundle(Path(path), verify=verify), providers=providers, batch_size=batch_size)
+    def load(cls, path, *, backend: str = "onnxruntime", providers: Sequence | None = None, batch_size: int = 32,
+             verify: bool = True) -> "ClipModel":
+        """Open a bundle directory; ``verify`` checks every file's sha256 against the manifest.
+
+        ``backend`` is "onnxruntime", "tensorrt" (plans from `clip-onnx build-engine`) or "auto".
+        """
+        return cls(read_bundle(Path(path), verify=verify), backend=backend, providers=providers,
+                   batch_size=batch_size)
 
     def encode_text(self, texts: Sequence[str], *, normalize: bool = True,
                     progress: Callable[[int], None] | None = None) -> np.ndarray:

@@ -1,0 +1,46 @@
+"""Inference backends behind one runner contract (``base.Runner``); ``open_runner`` picks one for a tower."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Sequence
+
+from clip_onnx.bundle import Bundle
+from clip_onnx.errors import BackendError, InputError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("onnxruntime", "tensorrt", "auto")
+
+
+def open_runner(bundle: Bundle, tower: str, backend: str = "onnxruntime", providers: Sequence | None = None):
+    """A runner for one tower of ``bundle``.
+
+    ``auto`` takes TensorRT when it is installed, a GPU is visible and the
+    bundle has a plan built for exactly this GPU and TensorRT version, and
+    ONNX Runtime otherwise (logged, so the choice is never silent).
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend in ("tensorrt", "auto"):
+        try:
+            return _tensorrt_runner(bundle, tower)
+        except BackendError as exc:
+            if backend == "tensorrt":
+                raise
+            log.info("backend auto: using onnxruntime for %s (%s)", tower, exc)
+    from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(bundle.file(bundle.graph(tower)["file"]), providers=providers)
+
+
+def _tensorrt_runner(bundle: Bundle, tower: str):
+    from clip_onnx.engines import ENGINE_DIR, records, select_plan
+    from clip_onnx.runtime.backends.tensorrt import TensorRTRunner, current_target
+
+    graph_sha = bundle.manifest["files"][bundle.graph(tower)["file"]]["sha256"]
+    record = select_plan(records(bundle.path, tower), tower, graph_sha, current_target())
+    plan = bundle.path / ENGINE_DIR / record["plan"]
+    if hashlib.sha256(plan.read_bytes()).hexdigest() != record["plan_sha256"]:
+        raise BackendError(f"{plan}: sha256 does not match its record; rebuild with `clip-onnx build-engine`")
+    return TensorRTRunner(plan, record)

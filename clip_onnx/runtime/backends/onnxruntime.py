@@ -35,8 +35,28 @@ def default_session_options(threads: int | None = None):
     return options
 
 
+def check_single_distribution() -> None:
+    """Refuse onnxruntime and onnxruntime-gpu installed side by side.
+
+    Both install into the same ``onnxruntime`` import folder; whichever was
+    installed last overwrote part of the other, which fails later in confusing ways.
+    """
+    from importlib import metadata
+
+    installed = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            installed.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    if len(installed) > 1:
+        raise BackendError(f"both {' and '.join(installed)} are installed; they share one import folder and break "
+                           "each other. Run `pip uninstall -y onnxruntime onnxruntime-gpu` and install exactly one")
+
+
 class OnnxRuntimeRunner(Runner):
     def __init__(self, path: Path, *, providers: Sequence | None = None, session_options=None):
+        check_single_distribution()
         try:
             import onnxruntime as ort
         except ImportError as exc:

@@ -1,0 +1,52 @@
+"""Mixed-precision FP16 graphs for GPUs, with fp32 kept where measurement says it must be.
+
+TensorRT >= 10.12 builds strongly typed networks, so FP16 has to live in the
+ONNX graph itself rather than in a builder flag.  Inputs and outputs stay
+fp32 (``keep_io_types``) so callers never see a dtype change.
+
+Which ops stay fp32 is decided by measurement: ``FP16_LADDER`` lists block
+lists from the most to the least aggressive, and the gate in
+``precision.lower`` takes the first rung whose outputs meet the fp16
+thresholds against the fp32 graph.  The chosen list is recorded in the manifest.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+from clip_onnx.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+# Reductions are where fp16 loses accuracy: LayerNorm's mean/variance, Softmax's
+# exp-sum, and the decomposed forms some exporters emit (ReduceMean/Pow/Sqrt).
+FP16_LADDER: tuple[tuple[str, ...], ...] = (
+    (),
+    ("LayerNormalization",),
+    ("LayerNormalization", "Softmax"),
+    ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Div", "Erf"),
+)
+
+
+def fp16_converter(block: Sequence[str]) -> Callable[[Path, Path], dict]:
+    """A ``convert(source, target)`` for ``precision.lower`` that keeps ``block`` op types in fp32."""
+
+    def convert(source: Path, target: Path) -> dict:
+        import onnx
+        from onnxconverter_common import float16
+
+        try:
+            model = onnx.load(source)
+            with warnings.catch_warnings():
+                # The converter warns for every constant it clamps into fp16 range.
+                warnings.simplefilter("ignore")
+                converted = float16.convert_float_to_float16(model, keep_io_types=True,
+                                                              op_block_list=list(block) or None)
+            onnx.save_model(converted, target)
+        except Exception as exc:
+            raise ExportError(f"fp16 conversion of {source.name} (fp32 ops {list(block)}) failed: {exc}") from exc
+        return {"method": "onnxconverter_common.float16", "keep_io_types": True, "fp32_op_types": list(block)}
+
+    return convert

@@ -1,0 +1,151 @@
+"""Build TensorRT plans from a bundle's graphs: one per tower, dynamic-batch profiles, persistent timing cache.
+
+FP16 lives in the ONNX graph (``--precision fp16`` at export): TensorRT >=
+10.12 builds strongly typed networks and has no FP16 builder flag.  On older
+TensorRT 10.x an fp32 graph is built with the FP16 flag instead.
+
+``ahead_of_time="SM89"`` uses TensorRT-RTX, whose builder runs without a GPU,
+to build for a named compute capability: the CPU-side proof that the graphs
+parse and build with their profiles.  Its plans are recorded as product
+"tensorrt-rtx" and are never offered to the standard TensorRT runtime.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from clip_onnx.bundle import read_bundle
+from clip_onnx.engines import ENGINE_DIR, Profile, Target, plan_key, records, write_record
+from clip_onnx.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+TOWERS = ("visual", "textual")
+
+
+def import_tensorrt(ahead_of_time: str | None):
+    name = "tensorrt_rtx" if ahead_of_time else "tensorrt"
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        extra = "tensorrt-rtx-cu13" if ahead_of_time else "clip-onnx[tensorrt]"
+        raise ExportError(f"{name} is not importable; pip install {extra}") from None
+
+
+def current_target(trt, ahead_of_time: str | None) -> Target:
+    if ahead_of_time:
+        sm = ahead_of_time.upper().removeprefix("SM")
+        return Target("tensorrt-rtx", trt.__version__, "any", f"{sm[:-1]}.{sm[-1]}")
+    import torch  # the exporter has torch; the runtime reads the GPU through cuda-python instead
+
+    if not torch.cuda.is_available():
+        raise ExportError("building a TensorRT plan for this machine needs a CUDA GPU; none is visible "
+                          "(use --ahead-of-time SM89 with tensorrt-rtx for a CPU-side build check)")
+    major, minor = torch.cuda.get_device_capability(0)
+    return Target("tensorrt", trt.__version__, torch.cuda.get_device_name(0), f"{major}.{minor}")
+
+
+def build_engines(bundle_path, profile: Profile, *, workspace_gib: float = 4.0, ahead_of_time: str | None = None,
+                  timing_cache: Path | None = None, progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
+    """Build (or reuse) one plan per tower; returns their records."""
+    bundle = read_bundle(bundle_path)
+    trt = import_tensorrt(ahead_of_time)
+    target = current_target(trt, ahead_of_time)
+    timing_cache = Path(timing_cache or Path.home() / ".cache" / "clip-onnx" / f"{target.product}-{target.version}.timing")
+    (bundle.path / ENGINE_DIR).mkdir(exist_ok=True)
+    built = []
+    for tower in TOWERS:
+        graph = bundle.graph(tower)
+        graph_sha = bundle.manifest["files"][graph["file"]]["sha256"]
+        key = plan_key(graph_sha, target, profile)
+        existing = [r for r in records(bundle.path, tower) if r["key"] == key]
+        plan_path = bundle.path / ENGINE_DIR / f"{tower}-{key}.plan"
+        if existing and plan_path.is_file() and _sha256(plan_path.read_bytes()) == existing[0]["plan_sha256"]:
+            log.info("reusing %s", plan_path.name)
+            built.append(existing[0])
+            continue
+        progress(f"building {tower} plan")
+        plan, path = build_plan(trt, bundle.file(graph["file"]), profile, graph["precision"], target,
+                                ahead_of_time, workspace_gib, timing_cache)
+        tmp = plan_path.with_suffix(".plan.partial")
+        tmp.write_bytes(plan)
+        os.replace(tmp, plan_path)
+        record = {"key": key, "tower": tower, "graph_sha256": graph_sha, "target": asdict(target),
+                  "profile": asdict(profile), "fp16": path, "plan": plan_path.name, "plan_sha256": _sha256(plan),
+                  "plan_bytes": len(plan)}
+        write_record(bundle.path, tower, key, record)
+        built.append(record)
+    return built
+
+
+def build_plan(trt, onnx_path: Path, profile: Profile, graph_precision: str, target: Target,
+               ahead_of_time: str | None, workspace_gib: float, timing_cache: Path) -> tuple[bytes, str]:
+    logger = _CollectingLogger(trt)
+    builder = trt.Builder(logger)
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
+    # Strongly typed keeps the graph's own fp16/fp32 split; the FP16 flag is for fp32 graphs on old TensorRT.
+    strongly_typed = flag is not None and (graph_precision == "fp16" or not has_fp16_flag)
+    network = builder.create_network((1 << int(flag)) if strongly_typed else 0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise ExportError(f"TensorRT could not parse {onnx_path.name}:\n  " + "\n  ".join(errors))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if ahead_of_time:
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(getattr(trt.ComputeCapability, ahead_of_time.upper()), 0)
+    if graph_precision == "fp16" or strongly_typed:
+        fp16 = "strongly typed fp16 graph" if graph_precision == "fp16" else "none (fp32 graph, no FP16 flag)"
+    else:
+        config.set_flag(trt.BuilderFlag.FP16)
+        fp16 = "BuilderFlag.FP16 on fp32 graph"
+    optimization = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = [d if d >= 0 else tensor.name for d in tensor.shape]
+        optimization.set_shape(tensor.name, *profile.shapes(dims))
+    config.add_optimization_profile(optimization)
+    # Ahead-of-time builds time no kernels (there is no GPU), so they have no timing cache to keep.
+    if not ahead_of_time:
+        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+        config.set_timing_cache(cache, False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ExportError(f"TensorRT failed to build {onnx_path.name}:\n  " + "\n  ".join(logger.errors or ["(no message)"]))
+    if not ahead_of_time:
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = timing_cache.with_suffix(".partial")
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+        os.replace(tmp, timing_cache)
+    return bytes(plan), fp16
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _CollectingLogger(trt):
+    """A TensorRT logger that keeps error messages for our exception and routes the rest to logging."""
+
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors = []
+
+        def log(self, severity, msg):
+            if severity <= trt.ILogger.Severity.ERROR:
+                self.errors.append(msg)
+                log.error("tensorrt: %s", msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                log.warning("tensorrt: %s", msg)
+            else:
+                log.debug("tensorrt: %s", msg)
+
+    return Logger()
