@@ -51,6 +51,11 @@ class ClipModel:
         self.tokenize = load_tokenizer(manifest["tokenizer"], bundle.path)
         self.preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
         self.templates = tuple(manifest.get("templates", RUCLIP_TEMPLATES))
+        # A textual graph with a symbolic sequence axis runs on prompts trimmed to the
+        # longest one in the batch: short prompts then cost less than the padded length.
+        axes = bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {})
+        self._trim_seq = "1" in axes
+        self._pad_id = int(manifest["tokenizer"].get("pad_id", 0))
         self._visual = open_runner(bundle, "visual", backend, providers)
         self._textual = open_runner(bundle, "textual", backend, providers)
 
@@ -102,7 +107,12 @@ class ClipModel:
     def _textual_feed(self, chunk: list[str]) -> dict:
         # Tokenizers of models with an attention mask return a dict of arrays; the others return the ids.
         tokens = self.tokenize(chunk)
-        return tokens if isinstance(tokens, dict) else {"input_ids": tokens}
+        feed = tokens if isinstance(tokens, dict) else {"input_ids": tokens}
+        if self._trim_seq:
+            used = feed["attention_mask"] if "attention_mask" in feed else feed["input_ids"] != self._pad_id
+            length = int(used.any(axis=0).nonzero()[0].max()) + 1 if used.any() else 1
+            feed = {k: np.ascontiguousarray(v[:, :length]) for k, v in feed.items()}
+        return feed
 
     def _encode(self, items: list, feed: Callable, runner, normalize: bool, progress) -> np.ndarray:
         parts = []
