@@ -90,3 +90,13 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory) -> Path:
+    """The embedded, really trained ruclip-demo model, exported once per session."""
+    from clip_onnx.export.pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "demo"
+    export_bundle("ruclip-demo", out)
+    return out

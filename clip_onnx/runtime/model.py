@@ -95,14 +95,9 @@ class ClipModel:
         for t in templates:
             if not isinstance(t, str) or "{}" not in t:
                 raise InputError(f"template {t!r} must be a string containing '{{}}' where the label goes")
-        prompts = [t.format(label.lower().strip()) for t in templates for label in labels]
-        text = self.encode_text(prompts).reshape(len(templates), len(labels), -1).mean(axis=0)
-        text /= np.linalg.norm(text, axis=-1, keepdims=True)
-        logits = self.logit_scale * (self.encode_image(images) @ text.T)
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-        return Classification(labels=list(labels), probs=probs.astype(np.float32))
+        per_template = self.encode_text(prompts_for(labels, templates)).reshape(len(templates), len(labels), -1)
+        probs = zero_shot_probs(self.encode_image(images), ensemble(per_template), self.logit_scale)
+        return Classification(labels=list(labels), probs=probs)
 
     def _textual_feed(self, chunk: list[str]) -> dict:
         # Tokenizers of models with an attention mask return a dict of arrays; the others return the ids.
@@ -125,6 +120,25 @@ class ClipModel:
         if normalize:
             out = out / np.linalg.norm(out, axis=-1, keepdims=True)
         return out
+
+
+def prompts_for(labels: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Template-major prompts, labels lowercased and stripped as ``ruclip.Predictor`` does."""
+    return [t.format(label.lower().strip()) for t in templates for label in labels]
+
+
+def ensemble(per_template: np.ndarray) -> np.ndarray:
+    """[templates, labels, D] normalised embeddings -> [labels, D]: mean over templates, renormalised."""
+    text = per_template.mean(axis=0)
+    return text / np.linalg.norm(text, axis=-1, keepdims=True)
+
+
+def zero_shot_probs(image: np.ndarray, text: np.ndarray, logit_scale: float) -> np.ndarray:
+    """Softmax over labels of ``logit_scale * cos``; inputs are normalised embeddings."""
+    logits = logit_scale * (image @ text.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _check_images(images) -> list:

@@ -96,16 +96,21 @@ def build_model(config) -> CLIP:
 def _random(spec: ModelSpec) -> ExportableModel:
     # The embedded demo checkpoint carries a real youtokentome model; random-weight
     # exports borrow it so tokenization is exercised without any download.
+    config = dict(spec.config) or json.loads((_asset_dir(spec) / "config.json").read_text(encoding="utf-8"))
     torch.manual_seed(0)
-    model = build_model(spec.config)
-    return _exportable(spec.name, f"{spec.name} (random weights)", model, dict(spec.config), _demo_tokenizer())
+    model = build_model(config)
+    return _exportable(spec.name, f"{spec.name} (random weights)", model, config, _demo_tokenizer())
+
+
+def _asset_dir(spec: ModelSpec) -> Path:
+    return Path(str(resources.files("clip_onnx").joinpath(spec.asset)))
 
 
 def _demo_tokenizer() -> Path:
-    demo = find_model("ruclip-demo")
-    if demo is None or demo.asset is None:
-        raise ModelSourceError("the embedded ruclip-demo asset is missing; reinstall clip-onnx")
-    return Path(str(resources.files("clip_onnx").joinpath(demo.asset, "bpe.model")))
+    path = _asset_dir(find_model("ruclip-demo")) / "bpe.model"
+    if not path.is_file():
+        raise ModelSourceError(f"the embedded demo tokenizer {path} is missing; reinstall clip-onnx")
+    return path
 
 
 def _resolve_directory(source: str, spec: ModelSpec | None) -> Path:
@@ -116,7 +121,7 @@ def _resolve_directory(source: str, spec: ModelSpec | None) -> Path:
         missing = [f for f in NATIVE_FILES if not (path / f).is_file()]
         raise ModelSourceError(f"local directory {source!r} is not a RuCLIP checkpoint: missing {missing}")
     if spec is not None and spec.asset is not None:
-        return Path(str(resources.files("clip_onnx").joinpath(spec.asset)))
+        return _asset_dir(spec)
     hub_id = spec.hub_id if spec else source
     try:
         return _download(hub_id)

@@ -1,0 +1,65 @@
+"""fp16 and int8 lowering: graphs change precision only behind the gate, and the manifest says what happened."""
+import numpy as np
+import onnx
+import pytest
+
+from clip_onnx.export import validate
+from clip_onnx.export.pipeline import export_bundle
+from clip_onnx.runtime import ClipModel
+
+
+def _dtypes(path):
+    model = onnx.load(path)
+    dtypes = {onnx.helper.tensor_dtype_to_np_dtype(t.data_type) for t in model.graph.initializer}
+    return {d for d in dtypes if d.kind == "f"}
+
+
+@pytest.fixture(scope="module")
+def fp16_bundle(tmp_path_factory):
+    # The trained demo model: random weights make zero-shot top-1 a coin toss between near-equal scores.
+    return export_bundle("ruclip-demo", tmp_path_factory.mktemp("fp16") / "b", precision="fp16", gate_images=100)
+
+
+def test_fp16_keeps_float32_io_and_records_the_fp32_op_list(fp16_bundle):
+    manifest = fp16_bundle.manifest
+    for tower in ("visual", "textual"):
+        graph = manifest["graphs"][tower]
+        assert graph["precision"] == "fp16" and isinstance(graph["fp32_op_types"], list)
+        model = onnx.load(fp16_bundle.path / graph["file"])
+        assert model.graph.input[0].type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64)
+        assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert np.dtype(np.float16) in _dtypes(fp16_bundle.path / graph["file"])
+    gate = manifest["parity"][-1]
+    assert gate["stage"] == "onnx-fp16[visual+textual]" and gate["passed"] and gate["images"] == 32
+    assert min(r["min_cosine"] for r in gate["rows"]) >= 0.999
+
+
+def test_fp16_bundle_runs_in_the_runtime_close_to_fp32(fp16_bundle, demo_bundle):
+    texts, images = ["красный круг", "синяя звезда на белом фоне"], validate.synthetic_images(3)
+    for encode in ("encode_text", "encode_image"):
+        items = texts if encode == "encode_text" else images
+        a = getattr(ClipModel.load(fp16_bundle.path), encode)(items)
+        b = getattr(ClipModel.load(demo_bundle), encode)(items)
+        assert np.sum(a * b, axis=1).min() > 0.999
+
+
+def test_a_tower_missing_the_gate_stays_fp32_and_says_why(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(validate, "INT8", validate.Thresholds(min_cosine=1.01, max_abs=None, min_top1_agreement=1.0))
+    from clip_onnx.export import pipeline
+
+    monkeypatch.setitem(pipeline.PRECISIONS, "int8", (pipeline.PRECISIONS["int8"][0], validate.INT8))
+    bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=16)
+    for tower in ("visual", "textual"):
+        graph = bundle.manifest["graphs"][tower]
+        assert graph["precision"] == "fp32" and "missed the gate" in graph["reason"]
+        assert _dtypes(bundle.path / graph["file"]) == {np.dtype(np.float32)}
+    stages = [p["stage"] for p in bundle.manifest["parity"]]
+    assert stages == ["onnx-fp32", "onnx-int8[visual+textual]", "onnx-int8[visual]", "onnx-int8[textual]"]
+    assert sorted(p.name for p in bundle.path.iterdir()) == ["bpe.model", "manifest.json", "textual.onnx", "visual.onnx"]
+
+
+def test_unknown_precision_is_refused(tiny_checkpoint, tmp_path):
+    from clip_onnx.errors import ExportError
+
+    with pytest.raises(ExportError, match="'int4'"):
+        export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int4")
