@@ -22,6 +22,10 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   # Reference tokenizers for the WordPiece tests (cn_clip ships Chinese-CLIP's vocab.txt).
   .venv/bin/pip install -q transformers six
   .venv/bin/pip install -q --no-deps cn_clip
+  # open_clip's own tokenizer and transforms are the references for the CLIP BPE and
+  # OpenCLIP tests; --no-deps keeps pip from swapping the pinned CPU torch.
+  .venv/bin/pip install -q --no-deps open_clip_torch==3.3.0 timm
+  .venv/bin/pip install -q ftfy==6.3.1 wcwidth regex tokenizers safetensors
   # TensorRT-RTX builds SM89 plans on the CPU: the CI-side check that both graphs build.
   .venv/bin/pip install -q tensorrt-rtx-cu13
   mkdir -p .cache

@@ -11,6 +11,8 @@ from clip_onnx.errors import BundleError
 TOKENIZERS = {
     "yttm_bpe": "clip_onnx.runtime.tokenizers.yttm_bpe:YttmBpeTokenizer",
     "wordpiece": "clip_onnx.runtime.tokenizers.wordpiece:WordPieceTokenizer",
+    "clip_bpe": "clip_onnx.runtime.tokenizers.clip_bpe:ClipBpeTokenizer",
+    "unigram": "clip_onnx.runtime.tokenizers.unigram:UnigramTokenizer",
 }
 
 

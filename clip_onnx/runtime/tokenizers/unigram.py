@@ -3,42 +3,51 @@
 Reproduces the ``tokenizers`` library's ``Tokenizer.encode_batch`` with
 truncation and padding to ``context_length`` (what open_clip's ``HFTokenizer``
 asks for: ``padding="max_length", truncation=True, max_length=context_length``)
-id for id, and the attention mask. How ``tokenizers`` encodes, which this
+id for id, and its attention mask. How ``tokenizers`` encodes, which this
 module mirrors:
 
-* Added tokens (``added_tokens``, e.g. ``<s>``, ``<pad>``) are cut out of the
-  raw text first, leftmost-longest, and become their ids; those marked
-  ``normalized`` are looked for again in the normalized text. ``lstrip`` and
-  ``rstrip`` swallow the whitespace beside them. Empty pieces are dropped.
+* The file is read as tokenizers reads it: vocab scores go through
+  serde_json's default float parser, which rounds twice and leaves about one
+  score in seven one ulp away from Python's ``float()`` (enough to flip ties).
+* Added tokens (``added_tokens``, e.g. ``<s>``, ``<pad>``, ``<mask>``) are cut
+  out of the raw text first, leftmost-longest, and become their ids; those
+  marked ``normalized`` are looked for, by their normalized content, in the
+  normalized text. ``lstrip``/``rstrip`` swallow the whitespace beside them.
+  Empty pieces are dropped.
 * Each remaining piece is normalized as a whole by the ``normalizer``:
   ``Sequence``, ``NFC``, ``NFD``, ``NFKC``, ``NFKD``, ``Lowercase`` (per
   character), ``Strip``, ``StripAccents``, ``Replace`` (string or regex) and
-  ``Prepend`` are implemented; any other normalizer (``Precompiled``, the
-  SentencePiece charsmap of the original XLM-R file, among them) is refused
-  with a BundleError naming it.
-* The ``Metaspace`` pre-tokenizer replaces " " by "▁", prepends "▁" to a
-  piece that does not start with one (``prepend_scheme`` "always"; "first":
-  only the piece at the start of the text; "never"), and splits before every
-  "▁" (``split``), each "▁" staying with what follows it.
+  ``Prepend`` are implemented; any other normalizer, notably ``Precompiled``
+  (the SentencePiece charsmap in the original XLM-R file), is refused with a
+  BundleError naming it.
+* Pre-tokenizers: ``Metaspace`` replaces " " by "▁", prepends "▁" to a piece
+  that does not start with one (``prepend_scheme`` "always"; "first": only at
+  the start of the text; "never") and splits before every "▁" (``split``);
+  ``WhitespaceSplit`` splits on White_Space runs and drops them; a
+  ``Sequence`` of these runs them in order (transformers 5 writes
+  ``[WhitespaceSplit, Metaspace]`` for XLM-R).
 * The ``Unigram`` model picks the segmentation of best total score (Viterbi;
   on equal scores the path found first wins: earlier start, then shorter
   piece). A character with no one-character piece becomes an unknown node
-  scored ``min(score) - 10``; consecutive unknown nodes are fused into one
-  piece, which is the unk id unless the fused string is itself in the
+  scored ``min(score) - 10``; consecutive nodes carrying the unk id are fused
+  into one piece, which is the unk id unless the fused string is itself in the
   vocabulary (with ``byte_fallback``, its UTF-8 bytes as ``<0xNN>`` pieces when
-  all exist).
+  all of them exist).
 * Truncation keeps the first ``context_length - added`` ids, where ``added``
   is the number of ids the post-processor adds (2 for ``<s> $A </s>``), so
-  ``</s>`` always ends the row; then ``TemplateProcessing`` or
-  ``RobertaProcessing`` adds them, and padding fills with the pad id (1,
-  ``<pad>``, for XLM-R) with attention mask 0.
+  ``</s>`` always ends the row; ``TemplateProcessing``, ``RobertaProcessing``
+  or ``BertProcessing`` then add them, and padding fills with the pad id (1,
+  ``<pad>``, for XLM-R) where the attention mask is 0. A "<pad>" typed in the
+  text keeps mask 1, as in tokenizers (open_clip's HF text encoder would mask
+  it, since it masks by ``ids != pad_id``).
 
-Unicode normalization uses this Python's ``unicodedata``; ``tokenizers`` ships
-its own tables, so characters newer than this Python's Unicode version may
-normalize differently. Optional ``clean`` in the spec ("whitespace", "lower",
-"canonicalize") first applies open_clip's text cleaning (see ``clip_bpe``),
-as open_clip's ``HFTokenizer`` does with "whitespace" before calling the HF
-tokenizer.
+Known differences: NFC/NFD/NFKC/NFKD run on this Python's ``unicodedata``
+with the code points tokenizers' older tables do not know left alone
+(``_LEGACY_UNASSIGNED``); ``Lowercase`` uses Python's case tables, so the 55
+code points that gained a lowercase after Python 3.11's Unicode 14 stay as they
+are here. Optional ``clean`` in the spec ("whitespace", "lower",
+"canonicalize") first applies open_clip's text cleaning (see ``clip_bpe``), as
+open_clip's ``HFTokenizer`` does with "whitespace" before the HF tokenizer.
 """
 from __future__ import annotations
 
@@ -169,7 +178,9 @@ def _build_normalizer(spec, where: str):
             try:
                 compiled = re.compile(value)
             except re.error as exc:
-                raise BundleError(f"{where}: Replace normalizer's Regex {value!r} is not supported here: {exc}") from None
+                raise BundleError(
+                    f"{where}: Replace normalizer's Regex {value!r} is not supported here: {exc}"
+                ) from None
             return lambda text: compiled.sub(lambda _match: content, text)
         raise BundleError(f"{where}: Replace normalizer pattern must be {{'String': ...}} or {{'Regex': ...}}")
     raise BundleError(
@@ -299,6 +310,49 @@ def _build_post_processor(spec, where: str) -> tuple[tuple[int, ...], tuple[int,
     )
 
 
+# tokenizers reads tokenizer.json with serde_json's default float parser, which
+# is not correctly rounded: it accumulates up to 19 significant digits in a u64,
+# converts that to f64 and multiplies or divides once by a power of ten, rounding
+# twice. About one vocab score in seven comes out one ulp away from Python's
+# float(), enough to flip Viterbi ties, so scores are parsed the same way here.
+_POW10 = tuple(float(f"1e{i}") for i in range(309))
+_U64_MAX = 2**64 - 1
+_JSON_NUMBER = re.compile(r"(-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?(?:[eE]([+-]?)([0-9]+))?")
+
+
+def _serde_json_f64(literal: str) -> float:
+    match = _JSON_NUMBER.fullmatch(literal)
+    if match is None:
+        return float(literal)
+    sign, whole, fraction, exp_sign, exp_digits = match.groups()
+    significand, exponent, full = 0, 0, False
+    for ch in whole:
+        if full or (significand >= _U64_MAX // 10 and (significand > _U64_MAX // 10 or int(ch) > _U64_MAX % 10)):
+            full = True  # further integer digits only scale
+            exponent += 1
+        else:
+            significand = significand * 10 + int(ch)
+    for ch in fraction or "":
+        if full or (significand >= _U64_MAX // 10 and (significand > _U64_MAX // 10 or int(ch) > _U64_MAX % 10)):
+            break  # further fraction digits are ignored
+        significand = significand * 10 + int(ch)
+        exponent -= 1
+    if exp_digits is not None:
+        exponent += -int(exp_digits) if exp_sign == "-" else int(exp_digits)
+    value = float(significand)
+    while True:
+        if abs(exponent) < len(_POW10):
+            value = value * _POW10[exponent] if exponent >= 0 else value / _POW10[-exponent]
+            break
+        if value == 0.0:
+            break
+        if exponent >= 0:
+            return float(literal)  # out of range for serde_json too
+        value /= 1e308
+        exponent += 308
+    return -value if sign else value
+
+
 class _AddedToken:
     __slots__ = ("id", "content", "lstrip", "rstrip", "normalized")
 
@@ -311,7 +365,9 @@ class _AddedToken:
         if not isinstance(self.content, str) or not self.content:
             raise BundleError(f"{where}: added token {spec!r:.80} has an empty content")
         if spec.get("single_word"):
-            raise BundleError(f"{where}: added token {self.content!r} uses single_word, which this runtime does not support")
+            raise BundleError(
+                f"{where}: added token {self.content!r} uses single_word, which this runtime does not support"
+            )
         self.lstrip = bool(spec.get("lstrip", False))
         self.rstrip = bool(spec.get("rstrip", False))
         self.normalized = bool(spec.get("normalized", not spec.get("special", False)))
@@ -373,7 +429,9 @@ class UnigramTokenizer:
             from clip_onnx.runtime.tokenizers.clip_bpe import CLEAN_MODES
 
             if clean not in CLEAN_MODES:
-                raise BundleError(f"unknown clean mode {clean!r} for unigram; expected null or one of {list(CLEAN_MODES)}")
+                raise BundleError(
+                    f"unknown clean mode {clean!r} for unigram; expected null or one of {list(CLEAN_MODES)}"
+                )
         self.path = Path(path)
         self.context_length = context_length
         self.clean = clean
@@ -439,7 +497,7 @@ class UnigramTokenizer:
         except UnicodeDecodeError:
             raise BundleError(f"tokenizer file {str(path)!r} is not UTF-8 text") from None
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_float=_serde_json_f64)
         except json.JSONDecodeError as exc:
             raise BundleError(f"tokenizer file {str(path)!r} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
