@@ -1,11 +1,12 @@
 """What every runtime tokenizer shares: input checks and the padded id matrix."""
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from clip_onnx.errors import InputError
+from clip_onnx.errors import BundleError, InputError
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:
@@ -34,3 +35,16 @@ def pad_rows(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndar
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return out
+
+
+def resolve_spec(kind: str, spec: Mapping, bundle_dir, keys: Sequence[str]) -> tuple[Path, dict]:
+    """The tokenizer file a manifest spec names, inside ``bundle_dir``, and the spec's options among ``keys``."""
+    if spec.get("kind") != kind:
+        raise BundleError(f"tokenizer spec kind {spec.get('kind')!r} is not {kind!r}")
+    name = spec.get("file")
+    if not isinstance(name, str) or not name:
+        raise BundleError(f"tokenizer spec needs a 'file' naming the {kind} model, got {name!r}")
+    # A bundle must not point outside itself (a tampered or hand-edited spec).
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise BundleError(f"tokenizer file {name!r} must be a relative path inside the bundle {str(bundle_dir)!r}")
+    return Path(bundle_dir) / name, {k: spec[k] for k in keys if k in spec}

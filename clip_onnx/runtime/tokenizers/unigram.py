@@ -62,7 +62,7 @@ from typing import Sequence
 import numpy as np
 
 from clip_onnx.errors import BundleError, InputError
-from clip_onnx.runtime.tokenizers.base import check_texts, pad_rows
+from clip_onnx.runtime.tokenizers.base import check_texts, pad_rows, resolve_spec
 
 logger = logging.getLogger(__name__)
 
@@ -521,16 +521,8 @@ class UnigramTokenizer:
 
     @classmethod
     def from_spec(cls, spec: dict, bundle_dir) -> "UnigramTokenizer":
-        if spec.get("kind") != cls.kind:
-            raise BundleError(f"tokenizer spec kind {spec.get('kind')!r} is not {cls.kind!r}")
-        name = spec.get("file")
-        if not isinstance(name, str) or not name:
-            raise BundleError(f"tokenizer spec needs a 'file' naming the tokenizer.json, got {name!r}")
-        # A bundle must not point outside itself (a tampered or hand-edited spec).
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise BundleError(f"tokenizer file {name!r} must be a relative path inside the bundle {str(bundle_dir)!r}")
-        options = {k: spec[k] for k in ("context_length", "pad_id", "clean") if k in spec}
-        return cls(Path(bundle_dir) / name, **options)
+        path, options = resolve_spec(cls.kind, spec, bundle_dir, ("context_length", "pad_id", "clean"))
+        return cls(path, **options)
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         texts = check_texts(texts)

@@ -68,7 +68,7 @@ from typing import Sequence
 import numpy as np
 
 from clip_onnx.errors import BundleError, InputError
-from clip_onnx.runtime.tokenizers.base import check_texts, pad_rows
+from clip_onnx.runtime.tokenizers.base import check_texts, pad_rows, resolve_spec
 
 logger = logging.getLogger(__name__)
 
@@ -217,16 +217,9 @@ class WordPieceTokenizer:
 
     @classmethod
     def from_spec(cls, spec: dict, bundle_dir) -> "WordPieceTokenizer":
-        if spec.get("kind") != cls.kind:
-            raise BundleError(f"tokenizer spec kind {spec.get('kind')!r} is not {cls.kind!r}")
-        name = spec.get("file")
-        if not isinstance(name, str) or not name:
-            raise BundleError(f"tokenizer spec needs a 'file' naming the vocabulary, got {name!r}")
-        # A bundle must not point outside itself (a tampered or hand-edited spec).
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise BundleError(f"tokenizer file {name!r} must be a relative path inside the bundle {str(bundle_dir)!r}")
         keys = ("context_length", "lowercase", "strip_accents", "tokenize_chinese_chars", "max_input_chars_per_word")
-        return cls(Path(bundle_dir) / name, **{k: spec[k] for k in keys if k in spec})
+        path, options = resolve_spec(cls.kind, spec, bundle_dir, keys)
+        return cls(path, **options)
 
     @property
     def vocab_size(self) -> int:

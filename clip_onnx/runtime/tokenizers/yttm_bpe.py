@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from clip_onnx.errors import BundleError, InputError
-from clip_onnx.runtime.tokenizers.base import check_texts, pad_rows
+from clip_onnx.runtime.tokenizers.base import check_texts, pad_rows, resolve_spec
 
 logger = logging.getLogger(__name__)
 
@@ -101,16 +101,9 @@ class YttmBpeTokenizer:
 
     @classmethod
     def from_spec(cls, spec: dict, bundle_dir) -> "YttmBpeTokenizer":
-        if spec.get("kind") != cls.kind:
-            raise BundleError(f"tokenizer spec kind {spec.get('kind')!r} is not {cls.kind!r}")
-        name = spec.get("file")
-        if not isinstance(name, str) or not name:
-            raise BundleError(f"tokenizer spec needs a 'file' naming the model, got {name!r}")
-        # A bundle must not point outside itself (a tampered or hand-edited spec).
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise BundleError(f"tokenizer file {name!r} must be a relative path inside the bundle {str(bundle_dir)!r}")
-        options = {k: spec[k] for k in ("context_length", "bos_id", "eos_id", "pad_id", "lowercase") if k in spec}
-        return cls(Path(bundle_dir) / name, **options)
+        keys = ("context_length", "bos_id", "eos_id", "pad_id", "lowercase")
+        path, options = resolve_spec(cls.kind, spec, bundle_dir, keys)
+        return cls(path, **options)
 
     def encode(self, text: str) -> list[int]:
         """Raw BPE ids of ``text``, without lowercasing or bos/eos."""
