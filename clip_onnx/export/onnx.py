@@ -66,7 +66,9 @@ def _quiet_torch_onnx():
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    if model.ByteSize() > _EXTERNAL_DATA_THRESHOLD:
+    # ByteSize() itself fails past protobuf's 2 GiB limit, so count the weights instead.
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+    if weights > _EXTERNAL_DATA_THRESHOLD:
         # Location is relative to the graph, so a moved or renamed bundle still resolves it.
         onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
