@@ -37,8 +37,8 @@ class PreprocessSpec:
     """How a model expects its pixels: output size, crop geometry, filter and normalisation.
 
     ``crop`` is one of CROP_MODES. ``resize_size`` is the shortest-side target
-    of "resize_then_crop" (None means ``image_size``); "crop_then_resize"
-    ignores it.
+    of "resize_then_crop" and the square side of "squash_then_crop" (None means
+    ``image_size``); "crop_then_resize" ignores it.
     """
 
     image_size: int
@@ -47,6 +47,9 @@ class PreprocessSpec:
     interpolation: str = "bilinear"
     crop: str = "crop_then_resize"
     resize_size: int | None = None
+    # When the reference converts to RGB: "before" the geometry (RuCLIP) or "after" it
+    # (open_clip's transform resizes and crops in the image's own mode, then converts).
+    convert: str = "before"
 
     def __post_init__(self) -> None:
         # Accept lists (as JSON gives them) but store tuples so the spec stays hashable.
@@ -59,6 +62,8 @@ class PreprocessSpec:
             raise InputError(f"unknown interpolation {self.interpolation!r}; expected one of {sorted(INTERPOLATIONS)}")
         if self.crop not in CROP_MODES:
             raise InputError(f"unknown crop mode {self.crop!r}; expected one of {sorted(CROP_MODES)}")
+        if self.convert not in ("before", "after"):
+            raise InputError(f"unknown convert order {self.convert!r}; expected 'before' or 'after'")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -138,6 +143,19 @@ def _resize_then_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def _squash_then_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """Resize((resize_size, resize_size)), ignoring the aspect ratio, then CenterCrop(image_size).
+
+    cn_clip's image_transform (no crop: resize_size is image_size) and timm's
+    eval transform with crop_mode="squash" (resize_size = image_size / crop_pct).
+    """
+    target = spec.resize_size or spec.image_size
+    img = _resize(img, (target, target), spec)
+    size = spec.image_size
+    left = _center_offset(target, size)
+    return img.crop((left, left, left + size, left + size))
+
+
 def _center_offset(length: int, crop: int) -> int:
     if crop > length:
         return -((crop - length) // 2)
@@ -154,6 +172,7 @@ def _resize(img: Image.Image, size: tuple[int, int], spec: PreprocessSpec) -> Im
 CROP_MODES: Mapping[str, Callable[[Image.Image, PreprocessSpec], Image.Image]] = MappingProxyType({
     "crop_then_resize": _crop_then_resize,
     "resize_then_crop": _resize_then_crop,
+    "squash_then_crop": _squash_then_crop,
 })
 
 
@@ -196,11 +215,13 @@ class ImagePreprocessor:
         return out
 
     def _fill(self, img: Image.Image, out: np.ndarray) -> None:
-        # Both reference pipelines convert before any geometry (RuCLIP only when
-        # the mode differs, open_clip always; converting RGB to RGB is a copy).
+        # Converting RGB to RGB would only copy, so both orders skip it.
+        if self.spec.convert == "before" and img.mode != "RGB":
+            img = img.convert("RGB")
+        img = self._geometry(img, self.spec)
         if img.mode != "RGB":
             img = img.convert("RGB")
-        pixels = np.asarray(self._geometry(img, self.spec))
+        pixels = np.asarray(img)
         for c in range(3):
             np.take(self._table[c], pixels[:, :, c], out=out[c])
 
