@@ -106,7 +106,6 @@ def format_parity(report: dict) -> str:
 @click.option("--batch-size", default=32, show_default=True)
 def embed(bundle: Path, images, texts, out: Path, batch_size: int) -> None:
     """Write normalized embeddings of IMAGES or TEXTS to a .npy file."""
-    import numpy as np
     from tqdm import tqdm
 
     from clip_onnx.runtime import ClipModel
@@ -251,6 +250,19 @@ def bench(source: str, random_weights: bool, backends: str, batches: str, warmup
         run_benchmark(source, out, random_weights=random_weights, backends=names, batches=sizes,
                       warmup=warmup, repeat=repeat, progress=lambda: bar.update(1))
     click.echo((out / "bench.md").read_text(encoding="utf-8"))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", default=5, show_default=True, help="How many classes to print per image.")
+def predict(bundle: Path, images, top_k: int) -> None:
+    """Classify IMAGES with a classifier bundle (e.g. a timm CLIP-ViT) and print the top classes."""
+    from clip_onnx.runtime import ClipClassifier
+
+    result = ClipClassifier.load(bundle).predict(list(images), top_k=top_k)
+    for path, labels, probs in zip(images, result.labels, result.probs):
+        click.echo(f"{path}: " + "; ".join(f"{label} {p:.3f}" for label, p in zip(labels, probs)))
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """``clip-onnx bench``: eager PyTorch vs ONNX Runtime (fp32, int8) vs TensorRT, in one interleaved run."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import subprocess
@@ -101,10 +102,8 @@ def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntim
         runners = {t: OnnxRuntimeRunner(bundle.path / graphs[t].name) for t in TOWERS}
         return Backend(name, {t: _ort_call(runners[t]) for t in TOWERS})
     if name == "tensorrt":
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            raise _Skip("tensorrt is not installed") from None
+        if importlib.util.find_spec("tensorrt") is None:
+            raise _Skip("tensorrt is not installed")
         if not torch.cuda.is_available():
             raise _Skip("no CUDA device")
         raise _Skip("TensorRT engines are not built by this version of clip-onnx yet")

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from clip_onnx import __version__
@@ -17,12 +19,15 @@ from clip_onnx.export.families.base import ExportableModel
 from clip_onnx.export.fp16 import FP16_LADDER, fp16_converter
 from clip_onnx.export.int8 import quantize_int8
 from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, export_tower
-from clip_onnx.export.precision import lower
+from clip_onnx.export.precision import lower, run_graph
 from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
+from clip_onnx.runtime.preprocess import ImagePreprocessor
 
 log = logging.getLogger(__name__)
 
 GRAPH_FILES = {"visual": "visual.onnx", "textual": "textual.onnx"}
+# A classifier bundle's class names, one a line, in logit order.
+LABELS_FILE = "labels.txt"
 
 
 # precision -> (converters from most to least aggressive, gate thresholds)
@@ -56,9 +61,10 @@ def export_model(model: ExportableModel, out, *, opset: int = DEFAULT_OPSET, che
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     started = time.perf_counter() if started is None else started
+    classifier = model.kind == "classifier"
     with BundleWriter(out, overwrite=overwrite) as writer:
-        feeds = validate.validation_inputs(model)
-        for tower in (model.visual, model.textual):
+        feeds = classifier_inputs(model) if classifier else validate.validation_inputs(model)
+        for tower in towers_of(model):
             progress(f"export {tower.name}")
             # Traced at a batch size the parity gate never uses, so a frozen axis cannot pass.
             example = {k: torch.from_numpy(v[:EXAMPLE_BATCH].copy()) for k, v in feeds[tower.name][-1].items()}
@@ -66,17 +72,26 @@ def export_model(model: ExportableModel, out, *, opset: int = DEFAULT_OPSET, che
         parity = None
         if check_parity:
             progress("check parity")
-            parity = run_parity(model, writer.dir, feeds)
+            if classifier:
+                parity = run_classifier_parity(model, writer.dir, feeds)
+            else:
+                parity = run_parity(model, writer.dir, with_trimmed_text(model, feeds))
         else:
             log.warning("parity check skipped (--no-validate): the bundle is unverified")
         lowered = None
         if precision != "fp32":
             progress(f"{precision} gate")
-            graphs = {t: writer.dir / GRAPH_FILES[t] for t in GRAPH_FILES}
             converters, thresholds = PRECISIONS[precision]
-            lowered = lower(model, graphs, precision, converters, thresholds, gate_images)
+            if classifier:
+                lowered = lower_classifier(model, writer.dir / GRAPH_FILES["visual"], precision, converters,
+                                           thresholds, gate_images)
+            else:
+                graphs = {t: writer.dir / GRAPH_FILES[t] for t in GRAPH_FILES}
+                lowered = lower(model, graphs, precision, converters, thresholds, gate_images)
         for name, path in model.tokenizer_files.items():
             writer.add_file(name, path)
+        if model.labels is not None:
+            (writer.dir / LABELS_FILE).write_text("".join(f"{label}\n" for label in model.labels), encoding="utf-8")
         progress("write bundle")
         bundle = writer.commit(build_manifest(model, opset, parity, lowered, time.perf_counter() - started))
     return bundle
@@ -93,16 +108,89 @@ def run_parity(model: ExportableModel, directory: Path, feeds) -> validate.Parit
     return report
 
 
+def towers_of(model: ExportableModel) -> tuple:
+    return (model.visual,) if model.textual is None else (model.visual, model.textual)
+
+
+def with_trimmed_text(model: ExportableModel, feeds):
+    """Add each text batch cut to its longest prompt when the graph's sequence axis is symbolic.
+
+    ClipModel sends such trimmed batches, so the gate checks those sequence
+    lengths as well as the padded one.
+    """
+    if 1 not in model.textual.dynamic_axes.get("input_ids", {}):
+        return feeds
+    trimmed = []
+    for feed in feeds["textual"]:
+        if "attention_mask" in feed:
+            used = feed["attention_mask"]
+        else:
+            used = feed["input_ids"] != model.tokenizer.get("pad_id", 0)
+        length = int(used.any(axis=0).nonzero()[0].max()) + 1
+        trimmed.append({k: np.ascontiguousarray(v[:, :length]) for k, v in feed.items()})
+    return {**feeds, "textual": list(feeds["textual"]) + trimmed}
+
+
+def classifier_inputs(model: ExportableModel, seed: int = 0) -> dict:
+    pixels = ImagePreprocessor(model.preprocess)(validate.synthetic_images(max(validate.VALIDATION_BATCHES), seed))
+    return {"visual": [{"pixel_values": pixels[:b]} for b in validate.VALIDATION_BATCHES]}
+
+
+def classifier_report(stage: str, reference, got, thresholds: validate.Thresholds) -> validate.ParityReport:
+    """One row per batch of logits; top-1 agreement is over the last batch's argmax."""
+    rows = [validate.ParityRow(stage, "visual", len(r), float(np.abs(r - g).max()), validate.min_cosine([r], [g]))
+            for r, g in zip(reference, got)]
+    agreement = float((reference[-1].argmax(axis=1) == got[-1].argmax(axis=1)).mean())
+    return validate.ParityReport(stage, rows, agreement, len(reference[-1]), thresholds)
+
+
+def run_classifier_parity(model: ExportableModel, directory: Path, feeds) -> validate.ParityReport:
+    reference = validate.eager_outputs(model.visual, feeds["visual"])
+    got = run_graph(directory / GRAPH_FILES["visual"], model.visual.output_name, feeds["visual"])
+    report = classifier_report("onnx-fp32", reference, got, validate.FP32)
+    validate.check(report)
+    return report
+
+
+def lower_classifier(model: ExportableModel, graph: Path, precision: str, converters, thresholds,
+                     gate_images: int) -> dict:
+    """Lower the classifier graph with the first converter whose logits pass ``thresholds`` on ``gate_images`` images.
+
+    Returns the same record as ``precision.lower``; the graph stays fp32 if no converter passes.
+    """
+    preprocess = ImagePreprocessor(model.preprocess)
+    feeds = [{"pixel_values": preprocess(validate.synthetic_images(min(16, gate_images - start), 1 + start))}
+             for start in range(0, gate_images, 16)]
+    output = model.visual.output_name
+    reference = np.concatenate(run_graph(graph, output, feeds))
+    candidate = graph.with_name(f"{graph.stem}.{precision}.onnx")
+    tried, report, details = [], None, {}
+    for convert in converters:
+        details = convert(graph, candidate)
+        report = classifier_report(f"onnx-{precision}[visual]", [reference],
+                                   [np.concatenate(run_graph(candidate, output, feeds))], thresholds)
+        tried.append({**details, "min_cosine": report.rows[0].min_cosine, "top1_agreement": report.top1_agreement})
+        log.info("%s classifier gate with %s: %s", precision, details, report.failures() or "pass")
+        if not report.failures():
+            os.replace(candidate, graph)
+            return {"precision": precision, "gate": [report.to_dict()], "tried": {"visual": tried},
+                    "towers": {"visual": {"precision": precision, **details}}}
+    for file in (candidate, candidate.with_name(candidate.name + ".data")):
+        file.unlink(missing_ok=True)
+    return {"precision": precision, "gate": [report.to_dict()], "tried": {"visual": tried},
+            "towers": {"visual": {"precision": "fp32", "reason": f"{precision} missed the gate; see 'gate'"}}}
+
+
 def build_manifest(model: ExportableModel, opset: int, parity, lowered, seconds: float) -> dict:
     graphs = {}
-    for tower in (model.visual, model.textual):
+    for tower in towers_of(model):
         graphs[tower.name] = {
             "file": GRAPH_FILES[tower.name], "inputs": list(tower.input_names), "output": tower.output_name,
             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in tower.dynamic_axes.items()},
             "opset": opset, **(lowered["towers"][tower.name] if lowered else {"precision": "fp32"}),
         }
-    return {
-        "kind": "clip",
+    manifest = {
+        "kind": model.kind,
         "model": {"name": model.name, "family": model.family, "source": model.source, "config": dict(model.config)},
         "logit_scale": model.logit_scale,
         "embed_dim": model.embed_dim,
@@ -112,3 +200,10 @@ def build_manifest(model: ExportableModel, opset: int, parity, lowered, seconds:
         "parity": ([parity.to_dict()] if parity else []) + (lowered["gate"] if lowered else []),
         "export": {"clip_onnx": __version__, "torch": torch.__version__, "seconds": round(seconds, 1)},
     }
+    if model.templates is not None:
+        manifest["templates"] = list(model.templates)
+    if model.kind == "classifier":
+        for key in ("logit_scale", "embed_dim", "tokenizer"):
+            del manifest[key]
+        manifest["labels"] = {"file": LABELS_FILE, "count": len(model.labels)}
+    return manifest

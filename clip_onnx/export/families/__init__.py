@@ -8,7 +8,7 @@ from clip_onnx.export.families.base import ExportableModel
 from clip_onnx.registry import find_model
 
 # Module names under clip_onnx.export.families; each exposes claims(source) and load(source, random_weights=).
-FAMILIES = ("ruclip",)
+FAMILIES = ("ruclip", "chinese_clip", "timm_clip", "open_clip")
 
 
 def load_model(source: str, *, random_weights: bool = False) -> ExportableModel:

@@ -1,4 +1,4 @@
-"""What a family adapter hands to the exporter: two towers plus the data a bundle needs."""
+"""What a family adapter hands to the exporter: two towers (or one classifier graph) plus the data a bundle needs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,13 +27,18 @@ class Tower:
 
 @dataclass
 class ExportableModel:
-    """A loaded model, ready to export: everything family-specific is resolved here."""
+    """A loaded model, ready to export: everything family-specific is resolved here.
+
+    ``kind="classifier"`` is a single image graph (``visual``, producing logits over
+    the classes named in ``labels``, in logit order); ``textual`` is then None and
+    the text-side fields are unused.
+    """
 
     name: str
     family: str
     source: str
     visual: Tower
-    textual: Tower
+    textual: Tower | None
     logit_scale: float
     embed_dim: int
     preprocess: PreprocessSpec
@@ -44,3 +49,7 @@ class ExportableModel:
     # Turns texts into the textual tower's input arrays (the runtime tokenizer).
     tokenize: Callable[[list[str]], Mapping[str, np.ndarray]] = field(repr=False, default=None)
     config: Mapping = field(default_factory=dict)
+    kind: str = "clip"
+    # Zero-shot prompt templates written to the manifest; None leaves the runtime's default (RuCLIP's).
+    templates: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = None

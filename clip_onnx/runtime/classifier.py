@@ -1,0 +1,92 @@
+"""ClipClassifier: a classifier bundle (one image graph producing class logits), without PyTorch.
+
+timm's CLIP-ViT ImageNet classifiers export to such bundles: ``visual.onnx``
+maps ``pixel_values`` to ``logits [batch, classes]`` and ``labels.txt`` names
+the classes, one a line, in logit order.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from clip_onnx.bundle import Bundle, read_bundle
+from clip_onnx.errors import BundleError, InputError
+from clip_onnx.runtime.backends import open_runner
+from clip_onnx.runtime.model import _check_images
+from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+
+class Prediction(NamedTuple):
+    labels: list[list[str]]  # per image, the top_k class names, best first
+    probs: np.ndarray  # float32 [N images, top_k]: softmax over all classes, best first
+    indices: np.ndarray  # int64 [N images, top_k]: class indices into ``ClipClassifier.labels``
+
+
+class ClipClassifier:
+    def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence | None = None,
+                 batch_size: int = 32):
+        if bundle.kind != "classifier":
+            raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a classifier; open it with ClipModel")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.bundle = bundle
+        self.batch_size = batch_size
+        manifest = bundle.manifest
+        self.labels = _read_labels(bundle, manifest.get("labels", {}))
+        self.preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
+        self._visual = open_runner(bundle, "visual", backend, providers)
+
+    @classmethod
+    def load(cls, path, *, backend: str = "onnxruntime", providers: Sequence | None = None, batch_size: int = 32,
+             verify: bool = True) -> "ClipClassifier":
+        """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest."""
+        return cls(read_bundle(Path(path), verify=verify), backend=backend, providers=providers,
+                   batch_size=batch_size)
+
+    def logits(self, images: Sequence, *, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """float32 [N images, classes]: the graph's raw logits."""
+        images = _check_images(images)
+        parts = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            parts.append(next(iter(self._visual.infer({"pixel_values": self.preprocess(chunk)}).values())))
+            if progress:
+                progress(len(chunk))
+        out = np.concatenate(parts).astype(np.float32, copy=False)
+        if out.shape[1] != len(self.labels):
+            raise BundleError(f"{self.bundle.path}: the graph gives {out.shape[1]} logits but labels.txt names "
+                              f"{len(self.labels)} classes")
+        return out
+
+    def predict(self, images: Sequence, top_k: int = 5,
+                progress: Callable[[int], None] | None = None) -> Prediction:
+        """The ``top_k`` most probable classes of each image, with softmax probabilities over all classes."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(self.labels):
+            raise InputError(f"top_k must be an int from 1 to {len(self.labels)}, got {top_k!r}")
+        probs = softmax(self.logits(images, progress=progress))
+        # A stable sort keeps tied classes in index order, so equal inputs always rank the same way.
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        top = np.take_along_axis(probs, order, axis=1)
+        return Prediction(labels=[[self.labels[i] for i in row] for row in order], probs=top,
+                          indices=order.astype(np.int64))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _read_labels(bundle: Bundle, record) -> list[str]:
+    name = record.get("file") if isinstance(record, dict) else None
+    if not isinstance(name, str):
+        raise BundleError(f"{bundle.path}: a classifier manifest needs labels.file naming the class-names file")
+    labels = bundle.file(name).read_text(encoding="utf-8").splitlines()
+    if record.get("count") is not None and len(labels) != record["count"]:
+        raise BundleError(f"{bundle.file(name)}: {len(labels)} class names, manifest says {record['count']}")
+    return labels
