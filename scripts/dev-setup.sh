@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-STAMP=.venv/.clip-onnx-setup-v1
+STAMP=.venv/.clip-onnx-setup-v2
 
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
@@ -16,7 +16,7 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   # youtokentome 1.0.6 has no wheels and needs Cython present at build time.
   .venv/bin/pip install -q cython setuptools wheel
   .venv/bin/pip install -q --no-build-isolation youtokentome==1.0.6
-  .venv/bin/pip install -q -e ".[export,test,bench]"
+  .venv/bin/pip install -q -e ".[export,test,bench,multilingual]"
   # Test references only: torchvision for RuCLIP's transform, ruclip's own model.py.
   .venv/bin/pip install -q --no-deps torchvision
   # Reference tokenizers for the WordPiece tests (cn_clip ships Chinese-CLIP's vocab.txt).
@@ -26,6 +26,8 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   # OpenCLIP tests; --no-deps keeps pip from swapping the pinned CPU torch.
   .venv/bin/pip install -q --no-deps open_clip_torch==3.3.0 timm
   .venv/bin/pip install -q ftfy==6.3.1 wcwidth regex tokenizers safetensors
+  # SentencePiece trains the charsmap-normalized (real XLM-R style) tokenizer the Unigram tests use.
+  .venv/bin/pip install -q sentencepiece protobuf
   # TensorRT-RTX builds SM89 plans on the CPU: the CI-side check that both graphs build.
   .venv/bin/pip install -q tensorrt-rtx-cu13
   mkdir -p .cache

@@ -260,6 +260,50 @@ def test_registered_name_offline_names_hub_checkpoint_and_random_options(tmp_pat
     assert "--random-weights" in message and not (tmp_path / "x").exists()
 
 
+def test_local_dir_with_a_hub_style_xlmr_tokenizer_exports_what_open_clip_runs(tmp_path):
+    """open_clip's local-dir layout with a SentencePiece-made tokenizer.json (Precompiled charsmap, as on the hub)."""
+    pytest.importorskip("sentencepiece")
+    import json
+
+    from open_clip.tokenizer import HFTokenizer
+
+    try:
+        from tests import sentencepiece_xlmr
+    except ImportError:
+        import sentencepiece_xlmr
+
+    vocab, charsmap = sentencepiece_xlmr.train(vocab_size=3000)
+    directory = sentencepiece_xlmr.write_hub_directory(tmp_path / "ckpt", sentencepiece_xlmr.hub_layout(vocab, charsmap))
+    hf_dir = directory / "xlm-roberta-tiny"
+    from transformers import XLMRobertaConfig
+
+    XLMRobertaConfig(vocab_size=len(vocab) + 1, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=128, max_position_embeddings=514, pad_token_id=1, bos_token_id=0,
+                     eos_token_id=2, type_vocab_size=1).save_pretrained(hf_dir)
+    cfg = open_clip.get_model_config("xlm-roberta-large-ViT-H-14")
+    cfg = {**cfg, "embed_dim": 32, "vision_cfg": {**cfg["vision_cfg"], "layers": 1, "width": 64, "head_width": 32},
+           "text_cfg": {**cfg["text_cfg"], "hf_model_name": str(hf_dir), "hf_tokenizer_name": str(hf_dir)}}
+    torch.manual_seed(3)
+    reference = open_clip.create_model("xlm-roberta-large-ViT-H-14", pretrained=None, pretrained_text=False,
+                                       **{k: v for k, v in cfg.items() if k != "text_cfg"},
+                                       text_cfg={**cfg["text_cfg"], "hf_model_pretrained": False}).eval()
+    torch.save(reference.state_dict(), directory / "open_clip_pytorch_model.bin")
+    (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+
+    bundle = export_bundle(f"local-dir:{directory}", tmp_path / "bundle")
+    assert bundle.manifest["parity"][0]["passed"]
+    assert bundle.manifest["tokenizer"]["scores"] == "exact"
+    carried = json.loads((tmp_path / "bundle" / "tokenizer.json").read_text(encoding="utf-8"))
+    assert "Precompiled" in json.dumps(carried["normalizer"])
+    texts = [*MULTI, "ＦＵＬＬ　ｗｉｄｔｈ ﬁne café", "  spaced   out\ttext  "]
+    expected_ids = HFTokenizer(str(directory), context_length=77)(texts)
+    clip = ClipModel.load(tmp_path / "bundle")
+    np.testing.assert_array_equal(clip.tokenize(texts)["input_ids"], expected_ids.numpy())
+    with torch.no_grad():
+        expected = reference.encode_text(expected_ids).numpy()
+    np.testing.assert_allclose(clip.encode_text(texts, normalize=False), expected, atol=1e-6, rtol=1e-5)
+
+
 def test_demo_tokenizer_is_reproducible_and_xlmr_shaped():
     import json
 

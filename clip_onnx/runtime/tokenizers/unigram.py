@@ -9,6 +9,10 @@ module mirrors:
 * The file is read as tokenizers reads it: vocab scores go through
   serde_json's default float parser, which rounds twice and leaves about one
   score in seven one ulp away from Python's ``float()`` (enough to flip ties).
+  ``scores="exact"`` reads them correctly rounded instead: that is what a
+  tokenizer built in memory from Python floats holds (transformers 5 builds
+  XLM-R's that way), and a file saved from it writes each score as its shortest
+  round-trip literal.
 * Added tokens (``added_tokens``, e.g. ``<s>``, ``<pad>``, ``<mask>``) are cut
   out of the raw text first, leftmost-longest, and become their ids; those
   marked ``normalized`` are looked for, by their normalized content, in the
@@ -17,9 +21,9 @@ module mirrors:
 * Each remaining piece is normalized as a whole by the ``normalizer``:
   ``Sequence``, ``NFC``, ``NFD``, ``NFKC``, ``NFKD``, ``Lowercase`` (per
   character), ``Strip``, ``StripAccents``, ``Replace`` (string or regex) and
-  ``Prepend`` are implemented; any other normalizer, notably ``Precompiled``
-  (the SentencePiece charsmap in the original XLM-R file), is refused with a
-  BundleError naming it.
+  ``Prepend`` and ``Precompiled`` (the SentencePiece charsmap of the real XLM-R
+  file, see ``charsmap``) are implemented; any other normalizer is refused
+  with a BundleError naming it.
 * Pre-tokenizers: ``Metaspace`` replaces " " by "▁", prepends "▁" to a piece
   that does not start with one (``prepend_scheme`` "always"; "first": only at
   the start of the text; "never") and splits before every "▁" (``split``);
@@ -149,6 +153,10 @@ def _build_normalizer(spec, where: str):
         return _unicode_normalizer(kind)
     if kind == "Lowercase":
         return _lowercase
+    if kind == "Precompiled":
+        from clip_onnx.runtime.tokenizers.charsmap import PrecompiledCharsmap
+
+        return PrecompiledCharsmap.from_base64(spec.get("precompiled_charsmap"), where)
     if kind == "StripAccents":
         return _strip_accents
     if kind == "Strip":
@@ -185,7 +193,7 @@ def _build_normalizer(spec, where: str):
         raise BundleError(f"{where}: Replace normalizer pattern must be {{'String': ...}} or {{'Regex': ...}}")
     raise BundleError(
         f"{where}: normalizer {kind!r} is not supported by this runtime "
-        "(supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Replace, Prepend)"
+        "(supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Replace, Prepend, Precompiled)"
     )
 
 
@@ -353,6 +361,9 @@ def _serde_json_f64(literal: str) -> float:
     return -value if sign else value
 
 
+_SCORE_PARSERS = {"serde_json": _serde_json_f64, "exact": float}
+
+
 class _AddedToken:
     __slots__ = ("id", "content", "lstrip", "rstrip", "normalized")
 
@@ -422,9 +433,11 @@ class UnigramTokenizer:
 
     kind = "unigram"
 
-    def __init__(self, path, *, context_length=77, pad_id=None, clean=None):
+    def __init__(self, path, *, context_length=77, pad_id=None, clean=None, scores="serde_json"):
         if not isinstance(context_length, int) or isinstance(context_length, bool) or context_length < 1:
             raise BundleError(f"context_length must be a positive int, got {context_length!r}")
+        if not isinstance(scores, str) or scores not in _SCORE_PARSERS:
+            raise BundleError(f"scores must be one of {sorted(_SCORE_PARSERS)}, got {scores!r}")
         if clean is not None:
             from clip_onnx.runtime.tokenizers.clip_bpe import CLEAN_MODES
 
@@ -436,7 +449,7 @@ class UnigramTokenizer:
         self.context_length = context_length
         self.clean = clean
         where = f"tokenizer file {str(self.path)!r}"
-        data = self._read_json(self.path)
+        data = self._read_json(self.path, _SCORE_PARSERS[scores])
         model = data.get("model")
         if not isinstance(model, dict):
             raise BundleError(f"{where} has no 'model' object")
@@ -487,7 +500,7 @@ class UnigramTokenizer:
         logger.debug("loaded Unigram tokenizer %s: %d pieces", self.path, len(vocab))
 
     @staticmethod
-    def _read_json(path: Path) -> dict:
+    def _read_json(path: Path, parse_float) -> dict:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -497,7 +510,7 @@ class UnigramTokenizer:
         except UnicodeDecodeError:
             raise BundleError(f"tokenizer file {str(path)!r} is not UTF-8 text") from None
         try:
-            data = json.loads(text, parse_float=_serde_json_f64)
+            data = json.loads(text, parse_float=parse_float)
         except json.JSONDecodeError as exc:
             raise BundleError(f"tokenizer file {str(path)!r} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
@@ -521,7 +534,7 @@ class UnigramTokenizer:
 
     @classmethod
     def from_spec(cls, spec: dict, bundle_dir) -> "UnigramTokenizer":
-        path, options = resolve_spec(cls.kind, spec, bundle_dir, ("context_length", "pad_id", "clean"))
+        path, options = resolve_spec(cls.kind, spec, bundle_dir, ("context_length", "pad_id", "clean", "scores"))
         return cls(path, **options)
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
