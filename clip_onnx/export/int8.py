@@ -9,7 +9,9 @@ ruclip-vit-base-patch32-384 (see README "Performance"):
 - only MatMul/Gemm are quantized: the patch-embedding Conv stays fp32 to avoid
   the slow ConvInteger kernel, and restricting the op types keeps
   quantize_dynamic away from ops it cannot handle (opset-23 Attention);
-- per-tensor scales: per-channel gave the same speed and cosine within 3e-4.
+- per-channel weight scales: the same speed as per-tensor at full size, and on
+  the small embedded demo model (width 64) fewer flipped answers: zero-shot
+  shape agreement with fp32 99.6% against 99.3% on 1000 held-out pictures.
 """
 from __future__ import annotations
 
@@ -37,10 +39,10 @@ def quantize_int8(source: Path, target: Path, op_types=INT8_OP_TYPES) -> dict:
             root.setLevel(logging.ERROR)
             try:
                 quantize_dynamic(source, target, op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8,
-                                 per_channel=False)
+                                 per_channel=True)
             finally:
                 root.setLevel(level)
     except Exception as exc:
         raise ExportError(f"INT8 quantization of {source.name} failed: {exc}") from exc
     return {"method": "onnxruntime.quantize_dynamic", "weight_type": "QInt8", "op_types": list(op_types),
-            "per_channel": False}
+            "per_channel": True}
