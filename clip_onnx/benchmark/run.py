@@ -54,7 +54,10 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
     chosen, skipped = [], {}
     for name in backends:
         try:
-            chosen.append(_make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner))
+            chosen.append(_make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner,
+                                        fp16_bundle=lambda: export_model(model, work / "fp16", overwrite=True,
+                                                                         precision="fp16").path,
+                                        max_batch=biggest))
         except _Skip as reason:
             skipped[name] = str(reason)
             log.warning("skipping backend %s: %s", name, reason)
@@ -81,7 +84,8 @@ class _Skip(Exception):
     pass
 
 
-def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner) -> Backend:
+def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner, *,
+                  fp16_bundle: Callable[[], Path] = None, max_batch: int = 32) -> Backend:
     import torch
 
     if name == "torch":
@@ -106,8 +110,24 @@ def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntim
             raise _Skip("tensorrt is not installed")
         if not torch.cuda.is_available():
             raise _Skip("no CUDA device")
-        raise _Skip("TensorRT engines are not built by this version of clip-onnx yet")
+        return _tensorrt_backend(fp16_bundle(), max_batch)
     raise _Skip(f"unknown backend {name}")
+
+
+def _tensorrt_backend(bundle_path: Path, max_batch: int) -> Backend:
+    """FP16 plans for the gated fp16 bundle, built (or reused) for this GPU, run by the runtime's TensorRT runner.
+
+    The runner synchronises its stream before returning host arrays, so the clock covers the GPU work.
+    """
+    from clip_onnx.bundle import read_bundle
+    from clip_onnx.engines import Profile
+    from clip_onnx.export.tensorrt import build_engines
+    from clip_onnx.runtime.backends import open_runner
+
+    build_engines(bundle_path, Profile(1, min(8, max_batch), max_batch))
+    bundle = read_bundle(bundle_path)
+    runners = {t: open_runner(bundle, t, "tensorrt") for t in TOWERS}
+    return Backend("tensorrt", {t: _ort_call(runners[t]) for t in TOWERS})
 
 
 def _int8_bundle(graphs, target: Path, quantize_int8):
