@@ -206,3 +206,17 @@ def test_full_size_huge_random_weights_export_passes_parity(tmp_path):
     assert bundle.manifest["parity"][0]["passed"]
     model = ClipModel.load(tmp_path / "b")
     assert model.encode_text(["猫"]).shape == (1, 1024)
+
+
+def test_fp16_export_holds_cosine_and_gates_on_top1(checkpoint, tmp_path):
+    bundle = export_bundle(str(checkpoint), tmp_path / "b", precision="fp16", gate_images=96)
+    graphs, attempts = bundle.manifest["graphs"], bundle.manifest["parity"][1:]
+    # fp16 numerics hold on both towers...
+    assert all(r["min_cosine"] >= 0.999 for a in attempts for r in a["rows"]), attempts
+    assert graphs["visual"]["precision"] == "fp16"
+    # ...but this tiny random text tower embeds every prompt nearly alike, so top-1 over
+    # near-ties flips (95.6% measured) and the gate keeps it fp32, saying so.
+    both = attempts[0]
+    assert both["stage"] == "onnx-fp16[visual+textual]" and not both["passed"]
+    assert both["top1_agreement"] < both["thresholds"]["min_top1_agreement"]
+    assert graphs["textual"]["precision"] == "fp32" and "missed the gate" in graphs["textual"]["reason"]

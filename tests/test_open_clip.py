@@ -325,3 +325,14 @@ def test_full_size_xlmr_export_uses_external_data(tmp_path):
     bundle = export_bundle(XLMR, tmp_path / "b", random_weights=True)
     assert bundle.manifest["parity"][0]["passed"] and "textual.onnx.data" in bundle.manifest["files"]
     assert ClipModel.load(tmp_path / "b").encode_text(["кошка"]).shape == (1, 1024)
+
+
+@pytest.mark.parametrize("name", ["ViT-B-32@openai", "xlm-roberta-large-ViT-H-14@frozen_laion5b_s13b_b90k"])
+def test_fp16_export_lowers_both_towers_behind_the_gate(name, tmp_path):
+    model = oc.load(name, random_weights=True, overrides=tiny(name))
+    bundle = export_model(model, tmp_path / "b", precision="fp16", gate_images=96)
+    graphs = bundle.manifest["graphs"]
+    assert {graphs[t]["precision"] for t in ("visual", "textual")} == {"fp16"}, graphs
+    assert all(isinstance(graphs[t]["fp32_op_types"], list) for t in ("visual", "textual"))
+    gate = bundle.manifest["parity"][-1]
+    assert gate["passed"] and min(r["min_cosine"] for r in gate["rows"]) >= 0.999

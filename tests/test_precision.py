@@ -118,3 +118,21 @@ def test_gate_top1_is_per_template_so_template_ties_do_not_count():
     assert validate.top1_agreement(image, ref, image, swapped, groups=2) == 1.0
     flipped = np.array([[0.0, 1.0], [1.0, 0.0], [0.99, 0.1], [0.0, 1.0]])   # a real change of answer
     assert validate.top1_agreement(image, ref, image, flipped, groups=2) == 0.5
+
+
+def test_a_converted_graph_that_onnxruntime_cannot_open_is_reported_not_fatal(tmp_path):
+    from onnx import TensorProto, helper
+
+    from clip_onnx.export.precision import load_problem
+
+    good = tmp_path / "good.onnx"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])), good)
+    assert load_problem(good) is None
+    bad = tmp_path / "bad.onnx"
+    # Cast to float16 declared as float: the type error an fp16 converter can leave behind.
+    onnx.save(helper.make_model(helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16)], "g", [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])), bad)
+    assert "does not match" in load_problem(bad) or "Type Error" in load_problem(bad)

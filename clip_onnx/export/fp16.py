@@ -39,14 +39,38 @@ def fp16_converter(block: Sequence[str]) -> Callable[[Path, Path], dict]:
 
         try:
             model = onnx.load(source)
+            # An empty list means the converter's own default: ops it has no fp16 form for.
+            # Named explicitly, so the manifest lists what really stayed fp32.
+            blocked = sorted(set(block) if block else
+                             set(float16.DEFAULT_OP_BLOCK_LIST) & {n.op_type for n in model.graph.node})
             with warnings.catch_warnings():
                 # The converter warns for every constant it clamps into fp16 range.
                 warnings.simplefilter("ignore")
-                converted = float16.convert_float_to_float16(model, keep_io_types=True,
-                                                              op_block_list=list(block) or None)
+                converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
+            _retarget_float_casts(converted)
             onnx.save_model(converted, target)
         except Exception as exc:
             raise ExportError(f"fp16 conversion of {source.name} (fp32 ops {list(block)}) failed: {exc}") from exc
-        return {"method": "onnxconverter_common.float16", "keep_io_types": True, "fp32_op_types": list(block)}
+        return {"method": "onnxconverter_common.float16", "keep_io_types": True, "fp32_op_types": blocked}
 
     return convert
+
+
+def _retarget_float_casts(model) -> None:
+    """Make Cast(to=FLOAT) nodes whose output the converter retyped to FLOAT16 cast to FLOAT16.
+
+    onnxconverter_common retypes every float tensor but leaves a Cast's ``to``
+    attribute alone, so a cast to float in the original graph (XLM-R's
+    mean pooling casts its attention mask) yields a graph ONNX Runtime refuses:
+    "Type (tensor(float16)) of output arg ... does not match expected type".
+    """
+    from onnx import TensorProto
+
+    retyped = {v.name for v in list(model.graph.value_info) + list(model.graph.output)
+               if v.type.tensor_type.elem_type == TensorProto.FLOAT16}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.output[0] in retyped:
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == TensorProto.FLOAT:
+                    attr.i = TensorProto.FLOAT16
+

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -46,6 +48,12 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str,
         candidates[tower] = graphs[tower].with_name(f"{graphs[tower].stem}.{precision}.onnx")
         for convert in converters:
             details[tower] = convert(graphs[tower], candidates[tower])
+            problem = load_problem(candidates[tower])
+            if problem:
+                log.warning("%s %s graph (%s) does not load: %s", precision, tower, details[tower], problem)
+                tried.setdefault(tower, []).append({**details[tower], "error": problem})
+                lowered.pop(tower, None)
+                continue
             lowered[tower] = run_graph(candidates[tower], outputs[tower], feeds[tower])
             cosine = validate.min_cosine(reference[tower], lowered[tower])
             tried.setdefault(tower, []).append({**details[tower], "min_cosine": cosine})
@@ -54,6 +62,8 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str,
     attempts = []
     chosen = ()
     for combo in (TOWERS, ("visual",), ("textual",)):
+        if not set(combo) <= set(lowered):
+            continue                                    # no candidate of that tower loads
         got = {t: lowered[t] if t in combo else reference[t] for t in TOWERS}
         report = validate.gate_report(f"onnx-{precision}[{'+'.join(combo)}]", reference, got, thresholds)
         attempts.append(report.to_dict())
@@ -68,8 +78,28 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str,
             record["towers"][tower] = {"precision": precision, **details[tower]}
         else:
             _remove_graph(candidates[tower])
-            record["towers"][tower] = {"precision": "fp32", "reason": f"{precision} missed the gate; see 'gate'"}
+            why = "missed the gate; see 'gate'" if tower in lowered else "no converted graph loads; see 'tried'"
+            record["towers"][tower] = {"precision": "fp32", "reason": f"{precision} {why}"}
     return record
+
+
+_LOAD_PROBE = "import sys, onnxruntime as o; o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
+
+
+def load_problem(path: Path) -> str | None:
+    """Why ONNX Runtime cannot open ``path`` (None if it can), asked in a child process.
+
+    Converted graphs can crash onnxruntime outright: an fp16 ViT-H-14 visual
+    graph segfaults in its ORT_ENABLE_ALL optimizers (1.32, CPU).  In a child
+    process that costs one rung of the ladder instead of the export.
+    """
+    result = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(path)], capture_output=True, text=True)
+    if result.returncode < 0:
+        return f"onnxruntime crashed opening it (signal {-result.returncode})"
+    if result.returncode:
+        lines = result.stderr.strip().splitlines() or ["exit status %d" % result.returncode]
+        return lines[-1][-400:]
+    return None
 
 
 def _remove_graph(path: Path) -> None:
