@@ -25,6 +25,11 @@ def test_bench_writes_json_markdown_and_plot(tiny_checkpoint, tmp_path):
     assert data["accuracy"]["onnxruntime"]["visual"]["min_cosine"] > 0.99999
     assert set(data["cold_start"]) == set(data["peak_rss_mb"]) == {"torch", "onnxruntime", "onnxruntime-int8"}
     assert all(v > 0 for v in data["peak_rss_mb"].values())
+    pipeline = data["pipeline"]
+    assert all(pipeline[k] > 0 for k in ("preprocess_images_per_s", "decode_preprocess_images_per_s",
+                                         "tokenize_prompts_per_s_unique", "tokenize_prompts_per_s_repeated"))
+    assert set(pipeline["end_to_end_ms"]) == {"image_jpeg_batch1", "image_jpeg_batch8", "text_batch1", "text_batch8"}
     assert "| visual | 1 | onnxruntime |" in (tmp_path / "bench.md").read_text()
+    assert "| tokenize, repeated prompts (LRU cache) |" in (tmp_path / "bench.md").read_text()
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert result["stats"] == data["stats"]

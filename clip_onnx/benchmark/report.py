@@ -57,6 +57,10 @@ def markdown(result: dict) -> str:
         lines += ["", "| backend | cold start s (import + load + first call) | peak RSS MB |", "|---|---|---|"]
         for name, seconds in result["cold_start"].items():
             lines.append(f"| {name} | {seconds:.2f} | {result['peak_rss_mb'].get(name, float('nan')):.0f} |")
+    if result.get("pipeline"):
+        from clip_onnx.benchmark.pipeline import markdown as pipeline_markdown
+
+        lines += pipeline_markdown(result["pipeline"])
     for name, why in result.get("skipped", {}).items():
         lines.append(f"\nSkipped {name}: {why}.")
     return "\n".join(lines) + "\n"

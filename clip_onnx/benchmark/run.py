@@ -62,6 +62,9 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
             skipped[name] = str(reason)
             log.warning("skipping backend %s: %s", name, reason)
     samples = interleaved(chosen, feeds, warmup=warmup, repeat=repeat, on_step=progress)
+    from clip_onnx.benchmark.pipeline import measure_pipeline
+
+    pipeline = measure_pipeline(fp32.path, list(model.sample_texts) or ["кошка"], repeat=repeat)
     stats = [s.stats() for s in samples]
     _add_ratios(stats)
     result = {
@@ -70,6 +73,7 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
         "warmup": warmup, "repeat": repeat, "skipped": skipped,
         "stats": stats,
         "accuracy": _accuracy(chosen, feeds, towers),
+        "pipeline": pipeline,
         "cold_start": {b.name: _subprocess_probe(b.name, source, random_weights, work, "cold") for b in chosen
                        if b.name in ("torch", "onnxruntime", "onnxruntime-int8")},
         "peak_rss_mb": {b.name: _subprocess_probe(b.name, source, random_weights, work, "rss") for b in chosen
