@@ -106,7 +106,8 @@ def test_reduced_precision_keeps_zero_shot_accuracy(fp16_bundle, int8_bundle, he
     model, samples = held_out
     result = _evaluate(task, model, ClipModel.load(bundle.path), samples)
     assert result.agreement >= 0.99, result
-    assert abs(result.runtime_accuracy - result.eager_accuracy) <= 0.005, result
+    # Within 0.5 points: at most 5 of the 1000 pictures.
+    assert round(abs(result.runtime_accuracy - result.eager_accuracy) * HELD_OUT_IMAGES) <= 5, result
 
 
 def test_gate_top1_is_per_template_so_template_ties_do_not_count():

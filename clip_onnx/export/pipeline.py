@@ -17,7 +17,7 @@ from clip_onnx.export.families import load_model
 from clip_onnx.errors import ExportError
 from clip_onnx.export.families.base import ExportableModel
 from clip_onnx.export.fp16 import FP16_LADDER, fp16_converter
-from clip_onnx.export.int8 import quantize_int8
+from clip_onnx.export.int8 import INT8_LADDER
 from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, export_tower
 from clip_onnx.export.precision import lower, run_graph
 from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
@@ -33,7 +33,7 @@ LABELS_FILE = "labels.txt"
 # precision -> (converters from most to least aggressive, gate thresholds)
 PRECISIONS = {
     "fp32": ((), validate.FP32),
-    "int8": ((quantize_int8,), validate.INT8),
+    "int8": (INT8_LADDER, validate.INT8),
     "fp16": (tuple(fp16_converter(block) for block in FP16_LADDER), validate.FP16),
 }
 
