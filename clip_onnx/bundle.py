@@ -127,10 +127,35 @@ class BundleWriter:
             records[name] = {"sha256": sha256_file(file), "size": file.stat().st_size}
         full = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=records)
         (self.dir / MANIFEST).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _publish_modes(self.dir)
         _replace_dir(self.dir, self.out)
         self._committed = True
         log.info("wrote bundle %s (%d files)", self.out, len(records))
         return Bundle(path=self.out, manifest=full)
+
+
+def _umask() -> int:
+    """The process umask, read without os.umask's set-and-restore (which races other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _publish_modes(directory: Path) -> None:
+    """Give the bundle the modes of an ordinarily created directory and files.
+
+    mkdtemp makes the staging directory 0700, and some writers (onnx's external
+    data among them) leave 0600 files: a bundle exported by CI or another user
+    would be unreadable to the worker that serves it.
+    """
+    mask = _umask()
+    for path in [directory, *directory.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

@@ -73,6 +73,25 @@ def test_parity_gate_fails_loudly_and_leaves_no_bundle(tmp_path, tiny_checkpoint
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bundle_is_readable_by_other_users_as_the_umask_allows(tmp_path):
+    import os
+    import stat
+
+    from clip_onnx.bundle import BundleWriter, _umask
+
+    with BundleWriter(tmp_path / "b") as writer:
+        data = writer.dir / "weights.data"
+        data.write_bytes(b"x")
+        data.chmod(0o600)                      # what onnx's external-data writer leaves
+        bundle = writer.commit({})
+    mask = _umask()
+    assert stat.S_IMODE(os.stat(bundle.path).st_mode) == 0o777 & ~mask
+    for name in ("weights.data", "manifest.json"):
+        assert stat.S_IMODE(os.stat(bundle.path / name).st_mode) == 0o666 & ~mask
+    if mask == 0o022:
+        assert stat.S_IMODE(os.stat(bundle.path).st_mode) == 0o755
+
+
 def test_existing_output_is_refused_unless_overwrite(tmp_path, tiny_checkpoint):
     out = tmp_path / "b"
     out.mkdir()
