@@ -395,21 +395,26 @@ def train(args: argparse.Namespace, config: dict, bpe: yttm.BPE) -> CLIP:
     t0 = time.perf_counter()
     pool = render_pool(args.named_images, args.unnamed_images, config["image_resolution"], args.seed + 3)
     log.info("rendered %d training images in %.1fs", len(pool["shape"]), time.perf_counter() - t0)
-    probe = None
-    if args.eval_every:
-        samples = {split: demo_data.heldout_set(200, EVAL_SEED_UNSEEN + 10 + i, split)
-                   for i, split in enumerate(("unseen", "seen"))}
-
-        def probe(m: CLIP) -> str:
-            figures = {s: zero_shot_accuracy(m, bpe, v, config["image_resolution"], config["mean"], config["std"])
-                       for s, v in samples.items()}
-            return " | ".join(f"{s}: shape {f['shape_accuracy']:.1%} colour {f['colour_accuracy']:.1%}"
-                              for s, f in figures.items())
+    probe = progress_probe(bpe, config) if args.eval_every else None
     train_image(model, bank, concepts, pool, config, args, np.random.default_rng(args.seed + 4), probe)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
     return model
+
+
+def progress_probe(bpe: yttm.BPE, config: dict):
+    """A function printing zero-shot figures on 200 other pictures of each split, for --eval-every."""
+    samples = {split: demo_data.heldout_set(200, EVAL_SEED_UNSEEN + 10 + i, split)
+               for i, split in enumerate(("unseen", "seen"))}
+
+    def probe(model: CLIP) -> str:
+        figures = {s: zero_shot_accuracy(model, bpe, v, config["image_resolution"], config["mean"], config["std"])
+                   for s, v in samples.items()}
+        return " | ".join(f"{s}: shape {f['shape_accuracy']:.1%} colour {f['colour_accuracy']:.1%}"
+                          for s, f in figures.items())
+    return probe
+
 
 def check_prefix_is_exact(model: CLIP, bpe: yttm.BPE) -> None:
     """The truncated text pass used in training must equal the real 77-token one."""
