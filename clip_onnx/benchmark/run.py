@@ -27,6 +27,7 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
     """Benchmark ``source`` (a model source, exported on the fly) and write JSON/Markdown/PNG into ``out``."""
     import torch
 
+    from clip_onnx.benchmark.pipeline import measure_pipeline
     from clip_onnx.benchmark.report import machine_header, write_reports
     from clip_onnx.export import validate
     from clip_onnx.export.families import load_model
@@ -62,8 +63,6 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
             skipped[name] = str(reason)
             log.warning("skipping backend %s: %s", name, reason)
     samples = interleaved(chosen, feeds, warmup=warmup, repeat=repeat, on_step=progress)
-    from clip_onnx.benchmark.pipeline import measure_pipeline
-
     pipeline = measure_pipeline(fp32.path, list(model.sample_texts) or ["кошка"], repeat=repeat)
     stats = [s.stats() for s in samples]
     _add_ratios(stats)
@@ -104,11 +103,11 @@ def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntim
                        prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cuda", torch.float16))
     if name == "onnxruntime":
         runners = {t: OnnxRuntimeRunner(graphs[t]) for t in TOWERS}
-        return Backend(name, {t: _ort_call(runners[t]) for t in TOWERS})
+        return Backend(name, {t: _runner_call(runners[t]) for t in TOWERS})
     if name == "onnxruntime-int8":
         bundle = _int8_bundle(graphs, work / "int8", quantize_int8)
         runners = {t: OnnxRuntimeRunner(bundle.path / graphs[t].name) for t in TOWERS}
-        return Backend(name, {t: _ort_call(runners[t]) for t in TOWERS})
+        return Backend(name, {t: _runner_call(runners[t]) for t in TOWERS})
     if name == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             raise _Skip("tensorrt is not installed")
@@ -131,7 +130,7 @@ def _tensorrt_backend(bundle_path: Path, max_batch: int) -> Backend:
     build_engines(bundle_path, Profile(1, min(8, max_batch), max_batch))
     bundle = read_bundle(bundle_path)
     runners = {t: open_runner(bundle, t, "tensorrt") for t in TOWERS}
-    return Backend("tensorrt", {t: _ort_call(runners[t]) for t in TOWERS})
+    return Backend("tensorrt", {t: _runner_call(runners[t]) for t in TOWERS})
 
 
 def _int8_bundle(graphs, target: Path, quantize_int8):
@@ -157,7 +156,7 @@ def _torch_call(module, torch):
     return call
 
 
-def _ort_call(runner):
+def _runner_call(runner):
     return lambda feed: runner.infer(feed)
 
 
