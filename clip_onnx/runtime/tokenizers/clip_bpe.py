@@ -1,4 +1,4 @@
-"""OpenAI CLIP / open_clip byte-level BPE in plain Python, without torch, ftfy or regex.
+"""OpenAI CLIP / open_clip byte-level BPE in plain Python, without torch or regex; ftfy optional.
 
 Reproduces ``open_clip.tokenize(texts)`` (``SimpleTokenizer`` with its defaults)
 id for id: ``[49406] + encode(text) + [49407]``, cut to ``context_length`` with
@@ -9,18 +9,21 @@ What ``SimpleTokenizer.encode`` does, and how this module mirrors it:
 1. Cleaning (open_clip's ``basic_clean`` then ``whitespace_clean``, then
    ``.lower()`` for its default ``clean="lower"``): ``ftfy.fix_text``, then
    ``html.unescape`` twice, ``strip``, whitespace runs (``str.split``) joined
-   by one space. :func:`fix_text` below re-implements ``ftfy.fix_text`` with
-   ftfy 6's default configuration except its mojibake repair (``fix_encoding``:
-   re-decoding text such as "cafÃ©" that looks like UTF-8 read as Latin-1 or
-   another single-byte code page). That step is a statistical heuristic over
-   hand-tuned character tables; text in which ftfy finds no mojibake (every
-   string of the test corpus) is cleaned identically, while real mojibake is
-   tokenized as written here and repaired by open_clip first. Everything else
-   is reproduced: ftfy's HTML-entity decoding (skipped from the first line that
-   contains "<" on), C1 controls read as Windows-1252, Latin ligatures,
-   fullwidth/halfwidth forms, curly quotes, line breaks, surrogates, ANSI
-   terminal escapes, control characters and NFC, repeated until nothing
-   changes, line by line.
+   by one space. ftfy's mojibake repair (``fix_encoding``: re-decoding text
+   such as "cafÃ©" that looks like UTF-8 read as Latin-1) is a statistical
+   heuristic over hand-tuned character tables, and it also rewrites some
+   legitimate text (Czech "listí††" becomes "list톆"); open_clip tokenizes
+   whatever it returns. Exact parity therefore means running ftfy itself, so
+   :func:`open_clip_fix_text` calls ``ftfy.fix_text`` when ftfy is installed
+   (``pip install 'clip-onnx[ftfy]'``). :func:`fix_text` re-implements
+   everything else ftfy 6 does by default, 4-5x faster: HTML-entity decoding
+   (skipped from the first line that contains "<" on), C1 controls read as
+   Windows-1252, Latin ligatures, fullwidth/halfwidth forms, curly quotes,
+   line breaks, surrogates, ANSI terminal escapes, control characters and
+   NFC, repeated until nothing changes, line by line. It serves ASCII text
+   without "&", which reaches ftfy's mojibake step as ASCII, where that step
+   returns its input, and all text when ftfy is missing (then mojibake is
+   tokenized as written, and a log line says so once).
 2. Pre-tokenizing with open_clip's pattern, compiled with ``regex.IGNORECASE``::
 
        <start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+
@@ -78,7 +81,7 @@ CLEAN_MODES = ("whitespace", "lower", "canonicalize")
 
 
 # ---------------------------------------------------------------------------
-# Cleaning: ftfy.fix_text (default config, minus mojibake repair), html.unescape.
+# Cleaning: ftfy.fix_text (ftfy itself where it can matter), html.unescape.
 # ---------------------------------------------------------------------------
 
 _ENTITY_RE = re.compile(r"&#?[0-9A-Za-z]{1,24};")
@@ -212,12 +215,31 @@ def fix_text(text: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=None)
+def _ftfy_fix_text():
+    try:
+        import ftfy
+    except ImportError:
+        logger.warning("ftfy is not installed: CLIP BPE cleaning skips its mojibake repair, so ids can differ from "
+                    "open_clip on mis-decoded text; `pip install 'clip-onnx[ftfy]'` for exact parity")
+        return None
+    return ftfy.fix_text
+
+
+def open_clip_fix_text(text: str) -> str:
+    """``ftfy.fix_text(text)``: through ftfy when installed, except where its mojibake step cannot act."""
+    if text.isascii() and "&" not in text:
+        return fix_text(text)
+    ftfy_fix = _ftfy_fix_text()
+    return ftfy_fix(text) if ftfy_fix is not None else fix_text(text)
+
+
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def clean_text(text: str, clean: str = "lower") -> str:
     """open_clip's clean functions: "whitespace", "lower" (the default) and "canonicalize"."""
-    text = html.unescape(html.unescape(fix_text(text))).strip()
+    text = html.unescape(html.unescape(open_clip_fix_text(text))).strip()
     if clean == "canonicalize":
         text = text.replace("_", " ").translate(_PUNCTUATION).lower()
     text = " ".join(text.split()).strip()
