@@ -22,6 +22,7 @@ from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, export_tower
 from clip_onnx.export.precision import lower, run_graph
 from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from clip_onnx.runtime.preprocess import ImagePreprocessor
+from clip_onnx.runtime.tokenizers.base import cut_padding
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +121,8 @@ def with_trimmed_text(model: ExportableModel, feeds):
     """
     if 1 not in model.textual.dynamic_axes.get("input_ids", {}):
         return feeds
-    trimmed = []
-    for feed in feeds["textual"]:
-        if "attention_mask" in feed:
-            used = feed["attention_mask"]
-        else:
-            used = feed["input_ids"] != model.tokenizer.get("pad_id", 0)
-        length = int(used.any(axis=0).nonzero()[0].max()) + 1
-        trimmed.append({k: np.ascontiguousarray(v[:, :length]) for k, v in feed.items()})
-    return {**feeds, "textual": list(feeds["textual"]) + trimmed}
+    pad_id = model.tokenizer.get("pad_id", 0)
+    return {**feeds, "textual": list(feeds["textual"]) + [cut_padding(f, pad_id) for f in feeds["textual"]]}
 
 
 def classifier_inputs(model: ExportableModel, seed: int = 0) -> dict:

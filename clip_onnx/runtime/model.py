@@ -16,7 +16,7 @@ from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 from clip_onnx.runtime.tokenizers import load_tokenizer
-from clip_onnx.runtime.tokenizers.base import check_texts
+from clip_onnx.runtime.tokenizers.base import check_texts, cut_padding
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,7 @@ class ClipModel:
         # Tokenizers of models with an attention mask return a dict of arrays; the others return the ids.
         tokens = self.tokenize(chunk)
         feed = tokens if isinstance(tokens, dict) else {"input_ids": tokens}
-        if self._trim_seq:
-            used = feed["attention_mask"] if "attention_mask" in feed else feed["input_ids"] != self._pad_id
-            length = int(used.any(axis=0).nonzero()[0].max()) + 1 if used.any() else 1
-            feed = {k: np.ascontiguousarray(v[:, :length]) for k, v in feed.items()}
-        return feed
+        return cut_padding(feed, self._pad_id) if self._trim_seq else feed
 
     def _encode(self, items: list, feed: Callable, runner, normalize: bool, progress) -> np.ndarray:
         parts = []

@@ -37,6 +37,14 @@ def pad_rows(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndar
     return out
 
 
+def cut_padding(feed: Mapping[str, np.ndarray], pad_id: int) -> dict[str, np.ndarray]:
+    """``feed`` cut after the last column that any row uses: the attention mask's 1s, or ids other than ``pad_id``."""
+    used = feed["attention_mask"] if "attention_mask" in feed else feed["input_ids"] != pad_id
+    columns = used.any(axis=0).nonzero()[0]
+    length = int(columns.max()) + 1 if columns.size else 1
+    return {k: np.ascontiguousarray(v[:, :length]) for k, v in feed.items()}
+
+
 def resolve_spec(kind: str, spec: Mapping, bundle_dir, keys: Sequence[str]) -> tuple[Path, dict]:
     """The tokenizer file a manifest spec names, inside ``bundle_dir``, and the spec's options among ``keys``."""
     if spec.get("kind") != kind:
