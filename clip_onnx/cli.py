@@ -90,9 +90,10 @@ def format_parity(report: dict) -> str:
     bound = f", max abs <= {t['max_abs']}" if t["max_abs"] is not None else ""
     lines = [f"parity: {report['stage']} (cosine >= {t['min_cosine']}{bound}, "
              f"top-1 agreement >= {t['min_top1_agreement']:.1%})",
-             f"  {'tower':8s} {'batch':>5s} {'max abs':>10s} {'min cosine':>12s}"]
+             f"  {'tower':8s} {'batch':>5s} {'seq':>5s} {'max abs':>10s} {'min cosine':>12s}"]
     for r in report["rows"]:
-        lines.append(f"  {r['tower']:8s} {r['batch']:5d} {r['max_abs']:10.2e} {r['min_cosine']:12.8f}")
+        seq = str(r.get("seq") or "")
+        lines.append(f"  {r['tower']:8s} {r['batch']:5d} {seq:>5s} {r['max_abs']:10.2e} {r['min_cosine']:12.8f}")
     lines.append(f"  zero-shot top-1 agreement: {report['top1_agreement']:.1%} over {report['images']} images"
                  f" -> {'PASS' if report['passed'] else 'FAIL'}")
     return "\n".join(lines)

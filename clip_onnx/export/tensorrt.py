@@ -15,7 +15,7 @@ import hashlib
 import importlib
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -54,6 +54,10 @@ def build_engines(bundle_path, profile: Profile, *, workspace_gib: float = 4.0, 
                   timing_cache: Path | None = None, progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
     """Build (or reuse) one plan per tower; returns their records."""
     bundle = read_bundle(bundle_path)
+    context = bundle.manifest.get("tokenizer", {}).get("context_length")
+    if profile.max_seq is None and context:
+        # A text graph with a symbolic sequence axis gets the tokenizer's whole range by default.
+        profile = replace(profile, max_seq=int(context), opt_seq=profile.opt_seq or min(16, int(context)))
     trt = import_tensorrt(ahead_of_time)
     target = current_target(trt, ahead_of_time)
     timing_cache = Path(timing_cache or Path.home() / ".cache" / "clip-onnx" / f"{target.product}-{target.version}.timing")

@@ -40,6 +40,13 @@ class ParityRow:
     batch: int
     max_abs: float
     min_cosine: float
+    # Text rows: the sequence length fed; a graph with a symbolic sequence axis is checked
+    # both padded to the context and cut to the longest prompt.
+    seq: int | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.tower} batch {self.batch}" + (f" seq {self.seq}" if self.seq else "")
 
 
 @dataclass
@@ -55,9 +62,9 @@ class ParityReport:
         t = self.thresholds
         for r in self.rows:
             if r.min_cosine < t.min_cosine:
-                out.append(f"{r.stage} {r.tower} batch {r.batch}: cosine {r.min_cosine:.7f} < {t.min_cosine}")
+                out.append(f"{r.stage} {r.where}: cosine {r.min_cosine:.7f} < {t.min_cosine}")
             if t.max_abs is not None and r.max_abs > t.max_abs:
-                out.append(f"{r.stage} {r.tower} batch {r.batch}: max abs {r.max_abs:.3g} > {t.max_abs:g}")
+                out.append(f"{r.stage} {r.where}: max abs {r.max_abs:.3g} > {t.max_abs:g}")
         if self.top1_agreement < t.min_top1_agreement:
             out.append(f"{self.stage} zero-shot top-1 agreement {self.top1_agreement:.2%} over {self.pairs} images "
                        f"< {t.min_top1_agreement:.2%}")
@@ -112,7 +119,9 @@ def compare(stage: str, model: ExportableModel, feeds: Mapping[str, Sequence[Map
     for tower in ("visual", "textual"):
         got[tower] = [run(tower, feed) for feed in feeds[tower]]
         for feed, ref, out in zip(feeds[tower], reference[tower], got[tower]):
-            rows.append(ParityRow(stage, tower, len(ref), float(np.abs(ref - out).max()), float(_cosine(ref, out).min())))
+            seq = feed["input_ids"].shape[1] if "input_ids" in feed else None
+            rows.append(ParityRow(stage, tower, len(ref), float(np.abs(ref - out).max()), float(_cosine(ref, out).min()),
+                                  seq))
     agreement = top1_agreement(reference["visual"][-1], reference["textual"][-1], got["visual"][-1], got["textual"][-1])
     return ParityReport(stage, rows, agreement, len(reference["visual"][-1]), thresholds)
 

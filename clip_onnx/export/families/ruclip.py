@@ -166,8 +166,10 @@ def _exportable(name: str, source: str, model: CLIP, config, bpe_path: Path) -> 
         source=source,
         visual=Tower("visual", VisualTower(model), ("pixel_values",), "image_embeds",
                      {"pixel_values": {0: "batch"}}),
-        # RuCLIP's causal mask is a fixed context_length square, so the sequence axis stays static.
-        textual=Tower("textual", TextualTower(model), ("input_ids",), "text_embeds", {"input_ids": {0: "batch"}}),
+        # Trailing padding can be cut: the mask is causal, so no token before the first EOS
+        # (where encode_text pools) sees what follows it.
+        textual=Tower("textual", TextualTower(model), ("input_ids",), "text_embeds",
+                      {"input_ids": {0: "batch", 1: "seq"}}),
         logit_scale=float(model.logit_scale.detach().exp()),
         embed_dim=int(config["embed_dim"]),
         preprocess=PreprocessSpec(
@@ -181,5 +183,6 @@ def _exportable(name: str, source: str, model: CLIP, config, bpe_path: Path) -> 
         tokenizer_files={"bpe.model": bpe_path},
         sample_texts=SAMPLE_TEXTS,
         tokenize=lambda texts: {"input_ids": tokenizer(texts)},
-        config={k: config[k] for k in _ARCH_KEYS},
+        config={**{k: config[k] for k in _ARCH_KEYS},
+                "text_sequence": {"dynamic": True, "pooling": f"first eos id {_EOS}"}},
     )

@@ -47,7 +47,10 @@ class ResidualAttentionBlock(nn.Module):
         self.attn_mask = attn_mask
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.attn_mask.to(dtype=x.dtype, device=x.device) if self.attn_mask is not None else None
+        # Cut to the sequence length (x is [seq, batch, width]): at context_length this is
+        # ruclip's mask itself, and shorter inputs get its top-left corner, the same causal mask.
+        n = x.shape[0]
+        mask = self.attn_mask[:n, :n].to(dtype=x.dtype, device=x.device) if self.attn_mask is not None else None
         return self.attn(x, x, x, need_weights=False, attn_mask=mask)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,7 +133,8 @@ class CLIP(nn.Module):
         return self.visual(pixel_values.type(self.dtype))
 
     def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.token_embedding(input_ids).type(self.dtype) + self.positional_embedding.type(self.dtype)
+        positions = self.positional_embedding[: input_ids.shape[1]]
+        x = self.token_embedding(input_ids).type(self.dtype) + positions.type(self.dtype)
         x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         x = self.ln_final(x).type(self.dtype)
         eos_position = (input_ids == self.eos_id).int().argmax(dim=-1)
