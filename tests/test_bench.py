@@ -18,8 +18,11 @@ def test_bench_writes_json_markdown_and_plot(tiny_checkpoint, tmp_path):
     assert data["header"]["cores"] >= 1 and data["header"]["versions"]["onnxruntime"]
     assert "tensorrt" in data["skipped"]
     rows = {(s["backend"], s["tower"], s["batch"]) for s in data["stats"]}
+    # The tiny RuCLIP text graph has a symbolic sequence axis, so each backend is also timed on padded ids.
     assert rows == {(b, t, n) for b in ("torch", "onnxruntime", "onnxruntime-int8")
-                    for t in ("visual", "textual") for n in (1, 2)}
+                    for t in ("visual", "textual", "textual-padded") for n in (1, 2)}
+    assert data["text_tokens"]["torch"] == 77
+    assert all(0 < n < 77 for n in data["text_tokens"]["runtime"].values())
     assert all(len(s["seconds"]) == 2 for s in data["samples"])
     assert all(s["speedup_vs_torch"] > 0 for s in data["stats"])
     assert data["accuracy"]["onnxruntime"]["visual"]["min_cosine"] > 0.99999

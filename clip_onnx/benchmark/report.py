@@ -42,7 +42,7 @@ def markdown(result: dict) -> str:
     h = result["header"]
     lines = [f"Benchmark of `{result['source']}`{' (random weights)' if result['random_weights'] else ''}, "
              f"{h['date'][:10]}, {h['cpu']} ({h['cores']} cores){', GPU ' + h['gpu'] if h['gpu'] else ''}; "
-             f"{result['warmup']} warm-ups, {result['repeat']} interleaved repeats.", "",
+             f"{result['warmup']} warm-ups, {result['repeat']} interleaved repeats.", *_text_note(result), "",
              "| tower | batch | backend | median ms | p90 ms | min ms | items/s | speedup vs torch |",
              "|---|---|---|---|---|---|---|---|"]
     for s in result["stats"]:
@@ -64,6 +64,16 @@ def markdown(result: dict) -> str:
     for name, why in result.get("skipped", {}).items():
         lines.append(f"\nSkipped {name}: {why}.")
     return "\n".join(lines) + "\n"
+
+
+def _text_note(result: dict) -> list[str]:
+    tokens = result.get("text_tokens")
+    if not tokens or all(n == tokens["torch"] for n in tokens["runtime"].values()):
+        return []
+    cut = ", ".join(f"{n} at batch {b}" for b, n in tokens["runtime"].items())
+    return ["", f"Text: eager torch runs the padded {tokens['torch']} tokens, as its library does; the runtime "
+                f"backends cut each batch to its longest prompt, as ClipModel does ({cut} tokens). The "
+                f"`textual-padded` rows time every backend on the padded ids: the same work."]
 
 
 def write_reports(result: dict, out: Path) -> list[Path]:

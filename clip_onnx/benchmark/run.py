@@ -51,11 +51,17 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
     feeds = {"visual": {b: {"pixel_values": pixels[:b]} for b in batches},
              "textual": {b: {k: v[:b] for k, v in tokens.items()} for b in batches}}
     towers = {"visual": model.visual, "textual": model.textual}
+    cut = _cut_text(model)
+    if cut:
+        # The runtime cuts each text batch to its longest prompt, eager torch runs the padded
+        # context as its library does; PADDED_TEXT times the runtimes on the padded ids too.
+        feeds[PADDED_TEXT] = feeds["textual"]
+        towers[PADDED_TEXT] = model.textual
 
     chosen, skipped = [], {}
     for name in backends:
         try:
-            chosen.append(_make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner,
+            chosen.append(_make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner, cut,
                                         fp16_bundle=lambda: export_model(model, work / "fp16", overwrite=True,
                                                                          precision="fp16").path,
                                         max_batch=biggest))
@@ -70,6 +76,9 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
         "header": machine_header(torch),
         "source": source, "random_weights": random_weights, "batches": list(batches),
         "warmup": warmup, "repeat": repeat, "skipped": skipped,
+        "text_tokens": {"torch": int(tokens["input_ids"].shape[1]),
+                        "runtime": {b: int(cut(feeds["textual"][b])["input_ids"].shape[1]) if cut else
+                                    int(tokens["input_ids"].shape[1]) for b in batches}},
         "stats": stats,
         "accuracy": _accuracy(chosen, feeds, towers),
         "pipeline": pipeline,
@@ -87,37 +96,58 @@ class _Skip(Exception):
     pass
 
 
-def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner, *,
+def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner, cut=None, *,
                   fp16_bundle: Callable[[], Path] = None, max_batch: int = 32) -> Backend:
     import torch
 
     if name == "torch":
         torch.set_num_threads(torch.get_num_threads())
-        return Backend(name, {t: _torch_call(towers[t].module, torch) for t in TOWERS},
+        return Backend(name, {t: _torch_call(towers[t].module, torch) for t in towers},
                        prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None))
     if name == "torch-fp16":
         if not torch.cuda.is_available():
             raise _Skip("no CUDA device")
         modules = {t: _half_copy(towers[t].module, torch) for t in TOWERS}
-        return Backend(name, {t: _torch_call(modules[t], torch) for t in TOWERS}, sync=torch.cuda.synchronize,
+        modules.update({t: modules["textual"] for t in towers if t not in TOWERS})
+        return Backend(name, {t: _torch_call(modules[t], torch) for t in towers}, sync=torch.cuda.synchronize,
                        prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cuda", torch.float16))
     if name == "onnxruntime":
-        runners = {t: OnnxRuntimeRunner(graphs[t]) for t in TOWERS}
-        return Backend(name, {t: _runner_call(runners[t]) for t in TOWERS})
+        return _runtime_backend(name, {t: OnnxRuntimeRunner(graphs[t]) for t in TOWERS}, cut)
     if name == "onnxruntime-int8":
         bundle = _int8_bundle(graphs, work / "int8", quantize_int8)
-        runners = {t: OnnxRuntimeRunner(bundle.path / graphs[t].name) for t in TOWERS}
-        return Backend(name, {t: _runner_call(runners[t]) for t in TOWERS})
+        return _runtime_backend(name, {t: OnnxRuntimeRunner(bundle.path / graphs[t].name) for t in TOWERS}, cut)
     if name == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             raise _Skip("tensorrt is not installed")
         if not torch.cuda.is_available():
             raise _Skip("no CUDA device")
-        return _tensorrt_backend(fp16_bundle(), max_batch)
+        return _tensorrt_backend(fp16_bundle(), max_batch, cut)
     raise _Skip(f"unknown backend {name}")
 
 
-def _tensorrt_backend(bundle_path: Path, max_batch: int) -> Backend:
+PADDED_TEXT = "textual-padded"
+
+
+def _cut_text(model) -> Callable | None:
+    """The runtime's cut of a text feed to its longest prompt, where the textual graph allows it."""
+    if 1 not in model.textual.dynamic_axes.get("input_ids", {}):
+        return None
+    from clip_onnx.runtime.tokenizers.base import cut_padding
+
+    pad_id = int(model.tokenizer.get("pad_id", 0))
+    return lambda feed: cut_padding(feed, pad_id)
+
+
+def _runtime_backend(name: str, runners: dict, cut: Callable | None, sync=lambda: None) -> Backend:
+    """Runners per tower, fed what ClipModel feeds them: text cut to its longest prompt where the graph allows."""
+    run = {t: _runner_call(runners[t]) for t in TOWERS}
+    if cut:
+        run[PADDED_TEXT] = run["textual"]
+    return Backend(name, run, sync=sync,
+                   prepare=lambda tower, feed: cut(feed) if cut and tower == "textual" else feed)
+
+
+def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = None) -> Backend:
     """FP16 plans for the gated fp16 bundle, built (or reused) for this GPU, run by the runtime's TensorRT runner.
 
     The runner synchronises its stream before returning host arrays, so the clock covers the GPU work.
@@ -129,8 +159,7 @@ def _tensorrt_backend(bundle_path: Path, max_batch: int) -> Backend:
 
     build_engines(bundle_path, Profile(1, min(8, max_batch), max_batch))
     bundle = read_bundle(bundle_path)
-    runners = {t: open_runner(bundle, t, "tensorrt") for t in TOWERS}
-    return Backend("tensorrt", {t: _runner_call(runners[t]) for t in TOWERS})
+    return _runtime_backend("tensorrt", {t: open_runner(bundle, t, "tensorrt") for t in TOWERS}, cut)
 
 
 def _int8_bundle(graphs, target: Path, quantize_int8):
