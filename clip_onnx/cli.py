@@ -113,7 +113,7 @@ def embed(bundle: Path, images, texts, out: Path, batch_size: int) -> None:
 
     if bool(images) == bool(texts):
         raise click.UsageError("give either --image or --text (not both, not neither)")
-    model = ClipModel.load(bundle, batch_size=batch_size)
+    model = ClipModel.load(bundle, batch_size=batch_size, towers=("visual",) if images else ("textual",))
     items = list(images or texts)
     with tqdm(total=len(items), desc="embed", unit="item", file=sys.stderr) as bar:
         encode = model.encode_image if images else model.encode_text

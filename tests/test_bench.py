@@ -26,8 +26,9 @@ def test_bench_writes_json_markdown_and_plot(tiny_checkpoint, tmp_path):
     assert all(len(s["seconds"]) == 2 for s in data["samples"])
     assert all(s["speedup_vs_torch"] > 0 for s in data["stats"])
     assert data["accuracy"]["onnxruntime"]["visual"]["min_cosine"] > 0.99999
-    assert set(data["cold_start"]) == set(data["peak_rss_mb"]) == {"torch", "onnxruntime", "onnxruntime-int8"}
-    assert all(v > 0 for v in data["peak_rss_mb"].values())
+    assert set(data["cold_start"]) == set(data["peak_rss_mb"]) == {
+        "torch", "onnxruntime", "onnxruntime-int8", "onnxruntime, text only", "onnxruntime-int8, text only"}
+    assert all(v > 0 for v in data["peak_rss_mb"].values()) and all(v > 0 for v in data["cold_start"].values())
     pipeline = data["pipeline"]
     assert all(pipeline[k] > 0 for k in ("preprocess_images_per_s", "decode_preprocess_images_per_s",
                                          "tokenize_prompts_per_s_unique", "tokenize_prompts_per_s_repeated"))

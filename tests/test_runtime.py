@@ -124,11 +124,39 @@ def bundle_copy(tiny_bundle, tmp_path):
 
 
 def test_tampered_graph_is_refused(bundle_copy):
-    data = bytearray((bundle_copy / "visual.onnx").read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (bundle_copy / "visual.onnx").write_bytes(bytes(data))
+    _flip_a_byte(bundle_copy / "visual.onnx")
     with pytest.raises(BundleError, match="visual.onnx: sha256"):
         ClipModel.load(bundle_copy)
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_text_only_worker_neither_opens_nor_hashes_the_visual_graph(bundle_copy, model):
+    _flip_a_byte(bundle_copy / "visual.onnx")
+    text_only = ClipModel.load(bundle_copy, towers=("textual",))
+    assert text_only.towers == ("textual",)
+    np.testing.assert_array_equal(text_only.encode_text(["кошка", "рыжий кот"]), model.encode_text(["кошка", "рыжий кот"]))
+    with pytest.raises(InputError, match=r"towers=\('textual',\).*'visual'.*images"):
+        text_only.encode_image([np.zeros((8, 8, 3), np.uint8)])
+    with pytest.raises(BundleError, match="visual.onnx: sha256"):
+        ClipModel.load(bundle_copy)
+
+
+def test_one_tower_worker_still_checks_its_own_graph(bundle_copy):
+    _flip_a_byte(bundle_copy / "textual.onnx")
+    with pytest.raises(BundleError, match="textual.onnx: sha256"):
+        ClipModel.load(bundle_copy, towers="textual")
+    assert ClipModel.load(bundle_copy, towers=["visual"]).encode_image([np.zeros((8, 8, 3), np.uint8)]).shape == (1, 32)
+
+
+@pytest.mark.parametrize("towers", [(), ("text",), ("visual", "image")])
+def test_unknown_towers_are_refused(tiny_bundle, towers):
+    with pytest.raises(InputError, match="towers must name one or both"):
+        ClipModel.load(tiny_bundle, towers=towers)
 
 
 def test_truncated_file_is_refused(bundle_copy):

@@ -54,9 +54,13 @@ def markdown(result: dict) -> str:
         for name, acc in result["accuracy"].items():
             lines.append(f"| {name} | {acc['visual']['min_cosine']:.6f} | {acc['textual']['min_cosine']:.6f} |")
     if result.get("cold_start"):
-        lines += ["", "| backend | cold start s (import + load + first call) | peak RSS MB |", "|---|---|---|"]
-        for name, seconds in result["cold_start"].items():
-            lines.append(f"| {name} | {seconds:.2f} | {result['peak_rss_mb'].get(name, float('nan')):.0f} |")
+        cold, rss = result["cold_start"], result["peak_rss_mb"]
+        lines += ["", "| worker | cold start s (import + load + first call) | vs torch | peak RSS MB | vs torch |",
+                  "|---|---|---|---|---|"]
+        for name, seconds in cold.items():
+            mb = rss.get(name, float("nan"))
+            lines.append(f"| {name} | {seconds:.2f} | {seconds / cold.get('torch', float('nan')):.2f} | {mb:.0f} | "
+                         f"{mb / rss.get('torch', float('nan')):.2f} |")
     if result.get("pipeline"):
         from clip_onnx.benchmark.pipeline import markdown as pipeline_markdown
 

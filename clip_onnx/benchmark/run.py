@@ -72,6 +72,10 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
     pipeline = measure_pipeline(fp32.path, list(model.sample_texts) or ["кошка"], repeat=repeat)
     stats = [s.stats() for s in samples]
     _add_ratios(stats)
+    # Worker processes: each CPU backend with both towers, and the runtime's text-only worker
+    # (ClipModel.load(towers=("textual",))), which never loads the visual graph.
+    workers = [b.name for b in chosen if b.name in ("torch", "onnxruntime", "onnxruntime-int8")]
+    workers += [n + TEXT_ONLY for n in workers if n.startswith("onnxruntime")]
     result = {
         "header": machine_header(torch),
         "source": source, "random_weights": random_weights, "batches": list(batches),
@@ -82,10 +86,8 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
         "stats": stats,
         "accuracy": _accuracy(chosen, feeds, towers),
         "pipeline": pipeline,
-        "cold_start": {b.name: _subprocess_probe(b.name, source, random_weights, work, "cold") for b in chosen
-                       if b.name in ("torch", "onnxruntime", "onnxruntime-int8")},
-        "peak_rss_mb": {b.name: _subprocess_probe(b.name, source, random_weights, work, "rss") for b in chosen
-                        if b.name in ("torch", "onnxruntime", "onnxruntime-int8")},
+        "cold_start": {name: _subprocess_probe(name, source, random_weights, work, "cold") for name in workers},
+        "peak_rss_mb": {name: _subprocess_probe(name, source, random_weights, work, "rss") for name in workers},
         "samples": [{"backend": s.backend, "tower": s.tower, "batch": s.batch, "seconds": s.seconds} for s in samples],
     }
     write_reports(result, out)
@@ -236,6 +238,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+TEXT_ONLY = ", text only"
+
 _PROBES = {
     "torch": """
         import torch
@@ -247,7 +251,7 @@ _PROBES = {
     """,
     "onnxruntime": """
         from clip_onnx.runtime import ClipModel
-        m = ClipModel.load({bundle!r})
+        m = ClipModel.load({bundle!r}, towers={towers!r})
         m.encode_text(["кошка"])
         {extra_ort}
     """,
@@ -256,14 +260,18 @@ _PROBES = {
 
 def _subprocess_probe(backend: str, source: str, random_weights: bool, work: Path, kind: str) -> float:
     """Cold start (s, import + load + first call) or peak RSS (MB, after a batch of 8 per tower), in a fresh process."""
+    backend, text_only = backend.removesuffix(TEXT_ONLY), backend.endswith(TEXT_ONLY)
     bundle = work / ("int8" if backend == "onnxruntime-int8" else "fp32")
     rss = kind == "rss"
     extra_torch = ("m.visual.module(torch.randn(8, 3, m.preprocess.image_size, m.preprocess.image_size)); "
                    "m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(['кошка'] * 8).values()])") if rss else "pass"
-    extra_ort = ("import numpy as np; m.encode_image([np.zeros((64, 64, 3), np.uint8)] * 8); m.encode_text(['кошка'] * 8)"
-                 if rss else "pass")
+    calls = ["m.encode_text(['кошка'] * 8)"]
+    if not text_only:
+        calls.insert(0, "import numpy as np; m.encode_image([np.zeros((64, 64, 3), np.uint8)] * 8)")
+    extra_ort = "; ".join(calls) if rss else "pass"
     body = textwrap.dedent(_PROBES["torch" if backend == "torch" else "onnxruntime"]).format(
-        source=source, random_weights=random_weights, bundle=str(bundle), extra_torch=extra_torch, extra_ort=extra_ort)
+        source=source, random_weights=random_weights, bundle=str(bundle), extra_torch=extra_torch, extra_ort=extra_ort,
+        towers=("textual",) if text_only else ("visual", "textual"))
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would
     # report the (larger) benchmark parent's peak.
     script = ("import time; t = time.perf_counter()\n" + body +

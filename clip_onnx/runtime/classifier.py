@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from clip_onnx.bundle import Bundle, read_bundle
+from clip_onnx.bundle import Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.model import _check_images
@@ -45,8 +45,8 @@ class ClipClassifier:
     def load(cls, path, *, backend: str = "onnxruntime", providers: Sequence | None = None, batch_size: int = 32,
              verify: bool = True) -> "ClipClassifier":
         """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest."""
-        return cls(read_bundle(Path(path), verify=verify), backend=backend, providers=providers,
-                   batch_size=batch_size)
+        return open_bundle(Path(path), lambda bundle: cls(bundle, backend=backend, providers=providers,
+                                                          batch_size=batch_size), verify=verify)
 
     def logits(self, images: Sequence, *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 [N images, classes]: the graph's raw logits."""

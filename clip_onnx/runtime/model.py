@@ -1,7 +1,9 @@
 """ClipModel: a bundle's two towers behind encode/similarity/classify, without PyTorch.
 
 Thread-safe: tokenizers and preprocessors hold no per-call state and ONNX
-Runtime sessions may be run from many threads at once.
+Runtime sessions may be run from many threads at once.  A worker that only
+embeds texts (or only images) can open just that tower: ``towers=("textual",)``
+skips the other graph's loading, hashing and memory.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from clip_onnx.bundle import Bundle, read_bundle
+from clip_onnx.bundle import Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
@@ -36,13 +38,17 @@ class Classification(NamedTuple):
     probs: np.ndarray  # float32 [N images, len(labels)], rows sum to 1
 
 
+TOWERS = ("visual", "textual")
+
+
 class ClipModel:
     def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence | None = None,
-                 batch_size: int = 32):
+                 batch_size: int = 32, towers: Sequence[str] = TOWERS):
         if bundle.kind != "clip":
             raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a two-tower CLIP model")
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        self.towers = _check_towers(towers)
         self.bundle = bundle
         self.batch_size = batch_size
         manifest = bundle.manifest
@@ -56,29 +62,40 @@ class ClipModel:
         axes = bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {})
         self._trim_seq = "1" in axes
         self._pad_id = int(manifest["tokenizer"].get("pad_id", 0))
-        self._visual = open_runner(bundle, "visual", backend, providers)
-        self._textual = open_runner(bundle, "textual", backend, providers)
+        self._runners = {t: open_runner(bundle, t, backend, providers) for t in self.towers}
 
     @classmethod
     def load(cls, path, *, backend: str = "onnxruntime", providers: Sequence | None = None, batch_size: int = 32,
-             verify: bool = True) -> "ClipModel":
-        """Open a bundle directory; ``verify`` checks every file's sha256 against the manifest.
+             verify: bool = True, towers: Sequence[str] = TOWERS) -> "ClipModel":
+        """Open a bundle directory; ``verify`` checks the sha256 of every file it uses against the manifest.
 
         ``backend`` is "onnxruntime", "tensorrt" (plans from `clip-onnx build-engine`) or "auto".
+        ``towers`` names the graphs to open: both by default, or only "textual" or "visual".
         """
-        return cls(read_bundle(Path(path), verify=verify), backend=backend, providers=providers,
-                   batch_size=batch_size)
+        towers = _check_towers(towers)
+
+        def build(bundle: Bundle) -> "ClipModel":
+            return cls(bundle, backend=backend, providers=providers, batch_size=batch_size, towers=towers)
+
+        return open_bundle(Path(path), build, verify=verify, towers=towers)
 
     def encode_text(self, texts: Sequence[str], *, normalize: bool = True,
                     progress: Callable[[int], None] | None = None) -> np.ndarray:
         texts = check_texts(texts)
-        return self._encode(texts, self._textual_feed, self._textual, normalize, progress)
+        return self._encode(texts, self._textual_feed, self._runner("textual"), normalize, progress)
 
     def encode_image(self, images: Sequence, *, normalize: bool = True,
                      progress: Callable[[int], None] | None = None) -> np.ndarray:
         images = _check_images(images)
-        return self._encode(images, lambda chunk: {"pixel_values": self.preprocess(chunk)}, self._visual,
+        return self._encode(images, lambda chunk: {"pixel_values": self.preprocess(chunk)}, self._runner("visual"),
                             normalize, progress)
+
+    def _runner(self, tower: str):
+        try:
+            return self._runners[tower]
+        except KeyError:
+            raise InputError(f"this ClipModel was opened with towers={self.towers}; open it with {tower!r} among "
+                             f"its towers to encode {'texts' if tower == 'textual' else 'images'}") from None
 
     def similarity(self, images: Sequence, texts: Sequence[str]) -> np.ndarray:
         """``logit_scale * cos`` between every image (rows) and every text (columns)."""
@@ -135,6 +152,13 @@ def zero_shot_probs(image: np.ndarray, text: np.ndarray, logit_scale: float) -> 
     logits -= logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _check_towers(towers) -> tuple[str, ...]:
+    chosen = (towers,) if isinstance(towers, str) else tuple(towers)
+    if not chosen or not set(chosen) <= set(TOWERS):
+        raise InputError(f"towers must name one or both of {TOWERS}, got {towers!r}")
+    return tuple(t for t in TOWERS if t in chosen)
 
 
 def _check_images(images) -> list:
