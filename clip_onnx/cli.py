@@ -247,9 +247,13 @@ def bench(source: str, random_weights: bool, backends: str, batches: str, warmup
     except ValueError:
         raise click.BadParameter(f"batch sizes must be integers, got {batches!r}") from None
     names = [b.strip() for b in backends.split(",") if b.strip()]
-    with tqdm(total=2 * len(sizes) * (warmup + repeat), desc="bench", unit="round", file=sys.stderr) as bar:
+    with tqdm(desc="bench", unit="round", file=sys.stderr) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
         run_benchmark(source, out, random_weights=random_weights, backends=names, batches=sizes,
-                      warmup=warmup, repeat=repeat, progress=lambda: bar.update(1))
+                      warmup=warmup, repeat=repeat, progress=advance)
     click.echo((out / "bench.md").read_text(encoding="utf-8"))
 
 

@@ -11,9 +11,10 @@ from clip_onnx.benchmark.run import run_benchmark
 
 def test_bench_writes_json_markdown_and_plot(tiny_checkpoint, tmp_path):
     pytest.importorskip("matplotlib")
+    steps = []
     result = run_benchmark(str(tiny_checkpoint), tmp_path, backends=["torch", "onnxruntime", "onnxruntime-int8",
                                                                      "tensorrt"],
-                           batches=[1, 2], warmup=1, repeat=2)
+                           batches=[1, 2], warmup=1, repeat=2, progress=lambda *step: steps.append(step))
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["header"]["cores"] >= 1 and data["header"]["versions"]["onnxruntime"]
     assert "tensorrt" in data["skipped"]
@@ -24,6 +25,8 @@ def test_bench_writes_json_markdown_and_plot(tiny_checkpoint, tmp_path):
     assert data["text_tokens"]["torch"] == 77
     assert all(0 < n < 77 for n in data["text_tokens"]["runtime"].values())
     assert all(len(s["seconds"]) == 2 for s in data["samples"])
+    # One step per round of all backends: 3 towers x 2 batches x (1 warm-up + 2 repeats).
+    assert steps == [(i, 18) for i in range(1, 19)]
     assert all(s["speedup_vs_torch"] > 0 for s in data["stats"])
     assert data["accuracy"]["onnxruntime"]["visual"]["min_cosine"] > 0.99999
     assert set(data["cold_start"]) == set(data["peak_rss_mb"]) == {

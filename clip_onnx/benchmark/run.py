@@ -23,7 +23,7 @@ TOWERS = ("visual", "textual")
 
 def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backends: Sequence[str] = BACKENDS,
                   batches: Sequence[int] = (1, 8, 32), warmup: int = 3, repeat: int = 10,
-                  progress: Callable[[], None] = lambda: None) -> dict:
+                  progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
     """Benchmark ``source`` (a model source, exported on the fly) and write JSON/Markdown/PNG into ``out``."""
     import torch
 
@@ -258,8 +258,15 @@ _PROBES = {
 }
 
 
+COLD_RUNS = 3
+
+
 def _subprocess_probe(backend: str, source: str, random_weights: bool, work: Path, kind: str) -> float:
-    """Cold start (s, import + load + first call) or peak RSS (MB, after a batch of 8 per tower), in a fresh process."""
+    """Cold start (s, import + load + first call) or peak RSS (MB, after a batch of 8 per tower), in fresh processes.
+
+    Cold start is the median of COLD_RUNS processes: one start can take ten times
+    the usual when the disk or another process gets in the way.
+    """
     backend, text_only = backend.removesuffix(TEXT_ONLY), backend.endswith(TEXT_ONLY)
     bundle = work / ("int8" if backend == "onnxruntime-int8" else "fp32")
     rss = kind == "rss"
@@ -277,9 +284,12 @@ def _subprocess_probe(backend: str, source: str, random_weights: bool, work: Pat
     script = ("import time; t = time.perf_counter()\n" + body +
               "\nhwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]"
               "\nprint(time.perf_counter() - t, int(hwm) / 1024)")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    if done.returncode != 0:
-        log.warning("%s %s probe failed: %s", backend, kind, done.stderr[-500:])
-        return float("nan")
-    seconds, rss_mb = (float(x) for x in done.stdout.split()[-2:])
-    return rss_mb if rss else seconds
+    readings = []
+    for _ in range(1 if rss else COLD_RUNS):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        if done.returncode != 0:
+            log.warning("%s %s probe failed: %s", backend, kind, done.stderr[-500:])
+            return float("nan")
+        seconds, rss_mb = (float(x) for x in done.stdout.split()[-2:])
+        readings.append(rss_mb if rss else seconds)
+    return float(np.median(readings))

@@ -39,9 +39,13 @@ class Samples:
 
 
 def interleaved(backends: Sequence[Backend], feeds: Mapping[str, Mapping[int, Mapping]], *, warmup: int,
-                repeat: int, on_step: Callable[[], None] = lambda: None) -> list[Samples]:
-    """Time every backend on ``feeds[tower][batch]``; returns one Samples per (backend, tower, batch)."""
+                repeat: int, on_step: Callable[[int, int], None] = lambda done, total: None) -> list[Samples]:
+    """Time every backend on ``feeds[tower][batch]``; returns one Samples per (backend, tower, batch).
+
+    ``on_step(done, total)`` follows each round of all backends.
+    """
     results = []
+    total, done = sum(len(by_batch) for by_batch in feeds.values()) * (warmup + repeat), 0
     for tower, by_batch in feeds.items():
         for batch, feed in by_batch.items():
             prepared = {b.name: b.prepare(tower, feed) for b in backends}
@@ -54,6 +58,7 @@ def interleaved(backends: Sequence[Backend], feeds: Mapping[str, Mapping[int, Ma
                     b.sync()
                     if i >= warmup:
                         samples[b.name].seconds.append(time.perf_counter() - start)
-                on_step()
+                done += 1
+                on_step(done, total)
             results.extend(samples.values())
     return results
