@@ -97,13 +97,15 @@ def _plot(result: dict, path: Path) -> Path | None:
     except ImportError:
         log.warning("matplotlib is not installed; skipping the plot (pip install 'clip-onnx[bench]')")
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, tower in zip(axes, ("visual", "textual")):
+    towers = list(dict.fromkeys(s["tower"] for s in result["stats"]))  # textual-padded too, where timed
+    fig, axes = plt.subplots(1, len(towers), figsize=(5 * len(towers), 4), squeeze=False)
+    axes = axes[0]
+    for ax, tower in zip(axes, towers):
         for backend in dict.fromkeys(s["backend"] for s in result["stats"]):
             rows = sorted((s["batch"], s["median_ms"]) for s in result["stats"]
                           if s["tower"] == tower and s["backend"] == backend)
             ax.plot([r[0] for r in rows], [r[1] for r in rows], marker="o", label=backend)
-        ax.set(title=f"{tower} tower", xlabel="batch", ylabel="median latency, ms", xscale="log", yscale="log")
+        ax.set(title=tower if tower.endswith("padded") else f"{tower} tower", xlabel="batch", ylabel="median latency, ms", xscale="log", yscale="log")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     fig.suptitle(f"{result['source']} on {result['header']['cpu']}")
