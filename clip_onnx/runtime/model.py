@@ -8,7 +8,6 @@ skips the other graph's loading, hashing and memory.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
@@ -63,7 +62,7 @@ class ClipModel:
         axes = bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {})
         self._trim_seq = "1" in axes
         self._pad_id = int(manifest["tokenizer"].get("pad_id", 0))
-        self._runners = _open_runners(bundle, self.towers, backend, providers)
+        self._runners = {t: open_runner(bundle, t, backend, providers) for t in self.towers}
 
     @classmethod
     def load(cls, path, *, backend: str = "onnxruntime", providers: Sequence | None = None, batch_size: int = 32,
@@ -153,21 +152,6 @@ def zero_shot_probs(image: np.ndarray, text: np.ndarray, logit_scale: float) -> 
     logits -= logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def _open_runners(bundle: Bundle, towers: Sequence[str], backend: str, providers) -> dict:
-    """One runner per tower; ONNX Runtime sessions are created side by side.
-
-    Session creation releases the GIL: two int8 ruclip-b32-384 sessions opened in
-    0.36-0.38 s together against 0.56-0.70 s one after the other (fp32: 0.87-1.54
-    against 1.10-1.75 s).  TensorRT plans are deserialized one at a time, as that
-    path has not been measured on a GPU.
-    """
-    if backend != "onnxruntime" or len(towers) == 1:
-        return {t: open_runner(bundle, t, backend, providers) for t in towers}
-    with ThreadPoolExecutor(len(towers), thread_name_prefix="clip-onnx-open") as pool:
-        opening = {t: pool.submit(open_runner, bundle, t, backend, providers) for t in towers}
-        return {t: future.result() for t, future in opening.items()}
 
 
 def _check_towers(towers) -> tuple[str, ...]:
