@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "torch-fp16", "onnxruntime", "onnxruntime-int8", "tensorrt")
 TOWERS = ("visual", "textual")
+# Rows timing every backend on padded text ids, beside the text each backend runs in practice.
+PADDED_TEXT = "textual-padded"
+# Suffix of the runtime workers that open only the textual tower.
+TEXT_ONLY = ", text only"
 
 
 def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backends: Sequence[str] = BACKENDS,
@@ -127,9 +131,6 @@ def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntim
     raise _Skip(f"unknown backend {name}")
 
 
-PADDED_TEXT = "textual-padded"
-
-
 def _cut_text(model) -> Callable | None:
     """The runtime's cut of a text feed to its longest prompt, where the textual graph allows it."""
     if 1 not in model.textual.dynamic_axes.get("input_ids", {}):
@@ -140,13 +141,12 @@ def _cut_text(model) -> Callable | None:
     return lambda feed: cut_padding(feed, pad_id)
 
 
-def _runtime_backend(name: str, runners: dict, cut: Callable | None, sync=lambda: None) -> Backend:
+def _runtime_backend(name: str, runners: dict, cut: Callable | None) -> Backend:
     """Runners per tower, fed what ClipModel feeds them: text cut to its longest prompt where the graph allows."""
     run = {t: _runner_call(runners[t]) for t in TOWERS}
     if cut:
         run[PADDED_TEXT] = run["textual"]
-    return Backend(name, run, sync=sync,
-                   prepare=lambda tower, feed: cut(feed) if cut and tower == "textual" else feed)
+    return Backend(name, run, prepare=lambda tower, feed: cut(feed) if cut and tower == "textual" else feed)
 
 
 def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = None) -> Backend:
@@ -237,8 +237,6 @@ def _as_numpy(x) -> np.ndarray:
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
-
-TEXT_ONLY = ", text only"
 
 _PROBES = {
     "torch": """
