@@ -139,7 +139,8 @@ def test_text_only_worker_neither_opens_nor_hashes_the_visual_graph(bundle_copy,
     _flip_a_byte(bundle_copy / "visual.onnx")
     text_only = ClipModel.load(bundle_copy, towers=("textual",))
     assert text_only.towers == ("textual",)
-    np.testing.assert_array_equal(text_only.encode_text(["кошка", "рыжий кот"]), model.encode_text(["кошка", "рыжий кот"]))
+    texts = ["кошка", "рыжий кот"]
+    np.testing.assert_array_equal(text_only.encode_text(texts), model.encode_text(texts))
     with pytest.raises(InputError, match=r"towers=\('textual',\).*'visual'.*images"):
         text_only.encode_image([np.zeros((8, 8, 3), np.uint8)])
     with pytest.raises(BundleError, match="visual.onnx: sha256"):

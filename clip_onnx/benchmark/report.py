@@ -105,7 +105,8 @@ def _plot(result: dict, path: Path) -> Path | None:
             rows = sorted((s["batch"], s["median_ms"]) for s in result["stats"]
                           if s["tower"] == tower and s["backend"] == backend)
             ax.plot([r[0] for r in rows], [r[1] for r in rows], marker="o", label=backend)
-        ax.set(title=tower if tower.endswith("padded") else f"{tower} tower", xlabel="batch", ylabel="median latency, ms", xscale="log", yscale="log")
+        title = tower if tower == "textual-padded" else f"{tower} tower"
+        ax.set(title=title, xlabel="batch", ylabel="median latency, ms", xscale="log", yscale="log")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     fig.suptitle(f"{result['source']} on {result['header']['cpu']}")
