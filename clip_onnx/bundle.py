@@ -7,7 +7,6 @@ loads as a bundle.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,21 +18,15 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, TypeVar
 
 from clip_onnx.errors import BundleError, ClipOnnxError
+from clip_onnx.files import current_umask, sha256_file
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "clip-onnx-bundle"
 FORMAT_VERSION = 1
-_CHUNK = 1 << 20
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["Bundle", "BundleWriter", "open_bundle", "read_bundle", "sha256_file"]
 
 
 @dataclass(frozen=True)
@@ -179,18 +172,6 @@ class BundleWriter:
         return Bundle(path=self.out, manifest=full)
 
 
-def _umask() -> int:
-    """The process umask, read without os.umask's set-and-restore (which races other threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def _publish_modes(directory: Path) -> None:
     """Give the bundle the modes of an ordinarily created directory and files.
 
@@ -198,7 +179,7 @@ def _publish_modes(directory: Path) -> None:
     data among them) leave 0600 files: a bundle exported by CI or another user
     would be unreadable to the worker that serves it.
     """
-    mask = _umask()
+    mask = current_umask()
     for path in [directory, *directory.rglob("*")]:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 

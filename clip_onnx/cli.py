@@ -125,10 +125,10 @@ def embed(bundle: Path, images, texts, out: Path, batch_size: int) -> None:
 def _atomic_save(out: Path, array) -> None:
     import numpy as np
 
-    tmp = out.with_name(f".{out.name}.partial")
-    with open(tmp, "wb") as f:
+    from clip_onnx.files import atomic_path
+
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    tmp.replace(out)
 
 
 @cli.command()

@@ -6,14 +6,13 @@ for; its key hashes all four, and ``select_plan`` refuses anything else.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from clip_onnx.errors import BackendError, InputError
+from clip_onnx.files import atomic_write_text, sha256_bytes
 
 ENGINE_DIR = "engines"
 
@@ -77,14 +76,12 @@ class Target:
 
 def plan_key(graph_sha256: str, target: Target, profile: Profile) -> str:
     blob = json.dumps({"graph": graph_sha256, "target": asdict(target), "profile": asdict(profile)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return sha256_bytes(blob.encode())[:20]
 
 
 def write_record(bundle_dir: Path, tower: str, key: str, record: Mapping) -> Path:
     path = Path(bundle_dir) / ENGINE_DIR / f"{tower}-{key}.json"
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return path
 
 

@@ -11,10 +11,8 @@ parse and build with their profiles.  Its plans are recorded as product
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
-import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -22,6 +20,7 @@ from typing import Callable
 from clip_onnx.bundle import read_bundle
 from clip_onnx.engines import ENGINE_DIR, Profile, Target, plan_key, records, write_record
 from clip_onnx.errors import ExportError
+from clip_onnx.files import atomic_write_bytes, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +68,16 @@ def build_engines(bundle_path, profile: Profile, *, workspace_gib: float = 4.0, 
         key = plan_key(graph_sha, target, profile)
         existing = [r for r in records(bundle.path, tower) if r["key"] == key]
         plan_path = bundle.path / ENGINE_DIR / f"{tower}-{key}.plan"
-        if existing and plan_path.is_file() and _sha256(plan_path.read_bytes()) == existing[0]["plan_sha256"]:
+        if existing and plan_path.is_file() and sha256_bytes(plan_path.read_bytes()) == existing[0]["plan_sha256"]:
             log.info("reusing %s", plan_path.name)
             built.append(existing[0])
             continue
         progress(f"building {tower} plan")
         plan, path = build_plan(trt, bundle.file(graph["file"]), profile, graph["precision"], target,
                                 ahead_of_time, workspace_gib, timing_cache)
-        tmp = plan_path.with_suffix(".plan.partial")
-        tmp.write_bytes(plan)
-        os.replace(tmp, plan_path)
+        atomic_write_bytes(plan_path, plan)
         record = {"key": key, "tower": tower, "graph_sha256": graph_sha, "target": asdict(target),
-                  "profile": asdict(profile), "fp16": path, "plan": plan_path.name, "plan_sha256": _sha256(plan),
+                  "profile": asdict(profile), "fp16": path, "plan": plan_path.name, "plan_sha256": sha256_bytes(plan),
                   "plan_bytes": len(plan)}
         write_record(bundle.path, tower, key, record)
         built.append(record)
@@ -125,14 +122,8 @@ def build_plan(trt, onnx_path: Path, profile: Profile, graph_precision: str, tar
         raise ExportError(f"TensorRT failed to build {onnx_path.name}:\n  " + "\n  ".join(logger.errors or ["(no message)"]))
     if not ahead_of_time:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = timing_cache.with_suffix(".partial")
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-        os.replace(tmp, timing_cache)
+        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(plan), fp16
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _CollectingLogger(trt):

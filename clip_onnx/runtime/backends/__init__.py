@@ -1,12 +1,12 @@
 """Inference backends behind one runner contract (``base.Runner``); ``open_runner`` picks one for a tower."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Sequence
 
 from clip_onnx.bundle import Bundle
 from clip_onnx.errors import BackendError, InputError
+from clip_onnx.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,6 @@ def _tensorrt_runner(bundle: Bundle, tower: str):
     graph_sha = bundle.manifest["files"][bundle.graph(tower)["file"]]["sha256"]
     record = select_plan(records(bundle.path, tower), tower, graph_sha, current_target())
     plan = bundle.path / ENGINE_DIR / record["plan"]
-    if hashlib.sha256(plan.read_bytes()).hexdigest() != record["plan_sha256"]:
+    if sha256_file(plan) != record["plan_sha256"]:
         raise BackendError(f"{plan}: sha256 does not match its record; rebuild with `clip-onnx build-engine`")
     return TensorRTRunner(plan, record)
