@@ -80,7 +80,8 @@ def test_bundle_is_readable_by_other_users_as_the_umask_allows(tmp_path):
     import os
     import stat
 
-    from clip_onnx.bundle import BundleWriter, _umask
+    from clip_onnx.bundle import BundleWriter
+    from clip_onnx.files import current_umask as _umask
 
     with BundleWriter(tmp_path / "b") as writer:
         data = writer.dir / "weights.data"

@@ -20,7 +20,7 @@ from typing import Callable
 from clip_onnx.bundle import read_bundle
 from clip_onnx.engines import ENGINE_DIR, Profile, Target, plan_key, records, write_record
 from clip_onnx.errors import ExportError
-from clip_onnx.files import atomic_write_bytes, sha256_bytes
+from clip_onnx.files import atomic_write_bytes, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def build_engines(bundle_path, profile: Profile, *, workspace_gib: float = 4.0, 
         key = plan_key(graph_sha, target, profile)
         existing = [r for r in records(bundle.path, tower) if r["key"] == key]
         plan_path = bundle.path / ENGINE_DIR / f"{tower}-{key}.plan"
-        if existing and plan_path.is_file() and sha256_bytes(plan_path.read_bytes()) == existing[0]["plan_sha256"]:
+        if existing and plan_path.is_file() and sha256_file(plan_path) == existing[0]["plan_sha256"]:
             log.info("reusing %s", plan_path.name)
             built.append(existing[0])
             continue
