@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FORMAT = "clip-onnx-bundle"
 FORMAT_VERSION = 1
+# The two graphs of a CLIP bundle, in the order every loop over them uses.
+TOWERS = ("visual", "textual")
 
-__all__ = ["Bundle", "BundleWriter", "open_bundle", "read_bundle", "sha256_file"]
+__all__ = ["TOWERS", "Bundle", "BundleWriter", "open_bundle", "read_bundle", "sha256_file"]
 
 
 @dataclass(frozen=True)

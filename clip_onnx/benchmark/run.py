@@ -13,12 +13,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from clip_onnx.benchmark.timing import Backend, interleaved
+from clip_onnx.bundle import TOWERS
 from clip_onnx.errors import ClipOnnxError
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "torch-fp16", "onnxruntime", "onnxruntime-int8", "tensorrt")
-TOWERS = ("visual", "textual")
 # Rows timing every backend on padded text ids, beside the text each backend runs in practice.
 PADDED_TEXT = "textual-padded"
 # Suffix of the runtime workers that open only the textual tower.

@@ -17,7 +17,8 @@ import torch
 from clip_onnx.bundle import Bundle
 from clip_onnx.export.families import demo_data, load_model
 from clip_onnx.export.pipeline import export_model
-from clip_onnx.runtime.model import ClipModel, ensemble, prompts_for, zero_shot_probs
+from clip_onnx.runtime.model import ClipModel
+from clip_onnx.runtime.zero_shot import ensemble, prompts_for, zero_shot_probs
 
 log = logging.getLogger(__name__)
 

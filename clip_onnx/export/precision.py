@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from clip_onnx.bundle import TOWERS
 from clip_onnx.export import validate
 from clip_onnx.export.families.base import ExportableModel
 from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
 
 log = logging.getLogger(__name__)
 
-TOWERS = ("visual", "textual")
 
 
 def run_graph(path: Path, output: str, feeds) -> list:

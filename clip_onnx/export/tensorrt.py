@@ -17,14 +17,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
-from clip_onnx.bundle import read_bundle
+from clip_onnx.bundle import TOWERS, read_bundle
 from clip_onnx.engines import ENGINE_DIR, Profile, Target, plan_key, records, write_record
 from clip_onnx.errors import ExportError
 from clip_onnx.files import atomic_write_bytes, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
-TOWERS = ("visual", "textual")
 
 
 def import_tensorrt(ahead_of_time: str | None):

@@ -17,6 +17,7 @@ from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.model import _check_images
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.runtime.zero_shot import softmax
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,6 @@ class ClipClassifier:
         top = np.take_along_axis(probs, order, axis=1)
         return Prediction(labels=[[self.labels[i] for i in row] for row in order], probs=top,
                           indices=order.astype(np.int64))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _read_labels(bundle: Bundle, record) -> list[str]:

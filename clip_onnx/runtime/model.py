@@ -13,12 +13,13 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from clip_onnx.bundle import Bundle, open_bundle
+from clip_onnx.bundle import TOWERS, Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.base import check_texts, cut_padding
+from clip_onnx.runtime.zero_shot import ensemble, prompts_for, zero_shot_probs
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,6 @@ RUCLIP_TEMPLATES = (
 class Classification(NamedTuple):
     labels: list[str]
     probs: np.ndarray  # float32 [N images, len(labels)], rows sum to 1
-
-
-TOWERS = ("visual", "textual")
 
 
 class ClipModel:
@@ -133,25 +131,6 @@ class ClipModel:
         if normalize:
             out = out / np.linalg.norm(out, axis=-1, keepdims=True)
         return out
-
-
-def prompts_for(labels: Sequence[str], templates: Sequence[str]) -> list[str]:
-    """Template-major prompts, labels lowercased and stripped as ``ruclip.Predictor`` does."""
-    return [t.format(label.lower().strip()) for t in templates for label in labels]
-
-
-def ensemble(per_template: np.ndarray) -> np.ndarray:
-    """[templates, labels, D] normalised embeddings -> [labels, D]: mean over templates, renormalised."""
-    text = per_template.mean(axis=0)
-    return text / np.linalg.norm(text, axis=-1, keepdims=True)
-
-
-def zero_shot_probs(image: np.ndarray, text: np.ndarray, logit_scale: float) -> np.ndarray:
-    """Softmax over labels of ``logit_scale * cos``; inputs are normalised embeddings."""
-    logits = logit_scale * (image @ text.T)
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _check_towers(towers) -> tuple[str, ...]:
