@@ -101,34 +101,62 @@ def format_parity(report: dict) -> str:
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--image", "images", multiple=True, type=click.Path(path_type=Path), help="Image file (repeatable).")
-@click.option("--text", "texts", multiple=True, help="Text (repeatable).")
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path), help="Output .npy file.")
-@click.option("--batch-size", default=32, show_default=True)
-def embed(bundle: Path, images, texts, out: Path, batch_size: int) -> None:
-    """Write normalized embeddings of IMAGES or TEXTS to a .npy file."""
+@click.argument("sources", nargs=-1)
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output file: .parquet (id, embedding) or .npy (with OUT.ids.txt beside it).")
+@click.option("--tower", type=click.Choice(["image", "text"]), default=None,
+              help="Which tower embeds [default: text for --text, --text-file or a string --column; else image].")
+@click.option("--image", "images", multiple=True, help="An image file (repeatable).")
+@click.option("--text", "texts", multiple=True, help="A text (repeatable); its id is the text itself.")
+@click.option("--text-file", "text_files", multiple=True, type=click.Path(dir_okay=False),
+              help="A file of texts, one per line (repeatable); ids are FILE:LINE.")
+@click.option("--column", default=None, help="The column to embed of parquet/CSV/TSV SOURCEs; ids are FILE:ROW.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "npy"]), default=None,
+              help="Output format [default: from OUT's suffix; parquet unless it ends in .npy].")
+@click.option("--batch-size", default=32, show_default=True, help="Items per model call.")
+@click.option("--workers", type=int, default=None, help="Threads that decode and preprocess [default: CPU count].")
+@click.option("--resume", is_flag=True, help="Continue a stopped run into OUT from its OUT.partial/ folder.")
+@click.option("--skip-bad", is_flag=True, help="Exit 0 even when some items failed (they are still recorded).")
+@click.option("--part-size", default=4096, show_default=True,
+              help="Items per committed part: a stopped run resumes from its last whole part.")
+def embed(bundle: Path, sources, out: Path, tower, images, texts, text_files, column, fmt, batch_size: int, workers,
+          resume: bool, skip_bad: bool, part_size: int) -> None:
+    """Embed images or texts with BUNDLE into OUT: L2-normalised float32 rows, in source order, with ids.
+
+    \b
+    SOURCE is any mix of image files, folders (walked recursively, images by
+    extension, hidden entries skipped), quoted glob patterns ('photos/**/*.jpg'),
+    @list.txt (one image path per line) and, with --column, parquet/CSV/TSV
+    tables (a string column of texts or image paths, or a binary column of
+    encoded images).
+    \b
+    Files that cannot be read or decoded are skipped and listed in
+    OUT.errors.jsonl (id, error, message); the exit code is then 1 unless
+    --skip-bad is given.  OUT appears only when complete; a killed run keeps
+    its finished parts in OUT.partial/ and `--resume` continues it.
+    """
     from tqdm import tqdm
 
-    from clip_onnx.runtime import ClipModel
+    from clip_onnx.batch import embed_dataset
 
-    if bool(images) == bool(texts):
-        raise click.UsageError("give either --image or --text (not both, not neither)")
-    model = ClipModel.load(bundle, batch_size=batch_size, towers=("visual",) if images else ("textual",))
-    items = list(images or texts)
-    with tqdm(total=len(items), desc="embed", unit="item", file=sys.stderr) as bar:
-        encode = model.encode_image if images else model.encode_text
-        vectors = encode(items, progress=bar.update)
-    _atomic_save(out, vectors)
-    click.echo(f"wrote {out}: {vectors.shape[0]} x {vectors.shape[1]} float32")
+    bars = []
 
+    def advance(done: int, total: int) -> None:
+        if not bars:  # made at the first report, so that a resumed run's rate counts only its own items
+            bars.append(tqdm(total=total, initial=done, desc="embed", unit="item", file=sys.stderr,
+                             disable=not sys.stderr.isatty(), dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
 
-def _atomic_save(out: Path, array) -> None:
-    import numpy as np
-
-    from clip_onnx.files import atomic_path
-
-    with atomic_path(out) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
+    try:
+        summary = embed_dataset(bundle, out, sources=sources, images=images, texts=texts, text_files=text_files,
+                                column=column, tower=tower, fmt=fmt, batch_size=batch_size, workers=workers,
+                                resume=resume, part_size=part_size, progress=advance)
+    finally:
+        for bar in bars:
+            bar.close()
+    click.echo(summary.line())
+    if summary.failed and not skip_bad:
+        sys.exit(1)
 
 
 @cli.command()

@@ -88,6 +88,21 @@ class ClipModel:
         return self._encode(images, lambda chunk: {"pixel_values": self.preprocess(chunk)}, self._runner("visual"),
                             normalize, progress)
 
+    def encode_pixels(self, pixel_values: np.ndarray, *, normalize: bool = True,
+                      progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """``encode_image`` for pixels that ``preprocess`` already made: float32 [N, 3, S, S].
+
+        For pipelines that decode and preprocess on other threads than the one running the model.
+        """
+        size = self.preprocess.spec.image_size
+        if not isinstance(pixel_values, np.ndarray) or pixel_values.dtype != np.float32 \
+                or pixel_values.shape[1:] != (3, size, size) or not len(pixel_values):
+            raise InputError(f"expected float32 pixels shaped [N>=1, 3, {size}, {size}] as `preprocess` returns, got "
+                             f"{type(pixel_values).__name__} {getattr(pixel_values, 'dtype', '')} "
+                             f"{getattr(pixel_values, 'shape', '')}")
+        return self._encode(pixel_values, lambda chunk: {"pixel_values": chunk}, self._runner("visual"), normalize,
+                            progress)
+
     def _runner(self, tower: str):
         try:
             return self._runners[tower]

@@ -1,0 +1,145 @@
+"""``embed_dataset``: embed every item a set of sources names, streamed, resumable, bad items recorded."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from clip_onnx.batch.parts import PartialRun
+from clip_onnx.batch.pipeline import Batch, chunks, prepare_images, prepare_texts, prepared_batches
+from clip_onnx.batch.sources import Item, plan_sources
+from clip_onnx.batch.writers import Outputs, check_id, plan_outputs, write_outputs
+from clip_onnx.bundle import read_bundle
+from clip_onnx.errors import BundleError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedSummary:
+    outputs: Outputs
+    total: int  # items the sources name
+    embedded: int  # rows in the output
+    failed: int  # items recorded in the errors file
+    resumed: int  # items a stopped run had already done
+    dim: int
+    seconds: float  # this run's wall time
+
+    def line(self) -> str:
+        rate = (self.total - self.resumed) / self.seconds if self.seconds > 0 else 0.0
+        text = f"embedded {self.embedded} of {self.total} items"
+        if self.failed:
+            text += f", {self.failed} failed (see {self.outputs.errors})"
+        if self.resumed:
+            text += f", {self.resumed} of them by the stopped run"
+        names = self.outputs.main if self.outputs.ids is None else f"{self.outputs.main} + {self.outputs.ids.name}"
+        return f"{text}; wrote {names}: {self.embedded} x {self.dim} float32 ({rate:.1f} items/s)"
+
+
+def embed_dataset(bundle, out, *, sources: Iterable[str] = (), images: Iterable[str] = (),
+                  texts: Iterable[str] = (), text_files: Iterable[str] = (), column: str | None = None,
+                  tower: str | None = None, fmt: str | None = None, batch_size: int = 32, workers: int | None = None,
+                  resume: bool = False, part_size: int = 4096,
+                  progress: Callable[[int, int], None] | None = None) -> EmbedSummary:
+    """Embed what ``sources`` name (see ``plan_sources``) with ``bundle`` and write ``out``.
+
+    Vectors are L2-normalised float32, rows in source order; ``out`` is parquet
+    (id, embedding) or, for ``fmt="npy"`` or a ``.npy`` name, ``OUT.npy`` with
+    ``OUT.ids.txt``.  Items that cannot be read or decoded are skipped and listed
+    in ``OUT.errors.jsonl``.  Work is committed every ``part_size`` items to
+    ``OUT.partial/``; ``resume=True`` continues a stopped run from there and
+    ends with the file an uninterrupted run writes.  ``progress(done, total)``
+    is called after every batch.
+    """
+    started = time.perf_counter()
+    _check_sizes(batch_size, part_size, workers)
+    outputs = plan_outputs(out, fmt)
+    planned = plan_sources(sources, images=images, texts=texts, text_files=text_files, column=column, tower=tower)
+    total = planned.count()
+    model = _open_model(bundle, planned.tower, batch_size)
+    graph_sha = {name: model.bundle.manifest["files"][name]["sha256"]
+                 for name in model.bundle.graph_files(planned.tower)}
+    state = {"tower": planned.tower, "graph_sha256": graph_sha, "batch_size": batch_size, "part_size": part_size}
+    run = PartialRun(outputs.main, state, resume=resume)
+    try:
+        items = planned.items()
+        resumed = run.skip_done(items)
+        if resumed:
+            log.info("resuming %s: %d of %d items were done", outputs.main, resumed, total)
+        _embed_parts(model, planned.tower, items, run, outputs, part_size=part_size,
+                     workers=workers or os.cpu_count() or 1, progress=lambda n: progress and progress(n, total))
+        metadata = {"bundle": Path(bundle).name, "tower": planned.tower, "graph_sha256": graph_sha, "normalized": True}
+        embedded, failed = write_outputs(outputs, run.parts, model.embed_dim, metadata)
+    except BaseException:
+        if run.parts:
+            run.close()
+            log.warning("stopped; %d items are saved in %s: rerun with --resume to continue", run.done, run.dir)
+        else:
+            run.discard()
+        raise
+    run.discard()
+    return EmbedSummary(outputs, total, embedded, failed, resumed, model.embed_dim, time.perf_counter() - started)
+
+
+def _embed_parts(model, tower: str, items, run: PartialRun, outputs: Outputs, *, part_size: int, workers: int,
+                 progress: Callable[[int], None]) -> None:
+    """Run the pipeline from ``run.done`` on, committing a part at every multiple of ``part_size``."""
+    if tower == "visual":
+        prepare, encode = prepare_images(model.preprocess), model.encode_pixels
+    else:
+        prepare, encode = prepare_texts, model.encode_text
+    checked = _checked_ids(items, outputs)
+    done = run.done
+    progress(done)
+    pending: list[tuple[Batch, np.ndarray]] = []
+    batches = chunks(checked, done, model.batch_size, part_size)
+    for batch in prepared_batches(batches, prepare, workers=workers, ahead=2 * workers):
+        vectors = encode(batch.payload) if batch.ids else np.zeros((0, model.embed_dim), np.float32)
+        pending.append((batch, vectors))
+        end = batch.start + batch.size
+        if end % part_size == 0:
+            _commit(run, pending)
+            pending = []
+        progress(end)
+    if pending:
+        _commit(run, pending)
+
+
+def _commit(run: PartialRun, pending: list[tuple[Batch, np.ndarray]]) -> None:
+    first, last = pending[0][0], pending[-1][0]
+    run.commit(first.start, last.start + last.size, [p for b, _ in pending for p in b.positions],
+               [i for b, _ in pending for i in b.ids], np.concatenate([v for _, v in pending]),
+               [e for b, _ in pending for e in b.errors])
+
+
+def _checked_ids(items: Iterator[Item], outputs: Outputs) -> Iterator[Item]:
+    """``items``, each one whose id cannot be written carrying that error as its value (a failure of its own)."""
+    for item in items:
+        try:
+            check_id(outputs, item.id)
+        except InputError as exc:
+            item = Item(item.id, exc)
+        yield item
+
+
+def _open_model(bundle, tower: str, batch_size: int):
+    from clip_onnx.runtime import ClipModel
+
+    found = read_bundle(bundle, verify=False)
+    if found.kind == "classifier":
+        raise BundleError(f"{bundle} is a classifier bundle: it maps images to class logits, not to embeddings; "
+                          "classify with `clip-onnx predict`, or embed with a two-tower CLIP bundle")
+    return ClipModel.load(bundle, batch_size=batch_size, towers=(tower,))
+
+
+def _check_sizes(batch_size: int, part_size: int, workers: int | None) -> None:
+    for name, value in (("batch_size", batch_size), ("part_size", part_size), ("workers", workers)):
+        if value is None and name == "workers":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be an int >= 1, got {value!r}")

@@ -1,0 +1,125 @@
+"""Decode and preprocess on a thread pool while the model runs: the streaming core of `clip-onnx embed`.
+
+Pillow releases the GIL while it decodes and resizes, and ONNX Runtime while
+it runs, so threads are enough to keep every core busy.  A bounded window of
+batches in flight caps memory whatever the dataset size, and batches never
+cross a part boundary, so a resumed run feeds the model exactly the batches an
+uninterrupted one would (and gets bit-identical vectors).
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
+
+import numpy as np
+
+from clip_onnx.batch.sources import Item
+from clip_onnx.errors import InputError
+from clip_onnx.runtime.images import load_image
+
+log = logging.getLogger(__name__)
+
+
+class ItemError(NamedTuple):
+    position: int
+    id: str
+    error: str  # the exception's class name: InputError, FileNotFoundError, PermissionError, ...
+    message: str
+
+    def record(self) -> dict:
+        return {"id": self.id, "error": self.error, "message": self.message}
+
+
+class Batch(NamedTuple):
+    """One batch ready for the model: the items that prepared well, and the errors of the others."""
+
+    start: int  # source position of the batch's first item
+    size: int  # items in the batch, good and bad
+    positions: list[int]
+    ids: list[str]
+    payload: object  # float32 [len(ids), 3, S, S] pixels, or a list of len(ids) texts
+    errors: list[ItemError]
+
+
+def image_pixels(preprocess: Callable, value: object) -> np.ndarray:
+    """float32 [3, S, S] for one image given as a path or as encoded bytes.
+
+    The file is read here, not by Pillow, so that an unreadable file reports
+    its own OSError (PermissionError, FileNotFoundError, ...) instead of a
+    decode failure; decoding bytes and decoding the file give the same pixels.
+    """
+    if isinstance(value, str):
+        value = Path(value).read_bytes()
+    elif not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InputError(f"expected an image path or encoded bytes, got {type(value).__name__}")
+    return preprocess([load_image(value)])[0]
+
+
+def check_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise InputError("empty cell" if value is None else f"expected a text, got {type(value).__name__}")
+    return value
+
+
+def prepare_images(preprocess: Callable) -> Callable[[int, list[Item]], Batch]:
+    def prepare(start: int, items: list[Item]) -> Batch:
+        return _prepare(start, items, lambda value: image_pixels(preprocess, value),
+                        lambda good: np.stack(good) if good else None)
+
+    return prepare
+
+
+def prepare_texts(start: int, items: list[Item]) -> Batch:
+    return _prepare(start, items, check_text, list)
+
+
+def _prepare(start: int, items: list[Item], one: Callable, stack: Callable) -> Batch:
+    positions, ids, good, errors = [], [], [], []
+    for offset, item in enumerate(items):
+        try:
+            if isinstance(item.value, Exception):
+                raise item.value  # the source already knows why this item cannot be used
+            good.append(one(item.value))
+        # Files come from outside: whatever Pillow (or a plugin) raises on one of
+        # them is that file's failure, recorded, never the end of the run.
+        except Exception as exc:  # noqa: BLE001
+            errors.append(ItemError(start + offset, item.id, type(exc).__name__, str(exc)))
+            continue
+        positions.append(start + offset)
+        ids.append(item.id)
+    return Batch(start, len(items), positions, ids, stack(good), errors)
+
+
+def chunks(items: Iterator[Item], start: int, batch_size: int, part_size: int) -> Iterator[tuple[int, list[Item]]]:
+    """(position, items) of consecutive batches from ``start``; none of them crosses a multiple of ``part_size``."""
+    position, chunk = start, []
+    for item in items:
+        chunk.append(item)
+        end = position + len(chunk)
+        if len(chunk) == batch_size or end % part_size == 0:
+            yield position, chunk
+            position, chunk = end, []
+    if chunk:
+        yield position, chunk
+
+
+def prepared_batches(batches: Iterator[tuple[int, list[Item]]], prepare: Callable[[int, list[Item]], Batch], *,
+                     workers: int, ahead: int) -> Iterator[Batch]:
+    """Prepare ``batches`` on ``workers`` threads and yield them in source order, at most ``ahead`` in flight."""
+    if workers < 1 or ahead < 1:
+        raise InputError(f"workers and ahead must be >= 1, got {workers} and {ahead}")
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-onnx-prepare")
+    pending: deque[Future] = deque()
+    try:
+        for start, items in batches:
+            pending.append(pool.submit(prepare, start, items))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        # Reached on success, on an error and when the consumer stops early: queued work is dropped.
+        pool.shutdown(wait=True, cancel_futures=True)

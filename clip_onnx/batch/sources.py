@@ -1,0 +1,280 @@
+"""Where a dataset's items come from: image files, folders, globs, @lists, text files and table columns.
+
+Every source is expanded lazily and always in the same order (folders sorted
+level by level, glob matches sorted), so one run can count its items, embed
+them and later resume over the very same sequence without holding it in memory.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+from clip_onnx.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# What a folder walk or a glob keeps: the formats Pillow decodes that photo collections use.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+TABLE_EXTENSIONS = frozenset({".parquet", ".pq", ".csv", ".tsv"})
+# The CLI's tower names and the bundle's.
+TOWER_NAMES = {"image": "visual", "text": "textual"}
+_GLOB_CHARS = frozenset("*?[")
+
+
+class Item(NamedTuple):
+    id: str
+    # Images: a path (str) or encoded bytes; texts: a str. None for an empty table cell, or an
+    # exception that says why the item cannot be used.
+    value: object
+
+
+class Sources:
+    """An ordered, re-iterable sequence of Items for one tower; build it with ``plan_sources``."""
+
+    def __init__(self, tower: str, parts: Sequence):
+        self.tower = tower
+        self._parts = tuple(parts)
+
+    def items(self) -> Iterator[Item]:
+        for part in self._parts:
+            yield from part.items()
+
+    def count(self) -> int:
+        """How many items there are; raises InputError for a folder or glob that holds no image."""
+        return sum(part.count() for part in self._parts)
+
+
+def plan_sources(sources: Iterable[str] = (), *, images: Iterable[str] = (), texts: Iterable[str] = (),
+                 text_files: Iterable[str] = (), column: str | None = None, tower: str | None = None) -> Sources:
+    """Check the arguments of `clip-onnx embed` and return the items they name.
+
+    ``sources`` are image files, folders (walked recursively, images by
+    extension, hidden entries skipped), glob patterns, ``@list.txt`` files (one
+    image path a line) and, with ``column``, parquet/CSV/TSV tables. ``images``
+    are image paths taken as given; ``texts`` are prompts, ``text_files`` hold
+    one prompt a line. ``tower`` is "image" or "text"; by default it is "text"
+    when texts are given or ``column`` names a string column, else "image".
+    """
+    sources, images, texts, text_files = (list(x) for x in (sources, images, texts, text_files))
+    if tower is not None and tower not in TOWER_NAMES:
+        raise InputError(f"tower must be one of {sorted(TOWER_NAMES)}, got {tower!r}")
+    tables = [s for s in sources if Path(s).suffix.lower() in TABLE_EXTENSIONS and not s.startswith("@")]
+    if tables and column is None:
+        raise InputError(f"SOURCE {tables[0]!r} is a table; name the column to embed with --column")
+    if column is not None and not tables:
+        raise InputError("--column names a column of a parquet/CSV/TSV SOURCE, and no SOURCE is such a table")
+    columns = [_TableColumn(t, column) for t in tables]
+    if tower is None:
+        tower = "text" if texts or text_files or any(c.is_text for c in columns) else "image"
+    if tower == "text":
+        others = [s for s in sources if s not in tables]
+        if images or others:
+            raise InputError(f"images ({(images + others)[0]!r}) and texts in one run: embed them in two runs")
+        parts = [_Literal((t, t) for t in texts), *(_TextLines(f) for f in text_files)]
+    else:
+        if texts or text_files:
+            raise InputError("texts (--text, --text-file) and images in one run: embed them in two runs")
+        parts = [_Literal((p, p) for p in images), *(_image_source(s) for s in sources if s not in tables)]
+    for c in columns:
+        c.check_tower(tower)
+    parts += columns
+    if not any(not isinstance(p, _Literal) or p.rows for p in parts):
+        raise InputError("nothing to embed: give image SOURCEs (files, folders, globs, @list.txt), a table with "
+                         "--column, --text-file, or either --image or --text")
+    return Sources(TOWER_NAMES[tower], [p for p in parts if not isinstance(p, _Literal) or p.rows])
+
+
+class _Literal:
+    def __init__(self, pairs: Iterable[tuple[str, str]]):
+        self.rows = [Item(str(i), v) for i, v in pairs]
+
+    def items(self) -> Iterator[Item]:
+        return iter(self.rows)
+
+    def count(self) -> int:
+        return len(self.rows)
+
+
+def _image_source(source: str):
+    if source.startswith("@"):
+        return _ListFile(source[1:])
+    if os.path.isdir(source):
+        return _Folder(source)
+    if not os.path.lexists(source) and _GLOB_CHARS & set(source):
+        return _Glob(source)
+    # A named file that is missing or unreadable is one bad item, recorded like any undecodable file.
+    return _Literal([(source, source)])
+
+
+def _walk(folder: str) -> Iterator[str]:
+    """Image files under ``folder``, depth first, names sorted at every level, hidden entries skipped.
+
+    Hidden names are skipped because photo folders carry ``.thumbnails/`` and
+    macOS ``._IMG.jpg`` companions that are not images.
+    """
+    for root, dirs, files in os.walk(folder, onerror=_walk_error):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                yield os.path.join(root, name)
+
+
+def _walk_error(exc: OSError) -> None:
+    # os.walk hands over what it cannot list; a missing subfolder must not pass in silence.
+    raise InputError(f"cannot list folder {exc.filename!r}: {exc.strerror}") from None
+
+
+class _Folder:
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def items(self) -> Iterator[Item]:
+        return (Item(p, p) for p in _walk(self.folder))
+
+    def count(self) -> int:
+        n = sum(1 for _ in _walk(self.folder))
+        if not n:
+            raise InputError(f"folder {self.folder!r} holds no image files (looked for "
+                             f"{', '.join(sorted(IMAGE_EXTENSIONS))}; hidden files and folders are skipped)")
+        return n
+
+
+class _Glob:
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+
+    def _paths(self) -> Iterator[str]:
+        for match in sorted(glob.iglob(self.pattern, recursive=True)):
+            if os.path.isdir(match):
+                yield from _walk(match)
+            elif os.path.splitext(match)[1].lower() in IMAGE_EXTENSIONS:
+                yield match
+
+    def items(self) -> Iterator[Item]:
+        return (Item(p, p) for p in self._paths())
+
+    def count(self) -> int:
+        n = sum(1 for _ in self._paths())
+        if not n:
+            raise InputError(f"glob {self.pattern!r} matches no image files (quote it so that the shell "
+                             "leaves it to clip-onnx; '**' matches folders recursively)")
+        return n
+
+
+def _lines(path: str, what: str) -> Iterator[tuple[int, str]]:
+    """(line number from 1, stripped line) of every line of ``path`` that is not blank."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if line:
+                    yield number, line
+    except FileNotFoundError:
+        raise InputError(f"{what} {path!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} {path!r}: {exc}") from None
+
+
+class _ListFile:
+    def __init__(self, path: str):
+        self.path = path
+
+    def items(self) -> Iterator[Item]:
+        return (Item(p, p) for _, p in _lines(self.path, "list file"))
+
+    def count(self) -> int:
+        return sum(1 for _ in _lines(self.path, "list file"))
+
+
+class _TextLines:
+    """One prompt per non-blank line; the id is ``FILE:LINE`` with lines counted from 1."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def items(self) -> Iterator[Item]:
+        return (Item(f"{self.path}:{n}", text) for n, text in _lines(self.path, "text file"))
+
+    def count(self) -> int:
+        return sum(1 for _ in _lines(self.path, "text file"))
+
+
+class _TableColumn:
+    """One column of a parquet, CSV or TSV table; the id is ``FILE:ROW`` with rows counted from 0.
+
+    A string column holds texts, or image paths when the tower is "image"; a
+    binary column holds encoded images.  CSV and TSV columns are strings.
+    """
+
+    def __init__(self, path: str, column: str):
+        self.path, self.column = path, column
+        self.kind = "parquet" if Path(path).suffix.lower() in (".parquet", ".pq") else "csv"
+        names, self.is_text = self._schema()
+        if column not in names:
+            raise InputError(f"table {path!r} has no column {column!r}; its columns are {names}")
+
+    def _schema(self) -> tuple[list[str], bool]:
+        if self.kind == "csv":
+            with _csv_reader(self.path) as reader:
+                return list(reader.fieldnames or []), True
+        pq = _parquet()
+        try:
+            schema = pq.read_schema(self.path)
+        except FileNotFoundError:
+            raise InputError(f"table {self.path!r} does not exist") from None
+        except Exception as exc:  # pyarrow's ArrowInvalid and friends for a file that is not parquet
+            raise InputError(f"cannot read parquet table {self.path!r}: {exc}") from None
+        field = schema.field(self.column) if self.column in schema.names else None
+        is_text = field is not None and str(field.type) in ("string", "large_string", "string_view")
+        if field is not None and not is_text and str(field.type) not in ("binary", "large_binary", "binary_view"):
+            raise InputError(f"column {self.column!r} of {self.path!r} is {field.type}; expected strings (texts "
+                             "or image paths) or binary (encoded images)")
+        return list(schema.names), is_text
+
+    def check_tower(self, tower: str) -> None:
+        if tower == "text" and not self.is_text:
+            raise InputError(f"column {self.column!r} of {self.path!r} holds bytes, not texts; embed it with "
+                             "--tower image")
+
+    def _values(self) -> Iterator[object]:
+        if self.kind == "csv":
+            with _csv_reader(self.path) as reader:
+                # An empty CSV cell is a missing value, as pandas and pyarrow read it.
+                yield from (row.get(self.column) or None for row in reader)
+            return
+        table = _parquet().ParquetFile(self.path)
+        for batch in table.iter_batches(batch_size=1024, columns=[self.column]):
+            yield from batch.column(0).to_pylist()
+
+    def items(self) -> Iterator[Item]:
+        return (Item(f"{self.path}:{row}", value) for row, value in enumerate(self._values()))
+
+    def count(self) -> int:
+        if self.kind == "parquet":
+            return _parquet().ParquetFile(self.path).metadata.num_rows
+        return sum(1 for _ in self._values())
+
+
+@contextmanager
+def _csv_reader(path: str) -> Iterator[csv.DictReader]:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            yield csv.DictReader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",")
+    except FileNotFoundError:
+        raise InputError(f"table {path!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read table {path!r}: {exc}") from None
+
+
+def _parquet():
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("reading or writing parquet needs pyarrow: pip install 'clip-onnx[data]' "
+                         "(or write .npy with --format npy)") from None
+    return pq

@@ -1,0 +1,142 @@
+"""The finished outputs of `clip-onnx embed`, assembled part by part from ``OUT.partial/``.
+
+Parquet: one file with columns ``id`` (string) and ``embedding``
+(fixed_size_list<float32>[dim]), one row group per part.  npy: ``OUT.npy``,
+float32 [rows, dim], beside ``OUT.ids.txt`` (one id a line) for users without
+pyarrow.  Failed items go to ``OUT.errors.jsonl``.  Each file appears under its
+final name only when whole, and memory holds one part at a time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from clip_onnx.batch.parts import Part
+from clip_onnx.errors import InputError
+from clip_onnx.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("parquet", "npy")
+_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy"}
+
+
+class Outputs(NamedTuple):
+    main: Path
+    format: str
+    ids: Path | None  # npy only
+    errors: Path
+
+
+def plan_outputs(out, fmt: str | None = None) -> Outputs:
+    """Check ``out`` and name the files a run writes; nothing is created here.
+
+    The format is ``fmt`` or follows the suffix (.npy: npy, anything else:
+    parquet). Sidecars drop the suffix: ``emb.npy`` goes with ``emb.ids.txt``
+    and ``emb.errors.jsonl``.
+    """
+    out = Path(out)
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"format must be one of {FORMATS}, got {fmt!r}")
+    by_suffix = _SUFFIXES.get(out.suffix.lower())
+    if fmt is not None and by_suffix is not None and fmt != by_suffix:
+        raise InputError(f"output {str(out)!r} ends in {out.suffix} but the format is {fmt}; name it "
+                         f"{out.with_suffix('.' + fmt).name} or drop --format")
+    fmt = fmt or by_suffix or "parquet"
+    if out.is_dir():
+        raise InputError(f"output {str(out)!r} is a folder; give a file name inside it, such as "
+                         f"{str(out / ('embeddings.' + fmt))!r}")
+    if not out.parent.is_dir():
+        raise InputError(f"the folder of output {str(out)!r} does not exist; create {str(out.parent)!r} first")
+    if fmt == "parquet":
+        _pyarrow()
+    stem = out.with_suffix("") if by_suffix else out
+    return Outputs(out, fmt, stem.with_name(stem.name + ".ids.txt") if fmt == "npy" else None,
+                   stem.with_name(stem.name + ".errors.jsonl"))
+
+
+def check_id(outputs: Outputs, item_id: str) -> None:
+    if outputs.ids is not None and ("\n" in item_id or "\r" in item_id):
+        raise InputError(f"the id has a line break and cannot be one line of {outputs.ids.name}; "
+                         "write parquet instead (--format parquet)")
+
+
+def write_outputs(outputs: Outputs, parts: Sequence[Part], dim: int, metadata: Mapping[str, str]) -> tuple[int, int]:
+    """Assemble the final files from ``parts``; returns (rows written, errors recorded).
+
+    The errors and ids files are written first and the main file last, so a
+    main file under its final name always has its sidecars beside it.
+    """
+    failed = _write_errors(outputs.errors, parts)
+    if outputs.format == "npy":
+        rows = _write_npy(outputs.main, outputs.ids, parts, dim)
+    else:
+        rows = _write_parquet(outputs.main, parts, dim, metadata)
+    return rows, failed
+
+
+def _write_errors(target: Path, parts: Sequence[Part]) -> int:
+    count = 0
+    records = (json.loads(line) for part in parts for line in part.load("errors")["errors"].tolist())
+    first = next(records, None)
+    if first is None:
+        # No failures this time: an errors file left by an earlier run must not describe this output.
+        target.unlink(missing_ok=True)
+        return 0
+    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for record in (first, *records):
+            record.pop("position", None)
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def _write_npy(target: Path, ids_target: Path, parts: Sequence[Part], dim: int) -> int:
+    rows = sum(len(part.load("ids")["ids"]) for part in parts)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False, "shape": (rows, dim)}
+    with atomic_path(ids_target) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for part in parts:
+            f.writelines(i + "\n" for i in part.load("ids")["ids"].tolist())
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        # The header np.save writes, then the rows part by part: the array is never whole in memory.
+        np.lib.format.write_array_header_1_0(f, header)
+        for part in parts:
+            f.write(part.load("vectors")["vectors"].astype("<f4", copy=False).tobytes())
+    return rows
+
+
+def _write_parquet(target: Path, parts: Sequence[Part], dim: int, metadata: Mapping[str, str]) -> int:
+    pa, pq = _pyarrow()
+    schema = pa.schema([("id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))],
+                       metadata={"clip_onnx": json.dumps(dict(metadata), sort_keys=True)})
+    rows = 0
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for part in parts:
+            data = part.load("ids", "vectors")
+            if not len(data["ids"]):
+                continue
+            writer.write_table(embedding_table(pa, data["ids"].tolist(), data["vectors"], dim, schema=schema))
+            rows += len(data["ids"])
+    return rows
+
+
+def embedding_table(pa, ids: list, vectors: np.ndarray, dim: int, *, mask=None, schema=None, extra=None):
+    """A pyarrow table of ``id`` and ``embedding`` (fixed-size list of float32; null rows where ``mask``)."""
+    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    embedding = pa.FixedSizeListArray.from_arrays(values, dim, mask=mask)
+    columns = {"id": pa.array(ids, pa.string()), "embedding": embedding, **(extra or {})}
+    return pa.table(columns, schema=schema)
+
+
+def _pyarrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("writing parquet needs pyarrow: pip install 'clip-onnx[data]', or write "
+                         "OUT.npy with OUT.ids.txt (--format npy)") from None
+    return pa, pq
