@@ -159,6 +159,41 @@ def embed(bundle: Path, sources, out: Path, tower, images, texts, text_files, co
         sys.exit(1)
 
 
+@cli.command("ray-embed")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("source")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output folder of parquet files (id, embedding, error); must not exist yet.")
+@click.option("--address", default=None, help="Ray cluster to join, e.g. 'auto' [default: start a local Ray].")
+@click.option("--actors", type=int, default=None,
+              help="Actors in the pool, each with its own model [default: as many as fit with one CPU left free].")
+@click.option("--cpus-per-actor", type=float, default=1, show_default=True,
+              help="CPUs each actor reserves; ONNX Runtime runs that many threads.")
+@click.option("--column", default=None,
+              help="Parquet column to embed: binary (encoded images) or strings (texts) [default: bytes or text].")
+@click.option("--batch-size", type=int, default=None, help="Rows per model call [default: 32 images, 256 texts].")
+@click.option("--skip-bad", is_flag=True, help="Exit 0 even when some rows failed (they keep a null embedding).")
+def ray_embed(bundle: Path, source: str, out: Path, address, actors, cpus_per_actor: float, column, batch_size,
+              skip_bad: bool) -> None:
+    """Embed SOURCE with BUNDLE on a Ray cluster (Ray Data), writing parquet to the folder OUT.
+
+    \b
+    SOURCE is a folder of images (read as encoded bytes, decoded in the actors;
+    ids are the paths) or, with --column or a .parquet name, parquet with a
+    binary column of images or a string column of texts (ids from its `id`
+    column, else the text).  Rows that fail keep a null embedding and their
+    reason in the `error` column.  The bundle and SOURCE must be readable at
+    the same paths on every node, and OUT must be on a shared file system.
+    """
+    from clip_onnx.ray import run_ray_embed
+
+    summary = run_ray_embed(bundle, source, out, address=address, actors=actors, cpus_per_actor=cpus_per_actor,
+                            column=column, batch_size=batch_size)
+    click.echo(summary.line())
+    if summary.failed and not skip_bad:
+        sys.exit(1)
+
+
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))

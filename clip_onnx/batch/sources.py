@@ -111,7 +111,7 @@ def _image_source(source: str):
     return _Literal([(source, source)])
 
 
-def _walk(folder: str) -> Iterator[str]:
+def walk_images(folder: str) -> Iterator[str]:
     """Image files under ``folder``, depth first, names sorted at every level, hidden entries skipped.
 
     Hidden names are skipped because photo folders carry ``.thumbnails/`` and
@@ -134,10 +134,10 @@ class _Folder:
         self.folder = folder
 
     def items(self) -> Iterator[Item]:
-        return (Item(p, p) for p in _walk(self.folder))
+        return (Item(p, p) for p in walk_images(self.folder))
 
     def count(self) -> int:
-        n = sum(1 for _ in _walk(self.folder))
+        n = sum(1 for _ in walk_images(self.folder))
         if not n:
             raise InputError(f"folder {self.folder!r} holds no image files (looked for "
                              f"{', '.join(sorted(IMAGE_EXTENSIONS))}; hidden files and folders are skipped)")
@@ -151,7 +151,7 @@ class _Glob:
     def _paths(self) -> Iterator[str]:
         for match in sorted(glob.iglob(self.pattern, recursive=True)):
             if os.path.isdir(match):
-                yield from _walk(match)
+                yield from walk_images(match)
             elif os.path.splitext(match)[1].lower() in IMAGE_EXTENSIONS:
                 yield match
 
