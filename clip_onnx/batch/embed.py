@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from clip_onnx.batch.parts import PartialRun
-from clip_onnx.batch.pipeline import Batch, chunks, prepare_images, prepare_texts, prepared_batches
+from clip_onnx.batch.pipeline import Batch, chunks, embed_batches
 from clip_onnx.batch.sources import Item, plan_sources
 from clip_onnx.batch.writers import Outputs, check_id, plan_outputs, write_outputs
 from clip_onnx.bundle import read_bundle
@@ -61,7 +61,9 @@ def embed_dataset(bundle, out, *, sources: Iterable[str] = (), images: Iterable[
     outputs = plan_outputs(out, fmt)
     planned = plan_sources(sources, images=images, texts=texts, text_files=text_files, column=column, tower=tower)
     total = planned.count()
-    model = _open_model(bundle, planned.tower, batch_size)
+    workers = workers or os.cpu_count() or 1
+    # Each worker runs whole batches through the model: ONNX Runtime's own threads share out what is left.
+    model = _open_model(bundle, planned.tower, batch_size, max(1, (os.cpu_count() or 1) // workers))
     graph_sha = {name: model.bundle.manifest["files"][name]["sha256"]
                  for name in model.bundle.graph_files(planned.tower)}
     state = {"tower": planned.tower, "graph_sha256": graph_sha, "batch_size": batch_size, "part_size": part_size}
@@ -72,7 +74,7 @@ def embed_dataset(bundle, out, *, sources: Iterable[str] = (), images: Iterable[
         if resumed:
             log.info("resuming %s: %d of %d items were done", outputs.main, resumed, total)
         _embed_parts(model, planned.tower, items, run, outputs, part_size=part_size,
-                     workers=workers or os.cpu_count() or 1, progress=lambda n: progress and progress(n, total))
+                     workers=workers, progress=lambda n: progress and progress(n, total))
         metadata = {"bundle": Path(bundle).name, "tower": planned.tower, "graph_sha256": graph_sha, "normalized": True}
         embedded, failed = write_outputs(outputs, run.parts, model.embed_dim, metadata)
     except BaseException:
@@ -89,17 +91,10 @@ def embed_dataset(bundle, out, *, sources: Iterable[str] = (), images: Iterable[
 def _embed_parts(model, tower: str, items, run: PartialRun, outputs: Outputs, *, part_size: int, workers: int,
                  progress: Callable[[int], None]) -> None:
     """Run the pipeline from ``run.done`` on, committing a part at every multiple of ``part_size``."""
-    if tower == "visual":
-        prepare, encode = prepare_images(model.preprocess), model.encode_pixels
-    else:
-        prepare, encode = prepare_texts, model.encode_text
-    checked = _checked_ids(items, outputs)
-    done = run.done
-    progress(done)
+    progress(run.done)
     pending: list[tuple[Batch, np.ndarray]] = []
-    batches = chunks(checked, done, model.batch_size, part_size)
-    for batch in prepared_batches(batches, prepare, workers=workers, ahead=2 * workers):
-        vectors = encode(batch.payload) if batch.ids else np.zeros((0, model.embed_dim), np.float32)
+    batches = chunks(_checked_ids(items, outputs), run.done, model.batch_size, part_size)
+    for batch, vectors in embed_batches(model, tower, batches, workers=workers):
         pending.append((batch, vectors))
         end = batch.start + batch.size
         if end % part_size == 0:
@@ -127,14 +122,14 @@ def _checked_ids(items: Iterator[Item], outputs: Outputs) -> Iterator[Item]:
         yield item
 
 
-def _open_model(bundle, tower: str, batch_size: int):
+def _open_model(bundle, tower: str, batch_size: int, threads: int):
     from clip_onnx.runtime import ClipModel
 
     found = read_bundle(bundle, verify=False)
     if found.kind == "classifier":
         raise BundleError(f"{bundle} is a classifier bundle: it maps images to class logits, not to embeddings; "
                           "classify with `clip-onnx predict`, or embed with a two-tower CLIP bundle")
-    return ClipModel.load(bundle, batch_size=batch_size, towers=(tower,))
+    return ClipModel.load(bundle, batch_size=batch_size, towers=(tower,), threads=threads)
 
 
 def _check_sizes(batch_size: int, part_size: int, workers: int | None) -> None:

@@ -1,10 +1,16 @@
-"""Decode and preprocess on a thread pool while the model runs: the streaming core of `clip-onnx embed`.
+"""Decode, preprocess and embed on a thread pool: the streaming core of `clip-onnx embed`.
 
+Each worker thread takes a whole batch through decode, preprocess and the
+model, with ONNX Runtime held to few intra-op threads, so while one worker
+decodes another runs the model: decoding overlaps inference batch by batch.
 Pillow releases the GIL while it decodes and resizes, and ONNX Runtime while
-it runs, so threads are enough to keep every core busy.  A bounded window of
-batches in flight caps memory whatever the dataset size, and batches never
-cross a part boundary, so a resumed run feeds the model exactly the batches an
-uninterrupted one would (and gets bit-identical vectors).
+it runs, so threads keep every core busy.  This beat a decode pool feeding
+one model thread with all cores (benchmarks/NOTES.md): small intra-op
+threads waste less CPU on synchronisation.
+
+A bounded window of batches in flight caps memory whatever the dataset size,
+and batches never cross a part boundary, so a resumed run feeds the model
+exactly the batches an uninterrupted one would (and gets bit-identical vectors).
 """
 from __future__ import annotations
 
@@ -106,16 +112,31 @@ def chunks(items: Iterator[Item], start: int, batch_size: int, part_size: int) -
         yield position, chunk
 
 
-def prepared_batches(batches: Iterator[tuple[int, list[Item]]], prepare: Callable[[int, list[Item]], Batch], *,
-                     workers: int, ahead: int) -> Iterator[Batch]:
-    """Prepare ``batches`` on ``workers`` threads and yield them in source order, at most ``ahead`` in flight."""
+def embed_batches(model, tower: str, batches: Iterator[tuple[int, list[Item]]], *,
+                  workers: int) -> Iterator[tuple[Batch, np.ndarray]]:
+    """(batch, its float32 vectors) for each of ``batches``, in order, embedded on ``workers`` threads."""
+    if tower == "visual":
+        prepare, encode = prepare_images(model.preprocess), model.encode_pixels
+    else:
+        prepare, encode = prepare_texts, model.encode_text
+    empty = np.zeros((0, model.embed_dim), np.float32)
+
+    def work(start: int, items: list[Item]) -> tuple[Batch, np.ndarray]:
+        batch = prepare(start, items)
+        return batch, encode(batch.payload) if batch.ids else empty
+
+    return in_order(batches, work, workers=workers, ahead=2 * workers)
+
+
+def in_order(tasks: Iterator[tuple], fn: Callable, *, workers: int, ahead: int) -> Iterator:
+    """``fn(*task)`` for every task, run on ``workers`` threads and yielded in task order, at most ``ahead`` in flight."""
     if workers < 1 or ahead < 1:
         raise InputError(f"workers and ahead must be >= 1, got {workers} and {ahead}")
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-onnx-prepare")
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-onnx-embed")
     pending: deque[Future] = deque()
     try:
-        for start, items in batches:
-            pending.append(pool.submit(prepare, start, items))
+        for task in tasks:
+            pending.append(pool.submit(fn, *task))
             if len(pending) >= ahead:
                 yield pending.popleft().result()
         while pending:

@@ -41,7 +41,7 @@ class Classification(NamedTuple):
 
 class ClipModel:
     def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence | None = None,
-                 batch_size: int = 32, towers: Sequence[str] = TOWERS):
+                 batch_size: int = 32, towers: Sequence[str] = TOWERS, threads: int | None = None):
         if bundle.kind != "clip":
             raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a two-tower CLIP model")
         if batch_size < 1:
@@ -60,20 +60,25 @@ class ClipModel:
         axes = bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {})
         self._trim_seq = "1" in axes
         self._pad_id = int(manifest["tokenizer"].get("pad_id", 0))
-        self._runners = {t: open_runner(bundle, t, backend, providers) for t in self.towers}
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be an int >= 1 or None, got {threads!r}")
+        self._runners = {t: open_runner(bundle, t, backend, providers, threads) for t in self.towers}
 
     @classmethod
     def load(cls, path, *, backend: str = "onnxruntime", providers: Sequence | None = None, batch_size: int = 32,
-             verify: bool = True, towers: Sequence[str] = TOWERS) -> "ClipModel":
+             verify: bool = True, towers: Sequence[str] = TOWERS, threads: int | None = None) -> "ClipModel":
         """Open a bundle directory; ``verify`` checks the sha256 of every file it uses against the manifest.
 
         ``backend`` is "onnxruntime", "tensorrt" (plans from `clip-onnx build-engine`) or "auto".
         ``towers`` names the graphs to open: both by default, or only "textual" or "visual".
+        ``threads`` sets ONNX Runtime's intra-op threads per session (default: ``CLIP_ONNX_THREADS``, else
+        one per core); a pipeline that runs several batches at once from its own threads wants 1.
         """
         towers = _check_towers(towers)
 
         def build(bundle: Bundle) -> "ClipModel":
-            return cls(bundle, backend=backend, providers=providers, batch_size=batch_size, towers=towers)
+            return cls(bundle, backend=backend, providers=providers, batch_size=batch_size, towers=towers,
+                       threads=threads)
 
         return open_bundle(Path(path), build, verify=verify, towers=towers)
 

@@ -13,8 +13,9 @@ log = logging.getLogger(__name__)
 BACKENDS = ("onnxruntime", "tensorrt", "auto")
 
 
-def open_runner(bundle: Bundle, tower: str, backend: str = "onnxruntime", providers: Sequence | None = None):
-    """A runner for one tower of ``bundle``.
+def open_runner(bundle: Bundle, tower: str, backend: str = "onnxruntime", providers: Sequence | None = None,
+                threads: int | None = None):
+    """A runner for one tower of ``bundle``; ``threads``: ONNX Runtime's intra-op threads (None: the default).
 
     ``auto`` takes TensorRT when it is installed, a GPU is visible and the
     bundle has a plan built for exactly this GPU and TensorRT version, and
@@ -29,9 +30,10 @@ def open_runner(bundle: Bundle, tower: str, backend: str = "onnxruntime", provid
             if backend == "tensorrt":
                 raise
             log.info("backend auto: using onnxruntime for %s (%s)", tower, exc)
-    from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
+    from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner, default_session_options
 
-    return OnnxRuntimeRunner(bundle.file(bundle.graph(tower)["file"]), providers=providers)
+    options = None if threads is None else default_session_options(threads)
+    return OnnxRuntimeRunner(bundle.file(bundle.graph(tower)["file"]), providers=providers, session_options=options)
 
 
 def _tensorrt_runner(bundle: Bundle, tower: str):
