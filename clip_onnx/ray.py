@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +64,7 @@ class ClipEmbedder:
 
         values = batch.column(self.column).to_pylist()
         ids = batch.column(self.id_column).to_pylist() if self.id_column else values
-        items = [Item(str(i), v) for i, v in zip(ids, values)]
+        items = [Item(str(i), v) for i, v in zip(ids, values, strict=True)]
         # Decoding is split over the actor's CPUs, in order, as contiguous runs of rows.
         step = max(1, math.ceil(len(items) / self.threads))
         runs = [(start, items[start:start + step]) for start in range(0, len(items), step)]
@@ -180,12 +181,15 @@ def run_ray_embed(bundle, source, out_dir, *, address: str | None = None, actors
     stopped at the end.  ``out_dir`` appears only when the job has finished.
     """
     import ray
+    import ray.data
 
     started = time.perf_counter()
     out_dir = _check_out_dir(out_dir)
     found = read_bundle(bundle, verify=False)  # the driver's node needs it too, and a wrong path fails here, fast
     if found.kind != "clip":
         raise BundleError(f"{bundle} is a {found.kind} bundle, not a two-tower CLIP bundle; it has no embeddings")
+    # Ray Data's progress bars, like embed's, only where a person watches.
+    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     own = not ray.is_initialized()
     if own:
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
@@ -243,7 +247,7 @@ def _read(source: str, column: str | None):
     if column not in names:
         raise InputError(f"parquet {source!r} has no column {column or 'bytes or text'!r}; its columns are {names}; "
                          "name one with --column")
-    kind = str(dict(zip(names, schema.types))[column])
+    kind = str(dict(zip(names, schema.types, strict=True))[column])
     if "binary" not in kind and "string" not in kind:
         raise InputError(f"column {column!r} of {source!r} is {kind}; expected binary (encoded images) or strings")
     tower = "visual" if "binary" in kind else "textual"

@@ -40,7 +40,7 @@ def photos(tmp_path_factory):
     (root / "b" / "deeper").mkdir(parents=True)
     (root / ".thumbnails").mkdir()
     names = ["a1.jpg", "a2.PNG", "b/b1.jpeg", "b/deeper/c1.png", "b/deeper/c2.jpg", "z.webp"]
-    for name, img in zip(names, synthetic_images(len(names), seed=3)):
+    for name, img in zip(names, synthetic_images(len(names), seed=3), strict=True):
         img.save(root / name)
     synthetic_images(1)[0].save(root / ".thumbnails" / "t.jpg")
     synthetic_images(1)[0].save(root / "._a1.jpg")
@@ -267,3 +267,16 @@ def test_progress_bar_only_on_a_terminal(demo_bundle, photos, tmp_path):
         if follower is not None:
             os.close(follower)
     assert proc.returncode == 0 and b"item/s" in shown and b"6/6" in shown
+
+
+def test_embedding_a_folder_never_imports_torch_onnx_or_youtokentome(demo_bundle, photos, tmp_path):
+    script = f"""
+import sys
+import clip_onnx.ray
+from clip_onnx.batch import embed_dataset
+summary = embed_dataset({str(demo_bundle)!r}, {str(tmp_path / "e.npy")!r}, sources=[{str(photos[0])!r}])
+assert summary.embedded == 6, summary
+print(",".join(m for m in ("torch", "onnx", "youtokentome", "pyarrow") if m in sys.modules) or "clean")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "clean", "npy output needs neither the exporter's packages nor pyarrow"

@@ -26,8 +26,8 @@ def ray_embed(*args):
 
 def read_rows(folder):
     table = pq.read_table(folder)
-    rows = dict(zip(table.column("id").to_pylist(), zip(table.column("embedding").to_pylist(),
-                                                         table.column("error").to_pylist())))
+    pairs = zip(table.column("embedding").to_pylist(), table.column("error").to_pylist(), strict=True)
+    rows = dict(zip(table.column("id").to_pylist(), pairs, strict=True))
     assert len(rows) == table.num_rows, "ids must be unique"
     return rows, table.schema
 
@@ -36,7 +36,7 @@ def test_folder_of_images_with_a_corrupt_one(local_ray, demo_bundle, tmp_path):
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
     paths = [folder / f"{i}.jpg" for i in range(5)] + [folder / "sub" / "5.png"]
-    for path, img in zip(paths, synthetic_images(len(paths), seed=5)):
+    for path, img in zip(paths, synthetic_images(len(paths), seed=5), strict=True):
         img.save(path)
     (folder / "corrupt.jpg").write_bytes(paths[0].read_bytes()[:500])
     result = ray_embed(demo_bundle, folder, "-o", tmp_path / "out")

@@ -12,8 +12,9 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -78,7 +79,7 @@ class PartialRun:
         """Advance ``items`` past the committed parts, checking that every id there matches; returns the count."""
         for part in self.parts:
             data = part.load("positions", "ids", "errors")
-            expected = dict(zip(data["positions"].tolist(), data["ids"].tolist()))
+            expected = dict(zip(data["positions"].tolist(), data["ids"].tolist(), strict=True))
             expected.update((e["position"], e["id"]) for e in map(json.loads, data["errors"].tolist()))
             for position in range(part.start, part.end):
                 item = next(items, None)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def embed_batches(model, tower: str, batches: Iterator[tuple[int, list[Item]]], 
 
 
 def in_order(tasks: Iterator[tuple], fn: Callable, *, workers: int, ahead: int) -> Iterator:
-    """``fn(*task)`` for every task, run on ``workers`` threads and yielded in task order, at most ``ahead`` in flight."""
+    """``fn(*task)`` of every task, run on ``workers`` threads, yielded in task order, ``ahead`` at most in flight."""
     if workers < 1 or ahead < 1:
         raise InputError(f"workers and ahead must be >= 1, got {workers} and {ahead}")
     pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-onnx-embed")

@@ -10,9 +10,10 @@ import csv
 import glob
 import logging
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 from clip_onnx.errors import InputError
 
