@@ -20,7 +20,7 @@ from clip_onnx.engines import Profile, Target, write_record
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.files import sha256_bytes, sha256_file
 from clip_onnx.runtime import ClipModel
-from clip_onnx.triton.config import ServingOptions, parse, schema
+from clip_onnx.triton.config import ServingOptions, parse
 from clip_onnx.triton.models import model_prefix
 from clip_onnx.triton.steps import decode_texts, open_step
 from tests.triton_support import RUSSIAN_TEXTS, encoded_pictures, huge_png, to_external_data
@@ -119,7 +119,8 @@ def test_a_private_bundle_file_is_copied_not_relinked_and_keeps_its_mode(demo_bu
     assert _triton(bundle, "-o", tmp_path / "repo").exit_code == 0
     served = tmp_path / "repo" / "private_visual" / "1" / "model.onnx"
     assert served.stat().st_ino != (bundle / "visual.onnx").stat().st_ino
-    assert stat.S_IMODE(served.stat().st_mode) == 0o644 and stat.S_IMODE((bundle / "visual.onnx").stat().st_mode) == 0o600
+    assert stat.S_IMODE(served.stat().st_mode) == 0o644
+    assert stat.S_IMODE((bundle / "visual.onnx").stat().st_mode) == 0o600
     assert sha256_file(served) == sha256_file(bundle / "visual.onnx")
 
 
@@ -138,7 +139,8 @@ def test_external_data_graph_goes_in_tritons_directory_form(demo_bundle, tmp_pat
     pixels = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
     served = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     original = ort.InferenceSession(str(demo_bundle / "visual.onnx"), providers=["CPUExecutionProvider"])
-    assert np.array_equal(served.run(None, {"pixel_values": pixels})[0], original.run(None, {"pixel_values": pixels})[0])
+    feed = {"pixel_values": pixels}
+    assert np.array_equal(served.run(None, feed)[0], original.run(None, feed)[0])
 
 
 def test_steps_read_from_the_written_version_folders_reproduce_clip_model(repo, demo_bundle):

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_onnx.bundle import MANIFEST, TOWERS, Bundle
+from clip_onnx.bundle import MANIFEST, Bundle
 from clip_onnx.engines import ENGINE_DIR, records
 from clip_onnx.errors import BundleError
 from clip_onnx.files import sha256_file
@@ -124,7 +124,8 @@ def graph_model(bundle: Bundle, model_name: str, tower: str, options: ServingOpt
     inputs, outputs = graph_signature(bundle.file(graph["file"]), f"{bundle.path} {tower} graph")
     if [t.name for t in inputs] != list(graph["inputs"]) or graph["output"] not in [t.name for t in outputs]:
         raise BundleError(f"{bundle.path}: the {tower} graph takes {[t.name for t in inputs]} and gives "
-                          f"{[t.name for t in outputs]}, but the manifest says {graph['inputs']} -> {graph['output']!r}")
+                          f"{[t.name for t in outputs]}, but the manifest says {graph['inputs']} -> "
+                          f"{graph['output']!r}")
     output = next(t for t in outputs if t.name == graph["output"])
     plan = select_plan(bundle, tower, options, seq) if engines else None
     if plan is not None:

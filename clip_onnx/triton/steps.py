@@ -36,7 +36,8 @@ def read_manifest(version_dir: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise BundleError(f"{path}: unreadable manifest ({exc}); rewrite the repository with `clip-onnx triton`") from None
+        raise BundleError(f"{path}: unreadable manifest ({exc}); rewrite the repository with "
+                          "`clip-onnx triton`") from None
 
 
 class Tokenize:

@@ -79,8 +79,8 @@ def _check(config, kind, graph_values, batching):
         value = graph[name]
         expected = ORT_TO_TRITON.get(value.type, value.type)
         if tensor["data_type"] != expected:
-            raise pb_utils.TritonModelException(
-                f"stand-in onnxruntime: {kind} {name!r} is {tensor['data_type']} in the config, {expected} in the graph")
+            raise pb_utils.TritonModelException(f"stand-in onnxruntime: {kind} {name!r} is {tensor['data_type']} "
+                                                f"in the config, {expected} in the graph")
         shape = [d if isinstance(d, int) and d >= 0 else -1 for d in value.shape]
         if batching:
             if shape[0] != -1:
