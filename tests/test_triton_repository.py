@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import subprocess
+import sys
+import textwrap
 from dataclasses import asdict
 from pathlib import Path
 
@@ -155,6 +158,20 @@ def test_steps_read_from_the_written_version_folders_reproduce_clip_model(repo, 
     normalize = open_step("normalize", repo / "demo_normalize" / "1", ["EMBEDDING"])
     raw = model.encode_image(pictures, normalize=False)
     assert np.array_equal(normalize(raw)["EMBEDDING"], model.encode_image(pictures))
+
+
+def test_server_side_steps_import_neither_torch_nor_the_writers_dependencies(repo):
+    # The server's Python has only `pip install clip-onnx`: no torch, and no tritonclient or protobuf.
+    script = textwrap.dedent(f"""
+        import sys
+        from clip_onnx.triton.steps import open_step
+        open_step("tokenize", {str(repo / "demo_tokenize" / "1")!r}, ["input_ids"])
+        open_step("preprocess", {str(repo / "demo_preprocess" / "1")!r}, ["pixel_values"])
+        heavy = ("torch", "onnx", "youtokentome", "tritonclient", "google.protobuf", "grpc")
+        print(",".join(x for x in heavy if x in sys.modules) or "clean")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "clean"
 
 
 def test_steps_refuse_bad_items_with_the_runtimes_input_error(repo):
