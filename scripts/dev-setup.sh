@@ -30,6 +30,11 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   .venv/bin/pip install -q sentencepiece protobuf
   # TensorRT-RTX builds SM89 plans on the CPU: the CI-side check that both graphs build.
   .venv/bin/pip install -q tensorrt-rtx-cu13
+  # Triton client for the server tests, and model_config_pb2 for the repository writer. --no-deps
+  # because tritonclient pins protobuf<7 while sentencepiece's generated code needs protobuf 7;
+  # its 6.x-generated model_config_pb2 loads on the newer runtime.
+  .venv/bin/pip install -q --no-deps tritonclient==2.73.0
+  .venv/bin/pip install -q "grpcio>=1.81.1" "python-rapidjson>=0.9.1" "geventhttpclient>=2.3.3" "greenlet<3.4.0"
   mkdir -p .cache
   [ -f .cache/ruclip-0.0.2-py3-none-any.whl ] || .venv/bin/pip download -q --no-deps ruclip==0.0.2 -d .cache
   # The registry's torchvision is a CUDA build whose compiled ops don't load against the
@@ -39,3 +44,4 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
     > "$site/_clip_onnx_dev_torchvision_shim.pth"
   touch "$STAMP"
 fi
+bash scripts/triton-venv.sh
