@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from clip_onnx import demo
 from clip_onnx.errors import ModelSourceError
-from clip_onnx.export.families import demo_data
 from clip_onnx.export.families.base import ExportableModel, Tower
 from clip_onnx.export.families.ruclip_model import CLIP
 from clip_onnx.registry import ModelSpec, find_model, list_models
@@ -86,11 +86,11 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
     name = spec.name if spec else directory.name
     exportable = _exportable(name, source, model, config, directory / "bpe.model")
     if spec is not None and spec.asset is not None and directory == _asset_dir(spec):
-        # The embedded model knows only demo_data's coloured shapes: check it, and gate it, on those.
+        # The embedded model knows only the demo's coloured shapes: check it, and gate it, on those.
         # Shape labels: the gate's top-1 is an argmax over the sample texts, and a colour
         # label next to a shape label would pit two true answers against each other.
-        exportable = dataclasses.replace(exportable, sample_texts=demo_data.SHAPE_LABELS,
-                                         gate_images=demo_data.random_images)
+        exportable = dataclasses.replace(exportable, sample_texts=demo.SHAPE_LABELS,
+                                         gate_images=demo.random_images)
     return exportable
 
 
