@@ -30,6 +30,8 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   .venv/bin/pip install -q sentencepiece protobuf
   # TensorRT-RTX builds SM89 plans on the CPU: the CI-side check that both graphs build.
   .venv/bin/pip install -q tensorrt-rtx-cu13
+  # Type checking of the torch-free runtime (`mypy`, configured in pyproject.toml).
+  .venv/bin/pip install -q mypy==2.4.1
   mkdir -p .cache
   [ -f .cache/ruclip-0.0.2-py3-none-any.whl ] || .venv/bin/pip download -q --no-deps ruclip==0.0.2 -d .cache
   # The registry's torchvision is a CUDA build whose compiled ops don't load against the
