@@ -71,7 +71,7 @@ class ClipModel:
         # longest one in the batch: short prompts then cost less than the padded length.
         axes = bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {})
         self._trim_seq = "1" in axes
-        self._pad_id = int(manifest["tokenizer"].get("pad_id", 0))
+        self._pad_id = self.tokenize.pad_id
         self._runners = {t: open_runner(bundle, t, backend, providers) for t in self.towers}
 
     @classmethod
