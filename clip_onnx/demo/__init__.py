@@ -23,9 +23,23 @@ from __future__ import annotations
 from clip_onnx.demo.captions import compatibility, describe
 from clip_onnx.demo.datasets import caption_corpus, heldout_set, random_images, sample_training_batch
 from clip_onnx.demo.pictures import Sample, render
-from clip_onnx.demo.vocabulary import (ALL_COMBOS, BACKGROUNDS, COLOUR_LABELS, COLOUR_TEMPLATES, COLOURS,
-                                       HELD_OUT_COMBOS, PAIR_TEMPLATES, SEEN_COMBOS, SHAPE_LABELS, SHAPE_TEMPLATES,
-                                       SHAPES, SIZES, noun_phrase, pair_label, reference_rgb)
+from clip_onnx.demo.vocabulary import (
+    ALL_COMBOS,
+    BACKGROUNDS,
+    COLOUR_LABELS,
+    COLOUR_TEMPLATES,
+    COLOURS,
+    HELD_OUT_COMBOS,
+    PAIR_TEMPLATES,
+    SEEN_COMBOS,
+    SHAPE_LABELS,
+    SHAPE_TEMPLATES,
+    SHAPES,
+    SIZES,
+    noun_phrase,
+    pair_label,
+    reference_rgb,
+)
 
 __all__ = [
     "COLOURS", "SHAPES", "BACKGROUNDS", "SIZES", "COLOUR_LABELS", "SHAPE_LABELS", "COLOUR_TEMPLATES",

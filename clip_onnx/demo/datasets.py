@@ -6,8 +6,17 @@ from PIL import Image
 
 from clip_onnx.demo.captions import describe
 from clip_onnx.demo.pictures import Sample, render
-from clip_onnx.demo.vocabulary import (ALL_COMBOS, BACKGROUNDS, COLOUR_LABELS, COLOUR_TEMPLATES, HELD_OUT_COMBOS,
-                                       SEEN_COMBOS, SHAPE_LABELS, SHAPE_TEMPLATES, SIZES)
+from clip_onnx.demo.vocabulary import (
+    ALL_COMBOS,
+    BACKGROUNDS,
+    COLOUR_LABELS,
+    COLOUR_TEMPLATES,
+    HELD_OUT_COMBOS,
+    SEEN_COMBOS,
+    SHAPE_LABELS,
+    SHAPE_TEMPLATES,
+    SIZES,
+)
 from clip_onnx.runtime.zero_shot import prompts_for
 
 

@@ -6,7 +6,6 @@ take a label as is. Compositional hold-out: :data:`HELD_OUT_COMBOS` lists the
 """
 from __future__ import annotations
 
-
 # Adjective endings by declension type: case -> (masculine, feminine, neuter).
 # Inanimate nouns only, so the masculine accusative equals the nominative.
 _HARD = {"nom": ("ый", "ая", "ое"), "gen": ("ого", "ой", "ого"), "acc": ("ый", "ую", "ое"),

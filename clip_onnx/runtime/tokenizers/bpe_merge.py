@@ -55,7 +55,7 @@ def merge_lowest_first(seq: Sequence[Symbol], ranks: Mapping[tuple[Symbol, Symbo
 def merge_in_rounds(word: list[str], ranks: Mapping[tuple[str, str], int]) -> list[str]:
     """open_clip's ``SimpleTokenizer.bpe``: merge the lowest-ranked pair present everywhere, left to right, repeat."""
     while len(word) > 1:
-        best = min(zip(word, word[1:]), key=lambda pair: ranks.get(pair, float("inf")))
+        best = min(zip(word, word[1:], strict=False), key=lambda pair: ranks.get(pair, float("inf")))
         if best not in ranks:
             break
         first, second = best

@@ -63,7 +63,7 @@ def _class(ranges: list[tuple[int, int]]) -> str:
     return "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pretokenize_re() -> re.Pattern:
     """open_clip's pattern for stdlib re; built once per process (it walks every code point)."""
     letters: list[tuple[int, int]] = []

@@ -48,7 +48,7 @@ _SURROGATE_PAIR_RE = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 _FTFY_SEGMENT = 1_000_000  # ftfy's max_decode_length: a line longer than this is fixed in pieces
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _entity_table() -> dict[str, str]:
     """ftfy's entity set: HTML5 names that end in ';', plus ALL-CAPS forms of lowercase names.
 
@@ -80,7 +80,7 @@ def _unescape_entity(match: re.Match) -> str:
     return entity
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _char_map() -> dict[int, str]:
     """One str.translate table for four per-character fixes, applied in ftfy's order.
 
@@ -172,7 +172,7 @@ def fix_text(text: str) -> str:
     return "".join(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ftfy_fix_text() -> Callable[[str], str] | None:
     try:
         import ftfy
