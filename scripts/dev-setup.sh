@@ -35,6 +35,8 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   # its 6.x-generated model_config_pb2 loads on the newer runtime.
   .venv/bin/pip install -q --no-deps tritonclient==2.73.0
   .venv/bin/pip install -q "grpcio>=1.81.1" "python-rapidjson>=0.9.1" "geventhttpclient>=2.3.3" "greenlet<3.4.0"
+  # Lint, format and type checks (configured in pyproject.toml; .ci/run runs them).
+  .venv/bin/pip install -q mypy==2.4.1 ruff==0.17.6
   mkdir -p .cache
   [ -f .cache/ruclip-0.0.2-py3-none-any.whl ] || .venv/bin/pip download -q --no-deps ruclip==0.0.2 -d .cache
   # The registry's torchvision is a CUDA build whose compiled ops don't load against the

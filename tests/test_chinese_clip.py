@@ -19,12 +19,12 @@ from clip_onnx.export.families import chinese_clip
 from clip_onnx.export.pipeline import export_bundle
 from clip_onnx.registry import get_model, list_models
 from clip_onnx.runtime import ClipModel
+from clip_onnx.runtime.preprocess import CLIP_MEAN as MEAN
+from clip_onnx.runtime.preprocess import CLIP_STD as STD
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 
 transformers = pytest.importorskip("transformers")
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
 # The released checkpoints' dimensions (their hub config.json files and parameter counts, in millions).
 RELEASED = {
     "OFA-Sys/chinese-clip-vit-base-patch16": dict(vision=(768, 12, 12, 3072, 16, 224), text=(768, 12, 12, 3072),

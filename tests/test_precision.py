@@ -75,9 +75,10 @@ HELD_OUT_IMAGES = 1000
 
 @pytest.fixture(scope="module")
 def held_out():
-    from clip_onnx.export.families import demo_data, load_model
+    from clip_onnx import demo
+    from clip_onnx.export.families import load_model
 
-    return load_model("ruclip-demo"), demo_data.heldout_set(HELD_OUT_IMAGES, combos="unseen")
+    return load_model("ruclip-demo"), demo.heldout_set(HELD_OUT_IMAGES, combos="unseen")
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def current_target(trt, ahead_of_time: str | None) -> Target:
     if ahead_of_time:
         sm = ahead_of_time.upper().removeprefix("SM")
         return Target("tensorrt-rtx", trt.__version__, "any", f"{sm[:-1]}.{sm[-1]}")
-    import torch  # the exporter has torch; the runtime reads the GPU through cuda-python instead
+    import torch  # the exporter has torch; the runtime reads the GPU through cupy instead
 
     if not torch.cuda.is_available():
         raise ExportError("building a TensorRT plan for this machine needs a CUDA GPU; none is visible "

@@ -23,7 +23,8 @@ import torch
 from clip_onnx.errors import ModelSourceError
 from clip_onnx.export.families.base import ExportableModel, Tower
 from clip_onnx.registry import ModelSpec, find_model, list_models
-from clip_onnx.runtime.preprocess import PreprocessSpec
+from clip_onnx.runtime.preprocess import CLIP_MEAN, CLIP_STD, PreprocessSpec
+from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.wordpiece import WordPieceTokenizer
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 FAMILY = "chinese_clip"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 DEFAULT_CONTEXT_LENGTH = 52  # cn_clip's tokenize() default, which the released models were trained with
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 # Prompts of every length the gate needs: single words, everyday captions, mixed
 # scripts and digits, punctuation, one longer than the 52-token context, and empty.
@@ -133,7 +132,7 @@ def preprocess_from_hf(config: dict) -> PreprocessSpec:
     size = {"shortest_edge": size} if isinstance(size, int) else size
     crop = config.get("crop_size", {"height": 224, "width": 224})
     crop = {"height": crop, "width": crop} if isinstance(crop, int) else crop
-    mean, std = config.get("image_mean", _OPENAI_MEAN), config.get("image_std", _OPENAI_STD)
+    mean, std = config.get("image_mean", CLIP_MEAN), config.get("image_std", CLIP_STD)
     interpolation = _PIL_FILTERS.get(config.get("resample", 3))
     if interpolation is None:
         raise ModelSourceError(f"preprocessor_config.json: unknown resample {config.get('resample')!r}")
@@ -160,7 +159,7 @@ def exportable(name: str, source: str, model, vocab: Path, preprocess: Preproces
             "lowercase": bool(tokenizer_config.get("do_lower_case", True)),
             "strip_accents": tokenizer_config.get("strip_accents"),
             "tokenize_chinese_chars": bool(tokenizer_config.get("tokenize_chinese_chars", True))}
-    tokenizer = WordPieceTokenizer(vocab, **{k: v for k, v in spec.items() if k not in ("kind", "file")})
+    tokenizer = load_tokenizer({**spec, "file": vocab.name}, vocab.parent)
     config = model.config
     seq_axes = {0: "batch", 1: "sequence"}
     return ExportableModel(

@@ -375,7 +375,7 @@ def _tokenizer(model, text_cfg: Mapping, info: dict, random_weights: bool):
     spec = {"kind": ClipBpeTokenizer.kind, "file": vocab.name, "context_length": context,
             "clean": clean or "lower", "lowercase": False, "pad_id": 0}
     tokenizer = ClipBpeTokenizer.from_spec(spec, vocab.parent)
-    return spec, {vocab.name: vocab}, lambda texts: {"input_ids": tokenizer(texts)}, None
+    return spec, {vocab.name: vocab}, tokenizer, None
 
 
 def _unigram(model, text_cfg, info, context, clean, random_weights):
