@@ -60,8 +60,7 @@ class Tokenize:
         self.outputs = outputs
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        tokens = self.tokenize(decode_texts(batch))
-        feed = tokens if isinstance(tokens, dict) else {"input_ids": tokens}
+        feed = self.tokenize(decode_texts(batch))
         return {name: feed[name] for name in self.outputs}
 
 
