@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from clip_onnx.errors import ClipOnnxError
+from clip_onnx.thresholds import precision_help
 
 
 class _Group(click.Group):
@@ -55,9 +56,7 @@ def models() -> None:
 @click.option("--no-validate", is_flag=True, help="Skip the eager-vs-ONNX parity gate (the bundle is then unverified).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (atomically).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-              help="int8: dynamic quantization for CPU; fp16: mixed-precision graphs for GPUs/TensorRT. Each "
-                   "tower is lowered only if it passes the gate against fp32 on 500 images (int8: cosine >= "
-                   "0.998, top-1 agreement >= 99%; fp16: cosine >= 0.999, agreement >= 99.5%).")
+              help=precision_help())
 def export(source: str, out: Path, random_weights: bool, opset: int, no_validate: bool, overwrite: bool,
            precision: str) -> None:
     """Export SOURCE to an ONNX bundle and prove it matches eager PyTorch.

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from clip_onnx.export.validate import synthetic_images
+from clip_onnx.synthetic import synthetic_images
 
 
 def run(*args, check=True):

@@ -39,7 +39,7 @@ def _median_ms(fn: Callable[[], object], repeat: int) -> float:
 
 def photos(count: int, seed: int = 3) -> list[bytes]:
     """JPEG-encoded photo-sized pictures (smooth colour fields plus noise, so JPEG has work to do)."""
-    from clip_onnx.export.validate import synthetic_images
+    from clip_onnx.synthetic import synthetic_images
 
     out = []
     for img in synthetic_images(count, seed):
