@@ -17,11 +17,13 @@ import numpy as np
 from clip_onnx.errors import InputError, ParityError
 from clip_onnx.thresholds import GATE_IMAGES, THRESHOLDS, Thresholds
 
-__all__ = ["GATE_IMAGES", "GATE_TEMPLATES", "THRESHOLDS", "Logits", "ParityReport", "ParityRow", "Thresholds",
-           "ZeroShot", "compare", "gate_prompts", "min_cosine", "top1_agreement"]
+__all__ = ["GATE_BATCH", "GATE_IMAGES", "GATE_TEMPLATES", "THRESHOLDS", "Logits", "ParityReport", "ParityRow",
+           "Thresholds", "ZeroShot", "compare", "gate_prompts", "min_cosine", "top1_agreement"]
 
 # Prompt shapes that widen the text side of the fp16/int8 and engine gates: one zero-shot task each.
 GATE_TEMPLATES = ("{}", "фото: {}", "a photo of {}", "на картинке {}, крупным планом", "{}. {}")
+# The fp16/int8 and engine gates feed this many pictures or prompts per batch.
+GATE_BATCH = 16
 
 # tower -> one output array per batch fed, in feed order.
 Outputs = Mapping[str, Sequence[np.ndarray]]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from clip_onnx.export.families.base import ExportableModel, Tower
-from clip_onnx.parity import GATE_IMAGES, GATE_TEMPLATES, Logits, ZeroShot, gate_prompts
+from clip_onnx.parity import GATE_BATCH, GATE_IMAGES, GATE_TEMPLATES, Logits, ZeroShot, gate_prompts
 from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.tokenizers.base import cut_padding
@@ -24,8 +24,6 @@ from clip_onnx.synthetic import synthetic_images
 log = logging.getLogger(__name__)
 
 VALIDATION_BATCHES = (1, 3, 8)
-# The fp16/int8 gates feed this many items per batch.
-GATE_BATCH = 16
 
 # tower -> one feed dict per batch.
 Feeds = Mapping[str, Sequence[Mapping[str, np.ndarray]]]
