@@ -50,8 +50,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {s['tower']} | {s['batch']} | {s['backend']} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} | "
                      f"{s['min_ms']:.1f} | {s['items_per_s']:.1f} | {speed} |")
     if result.get("accuracy"):
-        lines += ["", "| backend | visual min cosine vs torch | textual min cosine vs torch | zero-shot top-1 agreement "
-                      "| within its gate |", "|---|---|---|---|---|"]
+        lines += ["", "| backend | visual min cosine vs torch | textual min cosine vs torch "
+                      "| zero-shot top-1 agreement | within its gate |", "|---|---|---|---|---|"]
         for name, acc in result["accuracy"].items():
             top1 = f"{acc['top1_agreement']:.1%}" if "top1_agreement" in acc else "n/a"
             gate = f"{acc['gate']}: {'yes' if acc['passed'] else 'no'}" if "gate" in acc else "n/a"

@@ -243,7 +243,8 @@ def _subprocess_probe(backend: str, source: str, random_weights: bool, work: Pat
     bundle = work / ("int8" if backend == "onnxruntime-int8" else "fp32")
     rss = kind == "rss"
     extra_torch = ("m.visual.module(torch.randn(8, 3, m.preprocess.image_size, m.preprocess.image_size)); "
-                   "m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(['кошка'] * 8).values()])") if rss else "pass"
+                   "m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(['кошка'] * 8).values()])"
+                   ) if rss else "pass"
     calls = ["m.encode_text(['кошка'] * 8)"]
     if not text_only:
         calls.insert(0, "import numpy as np; m.encode_image([np.zeros((64, 64, 3), np.uint8)] * 8)")

@@ -15,8 +15,17 @@ import numpy as np
 
 from clip_onnx.bundle import TOWERS, Bundle
 from clip_onnx.engines import Profile, chunks
-from clip_onnx.parity import (GATE_BATCH, GATE_IMAGES, GATE_TEMPLATES, THRESHOLDS, Logits, ParityReport, ZeroShot,
-                              compare, gate_prompts)
+from clip_onnx.parity import (
+    GATE_BATCH,
+    GATE_IMAGES,
+    GATE_TEMPLATES,
+    THRESHOLDS,
+    Logits,
+    ParityReport,
+    ZeroShot,
+    compare,
+    gate_prompts,
+)
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.backends.base import Runner
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec

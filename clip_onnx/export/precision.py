@@ -87,7 +87,8 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, ga
             record["towers"][tower] = {"precision": precision, **climb.details}
         else:
             _remove_graph(climb.candidate)
-            why = "missed the gate; see 'gate'" if climb.outputs is not None else "no converted graph loads; see 'tried'"
+            loads = climb.outputs is not None
+            why = "missed the gate; see 'gate'" if loads else "no converted graph loads; see 'tried'"
             record["towers"][tower] = {"precision": "fp32", "reason": f"{precision} {why}"}
     return record
 

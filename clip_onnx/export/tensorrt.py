@@ -66,7 +66,8 @@ def build_engines(bundle_path, profile: Profile, *, workspace_gib: float = 4.0, 
         profile = replace(profile, max_seq=int(context), opt_seq=profile.opt_seq or min(16, int(context)))
     trt = import_tensorrt(ahead_of_time)
     target = current_target(trt, ahead_of_time)
-    timing_cache = Path(timing_cache or Path.home() / ".cache" / "clip-onnx" / f"{target.product}-{target.version}.timing")
+    cache_name = f"{target.product}-{target.version}.timing"
+    timing_cache = Path(timing_cache or Path.home() / ".cache" / "clip-onnx" / cache_name)
     (bundle.path / ENGINE_DIR).mkdir(exist_ok=True)
     if gate and ahead_of_time:
         log.info("ahead-of-time plans cannot run on this machine; they are built without the engine gate")
@@ -150,7 +151,8 @@ def build_plan(trt, onnx_path: Path, profile: Profile, graph_precision: str, tar
         config.set_timing_cache(cache, False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise ExportError(f"TensorRT failed to build {onnx_path.name}:\n  " + "\n  ".join(logger.errors or ["(no message)"]))
+        errors = logger.errors or ["(no message)"]
+        raise ExportError(f"TensorRT failed to build {onnx_path.name}:\n  " + "\n  ".join(errors))
     if not ahead_of_time:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
