@@ -37,6 +37,15 @@ def test_export_prints_parity_table_and_writes_bundle(tiny_checkpoint, tmp_path)
     assert (tmp_path / "b" / "manifest.json").is_file()
 
 
+def test_help_states_the_thresholds_table():
+    from clip_onnx.thresholds import describe
+
+    export_help = " ".join(run("export", "--help").stdout.split())
+    assert describe("int8") in export_help and describe("fp16") in export_help
+    engine_help = " ".join(run("build-engine", "--help").stdout.split())
+    assert describe("engine") in engine_help
+
+
 def test_classify_and_embed(tiny_bundle, tmp_path):
     paths = []
     for i, img in enumerate(synthetic_images(2)):

@@ -59,6 +59,17 @@ def test_a_tower_missing_the_gate_stays_fp32_and_says_why(tiny_checkpoint, tmp_p
     assert sorted(p.name for p in bundle.path.iterdir()) == ["bpe.model", "manifest.json", "textual.onnx", "visual.onnx"]
 
 
+def test_gate_off_lowers_every_tower_and_marks_the_graphs_ungated(tiny_checkpoint, tmp_path):
+    bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate=False)
+    for tower in ("visual", "textual"):
+        graph = bundle.manifest["graphs"][tower]
+        assert graph["precision"] == "int8" and graph["gate"] == "off" and graph["method"]
+        model = onnx.load(bundle.path / graph["file"])
+        assert any(t.data_type == onnx.TensorProto.INT8 for t in model.graph.initializer)
+    assert [p["stage"] for p in bundle.manifest["parity"]] == ["onnx-fp32"]
+    assert ClipModel.load(bundle.path).encode_text(["кот"]).shape == (1, 32)
+
+
 def test_unknown_precision_is_refused(tiny_checkpoint, tmp_path):
     from clip_onnx.errors import ExportError
 
