@@ -17,6 +17,7 @@ from open_clip.tokenizer import default_bpe
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
 from clip_onnx.errors import BundleError, ExportError, ModelSourceError
+from clip_onnx.export.families import _hub
 from clip_onnx.runtime.tokenizers.clip_bpe import ClipBpeTokenizer
 from clip_onnx.runtime.tokenizers.unigram import UnigramTokenizer
 
@@ -98,8 +99,8 @@ def _unigram(model, text_cfg, info, context, clean, random_weights):
     try:
         reference = HFTokenizer(name, context_length=context, clean=clean)
     except Exception as exc:  # transformers and huggingface_hub raise many unrelated types
-        raise ModelSourceError(f"could not load the tokenizer {name!r} ({type(exc).__name__}: {exc}); make the "
-                               f"hub reachable or cached, or use --random-weights") from None
+        raise _hub.hub_failure(f"the tokenizer {name!r}", None, exc,
+                               "an open_clip local-dir: checkpoint that holds its tokenizer files") from None
     reference.save_pretrained(str(work / "saved"))
     spec = {"kind": UnigramTokenizer.kind, "file": "tokenizer.json", "context_length": context,
             "pad_id": int(model.text.config.pad_token_id), "clean": clean, "scores": "exact"}
