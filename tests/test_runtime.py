@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from clip_onnx.errors import BundleError, ClipOnnxError, InputError
-from clip_onnx.export.validate import synthetic_images
+from clip_onnx.synthetic import synthetic_images
 from clip_onnx.runtime import Classification, ClipModel
 
 

@@ -1,8 +1,9 @@
 """The torch-free work around the graphs: decode, preprocess, tokenize, and the whole call end to end.
 
-The issue's floors for these stages are per core, so the stage rates are
-measured single-threaded (the numpy/Pillow work here is single-threaded anyway);
-the end-to-end figures use the runtime as a worker would, with its defaults.
+Stage rates are per core: they are measured on one thread (the numpy/Pillow
+work here is single-threaded anyway), so they compare across machines of any
+core count; the end-to-end figures use the runtime as a worker would, with its
+defaults.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _median_ms(fn: Callable[[], object], repeat: int) -> float:
 
 def photos(count: int, seed: int = 3) -> list[bytes]:
     """JPEG-encoded photo-sized pictures (smooth colour fields plus noise, so JPEG has work to do)."""
-    from clip_onnx.export.validate import synthetic_images
+    from clip_onnx.synthetic import synthetic_images
 
     out = []
     for img in synthetic_images(count, seed):

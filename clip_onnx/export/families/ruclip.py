@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from importlib import resources
 from pathlib import Path
 
@@ -17,9 +16,10 @@ import torch
 
 from clip_onnx import demo
 from clip_onnx.errors import ModelSourceError
+from clip_onnx.export.families import _hub
 from clip_onnx.export.families.base import ExportableModel, Tower
 from clip_onnx.export.families.ruclip_model import CLIP
-from clip_onnx.registry import ModelSpec, find_model, list_models
+from clip_onnx.registry import ModelSpec, find_model
 from clip_onnx.runtime.preprocess import CLIP_MEAN, CLIP_STD, PreprocessSpec
 from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
@@ -37,15 +37,6 @@ SAMPLE_TEXTS = (
     "изображение с горами и снегом", "Ёжик в тумане", "картинка с пиццей", "на фото видно 3 человека",
     "старинный замок на холме ночью, освещённый луной и фонарями вдоль дороги", "",
 )
-
-
-class VisualTower(torch.nn.Module):
-    def __init__(self, model: CLIP):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixel_values)
 
 
 class TextualTower(torch.nn.Module):
@@ -69,11 +60,11 @@ def claims(source: str) -> bool:
             return all(k in json.loads(config.read_text(encoding="utf-8")) for k in _ARCH_KEYS)
         except ValueError:
             return False
-    return _spec_for_hub_id(source) is not None
+    return _hub.find_spec(source, "ruclip") is not None
 
 
 def load(source: str, *, random_weights: bool = False) -> ExportableModel:
-    spec = find_model(source) or _spec_for_hub_id(source)
+    spec = _hub.find_spec(source, "ruclip")
     if random_weights:
         if spec is None:
             raise ModelSourceError(f"--random-weights needs a registered model name, got {source!r}")
@@ -130,27 +121,8 @@ def _resolve_directory(source: str, spec: ModelSpec | None) -> Path:
         raise ModelSourceError(f"local directory {source!r} is not a RuCLIP checkpoint: missing {missing}")
     if spec is not None and spec.asset is not None:
         return _asset_dir(spec)
-    hub_id = spec.hub_id if spec else source
-    try:
-        return _download(hub_id)
-    except Exception as exc:  # huggingface_hub raises many unrelated types
-        raise ModelSourceError(
-            f"could not load RuCLIP model {source!r}: hub download of {hub_id!r} failed ({type(exc).__name__}: {exc}). "
-            f"Either make the hub reachable (or the files cached; HF_HUB_OFFLINE=1 uses the cache only), "
-            f"or pass a local directory containing {', '.join(NATIVE_FILES)}; "
-            f"--random-weights exports the architecture without weights") from None
-
-
-def _download(hub_id: str) -> Path:
-    from huggingface_hub import hf_hub_download
-
-    log.info("fetching %s from the Hugging Face hub (HF_HUB_OFFLINE=%s)", hub_id, os.environ.get("HF_HUB_OFFLINE", "0"))
-    paths = [Path(hf_hub_download(hub_id, name)) for name in NATIVE_FILES]
-    return paths[0].parent
-
-
-def _spec_for_hub_id(source: str) -> ModelSpec | None:
-    return next((s for s in list_models() if s.hub_id == source and s.family == "ruclip"), None)
+    return _hub.fetch(f"RuCLIP model {source!r}", spec.hub_id if spec else source, NATIVE_FILES,
+                      f"a local directory containing {', '.join(NATIVE_FILES)}")
 
 
 def tokenizer_spec(context_length: int) -> dict:
@@ -172,7 +144,7 @@ def _exportable(name: str, source: str, model: CLIP, config, bpe_path: Path) -> 
         name=name,
         family="ruclip",
         source=source,
-        visual=Tower("visual", VisualTower(model), ("pixel_values",), "image_embeds",
+        visual=Tower("visual", _hub.VisualTower(model), ("pixel_values",), "image_embeds",
                      {"pixel_values": {0: "batch"}}),
         # Trailing padding can be cut: the mask is causal, so no token before the first EOS
         # (where encode_text pools) sees what follows it.
