@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from clip_onnx.errors import ClipOnnxError
+from clip_onnx.thresholds import describe, precision_help
 
 
 class _Group(click.Group):
@@ -55,9 +56,7 @@ def models() -> None:
 @click.option("--no-validate", is_flag=True, help="Skip the eager-vs-ONNX parity gate (the bundle is then unverified).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (atomically).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-              help="int8: dynamic quantization for CPU; fp16: mixed-precision graphs for GPUs/TensorRT. Each "
-                   "tower is lowered only if it passes the gate against fp32 on 500 images (int8: cosine >= "
-                   "0.998, top-1 agreement >= 99%; fp16: cosine >= 0.999, agreement >= 99.5%).")
+              help=precision_help())
 def export(source: str, out: Path, random_weights: bool, opset: int, no_validate: bool, overwrite: bool,
            precision: str) -> None:
     """Export SOURCE to an ONNX bundle and prove it matches eager PyTorch.
@@ -258,14 +257,19 @@ def demo(out: Path, images: int, precision: str) -> None:
 @click.option("--ahead-of-time", type=click.Choice(["SM75", "SM80", "SM86", "SM89", "SM120"]), default=None,
               help="Build with TensorRT-RTX for this compute capability without a GPU (a build check; "
                    "the standard TensorRT runtime does not load these plans).")
+@click.option("--no-validate", is_flag=True,
+              help=f"Skip the engine gate: each plan against its ONNX graph ({describe('engine')}).")
 def build_engine(bundle: Path, min_batch, opt_batch, max_batch, max_seq, opt_seq, workspace, timing_cache,
-                 ahead_of_time) -> None:
-    """Build one TensorRT plan per tower into BUNDLE/engines/.
+                 ahead_of_time, no_validate) -> None:
+    """Build one TensorRT plan per tower into BUNDLE/engines/ and check it against the ONNX graph.
 
     Plans are keyed by graph sha256, TensorRT version, GPU and profile; an
     existing plan with the same key is reused, and the runtime refuses plans
     built for another GPU or TensorRT version. For an FP16 engine export the
     bundle with --precision fp16 (TensorRT >= 10.12 has no FP16 builder flag).
+    Each new plan runs the engine gate on synthetic pictures and the bundle's
+    sample prompts; a plan that misses it is deleted. Ahead-of-time plans cannot
+    run here and are not gated.
     """
     from tqdm import tqdm
 
@@ -273,17 +277,20 @@ def build_engine(bundle: Path, min_batch, opt_batch, max_batch, max_seq, opt_seq
     from clip_onnx.export.tensorrt import build_engines
 
     profile = Profile(min_batch, opt_batch, max_batch, opt_seq=opt_seq, max_seq=max_seq)
-    with tqdm(total=2, desc="build-engine", unit="plan", file=sys.stderr) as bar:
+    gated = not (no_validate or ahead_of_time)
+    with tqdm(total=4 if gated else 2, desc="build-engine", unit="step", file=sys.stderr) as bar:
         def step(msg: str) -> None:
             bar.set_postfix_str(msg)
             bar.update(1)
 
         built = build_engines(bundle, profile, workspace_gib=workspace, timing_cache=timing_cache,
-                              ahead_of_time=ahead_of_time, progress=step)
+                              ahead_of_time=ahead_of_time, gate=not no_validate, progress=step)
     for record in built:
         t = record["target"]
         click.echo(f"{record['tower']}: engines/{record['plan']} ({record['plan_bytes'] / 1e6:.1f} MB, "
                    f"{t['product']} {t['version']}, {t['gpu']} sm {t['compute_capability']}, fp16: {record['fp16']})")
+        if record.get("parity"):
+            click.echo(format_parity(record["parity"]))
 
 
 @cli.command()
@@ -331,6 +338,48 @@ def predict(bundle: Path, images, top_k: int) -> None:
     result = ClipClassifier.load(bundle).predict(list(images), top_k=top_k)
     for path, labels, probs in zip(images, result.labels, result.probs):
         click.echo(f"{path}: " + "; ".join(f"{label} {p:.3f}" for label, p in zip(labels, probs)))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Triton model repository directory (created if missing; other models in it are kept).")
+@click.option("--name", default=None, help="Model name prefix (default: the bundle directory's name, with "
+              "characters other than [A-Za-z0-9_] made '_').")
+@click.option("--max-batch", default=32, show_default=True, help="max_batch_size of every model.")
+@click.option("--instances", default=1, show_default=True, help="Instances of each model (instance_group count).")
+@click.option("--kind", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="Where the graph models run (KIND_CPU or KIND_GPU); the Python steps always run on CPU.")
+@click.option("--queue-delay-us", default=2000, show_default=True,
+              help="How long the dynamic batcher waits to fill a batch, microseconds.")
+@click.option("--engines", is_flag=True, help="With --kind gpu: serve the TensorRT plans in BUNDLE/engines/ "
+              "(from `clip-onnx build-engine`) as tensorrt_plan models instead of the ONNX graphs.")
+@click.option("--overwrite", is_flag=True, help="Replace this bundle's models if OUT already has them.")
+def triton(bundle: Path, out: Path, name, max_batch, instances, kind, queue_delay_us, engines, overwrite) -> None:
+    """Write BUNDLE as NVIDIA Triton models into the model repository OUT.
+
+    \b
+    A CLIP bundle gives the ensembles NAME_image (IMAGE: encoded file bytes) and
+    NAME_text (TEXT: UTF-8), each returning EMBEDDING, L2-normalised; a classifier
+    bundle gives NAME_classify (IMAGE -> LOGITS). Tokenization and preprocessing run
+    inside the server as Python-backend models: its Python needs `pip install clip-onnx`.
+    """
+    from tqdm import tqdm
+
+    from clip_onnx.triton.config import ServingOptions
+    from clip_onnx.triton.repository import write_repository
+
+    options = ServingOptions(max_batch=max_batch, instances=instances, kind=kind, queue_delay_us=queue_delay_us)
+    with tqdm(total=4, desc="triton", unit="step", file=sys.stderr) as bar:
+        def step(label: str) -> None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+        models = write_repository(bundle, out, name=name, options=options, engines=engines, overwrite=overwrite,
+                                  progress=step)
+    for model in models:
+        click.echo(f"  {model.name:32s} {model.config.platform or model.config.backend}")
+    click.echo(f"wrote {len(models)} models into {out}\nserve: tritonserver --model-repository {out.absolute()}")
 
 
 def main() -> None:

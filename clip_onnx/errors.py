@@ -29,11 +29,13 @@ class ParityError(ExportError):
     """The exported graphs do not reproduce eager PyTorch within the thresholds.
 
     ``failures`` lists one human-readable line per failing output so that the
-    message shows every problem at once, not only the first.
+    message shows every problem at once, not only the first; ``report`` is the
+    comparison that failed (a ``clip_onnx.parity.ParityReport``) where there is one.
     """
 
-    def __init__(self, failures):
+    def __init__(self, failures, report=None):
         self.failures = list(failures)
+        self.report = report
         super().__init__("parity check failed:\n  " + "\n  ".join(self.failures))
 
 

@@ -30,6 +30,13 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   .venv/bin/pip install -q sentencepiece protobuf
   # TensorRT-RTX builds SM89 plans on the CPU: the CI-side check that both graphs build.
   .venv/bin/pip install -q tensorrt-rtx-cu13
+  # Triton client for the server tests, and model_config_pb2 for the repository writer. --no-deps
+  # because tritonclient pins protobuf<7 while sentencepiece's generated code needs protobuf 7;
+  # its 6.x-generated model_config_pb2 loads on the newer runtime.
+  .venv/bin/pip install -q --no-deps tritonclient==2.73.0
+  .venv/bin/pip install -q "grpcio>=1.81.1" "python-rapidjson>=0.9.1" "geventhttpclient>=2.3.3" "greenlet<3.4.0"
+  # Lint, format and type checks (configured in pyproject.toml; .ci/run runs them).
+  .venv/bin/pip install -q mypy==2.4.1 ruff==0.17.6
   # Dataset embedding: parquet (the [data] extra) and Ray Data for the cluster job (the [ray] extra).
   .venv/bin/pip install -q pyarrow==26.0.1 "ray[data]==2.60.0"
   mkdir -p .cache
@@ -41,3 +48,4 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
     > "$site/_clip_onnx_dev_torchvision_shim.pth"
   touch "$STAMP"
 fi
+bash scripts/triton-venv.sh

@@ -3,7 +3,7 @@
 
 The model is RuCLIP's exact architecture (``clip_onnx.export.families.ruclip_model.CLIP``),
 only small, trained from scratch on CPU on synthetic images of coloured shapes
-with Russian captions (``clip_onnx.export.families.demo_data``).  The output
+with Russian captions (``clip_onnx.demo``).  The output
 directory gets RuCLIP's native layout and nothing else:
 
 * ``config.json``        constructor arguments as in ai-forever's repos, plus ``mean``/``std``
@@ -21,22 +21,11 @@ Training has two contrastive stages.
    over the batch's shape captions and one over its colour captions, targets
    spread over every caption that is true of an image.
 
-The images never show a (colour, shape) pair of ``demo_data.HELD_OUT_COMBOS``.
-What made unseen pairs work, measured while developing this recipe (zero-shot
-shape accuracy on unseen-pair pictures):
-
-* 64 px input instead of 48 with 8 px patches, and shapes no smaller than
-  0.26 of the picture (demo_data): 61% -> 79% -> 91%.  Smaller, the model told
-  a star from a cross by colour, which the held-out pairs make a shortcut
-  (no red stars and no pink crosses: red and pointy meant cross).
-* 2000 instead of 1200 steps: 91% -> 94-96%.
-* Shapes in random unnamed colours besides the seen pairs (caption: the shape
-  only), sampled outside the held-out pair's colour cell, so that no such
-  image is nearer the held-out colour than any other named colour: 93.5% ->
-  94.3% on unseen pairs and 87.3% -> 93.1% on seen ones (the final recipe
-  with and without them, 20,000 images either way).
-* An image is not contrasted with captions of a shape its colour cell never
-  appears with: the data say nothing about those pairs.
+The images never show a (colour, shape) pair of ``demo.HELD_OUT_COMBOS``.
+Why the recipe is what it is (input size, steps, unnamed colours, masking)
+is in benchmarks/NOTES.md.  Tokenization, preprocessing and zero-shot
+ensembling are the runtime's own (``clip_onnx.runtime``), so the model trains
+on exactly what a bundle feeds it.
 
 Evaluation: RuCLIP ``Predictor``-style zero-shot classification of shape and
 of colour on images of the held-out (unseen) pairs and of seen pairs; the
@@ -53,6 +42,7 @@ from __future__ import annotations
 import argparse
 import colorsys
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -72,42 +62,42 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from clip_onnx.export.families import demo_data  # noqa: E402
+from clip_onnx import demo  # noqa: E402
+from clip_onnx.export.families.ruclip import NATIVE_FILES, build_model, preprocess_spec, tokenizer_spec  # noqa: E402
 from clip_onnx.export.families.ruclip_model import CLIP  # noqa: E402
+from clip_onnx.runtime.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocessor  # noqa: E402
+from clip_onnx.runtime.tokenizers import Tokenizer, load_tokenizer  # noqa: E402
+from clip_onnx.runtime.zero_shot import label_embeddings, prompts_for  # noqa: E402
 
 log = logging.getLogger("train_demo_model")
 
-ARCH_KEYS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
-             "context_length", "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
 CONTEXT_LENGTH = 77                      # RuCLIPProcessor pads to 77
-PAD, BOS, EOS = 0, 2, 3                  # RuCLIPProcessor's special ids
-N_SHAPES, N_COLOURS = len(demo_data.SHAPES), len(demo_data.COLOURS)
-NATIVE_FILES = ("config.json", "pytorch_model.bin", "bpe.model")
-EVAL_SEED_UNSEEN = 20240607              # demo_data.heldout_set's default; the test uses it too
+N_SHAPES, N_COLOURS = len(demo.SHAPES), len(demo.COLOURS)
+EVAL_SEED_UNSEEN = 20240607              # demo.heldout_set's default; the test uses it too
 EVAL_SEED_SEEN = 20240608
+
+
 # ---------------------------------------------------------------------------
 # Tokenizer
 # ---------------------------------------------------------------------------
 
-def train_bpe(path: Path, vocab_size: int, corpus_size: int, seed: int) -> yttm.BPE:
-    corpus = demo_data.caption_corpus(corpus_size, seed=seed)
+def train_bpe(directory: Path, vocab_size: int, corpus_size: int, seed: int) -> tuple[Tokenizer, int]:
+    """Train youtokentome BPE on the caption corpus into ``directory``; the runtime's tokenizer for it, vocab size."""
+    spec = tokenizer_spec(CONTEXT_LENGTH)
+    corpus = demo.caption_corpus(corpus_size, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "corpus.txt"
         data.write_text("\n".join(corpus) + "\n", encoding="utf-8")
         # One thread: youtokentome's multi-threaded counting may order ties differently.
-        yttm.BPE.train(data=str(data), model=str(path), vocab_size=vocab_size, n_threads=1,
-                       pad_id=PAD, unk_id=1, bos_id=BOS, eos_id=EOS)
-    return yttm.BPE(str(path), n_threads=1)
+        yttm.BPE.train(data=str(data), model=str(directory / spec["file"]), vocab_size=vocab_size, n_threads=1,
+                       pad_id=spec["pad_id"], unk_id=1, bos_id=spec["bos_id"], eos_id=spec["eos_id"])
+    vocab = yttm.BPE(str(directory / spec["file"]), n_threads=1).vocab_size()
+    return load_tokenizer(spec, directory), vocab
 
 
-def tokenize(bpe: yttm.BPE, texts: list[str], length: int = CONTEXT_LENGTH) -> torch.Tensor:
-    """RuCLIPProcessor.encode_text for a batch: lower, BPE, [:75], bos/eos, pad with 0 to 77."""
-    rows = [bpe.encode([t.lower()], output_type=yttm.OutputType.ID)[0][: CONTEXT_LENGTH - 2] for t in texts]
-    out = torch.full((len(rows), length), PAD, dtype=torch.long)
-    for i, ids in enumerate(rows):
-        row = [BOS, *ids, EOS]
-        out[i, : len(row)] = torch.tensor(row)
-    return out
+def tokenize(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
+    """RuCLIPProcessor.encode_text for a batch, through the runtime's tokenizer."""
+    return torch.from_numpy(tokenizer(texts)["input_ids"])
 
 
 # ---------------------------------------------------------------------------
@@ -150,7 +140,7 @@ def encode_text_prefix(model: CLIP, ids: torch.Tensor) -> torch.Tensor:
 # Data: caption bank and image pool
 # ---------------------------------------------------------------------------
 
-def caption_bank(bpe: yttm.BPE, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def caption_bank(tokenizer: Tokenizer, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` one-attribute captions, half shape-only, half colour-only, and their concepts.
 
     Concept k < N_SHAPES is shape k; N_SHAPES + c is colour c.  Returns ids
@@ -160,18 +150,18 @@ def caption_bank(bpe: yttm.BPE, n: int, seed: int) -> tuple[torch.Tensor, torch.
     texts, concepts = [], []
     for k in range(n):
         colour, shape = int(rng.integers(N_COLOURS)), int(rng.integers(N_SHAPES))
-        fake = demo_data.Sample(None, demo_data.COLOURS[colour], demo_data.SHAPES[shape],
-                                demo_data.BACKGROUNDS[rng.integers(len(demo_data.BACKGROUNDS))],
-                                demo_data.SIZES[rng.integers(len(demo_data.SIZES))])
+        background = demo.BACKGROUNDS[rng.integers(len(demo.BACKGROUNDS))]
+        fake = demo.Sample(None, demo.COLOURS[colour], demo.SHAPES[shape], background,
+                           demo.SIZES[rng.integers(len(demo.SIZES))])
         kind = "shape" if k % 2 == 0 else "colour"
-        texts.append(demo_data.describe(fake, rng, kind)[0])
+        texts.append(demo.describe(fake, rng, kind)[0])
         concepts.append(shape if kind == "shape" else N_SHAPES + colour)
-    ids = tokenize(bpe, texts)
-    return ids[:, : int((ids != PAD).sum(1).max())], torch.tensor(concepts)
+    ids = tokenize(tokenizer, texts)
+    return ids[:, : int((ids != tokenizer.pad_id).sum(1).max())], torch.tensor(concepts)
 
 
-_REFERENCE_RGB = np.array([demo_data.reference_rgb(c) for c in demo_data.COLOURS], np.float32)
-_HELD_OUT = {(demo_data.COLOURS.index(c), demo_data.SHAPES.index(s)) for c, s in demo_data.HELD_OUT_COMBOS}
+_REFERENCE_RGB = np.array([demo.reference_rgb(c) for c in demo.COLOURS], np.float32)
+_HELD_OUT = {(demo.COLOURS.index(c), demo.SHAPES.index(s)) for c, s in demo.HELD_OUT_COMBOS}
 
 
 def nearest_colour(rgb: np.ndarray) -> int:
@@ -188,28 +178,28 @@ def unnamed_rgb(rng: np.random.Generator, shape: int) -> tuple[np.ndarray, int]:
             return rgb, cell
 
 
-def render_pool(named: int, unnamed: int, resolution: int, seed: int) -> dict[str, np.ndarray]:
-    """Training images, already cropped and resized (uint8 NHWC), with their labels.
+def render_pool(named: int, unnamed: int, preprocess: ImagePreprocessor, seed: int) -> dict[str, np.ndarray]:
+    """Training images, already cropped and resized (uint8 NHWC, ``preprocess.pixels``), with their labels.
 
     ``named`` images of seen pairs, then ``unnamed`` of random colours
     (``colour`` -1); ``cell`` is the colour cell of every image.
     """
     rng = np.random.default_rng(seed)
-    n = named + unnamed
-    pool = {"pixels": np.empty((n, resolution, resolution, 3), np.uint8), "shape": np.empty(n, np.int64),
+    n, side = named + unnamed, preprocess.spec.image_size
+    pool = {"pixels": np.empty((n, side, side, 3), np.uint8), "shape": np.empty(n, np.int64),
             "colour": np.full(n, -1, np.int64), "cell": np.empty(n, np.int64)}
-    seen = [(demo_data.COLOURS.index(c), demo_data.SHAPES.index(s)) for c, s in demo_data.SEEN_COMBOS]
+    seen = [(demo.COLOURS.index(c), demo.SHAPES.index(s)) for c, s in demo.SEEN_COMBOS]
     for i in tqdm(range(n), desc="rendering", unit="img", mininterval=2, leave=False):
         if i < named:
             colour, shape = seen[rng.integers(len(seen))]
-            sample = demo_data.render(rng, demo_data.COLOURS[colour], demo_data.SHAPES[shape])
+            sample = demo.render(rng, demo.COLOURS[colour], demo.SHAPES[shape])
             pool["colour"][i] = pool["cell"][i] = colour
         else:
             shape = int(rng.integers(N_SHAPES))
             rgb, pool["cell"][i] = unnamed_rgb(rng, shape)
-            sample = demo_data.render(rng, None, demo_data.SHAPES[shape], rgb=rgb)
+            sample = demo.render(rng, None, demo.SHAPES[shape], rgb=rgb)
         pool["shape"][i] = shape
-        pool["pixels"][i] = demo_data.crop_resize(sample.image, resolution)
+        pool["pixels"][i] = preprocess.pixels([sample.image])[0]
     return pool
 
 
@@ -255,46 +245,44 @@ def is_text_param(name: str) -> bool:
     return not name.startswith("visual.") and name != "logit_scale"
 
 
-
 # ---------------------------------------------------------------------------
 # Zero-shot evaluation (RuCLIP Predictor style)
 # ---------------------------------------------------------------------------
 
 @torch.no_grad()
-def class_embeddings(model: CLIP, bpe: yttm.BPE, labels, templates, batch_size: int = 256) -> torch.Tensor:
-    """[len(labels), D]: per label, normalise each template's embedding, average, renormalise."""
-    prompts = demo_data.zero_shot_prompts(labels, templates)
-    ids = tokenize(bpe, prompts)
+def text_embeddings(model: CLIP, tokenizer: Tokenizer, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    ids = tokenize(tokenizer, texts)
     emb = torch.cat([model.encode_text(ids[i:i + batch_size]) for i in range(0, len(ids), batch_size)])
-    emb = F.normalize(emb, dim=-1).reshape(len(labels), len(templates), -1).mean(1)
-    return F.normalize(emb, dim=-1)
+    return F.normalize(emb, dim=-1).numpy()
 
 
 @torch.no_grad()
-def image_embeddings(model: CLIP, samples, resolution: int, mean, std, batch_size: int = 256) -> torch.Tensor:
+def image_embeddings(model: CLIP, samples, preprocess: ImagePreprocessor, batch_size: int = 256) -> np.ndarray:
     out = []
     for i in range(0, len(samples), batch_size):
-        pixels = demo_data.preprocess([s.image for s in samples[i:i + batch_size]], resolution, mean, std)
+        pixels = preprocess([s.image for s in samples[i:i + batch_size]])
         out.append(model.encode_image(torch.from_numpy(pixels)))
-    return F.normalize(torch.cat(out), dim=-1)
+    return F.normalize(torch.cat(out), dim=-1).numpy()
 
 
-@torch.no_grad()
-def zero_shot_accuracy(model: CLIP, bpe: yttm.BPE, samples, resolution: int, mean, std) -> dict:
+def zero_shot_accuracy(model: CLIP, tokenizer: Tokenizer, samples, preprocess: ImagePreprocessor) -> dict:
     model.eval()
-    images = image_embeddings(model, samples, resolution, mean, std)
+    images = image_embeddings(model, samples, preprocess)
     result = {"n_images": len(samples)}
+
+    def predict(labels, templates) -> np.ndarray:
+        encode = functools.partial(text_embeddings, model, tokenizer)
+        return (images @ label_embeddings(encode, labels, templates).T).argmax(1)
+
     for task, labels, templates, attr in (
-        ("shape", demo_data.SHAPE_LABELS, demo_data.SHAPE_TEMPLATES, "shape"),
-        ("colour", demo_data.COLOUR_LABELS, demo_data.COLOUR_TEMPLATES, "colour"),
+        ("shape", demo.SHAPE_LABELS, demo.SHAPE_TEMPLATES, "shape"),
+        ("colour", demo.COLOUR_LABELS, demo.COLOUR_TEMPLATES, "colour"),
     ):
-        pred = (images @ class_embeddings(model, bpe, labels, templates).T).argmax(1).numpy()
         truth = np.array([labels.index(getattr(s, attr)) for s in samples])
-        result[f"{task}_accuracy"] = round(float((pred == truth).mean()), 4)
+        result[f"{task}_accuracy"] = round(float((predict(labels, templates) == truth).mean()), 4)
     # Both at once: one label per (colour, shape) pair, e.g. "красный круг".
-    pairs = demo_data.ALL_COMBOS
-    phrases = [demo_data.pair_label(c, s) for c, s in pairs]
-    pred = (images @ class_embeddings(model, bpe, phrases, demo_data.PAIR_TEMPLATES).T).argmax(1).numpy()
+    pairs = demo.ALL_COMBOS
+    pred = predict([demo.pair_label(c, s) for c, s in pairs], demo.PAIR_TEMPLATES)
     truth = np.array([pairs.index((s.colour, s.shape)) for s in samples])
     result["pair_accuracy"] = round(float((pred == truth).mean()), 4)
     return result
@@ -331,7 +319,7 @@ def pick_captions(rng: np.random.Generator, by_concept: list[np.ndarray], concep
     return np.array([by_concept[k][rng.integers(len(by_concept[k]))] for k in concepts])
 
 
-def train_image(model: CLIP, bank: torch.Tensor, concepts: torch.Tensor, pool: dict, config: dict,
+def train_image(model: CLIP, bank: torch.Tensor, concepts: torch.Tensor, pool: dict, preprocess: ImagePreprocessor,
                 args: argparse.Namespace, rng: np.random.Generator, probe=None) -> None:
     """Image tower against the locked text tower's embeddings of the caption bank."""
     for name, p in model.named_parameters():
@@ -339,7 +327,8 @@ def train_image(model: CLIP, bank: torch.Tensor, concepts: torch.Tensor, pool: d
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "embedding" not in n]
     rest = [p for p in params if all(p is not q for q in decay)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     by_concept = [np.flatnonzero(concepts.numpy() == k) for k in range(N_SHAPES + N_COLOURS)]
     held = torch.zeros(N_COLOURS, N_SHAPES, dtype=torch.bool)
@@ -355,8 +344,7 @@ def train_image(model: CLIP, bank: torch.Tensor, concepts: torch.Tensor, pool: d
         # Every shape here is itself under a horizontal flip: twice the pool for free.
         flip = rng.random(len(idx)) < 0.5
         crops[flip] = crops[flip, :, ::-1]
-        images = F.normalize(model.encode_image(torch.from_numpy(
-            demo_data.normalize(crops, config["mean"], config["std"]))), dim=-1)
+        images = F.normalize(model.encode_image(torch.from_numpy(preprocess.normalize(crops))), dim=-1)
         shape, colour, cell = (torch.from_numpy(pool[k][idx]) for k in ("shape", "colour", "cell"))
 
         captions = pick_captions(rng, by_concept, shape.numpy())
@@ -380,10 +368,11 @@ def train_image(model: CLIP, bank: torch.Tensor, concepts: torch.Tensor, pool: d
     bar.close()
 
 
-def train(args: argparse.Namespace, config: dict, bpe: yttm.BPE) -> CLIP:
+def train(args: argparse.Namespace, config: dict, tokenizer: Tokenizer) -> CLIP:
     torch.manual_seed(args.seed)
-    model = CLIP(**{k: config[k] for k in ARCH_KEYS})
-    bank_ids, concepts = caption_bank(bpe, args.caption_bank, args.seed + 1)
+    model = build_model(config)
+    preprocess = ImagePreprocessor(preprocess_spec(config))
+    bank_ids, concepts = caption_bank(tokenizer, args.caption_bank, args.seed + 1)
     train_text(model, bank_ids, concepts, args, np.random.default_rng(args.seed + 2))
     with torch.no_grad():
         model.eval()
@@ -393,36 +382,34 @@ def train(args: argparse.Namespace, config: dict, bpe: yttm.BPE) -> CLIP:
         model.logit_scale.fill_(math.log(args.scale))
 
     t0 = time.perf_counter()
-    pool = render_pool(args.named_images, args.unnamed_images, config["image_resolution"], args.seed + 3)
+    pool = render_pool(args.named_images, args.unnamed_images, preprocess, args.seed + 3)
     log.info("rendered %d training images in %.1fs", len(pool["shape"]), time.perf_counter() - t0)
-    probe = progress_probe(bpe, config) if args.eval_every else None
-    train_image(model, bank, concepts, pool, config, args, np.random.default_rng(args.seed + 4), probe)
+    probe = progress_probe(tokenizer, preprocess) if args.eval_every else None
+    train_image(model, bank, concepts, pool, preprocess, args, np.random.default_rng(args.seed + 4), probe)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
     return model
 
 
-def progress_probe(bpe: yttm.BPE, config: dict):
+def progress_probe(tokenizer: Tokenizer, preprocess: ImagePreprocessor):
     """A function printing zero-shot figures on 200 other pictures of each split, for --eval-every."""
-    samples = {split: demo_data.heldout_set(200, EVAL_SEED_UNSEEN + 10 + i, split)
+    samples = {split: demo.heldout_set(200, EVAL_SEED_UNSEEN + 10 + i, split)
                for i, split in enumerate(("unseen", "seen"))}
 
     def probe(model: CLIP) -> str:
-        figures = {s: zero_shot_accuracy(model, bpe, v, config["image_resolution"], config["mean"], config["std"])
-                   for s, v in samples.items()}
+        figures = {s: zero_shot_accuracy(model, tokenizer, v, preprocess) for s, v in samples.items()}
         return " | ".join(f"{s}: shape {f['shape_accuracy']:.1%} colour {f['colour_accuracy']:.1%}"
                           for s, f in figures.items())
     return probe
 
 
-def check_prefix_is_exact(model: CLIP, bpe: yttm.BPE) -> None:
+def check_prefix_is_exact(model: CLIP, tokenizer: Tokenizer) -> None:
     """The truncated text pass used in training must equal the real 77-token one."""
-    texts = demo_data.zero_shot_prompts(demo_data.SHAPE_LABELS, demo_data.SHAPE_TEMPLATES)[:8]
-    ids = tokenize(bpe, texts)
+    ids = tokenize(tokenizer, prompts_for(demo.SHAPE_LABELS, demo.SHAPE_TEMPLATES))
     with torch.no_grad():
         full = model.encode_text(ids)
-        short = encode_text_prefix(model, ids[:, : int((ids != PAD).sum(1).max())])
+        short = encode_text_prefix(model, ids[:, : int((ids != tokenizer.pad_id).sum(1).max())])
     if not torch.allclose(full, short, atol=1e-5):
         raise AssertionError(f"prefix text encoding differs by {(full - short).abs().max().item()}")
 
@@ -500,46 +487,47 @@ def main(argv=None) -> int:
 
 
 def _run(args: argparse.Namespace, out: Path, stage: Path, start: float) -> int:
-    bpe = train_bpe(stage / "bpe.model", args.vocab_size, args.corpus_size, args.seed)
+    tokenizer, vocab_size = train_bpe(stage, args.vocab_size, args.corpus_size, args.seed)
     config = {
         "embed_dim": args.embed_dim, "image_resolution": args.image_resolution,
         "vision_layers": args.vision_layers, "vision_width": args.vision_width,
         "vision_patch_size": args.vision_patch_size, "context_length": CONTEXT_LENGTH,
-        "vocab_size": bpe.vocab_size(), "transformer_width": args.transformer_width,
+        "vocab_size": vocab_size, "transformer_width": args.transformer_width,
         "transformer_heads": args.transformer_heads, "transformer_layers": args.transformer_layers,
-        "mean": list(demo_data.RUCLIP_MEAN), "std": list(demo_data.RUCLIP_STD),
+        "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
     }
     log.info("config: %s", json.dumps(config, ensure_ascii=False))
 
-    model = train(args, config, bpe)
+    model = train(args, config, tokenizer)
     train_seconds = time.perf_counter() - start
-    check_prefix_is_exact(model, bpe)
+    check_prefix_is_exact(model, tokenizer)
 
     torch.save(model.state_dict(), stage / "pytorch_model.bin")
     (stage / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     # Round trip: the saved files must load strictly into a fresh CLIP.
-    check = CLIP(**{k: config[k] for k in ARCH_KEYS})
+    check = build_model(config)
     check.load_state_dict(torch.load(stage / "pytorch_model.bin", map_location="cpu", weights_only=True), strict=True)
     size = sum(f.stat().st_size for f in stage.iterdir())
 
-    res, mean, std = config["image_resolution"], config["mean"], config["std"]
+    preprocess = ImagePreprocessor(preprocess_spec(config))
     metrics = {
         "config": config,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "asset_bytes": size,
         "train_wall_seconds": round(train_seconds, 1),
         "torch": torch.__version__,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "metrics")},
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                 if k not in ("out", "metrics")},
         "zero_shot": {
-            "shape_labels": list(demo_data.SHAPE_LABELS), "shape_templates": list(demo_data.SHAPE_TEMPLATES),
-            "colour_labels": list(demo_data.COLOUR_LABELS), "colour_templates": list(demo_data.COLOUR_TEMPLATES),
-            "pair_templates": list(demo_data.PAIR_TEMPLATES),
+            "shape_labels": list(demo.SHAPE_LABELS), "shape_templates": list(demo.SHAPE_TEMPLATES),
+            "colour_labels": list(demo.COLOUR_LABELS), "colour_templates": list(demo.COLOUR_TEMPLATES),
+            "pair_templates": list(demo.PAIR_TEMPLATES),
         },
-        "held_out_combos": [list(c) for c in demo_data.HELD_OUT_COMBOS],
-        "unseen": zero_shot_accuracy(check, bpe, demo_data.heldout_set(args.eval_size, EVAL_SEED_UNSEEN, "unseen"),
-                                     res, mean, std),
-        "seen": zero_shot_accuracy(check, bpe, demo_data.heldout_set(args.eval_size, EVAL_SEED_SEEN, "seen"),
-                                   res, mean, std),
+        "held_out_combos": [list(c) for c in demo.HELD_OUT_COMBOS],
+        "unseen": zero_shot_accuracy(check, tokenizer, demo.heldout_set(args.eval_size, EVAL_SEED_UNSEEN, "unseen"),
+                                     preprocess),
+        "seen": zero_shot_accuracy(check, tokenizer, demo.heldout_set(args.eval_size, EVAL_SEED_SEEN, "seen"),
+                                   preprocess),
     }
     if out.exists():
         old = out.with_name(f".{out.name}-old")

@@ -14,17 +14,17 @@ from PIL import Image
 from clip_onnx.bundle import read_bundle
 from clip_onnx.cli import cli
 from clip_onnx.errors import ModelSourceError
-from clip_onnx.export import validate
 from clip_onnx.export.families import chinese_clip
 from clip_onnx.export.pipeline import export_bundle
 from clip_onnx.registry import get_model, list_models
 from clip_onnx.runtime import ClipModel
+from clip_onnx.runtime.preprocess import CLIP_MEAN as MEAN
+from clip_onnx.runtime.preprocess import CLIP_STD as STD
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.synthetic import synthetic_images
 
 transformers = pytest.importorskip("transformers")
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
 # The released checkpoints' dimensions (their hub config.json files and parameter counts, in millions).
 RELEASED = {
     "OFA-Sys/chinese-clip-vit-base-patch16": dict(vision=(768, 12, 12, 3072, 16, 224), text=(768, 12, 12, 3072),
@@ -113,7 +113,7 @@ def test_runtime_matches_transformers_on_texts_of_very_different_lengths(bundle,
     with torch.no_grad():
         expected = reference.get_text_features(**tokens).pooler_output.numpy()
     np.testing.assert_allclose(model.encode_text(texts, normalize=False), expected, atol=1e-5, rtol=0)
-    images = validate.synthetic_images(4, seed=7)
+    images = synthetic_images(4, seed=7)
     pixels = transformers.ChineseCLIPImageProcessorPil(**HUB_PROCESSOR)(images=images, return_tensors="pt")
     with torch.no_grad():
         expected = reference.get_image_features(**pixels).pooler_output.numpy()
@@ -122,7 +122,7 @@ def test_runtime_matches_transformers_on_texts_of_very_different_lengths(bundle,
 
 def test_cli_classify_with_chinese_labels(bundle, tmp_path):
     image = tmp_path / "img.png"
-    validate.synthetic_images(1, seed=2)[0].save(image)
+    synthetic_images(1, seed=2)[0].save(image)
     result = CliRunner().invoke(cli, ["classify", str(bundle), str(image), "--labels", "猫", "--labels", "狗"])
     assert result.exit_code == 0, result.output
     assert "猫" in result.output and "狗" in result.output
@@ -132,7 +132,7 @@ def _varied_images():
     rng = np.random.default_rng(0)
     noise = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
              for w, h in ((300, 200), (123, 457), (64, 64), (640, 480), (31, 17))]
-    return validate.synthetic_images(6, seed=11) + noise
+    return synthetic_images(6, seed=11) + noise
 
 
 @pytest.mark.parametrize("size", [224, 336])

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from clip_onnx.export.validate import synthetic_images
+from clip_onnx.synthetic import synthetic_images
 
 
 def run(*args, check=True):
@@ -35,6 +35,15 @@ def test_export_prints_parity_table_and_writes_bundle(tiny_checkpoint, tmp_path)
     assert {s for b, s in textual} > {"77"} and all(0 < int(s) <= 77 for _, s in textual)
     assert "Traceback" not in result.stderr and "attn_mask" not in result.stderr
     assert (tmp_path / "b" / "manifest.json").is_file()
+
+
+def test_help_states_the_thresholds_table():
+    from clip_onnx.thresholds import describe
+
+    export_help = " ".join(run("export", "--help").stdout.split())
+    assert describe("int8") in export_help and describe("fp16") in export_help
+    engine_help = " ".join(run("build-engine", "--help").stdout.split())
+    assert describe("engine") in engine_help
 
 
 def test_classify_and_embed(tiny_bundle, tmp_path):

@@ -23,8 +23,9 @@ regex = pytest.importorskip("regex")
 from open_clip import tokenizer as oc_tokenizer  # noqa: E402
 
 from clip_onnx.errors import BundleError, InputError  # noqa: E402
-from clip_onnx.runtime.tokenizers import clip_bpe  # noqa: E402
-from clip_onnx.runtime.tokenizers.clip_bpe import ClipBpeTokenizer, clean_text, fix_text  # noqa: E402
+from clip_onnx.runtime.tokenizers import clip_bpe, text_cleaning  # noqa: E402
+from clip_onnx.runtime.tokenizers.clip_bpe import ClipBpeTokenizer  # noqa: E402
+from clip_onnx.runtime.tokenizers.text_cleaning import clean_text, fix_text  # noqa: E402
 
 try:  # run as `python -m pytest` (repo root on sys.path) or plain `pytest` (tests/ on sys.path)
     from tests.multilingual_corpus import corpus_strings
@@ -57,10 +58,10 @@ def without_mojibake_repair(fn, *args, **kwargs):
 def no_ftfy(monkeypatch, caplog):
     """The runtime as on a machine without ftfy: the import fails, and the warning is captured."""
     monkeypatch.setitem(sys.modules, "ftfy", None)
-    clip_bpe._ftfy_fix_text.cache_clear()
-    caplog.set_level(logging.WARNING, logger=clip_bpe.__name__)
+    text_cleaning._ftfy_fix_text.cache_clear()
+    caplog.set_level(logging.WARNING, logger=text_cleaning.__name__)
     yield caplog
-    clip_bpe._ftfy_fix_text.cache_clear()
+    text_cleaning._ftfy_fix_text.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +105,14 @@ def first_mismatches(texts, expected, got, limit=5) -> str:
 
 
 def test_call_matches_open_clip_tokenize(tok, corpus, expected, repaired):
-    got = tok(corpus)
+    feed = tok(corpus)
+    assert set(feed) == {"input_ids"}  # the model takes no attention mask
+    got = feed["input_ids"]
     assert got.dtype == np.int64 and got.shape == (len(corpus), CONTEXT)
     rows = np.flatnonzero((got != expected).any(axis=1))
     assert rows.size == 0, first_mismatches([corpus[i] for i in rows], expected[rows], got[rows])
     # Warm caches give the same answer.
-    np.testing.assert_array_equal(tok(corpus[:2000]), expected[:2000])
+    np.testing.assert_array_equal(tok(corpus[:2000])["input_ids"], expected[:2000])
     # The corpus reaches the interesting cases, ftfy's repair among them.
     assert repaired, "no corpus row exercises ftfy's mojibake repair"
     lengths = (expected != 0).sum(axis=1)
@@ -127,7 +130,7 @@ def test_encode_matches_simple_tokenizer(tok, corpus):
 
 
 def test_mojibake_matches_open_clip(tok):
-    got = tok(MOJIBAKE)
+    got = tok(MOJIBAKE)["input_ids"]
     np.testing.assert_array_equal(got, open_clip.tokenize(MOJIBAKE).numpy())
     # ftfy did change every one of them, so the rows above went through its repair.
     unrepaired = without_mojibake_repair(open_clip.tokenize, MOJIBAKE).numpy()
@@ -138,7 +141,7 @@ def test_without_ftfy_only_mojibake_repair_is_skipped(no_ftfy, corpus, repaired)
     tok = ClipBpeTokenizer(VOCAB)   # a fresh one: the module's fixture has cached rows
     rows = sorted(set(repaired) | set(range(0, len(corpus), 7)))
     texts = [corpus[i] for i in rows] + MOJIBAKE
-    np.testing.assert_array_equal(tok(texts), without_mojibake_repair(open_clip.tokenize, texts).numpy())
+    np.testing.assert_array_equal(tok(texts)["input_ids"], without_mojibake_repair(open_clip.tokenize, texts).numpy())
     warnings = [r.getMessage() for r in no_ftfy.records if "ftfy is not installed" in r.getMessage()]
     assert len(warnings) == 1 and "clip-onnx[ftfy]" in warnings[0], warnings
 
@@ -148,8 +151,8 @@ def test_ascii_fast_path_is_what_ftfy_does(tok):
     texts = ["a photo of a CAT", "\x1b[31mred\x1b[0m text", "tabs\tand\r\nbreaks\x0c", "ctrl \x00\x07\x7f",
              "'quoted' \"double\" <b>html</b>", "<start_of_text>x", "ﬁ not ascii", "&amp;amp; twice", ""]
     for text in texts:
-        assert clip_bpe.open_clip_fix_text(text) == _FTFY_FIX_TEXT(text), repr(text)
-    np.testing.assert_array_equal(tok(texts), open_clip.tokenize(texts).numpy())
+        assert text_cleaning.open_clip_fix_text(text) == _FTFY_FIX_TEXT(text), repr(text)
+    np.testing.assert_array_equal(tok(texts)["input_ids"], open_clip.tokenize(texts).numpy())
 
 
 def test_cleaning_matches_open_clip(plain):
@@ -172,18 +175,18 @@ def test_fix_text_is_ftfy_without_mojibake_repair(corpus):
 def test_context_length_and_clean_options(plain):
     texts = plain[::10]
     short = ClipBpeTokenizer.from_spec({"kind": "clip_bpe", "file": VOCAB.name, "context_length": 16}, VOCAB.parent)
-    np.testing.assert_array_equal(short(texts), open_clip.tokenize(texts, context_length=16).numpy())
+    np.testing.assert_array_equal(short(texts)["input_ids"], open_clip.tokenize(texts, context_length=16).numpy())
     for clean, lowercase in [("whitespace", False), ("canonicalize", True), ("lower", True)]:
         ours = ClipBpeTokenizer(VOCAB, clean=clean, lowercase=lowercase)
         reference = oc_tokenizer.SimpleTokenizer(clean=clean)
-        np.testing.assert_array_equal(ours(texts), reference(texts).numpy(), err_msg=clean)
+        np.testing.assert_array_equal(ours(texts)["input_ids"], reference(texts).numpy(), err_msg=clean)
 
 
 def test_spec_example_is_open_clip_default():
     spec = {"kind": "clip_bpe", "file": VOCAB.name, "context_length": 77, "lowercase": True, "clean": "whitespace"}
     tok = ClipBpeTokenizer.from_spec(spec, VOCAB.parent)
     texts = ["A Photo of a CAT", "it's &amp; “this”", "", "<start_of_text>x"]
-    np.testing.assert_array_equal(tok(texts), open_clip.tokenize(texts).numpy())
+    np.testing.assert_array_equal(tok(texts)["input_ids"], open_clip.tokenize(texts).numpy())
     assert tok.sot_id == 49406 and tok.eot_id == 49407
 
 
@@ -230,7 +233,7 @@ def test_threads_share_one_tokenizer(corpus, expected):
 
     def work(offset):
         order = list(range(offset, len(texts))) + list(range(offset))
-        got = tok([texts[i] for i in order])
+        got = tok([texts[i] for i in order])["input_ids"]
         if not np.array_equal(got, expected[order]):
             failures.append(offset)
 
@@ -270,7 +273,7 @@ def test_bad_texts_raise_input_error(tok, bad, fragment):
 
 def test_lone_surrogates_are_replaced_like_ftfy(tok):
     texts = ["cat\ud800", "\udfff dog", "\ud83d\ude00"]
-    np.testing.assert_array_equal(tok(texts), open_clip.tokenize(texts).numpy())
+    np.testing.assert_array_equal(tok(texts)["input_ids"], open_clip.tokenize(texts).numpy())
 
 
 def test_missing_vocab_raises_bundle_error(tmp_path):

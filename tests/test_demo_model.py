@@ -1,6 +1,6 @@
 """The bundled RuCLIP-format demo model (clip_onnx/assets/ruclip-demo) and its synthetic data.
 
-The model is trained by scripts/train_demo_model.py on demo_data's coloured
+The model is trained by scripts/train_demo_model.py on clip_onnx.demo's coloured
 shapes; here it must classify shape and colour zero-shot, in eager torch with
 RuCLIP's own tokenisation (youtokentome), on images of (colour, shape) pairs it
 never saw in training.
@@ -8,7 +8,6 @@ never saw in training.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_onnx.export.families import demo_data
+from clip_onnx import demo
+from clip_onnx.runtime.preprocess import ImagePreprocessor
+from clip_onnx.runtime.zero_shot import label_embeddings, prompts_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSET = ROOT / "clip_onnx" / "assets" / "ruclip-demo"
@@ -55,17 +56,16 @@ def test_config_is_ruclip_layout():
 # ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def demo():
+def eager():
     torch = pytest.importorskip("torch")
     yttm = pytest.importorskip("youtokentome")
-    from clip_onnx.export.families.ruclip_model import CLIP
+    from clip_onnx.export.families.ruclip import build_model
 
     config = json.loads((ASSET / "config.json").read_text(encoding="utf-8"))
-    model = CLIP(**{k: config[k] for k in ARCH_KEYS})
+    model = build_model(config)
     state = torch.load(ASSET / "pytorch_model.bin", map_location="cpu", weights_only=True)
     assert all(v.dtype == torch.float32 for v in state.values())
     model.load_state_dict(state, strict=True)
-    model.eval()
     bpe = yttm.BPE(str(ASSET / "bpe.model"))
     assert bpe.vocab_size() == config["vocab_size"]
 
@@ -82,32 +82,35 @@ def demo():
 
 def _class_embeddings(torch, model, tokenize, labels, templates):
     """RuCLIP Predictor: per label, normalise each template's embedding, average, renormalise."""
-    with torch.no_grad():
-        emb = model.encode_text(tokenize(demo_data.zero_shot_prompts(labels, templates)))
-    emb = torch.nn.functional.normalize(emb, dim=-1).reshape(len(labels), len(templates), -1).mean(1)
-    return torch.nn.functional.normalize(emb, dim=-1)
+    def encode(prompts):
+        with torch.no_grad():
+            return torch.nn.functional.normalize(model.encode_text(tokenize(prompts)), dim=-1).numpy()
+
+    return label_embeddings(encode, labels, templates)
 
 
 @pytest.fixture(scope="module")
-def unseen_images(demo):
-    torch, model, config, _ = demo
-    samples = demo_data.heldout_set(1000, seed=UNSEEN_SEED, combos="unseen")
-    pixels = demo_data.preprocess([s.image for s in samples], config["image_resolution"], config["mean"], config["std"])
+def unseen_images(eager):
+    torch, model, config, _ = eager
+    from clip_onnx.export.families.ruclip import preprocess_spec
+
+    samples = demo.heldout_set(1000, seed=UNSEEN_SEED, combos="unseen")
+    pixels = ImagePreprocessor(preprocess_spec(config))([s.image for s in samples])
     with torch.no_grad():
         emb = model.encode_image(torch.from_numpy(pixels))
-    return samples, torch.nn.functional.normalize(emb, dim=-1)
+    return samples, torch.nn.functional.normalize(emb, dim=-1).numpy()
 
 
 @pytest.mark.parametrize("task", ["shape", "colour"])
-def test_zero_shot_accuracy_on_unseen_colour_shape_pairs(demo, unseen_images, task):
-    torch, model, _, tokenize = demo
+def test_zero_shot_accuracy_on_unseen_colour_shape_pairs(eager, unseen_images, task):
+    torch, model, _, tokenize = eager
     samples, images = unseen_images
-    assert {(s.colour, s.shape) for s in samples} == set(demo_data.HELD_OUT_COMBOS)
+    assert {(s.colour, s.shape) for s in samples} == set(demo.HELD_OUT_COMBOS)
     labels, templates = {
-        "shape": (demo_data.SHAPE_LABELS, demo_data.SHAPE_TEMPLATES),
-        "colour": (demo_data.COLOUR_LABELS, demo_data.COLOUR_TEMPLATES),
+        "shape": (demo.SHAPE_LABELS, demo.SHAPE_TEMPLATES),
+        "colour": (demo.COLOUR_LABELS, demo.COLOUR_TEMPLATES),
     }[task]
-    pred = (images @ _class_embeddings(torch, model, tokenize, labels, templates).T).argmax(1).numpy()
+    pred = (images @ _class_embeddings(torch, model, tokenize, labels, templates).T).argmax(1)
     truth = np.array([labels.index(getattr(s, task)) for s in samples])
     accuracy = float((pred == truth).mean())
     assert accuracy >= MIN_ACCURACY, f"{task} zero-shot accuracy {accuracy:.3f} on unseen pairs"
@@ -131,104 +134,75 @@ def test_training_script_reproduces_the_committed_accuracy(tmp_path):
     assert {p.name for p in (tmp_path / "demo").iterdir()} == NATIVE_FILES
 
 
-def test_runtime_tokenizer_matches_youtokentome_on_demo_prompts(demo):
+def test_runtime_tokenizer_matches_youtokentome_on_demo_prompts(eager):
     """clip_onnx's torch-free tokenizer gives the ids the demo model was trained with."""
-    _, _, _, tokenize = demo
-    from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
+    _, _, _, tokenize = eager
+    from clip_onnx.export.families.ruclip import tokenizer_spec
+    from clip_onnx.runtime.tokenizers import load_tokenizer
 
-    prompts = (demo_data.zero_shot_prompts(demo_data.SHAPE_LABELS, demo_data.SHAPE_TEMPLATES)
-               + demo_data.zero_shot_prompts(demo_data.COLOUR_LABELS, demo_data.COLOUR_TEMPLATES)
-               + [demo_data.pair_label(c, s) for c, s in demo_data.ALL_COMBOS]
+    prompts = (prompts_for(demo.SHAPE_LABELS, demo.SHAPE_TEMPLATES)
+               + prompts_for(demo.COLOUR_LABELS, demo.COLOUR_TEMPLATES)
+               + [demo.pair_label(c, s) for c, s in demo.ALL_COMBOS]
                + ["Большая желтая звезда на белом фоне", "фото, на котором изображено море", ""])
-    ours = YttmBpeTokenizer(ASSET / "bpe.model")(prompts)
-    np.testing.assert_array_equal(ours, tokenize(prompts).numpy())
+    ours = load_tokenizer(tokenizer_spec(77), ASSET)(prompts)
+    assert set(ours) == {"input_ids"}
+    np.testing.assert_array_equal(ours["input_ids"], tokenize(prompts).numpy())
 
 
 # ---------------------------------------------------------------------------
-# demo_data itself
+# clip_onnx.demo itself
 # ---------------------------------------------------------------------------
 
-def test_demo_data_imports_only_stdlib_numpy_and_pillow():
-    path = Path(demo_data.__file__)
+def test_demo_imports_only_stdlib_numpy_pillow_and_the_runtime():
     allowed = set(sys.stdlib_module_names) | {"numpy", "PIL"}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            roots = {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            roots = {(node.module or "").split(".")[0]} if node.level == 0 else {"<relative>"}
-        else:
-            continue
-        assert roots <= allowed, f"demo_data imports {roots - allowed}"
-    # Loaded on its own (no package __init__), it must not pull in torch.
-    code = ("import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('demo_data', {str(path)!r})\n"
-            "mod = importlib.util.module_from_spec(spec); sys.modules['demo_data'] = mod\n"
-            "spec.loader.exec_module(mod)\n"
-            "mod.heldout_set(4)\n"
-            "assert 'torch' not in sys.modules\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    for path in Path(demo.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else ["<relative>"]
+            else:
+                continue
+            for name in names:
+                ok = name.split(".")[0] in allowed or name.startswith(("clip_onnx.demo", "clip_onnx.runtime"))
+                assert ok, f"{path.name} imports {name}"
+    # Imported in a fresh interpreter, it must not pull in torch.
+    code = "import sys\nfrom clip_onnx import demo\ndemo.heldout_set(4)\nassert 'torch' not in sys.modules\n"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_heldout_set_is_deterministic_and_balanced():
-    a = demo_data.heldout_set(40, seed=5, combos="unseen")
-    b = demo_data.heldout_set(40, seed=5, combos="unseen")
+    a = demo.heldout_set(40, seed=5, combos="unseen")
+    b = demo.heldout_set(40, seed=5, combos="unseen")
     assert [np.asarray(s.image).tobytes() for s in a] == [np.asarray(s.image).tobytes() for s in b]
     pairs = [(s.colour, s.shape) for s in a]
-    assert all(pairs.count(p) == 5 for p in demo_data.HELD_OUT_COMBOS)
-    seen = demo_data.heldout_set(len(demo_data.SEEN_COMBOS), seed=5, combos="seen")
-    assert {(s.colour, s.shape) for s in seen} == set(demo_data.SEEN_COMBOS)
+    assert all(pairs.count(p) == 5 for p in demo.HELD_OUT_COMBOS)
+    seen = demo.heldout_set(len(demo.SEEN_COMBOS), seed=5, combos="seen")
+    assert {(s.colour, s.shape) for s in seen} == set(demo.SEEN_COMBOS)
 
 
 def test_held_out_pairs_cover_each_colour_and_shape_once_and_never_reach_training():
-    held = demo_data.HELD_OUT_COMBOS
-    assert sorted(c for c, _ in held) == sorted(demo_data.COLOURS)
-    assert sorted(s for _, s in held) == sorted(demo_data.SHAPES)
-    samples, texts, mentions = demo_data.sample_training_batch(np.random.default_rng(1), 300)
+    held = demo.HELD_OUT_COMBOS
+    assert sorted(c for c, _ in held) == sorted(demo.COLOURS)
+    assert sorted(s for _, s in held) == sorted(demo.SHAPES)
+    samples, texts, mentions = demo.sample_training_batch(np.random.default_rng(1), 300)
     assert not {(s.colour, s.shape) for s in samples} & set(held)
     assert len(texts) == len(mentions) == 300
 
 
 def test_captions_agree_in_gender_and_case():
-    assert demo_data.pair_label("красный", "звезда") == "красная звезда"
-    assert demo_data.pair_label("синий", "кольцо") == "синее кольцо"
-    assert demo_data.pair_label("голубой", "сердце") == "голубое сердце"
-    assert demo_data.pair_label("жёлтый", "круг") == "жёлтый круг"
-    assert demo_data._np("gen", "синий", "звезда", "маленький") == "маленькой синей звезды"
-    assert demo_data._np("ins", "зелёный", "сердце", "большой") == "большим зелёным сердцем"
-    assert demo_data._np("acc", "фиолетовый", "звезда", None) == "фиолетовую звезду"
-    samples, texts, mentions = demo_data.sample_training_batch(np.random.default_rng(2), 200)
+    assert demo.pair_label("красный", "звезда") == "красная звезда"
+    assert demo.pair_label("синий", "кольцо") == "синее кольцо"
+    assert demo.pair_label("голубой", "сердце") == "голубое сердце"
+    assert demo.pair_label("жёлтый", "круг") == "жёлтый круг"
+    assert demo.noun_phrase("gen", "синий", "звезда", "маленький") == "маленькой синей звезды"
+    assert demo.noun_phrase("ins", "зелёный", "сердце", "большой") == "большим зелёным сердцем"
+    assert demo.noun_phrase("acc", "фиолетовый", "звезда", None) == "фиолетовую звезду"
+    samples, texts, mentions = demo.sample_training_batch(np.random.default_rng(2), 200)
     for sample, text, said in zip(samples, texts, mentions):
         colour, shape, background, size = said
         assert colour in (None, sample.colour) and shape in (None, sample.shape)
         assert colour or shape
         assert background in (None, sample.background) and size in (None, sample.size)
     # Captions stay true of their own image.
-    assert demo_data.compatibility(mentions, samples).diagonal().all()
-
-
-def test_preprocess_matches_ruclip_processor_transform():
-    """Centre crop of the largest square + bilinear resize + normalise, as RuCLIPProcessor."""
-    T = pytest.importorskip("torchvision.transforms")
-    samples = demo_data.heldout_set(24, seed=3, combos="seen")
-    assert any(s.image.size[0] != s.image.size[1] for s in samples)
-    ours = demo_data.preprocess([s.image for s in samples], 64)
-    transform = T.Compose([
-        T.Lambda(lambda img: img.convert("RGB") if img.mode != "RGB" else img),
-        T.RandomResizedCrop(64, scale=(1.0, 1.0), ratio=(1.0, 1.0)),
-        T.ToTensor(),
-        T.Normalize(mean=demo_data.RUCLIP_MEAN, std=demo_data.RUCLIP_STD),
-    ])
-    reference = np.stack([transform(s.image).numpy() for s in samples])
-    np.testing.assert_allclose(ours, reference, atol=1e-6)
-
-
-def test_preprocess_matches_runtime_preprocessor_when_available():
-    if importlib.util.find_spec("clip_onnx.runtime.preprocess") is None:
-        pytest.skip("clip_onnx.runtime.preprocess not available")
-    from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
-
-    samples = demo_data.heldout_set(16, seed=4, combos="unseen")
-    spec = PreprocessSpec(64, demo_data.RUCLIP_MEAN, demo_data.RUCLIP_STD,
-                          interpolation="bilinear", crop="crop_then_resize")
-    theirs = ImagePreprocessor(spec)([s.image for s in samples])
-    np.testing.assert_allclose(demo_data.preprocess([s.image for s in samples], 64), theirs, atol=1e-5)
+    assert demo.compatibility(mentions, samples).diagonal().all()

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clip_onnx.export.validate import synthetic_images
+from clip_onnx.synthetic import synthetic_images
 from clip_onnx.runtime import ClipModel
 
 CLI = [sys.executable, "-c", "from clip_onnx.cli import main; main()"]

@@ -8,10 +8,11 @@ import torch
 
 from clip_onnx.bundle import read_bundle
 from clip_onnx.errors import ModelSourceError, ParityError
-from clip_onnx.export import validate
 from clip_onnx.export.families.ruclip import build_model
 from clip_onnx.export.pipeline import export_bundle
+from clip_onnx.parity import THRESHOLDS, Thresholds
 from clip_onnx.runtime import ClipModel
+from clip_onnx.synthetic import synthetic_images
 from tests.conftest import TINY_CONFIG, write_checkpoint
 
 
@@ -56,7 +57,7 @@ def test_runtime_matches_ruclip_eager_on_a_batch_of_very_different_lengths(tiny_
         expected = reference.encode_text(processor(text=texts)["input_ids"]).numpy()
     got = model.encode_text(texts, normalize=False)
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
-    images = validate.synthetic_images(5, seed=3)
+    images = synthetic_images(5, seed=3)
     with torch.no_grad():
         expected = reference.encode_image(processor(images=images)["pixel_values"]).numpy()
     np.testing.assert_allclose(model.encode_image(images, normalize=False), expected, atol=1e-5, rtol=0)
@@ -65,8 +66,10 @@ def test_runtime_matches_ruclip_eager_on_a_batch_of_very_different_lengths(tiny_
 def test_parity_gate_fails_loudly_and_leaves_no_bundle(tmp_path, tiny_checkpoint, monkeypatch):
     # A gate that asks for more than float32 can give must fail every row, list them all,
     # and leave nothing behind that could be mistaken for a bundle.
-    impossible = validate.Thresholds(min_cosine=1.1, max_abs=0.0, min_top1_agreement=1.0)
-    monkeypatch.setattr(validate, "FP32", impossible)
+    from clip_onnx.export import pipeline
+
+    impossible = Thresholds(min_cosine=1.1, max_abs=0.0, min_top1_agreement=1.0)
+    monkeypatch.setattr(pipeline, "THRESHOLDS", {**THRESHOLDS, "fp32": impossible})
     out = tmp_path / "bundle"
     with pytest.raises(ParityError) as err:
         export_bundle(str(tiny_checkpoint), out)

@@ -3,9 +3,10 @@ import numpy as np
 import onnx
 import pytest
 
-from clip_onnx.export import validate
 from clip_onnx.export.pipeline import export_bundle
+from clip_onnx.parity import THRESHOLDS, Thresholds, top1_agreement
 from clip_onnx.runtime import ClipModel
+from clip_onnx.synthetic import synthetic_images
 
 
 def _dtypes(path):
@@ -35,7 +36,7 @@ def test_fp16_keeps_float32_io_and_records_the_fp32_op_list(fp16_bundle):
 
 
 def test_fp16_bundle_runs_in_the_runtime_close_to_fp32(fp16_bundle, demo_bundle):
-    texts, images = ["красный круг", "синяя звезда на белом фоне"], validate.synthetic_images(3)
+    texts, images = ["красный круг", "синяя звезда на белом фоне"], synthetic_images(3)
     for encode in ("encode_text", "encode_image"):
         items = texts if encode == "encode_text" else images
         a = getattr(ClipModel.load(fp16_bundle.path), encode)(items)
@@ -44,10 +45,10 @@ def test_fp16_bundle_runs_in_the_runtime_close_to_fp32(fp16_bundle, demo_bundle)
 
 
 def test_a_tower_missing_the_gate_stays_fp32_and_says_why(tiny_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setattr(validate, "INT8", validate.Thresholds(min_cosine=1.01, max_abs=None, min_top1_agreement=1.0))
-    from clip_onnx.export import pipeline
+    from clip_onnx.export import precision
 
-    monkeypatch.setitem(pipeline.PRECISIONS, "int8", (pipeline.PRECISIONS["int8"][0], validate.INT8))
+    impossible = Thresholds(min_cosine=1.01, max_abs=None, min_top1_agreement=1.0)
+    monkeypatch.setattr(precision, "THRESHOLDS", {**THRESHOLDS, "int8": impossible})
     bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=16)
     for tower in ("visual", "textual"):
         graph = bundle.manifest["graphs"][tower]
@@ -56,6 +57,17 @@ def test_a_tower_missing_the_gate_stays_fp32_and_says_why(tiny_checkpoint, tmp_p
     stages = [p["stage"] for p in bundle.manifest["parity"]]
     assert stages == ["onnx-fp32", "onnx-int8[visual+textual]", "onnx-int8[visual]", "onnx-int8[textual]"]
     assert sorted(p.name for p in bundle.path.iterdir()) == ["bpe.model", "manifest.json", "textual.onnx", "visual.onnx"]
+
+
+def test_gate_off_lowers_every_tower_and_marks_the_graphs_ungated(tiny_checkpoint, tmp_path):
+    bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate=False)
+    for tower in ("visual", "textual"):
+        graph = bundle.manifest["graphs"][tower]
+        assert graph["precision"] == "int8" and graph["gate"] == "off" and graph["method"]
+        model = onnx.load(bundle.path / graph["file"])
+        assert any(t.data_type == onnx.TensorProto.INT8 for t in model.graph.initializer)
+    assert [p["stage"] for p in bundle.manifest["parity"]] == ["onnx-fp32"]
+    assert ClipModel.load(bundle.path).encode_text(["кот"]).shape == (1, 32)
 
 
 def test_unknown_precision_is_refused(tiny_checkpoint, tmp_path):
@@ -75,9 +87,10 @@ HELD_OUT_IMAGES = 1000
 
 @pytest.fixture(scope="module")
 def held_out():
-    from clip_onnx.export.families import demo_data, load_model
+    from clip_onnx import demo
+    from clip_onnx.export.families import load_model
 
-    return load_model("ruclip-demo"), demo_data.heldout_set(HELD_OUT_IMAGES, combos="unseen")
+    return load_model("ruclip-demo"), demo.heldout_set(HELD_OUT_IMAGES, combos="unseen")
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +128,10 @@ def test_gate_top1_is_per_template_so_template_ties_do_not_count():
     # Two templates x two prompts; prompt 0 is the answer under either template.
     ref = np.array([[1.0, 0.0], [0.0, 1.0], [0.99, 0.1], [0.0, 1.0]])
     swapped = np.array([[0.99, 0.1], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])   # the best template changed
-    assert validate.top1_agreement(image, ref, image, swapped, groups=1) == 0.0
-    assert validate.top1_agreement(image, ref, image, swapped, groups=2) == 1.0
+    assert top1_agreement(image, ref, image, swapped, groups=1) == 0.0
+    assert top1_agreement(image, ref, image, swapped, groups=2) == 1.0
     flipped = np.array([[0.0, 1.0], [1.0, 0.0], [0.99, 0.1], [0.0, 1.0]])   # a real change of answer
-    assert validate.top1_agreement(image, ref, image, flipped, groups=2) == 0.5
+    assert top1_agreement(image, ref, image, flipped, groups=2) == 0.5
 
 
 def test_a_converted_graph_that_onnxruntime_cannot_open_is_reported_not_fatal(tmp_path):

@@ -13,10 +13,10 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from clip_onnx.errors import BundleError, InputError
+from clip_onnx.runtime.preprocess import CLIP_MEAN as MEAN
+from clip_onnx.runtime.preprocess import CLIP_STD as STD
 from clip_onnx.runtime.preprocess import INTERPOLATIONS, ImagePreprocessor, PreprocessSpec
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
 TOLERANCE = 1e-6
 
 # (width, height): both orientations, tiny, odd, square, sides differing by
@@ -159,6 +159,19 @@ def test_output_dtype_shape_contiguity_and_batching():
         assert np.array_equal(batch[i], preprocess([img])[0])
     assert np.array_equal(preprocess(tuple(images)), batch)
     assert np.array_equal(preprocess(iter(images)), batch)
+
+
+def test_pixels_then_normalize_is_the_whole_call():
+    """The two halves a training script uses (with augmentations between them) give exactly ``__call__``."""
+    spec = PreprocessSpec(64, MEAN, STD)
+    preprocess = ImagePreprocessor(spec)
+    images = [noise_image(mode, w, h, seed=i) for i, (mode, (w, h)) in enumerate(zip(MODES, SHAPES[4:]))]
+    pixels = preprocess.pixels(images)
+    assert pixels.dtype == np.uint8 and pixels.shape == (len(images), 64, 64, 3)
+    assert np.array_equal(preprocess.normalize(pixels), preprocess(images))
+    assert np.array_equal(preprocess.normalize(pixels[0]), preprocess(images[:1])[0])
+    with pytest.raises(InputError, match="uint8"):
+        preprocess.normalize(pixels.astype(np.float32))
 
 
 def test_accepts_every_load_image_kind(tmp_path):

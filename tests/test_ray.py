@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from clip_onnx.cli import cli
 from clip_onnx.errors import BundleError, InputError
-from clip_onnx.export.validate import synthetic_images
+from clip_onnx.synthetic import synthetic_images
 from clip_onnx.ray import ClipEmbedder, plan_actors
 from clip_onnx.runtime import ClipModel
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from clip_onnx.errors import BundleError, ClipOnnxError, InputError
-from clip_onnx.export.validate import synthetic_images
+from clip_onnx.synthetic import synthetic_images
 from clip_onnx.runtime import Classification, ClipModel
 
 
@@ -51,7 +51,8 @@ def test_embeddings_are_unit_float32_and_batching_does_not_change_them(tiny_bund
 
 
 def test_tokenize_and_preprocess_shapes(model):
-    assert model.tokenize(["кот", ""]).shape == (2, 77) and model.tokenize(["кот"]).dtype == np.int64
+    feed = model.tokenize(["кот", ""])
+    assert set(feed) == {"input_ids"} and feed["input_ids"].shape == (2, 77) and feed["input_ids"].dtype == np.int64
     pixels = model.preprocess([np.zeros((10, 20, 3), np.uint8)])
     assert pixels.shape == (1, 3, 64, 64) and pixels.dtype == np.float32
 

@@ -153,3 +153,70 @@ def test_tensorrt_backend_matches_onnxruntime_on_gpu(tiny_bundle, tmp_path):
     trt_model, ort_model = ClipModel.load(bundle, backend="tensorrt"), ClipModel.load(bundle)
     cos = np.sum(trt_model.encode_text(texts) * ort_model.encode_text(texts), axis=1)
     assert cos.min() > 0.999
+
+
+# ---------------------------------------------------------------------------
+# The engine stage of the gate: plan against ONNX graph on inputs from the bundle alone
+# ---------------------------------------------------------------------------
+
+def test_engine_gate_inputs_come_from_the_bundle_alone_without_torch(tiny_bundle, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from clip_onnx.export.families.ruclip import SAMPLE_TEXTS
+    from clip_onnx.parity import GATE_TEMPLATES
+
+    assert json.loads((tiny_bundle / "manifest.json").read_text())["sample_texts"] == list(SAMPLE_TEXTS)
+    old = shutil.copytree(tiny_bundle, tmp_path / "old")
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["sample_texts"]  # as bundles exported before the manifest recorded them
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    script = (
+        "import sys\n"
+        "for name in ('torch', 'onnx', 'youtokentome'): sys.modules[name] = None\n"
+        "from clip_onnx.bundle import read_bundle\n"
+        "from clip_onnx.export.engine_gate import FALLBACK_TEXTS, gate_feeds\n"
+        "for path in sys.argv[1:]:\n"
+        "    feeds = gate_feeds(read_bundle(path), images=20)\n"
+        "    print(sum(len(f['pixel_values']) for f in feeds['visual']), sum(len(f['input_ids']) for f in feeds['textual']),"
+        " min(f['input_ids'].shape[1] for f in feeds['textual']), len(FALLBACK_TEXTS))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tiny_bundle), str(old)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = [[int(x) for x in line.split()] for line in done.stdout.splitlines()]
+    (images, texts, shortest, fallback), (_, old_texts, _, _) = lines
+    assert images == 20 and texts == len(GATE_TEMPLATES) * len(SAMPLE_TEXTS)
+    assert shortest < 77  # batches cut to their longest prompt, as ClipModel runs the text graph
+    assert old_texts == len(GATE_TEMPLATES) * fallback
+
+
+def test_engine_gate_runs_within_the_profile_and_compares_with_the_onnx_graph(tiny_bundle):
+    """ONNX Runtime stands in for the plan (no GPU here): the same graph passes, with batches topped up to min."""
+    from clip_onnx.bundle import read_bundle
+    from clip_onnx.export.engine_gate import EngineGate
+    from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
+
+    gate = EngineGate(read_bundle(tiny_bundle), images=36)
+    for tower in ("visual", "textual"):
+        with OnnxRuntimeRunner(tiny_bundle / f"{tower}.onnx") as runner:
+            # The last text batch holds 2 prompts, below min batch 4; 16-item batches exceed max batch 8.
+            record = gate.check(tower, runner, Profile(4, 4, 8)).to_dict()
+        assert record["stage"] == f"tensorrt[{tower}]" and record["passed"] and record["top1_agreement"] == 1.0
+        assert record["images"] == 36 and [r["batch"] for r in record["rows"]] == [36, 50]
+        assert min(r["min_cosine"] for r in record["rows"]) > 0.99999
+
+
+@pytest.mark.skipif(not _gpu_tensorrt_available(), reason="needs a CUDA GPU with tensorrt and cupy")
+def test_build_engine_gates_each_plan_and_records_the_figures(tiny_bundle, tmp_path):
+    import shutil
+
+    from clip_onnx.export.tensorrt import build_engines
+
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "b")
+    built = build_engines(bundle, Profile(1, 4, 8), gate_images=64)
+    for record in built:
+        parity = record["parity"]
+        assert parity["stage"] == f"tensorrt[{record['tower']}]" and parity["passed"] and parity["images"] == 64
+        assert parity["thresholds"]["min_cosine"] == 0.999
+        assert json.loads((bundle / "engines" / f"{record['tower']}-{record['key']}.json").read_text()) == record
+    assert build_engines(bundle, Profile(1, 4, 8), gate_images=64) == built  # reused, figures kept

@@ -14,12 +14,12 @@ from PIL import Image
 from clip_onnx.bundle import read_bundle
 from clip_onnx.cli import cli
 from clip_onnx.errors import BundleError, InputError, ModelSourceError
-from clip_onnx.export import validate
 from clip_onnx.export.families import timm_clip
 from clip_onnx.export.pipeline import export_bundle, export_model
 from clip_onnx.registry import list_models
 from clip_onnx.runtime import ClipClassifier, ClipModel
 from clip_onnx.runtime.preprocess import ImagePreprocessor
+from clip_onnx.synthetic import synthetic_images
 
 timm = pytest.importorskip("timm")
 from timm.data import create_transform, resolve_data_config  # noqa: E402
@@ -65,7 +65,7 @@ def _varied_images():
     rng = np.random.default_rng(0)
     noise = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
              for w, h in ((300, 200), (123, 457), (448, 448), (640, 480), (31, 17), (405, 404))]
-    return validate.synthetic_images(5, seed=4) + noise
+    return synthetic_images(5, seed=4) + noise
 
 
 # One name per distinct data config (crop mode, crop_pct, size, mean/std).
@@ -133,7 +133,7 @@ def test_classifier_bundle_has_one_graph_labels_and_a_logit_gate(bundle):
 
 
 def test_predict_matches_eager_timm_with_its_own_transform(bundle, tiny_model):
-    images = validate.synthetic_images(6, seed=9)
+    images = synthetic_images(6, seed=9)
     transform = create_transform(**resolve_data_config({}, model=tiny_model))
     with torch.no_grad():
         expected = tiny_model(torch.stack([transform(img) for img in images])).softmax(dim=1).numpy()
@@ -148,7 +148,7 @@ def test_predict_matches_eager_timm_with_its_own_transform(bundle, tiny_model):
 
 def test_predict_refuses_bad_arguments_and_the_wrong_bundle_kind(bundle, tiny_bundle):
     classifier = ClipClassifier.load(bundle)
-    image = validate.synthetic_images(1)[0]
+    image = synthetic_images(1)[0]
     for top_k in (0, 1001, True, 2.0):
         with pytest.raises(InputError, match="top_k"):
             classifier.predict([image], top_k=top_k)
@@ -162,7 +162,7 @@ def test_predict_refuses_bad_arguments_and_the_wrong_bundle_kind(bundle, tiny_bu
 
 def test_predict_runs_without_torch(bundle, tmp_path):
     image = tmp_path / "img.png"
-    validate.synthetic_images(1, seed=3)[0].save(image)
+    synthetic_images(1, seed=3)[0].save(image)
     script = (
         "import sys\n"
         "for name in ('torch', 'timm', 'onnx', 'transformers'): sys.modules[name] = None\n"
@@ -176,7 +176,7 @@ def test_predict_runs_without_torch(bundle, tmp_path):
 
 def test_cli_predict(bundle, tmp_path):
     image = tmp_path / "img.png"
-    validate.synthetic_images(1, seed=3)[0].save(image)
+    synthetic_images(1, seed=3)[0].save(image)
     result = CliRunner().invoke(cli, ["predict", str(bundle), str(image), "--top-k", "2"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"{image}: ") and result.output.count(";") == 1
@@ -192,7 +192,7 @@ def test_fp16_classifier_keeps_top1_on_208_varied_images(tiny_model, tmp_path):
     # The agreement means something only if the fp32 answers vary across the images.
     preprocess = ImagePreprocessor(timm_clip.preprocess_from_timm(resolve_data_config({}, model=tiny_model)))
     with torch.no_grad():
-        top1 = tiny_model(torch.from_numpy(preprocess(validate.synthetic_images(16, 1)))).argmax(dim=1)
+        top1 = tiny_model(torch.from_numpy(preprocess(synthetic_images(16, 1)))).argmax(dim=1)
     assert len(set(top1.tolist())) >= 5
 
 
@@ -225,5 +225,5 @@ def test_registered_name_offline_names_hub_local_directory_and_random_weights(tm
 def test_full_size_b32_random_weights_export_passes_parity(tmp_path):
     bundle = export_bundle("vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", tmp_path / "b", random_weights=True)
     assert bundle.manifest["parity"][0]["passed"]
-    result = ClipClassifier.load(tmp_path / "b").predict(validate.synthetic_images(2), top_k=5)
+    result = ClipClassifier.load(tmp_path / "b").predict(synthetic_images(2), top_k=5)
     assert result.probs.shape == (2, 5)

@@ -22,7 +22,7 @@ tokenizers = pytest.importorskip("tokenizers")
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
 
 from clip_onnx.errors import BundleError, InputError  # noqa: E402
-from clip_onnx.runtime.tokenizers import unigram  # noqa: E402
+from clip_onnx.runtime.tokenizers import hf_file, hf_normalizers  # noqa: E402
 from clip_onnx.runtime.tokenizers.unigram import UnigramTokenizer  # noqa: E402
 
 try:  # run as `python -m pytest` (repo root on sys.path) or plain `pytest` (tests/ on sys.path)
@@ -242,7 +242,7 @@ def test_scores_are_read_as_tokenizers_reads_them(trained):
     text = json.dumps(trained)
     held = json.loads(Tokenizer.from_str(text).to_str())["model"]["vocab"]
     exact = json.loads(text)["model"]["vocab"]
-    ours = json.loads(text, parse_float=unigram._serde_json_f64)["model"]["vocab"]
+    ours = json.loads(text, parse_float=hf_file.serde_json_f64)["model"]["vocab"]
     assert [s for _, s in ours] == [s for _, s in held]
     assert sum(a[1] != b[1] for a, b in zip(exact, held)) > 100  # Python's float() would be off here
     literals = ["0.5", "-9.047938332676495", "1e-7", "-1.5E+3", "123456789012345678901.5", "-0.0",
@@ -251,7 +251,7 @@ def test_scores_are_read_as_tokenizers_reads_them(trained):
     vocab = ", ".join(['["<unk>", 0.0]'] + [f'["p{i}", {v}]' for i, v in enumerate(literals)])
     text = '{"model": {"type": "Unigram", "unk_id": 0, "vocab": [' + vocab + ']}}'
     held = json.loads(Tokenizer.from_str(text).to_str())["model"]["vocab"][1:]
-    assert [unigram._serde_json_f64(v) for v in literals] == [s for _, s in held]
+    assert [hf_file.serde_json_f64(v) for v in literals] == [s for _, s in held]
 
 
 def test_exact_scores_are_the_floats_of_the_literals(trained, tmp_path):
@@ -263,7 +263,7 @@ def test_exact_scores_are_the_floats_of_the_literals(trained, tmp_path):
 
 
 def test_legacy_normalization_table_is_current():
-    """unigram._LEGACY_UNASSIGNED is exactly where tokenizers' Unicode tables and this Python's differ."""
+    """hf_normalizers._LEGACY_UNASSIGNED is exactly where tokenizers' Unicode tables and this Python's differ."""
     forms = {name: getattr(normalizers, name)() for name in ("NFC", "NFD", "NFKC", "NFKD")}
     differ = set()
     for cp in range(0x110000):
@@ -277,10 +277,10 @@ def test_legacy_normalization_table_is_current():
                 text = "a" + c + "\u0334"
                 if forms["NFD"].normalize_str(text) != unicodedata.normalize("NFD", text):
                     differ.add(cp)
-    table = {cp for a, b in unigram._LEGACY_UNASSIGNED for cp in range(a, b + 1)}
+    table = {cp for a, b in hf_normalizers._LEGACY_UNASSIGNED for cp in range(a, b + 1)}
     assert differ == table, sorted(hex(cp) for cp in differ ^ table)
     for name, form in forms.items():
-        normalize = unigram._unicode_normalizer(name)
+        normalize = hf_normalizers._unicode_normalizer(name)
         for cp in sorted(table):
             for text in (chr(cp), "e\u0301" + chr(cp) + "\u0301a\u0323\u0307", "\u1100" + chr(cp) + "\u1161"):
                 assert normalize(text) == form.normalize_str(text), (name, hex(cp))

@@ -78,12 +78,14 @@ def test_call_matches_ruclip_processor(model, corpus):
     path, bpe = model
     tok = YttmBpeTokenizer(path)
     expected = np.array([ruclip_encode_text(bpe, t) for t in corpus], dtype=np.int64)
-    got = tok(corpus)
+    feed = tok(corpus)
+    assert set(feed) == {"input_ids"}  # the model takes no attention mask
+    got = feed["input_ids"]
     assert got.dtype == np.int64 and got.shape == (len(corpus), CONTEXT)
     rows = np.flatnonzero((got != expected).any(axis=1))
     assert rows.size == 0, first_mismatches([corpus[i] for i in rows], expected[rows], got[rows])
     # Warm cache must give the same answer.
-    np.testing.assert_array_equal(tok(corpus[:500]), expected[:500])
+    np.testing.assert_array_equal(tok(corpus[:500])["input_ids"], expected[:500])
 
 
 def test_from_spec_and_options(model, corpus):
@@ -92,7 +94,7 @@ def test_from_spec_and_options(model, corpus):
             "pad_id": 0, "lowercase": False}
     tok = YttmBpeTokenizer.from_spec(spec, path.parent)
     texts = corpus[:300]
-    for text, row in zip(texts, tok(texts)):
+    for text, row in zip(texts, tok(texts)["input_ids"]):
         ids = reference_ids(bpe, [text])[0][:14]
         assert list(row) == [2, *ids, 3] + [0] * (14 - len(ids)), repr(text)
 

@@ -50,9 +50,13 @@ def markdown(result: dict) -> str:
         lines.append(f"| {s['tower']} | {s['batch']} | {s['backend']} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} | "
                      f"{s['min_ms']:.1f} | {s['items_per_s']:.1f} | {speed} |")
     if result.get("accuracy"):
-        lines += ["", "| backend | visual min cosine vs torch | textual min cosine vs torch |", "|---|---|---|"]
+        lines += ["", "| backend | visual min cosine vs torch | textual min cosine vs torch "
+                      "| zero-shot top-1 agreement | within its gate |", "|---|---|---|---|---|"]
         for name, acc in result["accuracy"].items():
-            lines.append(f"| {name} | {acc['visual']['min_cosine']:.6f} | {acc['textual']['min_cosine']:.6f} |")
+            top1 = f"{acc['top1_agreement']:.1%}" if "top1_agreement" in acc else "n/a"
+            gate = f"{acc['gate']}: {'yes' if acc['passed'] else 'no'}" if "gate" in acc else "n/a"
+            lines.append(f"| {name} | {acc['visual']['min_cosine']:.6f} | {acc['textual']['min_cosine']:.6f} | "
+                         f"{top1} | {gate} |")
     if result.get("cold_start"):
         cold, rss = result["cold_start"], result["peak_rss_mb"]
         lines += ["", "| worker | cold start s (import + load + first call) | vs torch | peak RSS MB | vs torch |",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from clip_onnx.benchmark.timing import Backend, interleaved
-from clip_onnx.bundle import TOWERS
+from clip_onnx.bundle import TOWERS, Bundle
 from clip_onnx.errors import ClipOnnxError
 
 log = logging.getLogger(__name__)
@@ -31,13 +30,10 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
     """Benchmark ``source`` (a model source, exported on the fly) and write JSON/Markdown/PNG into ``out``."""
     import torch
 
+    from clip_onnx.benchmark.accuracy import accuracy
     from clip_onnx.benchmark.pipeline import measure_pipeline
     from clip_onnx.benchmark.report import machine_header, write_reports
-    from clip_onnx.export import validate
     from clip_onnx.export.families import load_model
-    from clip_onnx.export.int8 import quantize_int8
-    from clip_onnx.export.pipeline import export_model
-    from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
 
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
@@ -45,15 +41,8 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
     out.mkdir(parents=True, exist_ok=True)
     work = out / "bundles"
     model = load_model(source, random_weights=random_weights)
-    fp32 = export_model(model, work / "fp32", overwrite=True)
-    graphs = {t: fp32.path / fp32.manifest["graphs"][t]["file"] for t in TOWERS}
-    outputs = {"visual": model.visual.output_name, "textual": model.textual.output_name}
-    biggest = max(batches)
-    pixels = validate.ImagePreprocessor(model.preprocess)(validate.synthetic_images(biggest, seed=7))
-    texts = [model.sample_texts[i % len(model.sample_texts)] + f" {i}" for i in range(biggest)]
-    tokens = model.tokenize(texts)
-    feeds = {"visual": {b: {"pixel_values": pixels[:b]} for b in batches},
-             "textual": {b: {k: v[:b] for k, v in tokens.items()} for b in batches}}
+    bundles = _bundles(model, work)
+    feeds, tokens = _feeds(model, batches)
     towers = {"visual": model.visual, "textual": model.textual}
     cut = _cut_text(model)
     if cut:
@@ -61,19 +50,15 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
         # context as its library does; PADDED_TEXT times the runtimes on the padded ids too.
         feeds[PADDED_TEXT] = feeds["textual"]
         towers[PADDED_TEXT] = model.textual
-
     chosen, skipped = [], {}
     for name in backends:
         try:
-            chosen.append(_make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner, cut,
-                                        fp16_bundle=lambda: export_model(model, work / "fp16", overwrite=True,
-                                                                         precision="fp16").path,
-                                        max_batch=biggest))
+            chosen.append(_make_backend(name, towers, bundles, cut, max(batches)))
         except _Skip as reason:
             skipped[name] = str(reason)
             log.warning("skipping backend %s: %s", name, reason)
     samples = interleaved(chosen, feeds, warmup=warmup, repeat=repeat, on_step=progress)
-    pipeline = measure_pipeline(fp32.path, list(model.sample_texts) or ["кошка"], repeat=repeat)
+    pipeline = measure_pipeline(bundles("fp32").path, list(model.sample_texts) or ["кошка"], repeat=repeat)
     stats = [s.stats() for s in samples]
     _add_ratios(stats)
     # Worker processes: each CPU backend with both towers, and the runtime's text-only worker
@@ -88,7 +73,7 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
                         "runtime": {b: int(cut(feeds["textual"][b])["input_ids"].shape[1]) if cut else
                                     int(tokens["input_ids"].shape[1]) for b in batches}},
         "stats": stats,
-        "accuracy": _accuracy(chosen, feeds, towers),
+        "accuracy": accuracy(chosen, feeds, PADDED_TEXT),
         "pipeline": pipeline,
         "cold_start": {name: _subprocess_probe(name, source, random_weights, work, "cold") for name in workers},
         "peak_rss_mb": {name: _subprocess_probe(name, source, random_weights, work, "rss") for name in workers},
@@ -98,12 +83,45 @@ def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backe
     return result
 
 
+def _bundles(model, work: Path) -> Callable[[str], Bundle]:
+    """``get(precision)``: the model's bundle in that precision, exported on first use.
+
+    The int8 bundle is made with the gate off: the benchmark wants the speed of
+    both towers quantized, and reports the accuracy it measures beside it.
+    """
+    from clip_onnx.export.pipeline import export_model
+
+    made = {}
+
+    def get(precision: str):
+        if precision not in made:
+            made[precision] = export_model(model, work / precision, overwrite=True, precision=precision,
+                                           gate=precision != "int8")
+        return made[precision]
+
+    get("fp32")
+    return get
+
+
+def _feeds(model, batches: Sequence[int]) -> tuple[dict, dict]:
+    """tower -> batch -> feed, on synthetic pictures and the model's sample texts; and the padded text ids."""
+    from clip_onnx.runtime.preprocess import ImagePreprocessor
+    from clip_onnx.synthetic import synthetic_images
+
+    biggest = max(batches)
+    pixels = ImagePreprocessor(model.preprocess)(synthetic_images(biggest, seed=7))
+    texts = [model.sample_texts[i % len(model.sample_texts)] + f" {i}" for i in range(biggest)]
+    tokens = model.tokenize(texts)
+    feeds = {"visual": {b: {"pixel_values": pixels[:b]} for b in batches},
+             "textual": {b: {k: v[:b] for k, v in tokens.items()} for b in batches}}
+    return feeds, tokens
+
+
 class _Skip(Exception):
     pass
 
 
-def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntimeRunner, cut=None, *,
-                  fp16_bundle: Callable[[], Path] = None, max_batch: int = 32) -> Backend:
+def _make_backend(name: str, towers: dict, bundles: Callable, cut: Callable | None, max_batch: int) -> Backend:
     import torch
 
     if name == "torch":
@@ -117,17 +135,17 @@ def _make_backend(name, towers, graphs, outputs, work, quantize_int8, OnnxRuntim
         modules.update({t: modules["textual"] for t in towers if t not in TOWERS})
         return Backend(name, {t: _torch_call(modules[t], torch) for t in towers}, sync=torch.cuda.synchronize,
                        prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cuda", torch.float16))
-    if name == "onnxruntime":
-        return _runtime_backend(name, {t: OnnxRuntimeRunner(graphs[t]) for t in TOWERS}, cut)
-    if name == "onnxruntime-int8":
-        bundle = _int8_bundle(graphs, work / "int8", quantize_int8)
-        return _runtime_backend(name, {t: OnnxRuntimeRunner(bundle.path / graphs[t].name) for t in TOWERS}, cut)
+    if name in ("onnxruntime", "onnxruntime-int8"):
+        from clip_onnx.runtime.backends import open_runner
+
+        bundle = bundles("int8" if name.endswith("int8") else "fp32")
+        return _runtime_backend(name, {t: open_runner(bundle, t) for t in TOWERS}, cut)
     if name == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             raise _Skip("tensorrt is not installed")
         if not torch.cuda.is_available():
             raise _Skip("no CUDA device")
-        return _tensorrt_backend(fp16_bundle(), max_batch, cut)
+        return _tensorrt_backend(bundles("fp16").path, max_batch, cut)
     raise _Skip(f"unknown backend {name}")
 
 
@@ -164,22 +182,6 @@ def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = 
     return _runtime_backend("tensorrt", {t: open_runner(bundle, t, "tensorrt") for t in TOWERS}, cut)
 
 
-def _int8_bundle(graphs, target: Path, quantize_int8):
-    """A copy of the fp32 bundle with both towers quantized, ungated: the benchmark wants speed, and
-    reports the accuracy it measures beside it."""
-    from clip_onnx.bundle import BundleWriter, read_bundle
-
-    source = read_bundle(graphs["visual"].parent)
-    with BundleWriter(target, overwrite=True) as writer:
-        manifest = json.loads(json.dumps(source.manifest))
-        for name in source.manifest["files"]:
-            if name not in {g.name for g in graphs.values()}:
-                writer.add_file(name, source.path / name)
-        for tower, graph in graphs.items():
-            manifest["graphs"][tower].update(precision="int8", **quantize_int8(graph, writer.dir / graph.name))
-        return writer.commit(manifest)
-
-
 def _torch_call(module, torch):
     def call(args):
         with torch.inference_mode():
@@ -208,34 +210,6 @@ def _add_ratios(stats: list[dict]) -> None:
     for s in stats:
         ref = base.get((s["tower"], s["batch"]))
         s["speedup_vs_torch"] = ref / s["median_ms"] if ref else None
-
-
-def _accuracy(backends: Sequence[Backend], feeds, towers) -> dict:
-    """Cosine of each backend's outputs against eager torch fp32 on the largest benchmark batch."""
-    reference = next((b for b in backends if b.name == "torch"), None)
-    if reference is None:
-        return {}
-    out = {}
-    for tower, by_batch in feeds.items():
-        feed = by_batch[max(by_batch)]
-        ref = _as_numpy(reference.run[tower](reference.prepare(tower, feed)))
-        for b in backends:
-            got = _as_numpy(b.run[tower](b.prepare(tower, feed)))
-            cos = np.sum(_unit(ref) * _unit(got), axis=-1)
-            out.setdefault(b.name, {})[tower] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
-    return out
-
-
-def _as_numpy(x) -> np.ndarray:
-    if isinstance(x, dict):
-        x = next(iter(x.values()))
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 _PROBES = {
@@ -269,7 +243,8 @@ def _subprocess_probe(backend: str, source: str, random_weights: bool, work: Pat
     bundle = work / ("int8" if backend == "onnxruntime-int8" else "fp32")
     rss = kind == "rss"
     extra_torch = ("m.visual.module(torch.randn(8, 3, m.preprocess.image_size, m.preprocess.image_size)); "
-                   "m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(['кошка'] * 8).values()])") if rss else "pass"
+                   "m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(['кошка'] * 8).values()])"
+                   ) if rss else "pass"
     calls = ["m.encode_text(['кошка'] * 8)"]
     if not text_only:
         calls.insert(0, "import numpy as np; m.encode_image([np.zeros((64, 64, 3), np.uint8)] * 8)")

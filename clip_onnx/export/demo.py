@@ -14,17 +14,18 @@ from typing import Callable
 import numpy as np
 import torch
 
+from clip_onnx import demo
 from clip_onnx.bundle import Bundle
-from clip_onnx.export.families import demo_data, load_model
+from clip_onnx.export.families import load_model
 from clip_onnx.export.pipeline import export_model
 from clip_onnx.runtime.model import ClipModel
-from clip_onnx.runtime.zero_shot import ensemble, prompts_for, zero_shot_probs
+from clip_onnx.runtime.zero_shot import label_embeddings, zero_shot_probs
 
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "ruclip-demo"
-TASKS = {"shape": (demo_data.SHAPE_LABELS, demo_data.SHAPE_TEMPLATES, lambda s: s.shape),
-         "colour": (demo_data.COLOUR_LABELS, demo_data.COLOUR_TEMPLATES, lambda s: s.colour)}
+TASKS = {"shape": (demo.SHAPE_LABELS, demo.SHAPE_TEMPLATES, lambda s: s.shape),
+         "colour": (demo.COLOUR_LABELS, demo.COLOUR_TEMPLATES, lambda s: s.colour)}
 
 
 @dataclass
@@ -42,7 +43,7 @@ def run_demo(out: Path, *, images: int = 200, precision: str = "fp32",
     model = load_model(DEMO_MODEL)
     bundle = export_model(model, out, overwrite=True, precision=precision, progress=progress)
     runtime = ClipModel.load(bundle.path)
-    samples = demo_data.heldout_set(images, combos="unseen")
+    samples = demo.heldout_set(images, combos="unseen")
     pictures = [s.image for s in samples]
     shown = []
     for task, (labels, templates, truth) in TASKS.items():
@@ -64,11 +65,15 @@ def _evaluate(task: str, model, runtime: ClipModel, samples) -> TaskResult:
 
 def _eager_probs(model, runtime: ClipModel, pictures, labels, templates) -> np.ndarray:
     """The same zero-shot computation with eager PyTorch towers in place of the ONNX graphs."""
+    def encode_text(prompts: list[str]) -> np.ndarray:
+        feed = model.tokenize(prompts)
+        return _unit(model.textual.module(*(torch.from_numpy(feed[n]) for n in model.textual.input_names)).numpy())
+
     with torch.no_grad():
-        pixels = torch.from_numpy(runtime.preprocess(pictures))
-        image = model.visual.module(pixels).numpy()
-        ids = model.tokenize(prompts_for(labels, templates))
-        text = model.textual.module(*(torch.from_numpy(v) for v in ids.values())).numpy()
-    image /= np.linalg.norm(image, axis=1, keepdims=True)
-    text /= np.linalg.norm(text, axis=1, keepdims=True)
-    return zero_shot_probs(image, ensemble(text.reshape(len(templates), len(labels), -1)), runtime.logit_scale)
+        image = _unit(model.visual.module(torch.from_numpy(runtime.preprocess(pictures))).numpy())
+        text = label_embeddings(encode_text, labels, templates)
+    return zero_shot_probs(image, text, runtime.logit_scale)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

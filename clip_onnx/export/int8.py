@@ -1,19 +1,16 @@
 """Dynamic INT8 quantization of exported graphs for CPU inference.
 
-Choices made by measurement on a 2-core AVX-512/VNNI machine with
-ruclip-vit-base-patch32-384 (see README "Performance"):
+The choices, each made by measurement (figures in benchmarks/NOTES.md,
+"export and gates"):
 
-- weights QInt8: ONNX Runtime's VNNI kernels run s8s8 MatMulInteger about 3x
-  faster than fp32 here, while QUInt8 weights were barely faster than fp32
-  (1.06x visual, 1.08x text);
+- weights QInt8: ONNX Runtime's VNNI kernels run s8s8 MatMulInteger much
+  faster than fp32, while QUInt8 weights were barely faster than fp32;
 - only MatMul/Gemm are quantized: the patch-embedding Conv stays fp32 to avoid
   the slow ConvInteger kernel, and restricting the op types keeps
   quantize_dynamic away from ops it cannot handle (opset-23 Attention);
 - per-tensor weight scales first, per-channel second (``INT8_LADDER``):
-  per-channel was about 5% slower here (visual 73.9 against 70.4 ms at batch
-  1) but more accurate on small widths (the embedded demo model: zero-shot
-  shape agreement with fp32 99.6% against 99.3%), so it is the fallback for a
-  tower whose per-tensor cosine misses the gate.
+  per-channel is a little slower but more accurate on small widths, so it is
+  the fallback for a tower whose per-tensor cosine misses the gate.
 """
 from __future__ import annotations
 

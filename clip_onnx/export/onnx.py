@@ -48,7 +48,8 @@ def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, 
                 dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True, external_data=False,
                 optimize=True, verbose=False)
     except Exception as exc:
-        raise ExportError(f"torch.onnx.export failed for the {tower.name} tower: {exc}\n{chatter.getvalue()[-2000:]}") from exc
+        raise ExportError(f"torch.onnx.export failed for the {tower.name} tower: {exc}\n"
+                          f"{chatter.getvalue()[-2000:]}") from exc
     _save(program.model_proto, path)
     check_symbolic_axes(path, tower)
     return path

@@ -1,9 +1,13 @@
-"""Lower an exported fp32 bundle to int8 (or fp16) graphs, tower by tower, behind an accuracy gate.
+"""Lower exported fp32 graphs to fp16 or int8, tower by tower, behind the gate: one loop for every model kind.
 
-The gate compares against the fp32 ONNX graphs, which the fp32 gate already
-proved equal to eager PyTorch.  If lowering both towers misses the gate, each
-tower is tried alone; a tower that cannot be lowered stays fp32 and the
-manifest says why.
+Per tower, the precision's ladder of converters runs from the most to the least
+aggressive.  ONNX Runtime first opens each converted graph in a child process
+(a converted graph can crash it outright); the first whose outputs meet the
+cosine threshold against the fp32 graph is kept.  Then top-1 agreement on the
+model's task (zero-shot for CLIP, logits for a classifier) decides which towers
+to lower: all of them, else each alone.  The gate compares with the fp32 ONNX
+graphs, which the fp32 gate already proved equal to eager PyTorch.  A tower
+that cannot be lowered stays fp32, and the manifest says why.
 """
 from __future__ import annotations
 
@@ -11,76 +15,124 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable, Mapping, Sequence
 
-from clip_onnx.bundle import TOWERS
+import numpy as np
+
+from clip_onnx.errors import ExportError, ParityError
 from clip_onnx.export import validate
 from clip_onnx.export.families.base import ExportableModel
-from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
+from clip_onnx.export.fp16 import FP16_LADDER, fp16_converter
+from clip_onnx.export.int8 import INT8_LADDER
+from clip_onnx.parity import GATE_IMAGES, THRESHOLDS, compare, min_cosine
 
 log = logging.getLogger(__name__)
 
+# precision -> converters ``convert(source, target) -> details``, from the most to the least aggressive.
+LADDERS: Mapping[str, tuple[Callable[[Path, Path], dict], ...]] = MappingProxyType({
+    "int8": INT8_LADDER,
+    "fp16": tuple(fp16_converter(block) for block in FP16_LADDER),
+})
+PRECISIONS = ("fp32", *LADDERS)
 
 
-def run_graph(path: Path, output: str, feeds) -> list:
-    runner = OnnxRuntimeRunner(path)
-    try:
-        return [runner.infer(feed)[output] for feed in feeds]
-    finally:
-        runner.close()
+@dataclass
+class _Climb:
+    """One tower's way up the ladder: the converted graph on disk and what each rung gave."""
+
+    candidate: Path
+    details: dict = field(default_factory=dict)
+    outputs: list | None = None  # the candidate's gate outputs; None when it does not load
+    tried: list = field(default_factory=list)
 
 
-def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str,
-          converters: Sequence[Callable[[Path, Path], dict]], thresholds: validate.Thresholds,
-          gate_images: int = validate.GATE_IMAGES) -> dict:
+def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, gate_images: int = GATE_IMAGES,
+          *, gate: bool = True) -> dict:
     """Convert ``graphs`` in place where the gate allows; returns the manifest's precision record.
 
-    ``converters`` run from the most to the least aggressive; per tower, the
-    first whose outputs meet the cosine threshold is kept (the fp16 block-list
-    ladder).  Then zero-shot top-1 agreement decides which towers to lower.
+    ``gate=False`` converts every tower with the ladder's first rung and checks only
+    that ONNX Runtime opens the result; the record marks those graphs ungated.
     """
-    outputs = {"visual": model.visual.output_name, "textual": model.textual.output_name}
+    if not gate:
+        return _lower_ungated(model, graphs, precision)
+    towers = [t.name for t in validate.towers_of(model)]
+    outputs = {t.name: t.output_name for t in validate.towers_of(model)}
+    thresholds = THRESHOLDS[precision]
     feeds = validate.gate_inputs(model, gate_images)
-    reference = {t: run_graph(graphs[t], outputs[t], feeds[t]) for t in TOWERS}
-    candidates, details, lowered, tried = {}, {}, {}, {}
-    for tower in TOWERS:
-        candidates[tower] = graphs[tower].with_name(f"{graphs[tower].stem}.{precision}.onnx")
-        for convert in converters:
-            details[tower] = convert(graphs[tower], candidates[tower])
-            problem = load_problem(candidates[tower])
-            if problem:
-                log.warning("%s %s graph (%s) does not load: %s", precision, tower, details[tower], problem)
-                tried.setdefault(tower, []).append({**details[tower], "error": problem})
-                lowered.pop(tower, None)
-                continue
-            lowered[tower] = run_graph(candidates[tower], outputs[tower], feeds[tower])
-            cosine = validate.min_cosine(reference[tower], lowered[tower])
-            tried.setdefault(tower, []).append({**details[tower], "min_cosine": cosine})
-            if cosine >= thresholds.min_cosine:
-                break
-    attempts = []
-    chosen = ()
-    for combo in (TOWERS, ("visual",), ("textual",)):
-        if not set(combo) <= set(lowered):
-            continue                                    # no candidate of that tower loads
-        got = {t: lowered[t] if t in combo else reference[t] for t in TOWERS}
-        report = validate.gate_report(f"onnx-{precision}[{'+'.join(combo)}]", reference, got, thresholds)
+    reference = validate.graph_outputs(model, graphs, feeds)
+    climbs = {t: _climb(LADDERS[precision], graphs[t], precision, outputs[t], feeds[t], reference[t],
+                        thresholds.min_cosine) for t in towers}
+    chosen, attempts = (), []
+    for combo in [tuple(towers)] + ([(t,) for t in towers] if len(towers) > 1 else []):
+        if any(climbs[t].outputs is None for t in combo):
+            continue  # no candidate of that tower loads
+        got = {t: climbs[t].outputs if t in combo else reference[t] for t in towers}
+        try:
+            report = compare(f"onnx-{precision}[{'+'.join(combo)}]", _joined(reference), _joined(got), thresholds,
+                             validate.gate_task(model))
+        except ParityError as missed:
+            report = missed.report
         attempts.append(report.to_dict())
         log.info("%s gate for %s: %s", precision, combo, report.failures() or "pass")
         if not report.failures():
             chosen = combo
             break
-    record = {"precision": precision, "gate": attempts, "tried": tried, "towers": {}}
-    for tower in TOWERS:
+    record = {"precision": precision, "gate": attempts, "tried": {t: c.tried for t, c in climbs.items()}, "towers": {}}
+    for tower, climb in climbs.items():
         if tower in chosen:
-            os.replace(candidates[tower], graphs[tower])
-            record["towers"][tower] = {"precision": precision, **details[tower]}
+            os.replace(climb.candidate, graphs[tower])
+            record["towers"][tower] = {"precision": precision, **climb.details}
         else:
-            _remove_graph(candidates[tower])
-            why = "missed the gate; see 'gate'" if tower in lowered else "no converted graph loads; see 'tried'"
+            _remove_graph(climb.candidate)
+            loads = climb.outputs is not None
+            why = "missed the gate; see 'gate'" if loads else "no converted graph loads; see 'tried'"
             record["towers"][tower] = {"precision": "fp32", "reason": f"{precision} {why}"}
     return record
+
+
+def _climb(ladder: Sequence[Callable[[Path, Path], dict]], graph: Path, precision: str, output: str, feeds: list,
+           reference: list, cosine_needed: float) -> _Climb:
+    """Convert ``graph`` rung by rung until a graph that loads meets ``cosine_needed``; the last rung stays on disk."""
+    climb = _Climb(graph.with_name(f"{graph.stem}.{precision}.onnx"))
+    for convert in ladder:
+        climb.details = convert(graph, climb.candidate)
+        problem = load_problem(climb.candidate)
+        if problem:
+            log.warning("%s %s (%s) does not load: %s", precision, graph.name, climb.details, problem)
+            climb.tried.append({**climb.details, "error": problem})
+            climb.outputs = None
+            continue
+        climb.outputs = validate.run_graph(climb.candidate, output, feeds)
+        cosine = min_cosine(reference, climb.outputs)
+        climb.tried.append({**climb.details, "min_cosine": cosine})
+        if cosine >= cosine_needed:
+            break
+    return climb
+
+
+def _lower_ungated(model: ExportableModel, graphs: Mapping[str, Path], precision: str) -> dict:
+    record = {"precision": precision, "gate": [], "tried": {}, "towers": {}}
+    for tower in validate.towers_of(model):
+        graph = graphs[tower.name]
+        candidate = graph.with_name(f"{graph.stem}.{precision}.onnx")
+        details = LADDERS[precision][0](graph, candidate)
+        problem = load_problem(candidate)
+        if problem:
+            _remove_graph(candidate)
+            raise ExportError(f"the ungated {precision} {tower.name} graph ({details}) does not load in ONNX "
+                              f"Runtime: {problem}; export with the gate on to fall back along the ladder")
+        os.replace(candidate, graph)
+        record["towers"][tower.name] = {"precision": precision, **details, "gate": "off"}
+    log.warning("%s graphs written without the gate: their accuracy is unverified", precision)
+    return record
+
+
+def _joined(outputs: Mapping[str, list]) -> dict[str, list]:
+    """All of a tower's gate batches as one, so the report has one row per tower."""
+    return {tower: [np.concatenate(batches)] for tower, batches in outputs.items()}
 
 
 _LOAD_PROBE = "import sys, onnxruntime as o; o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
@@ -89,9 +141,8 @@ _LOAD_PROBE = "import sys, onnxruntime as o; o.InferenceSession(sys.argv[1], pro
 def load_problem(path: Path) -> str | None:
     """Why ONNX Runtime cannot open ``path`` (None if it can), asked in a child process.
 
-    Converted graphs can crash onnxruntime outright: an fp16 ViT-H-14 visual
-    graph segfaults in its ORT_ENABLE_ALL optimizers (1.32, CPU).  In a child
-    process that costs one rung of the ladder instead of the export.
+    Converted graphs can crash onnxruntime outright (see benchmarks/NOTES.md); in a
+    child process that costs one rung of the ladder instead of the export.
     """
     result = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(path)], capture_output=True, text=True)
     if result.returncode < 0:

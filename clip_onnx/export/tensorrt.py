@@ -19,8 +19,10 @@ from typing import Callable
 
 from clip_onnx.bundle import TOWERS, read_bundle
 from clip_onnx.engines import ENGINE_DIR, Profile, Target, plan_key, records, write_record
-from clip_onnx.errors import ExportError
+from clip_onnx.errors import ExportError, ParityError
+from clip_onnx.export.engine_gate import EngineGate
 from clip_onnx.files import atomic_write_bytes, sha256_bytes, sha256_file
+from clip_onnx.parity import GATE_IMAGES
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def current_target(trt, ahead_of_time: str | None) -> Target:
     if ahead_of_time:
         sm = ahead_of_time.upper().removeprefix("SM")
         return Target("tensorrt-rtx", trt.__version__, "any", f"{sm[:-1]}.{sm[-1]}")
-    import torch  # the exporter has torch; the runtime reads the GPU through cuda-python instead
+    import torch  # the exporter has torch; the runtime reads the GPU through cupy instead
 
     if not torch.cuda.is_available():
         raise ExportError("building a TensorRT plan for this machine needs a CUDA GPU; none is visible "
@@ -49,8 +51,14 @@ def current_target(trt, ahead_of_time: str | None) -> Target:
 
 
 def build_engines(bundle_path, profile: Profile, *, workspace_gib: float = 4.0, ahead_of_time: str | None = None,
-                  timing_cache: Path | None = None, progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
-    """Build (or reuse) one plan per tower; returns their records."""
+                  timing_cache: Path | None = None, gate: bool = True, gate_images: int = GATE_IMAGES,
+                  progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
+    """Build (or reuse) one plan per tower; returns their records.
+
+    With ``gate`` (and a GPU to run them: not ``ahead_of_time``), each plan must
+    match its ONNX graph on the engine gate, whose figures go into the plan's
+    record under "parity"; a plan that misses it is deleted and ParityError raised.
+    """
     bundle = read_bundle(bundle_path)
     context = bundle.manifest.get("tokenizer", {}).get("context_length")
     if profile.max_seq is None and context:
@@ -58,29 +66,54 @@ def build_engines(bundle_path, profile: Profile, *, workspace_gib: float = 4.0, 
         profile = replace(profile, max_seq=int(context), opt_seq=profile.opt_seq or min(16, int(context)))
     trt = import_tensorrt(ahead_of_time)
     target = current_target(trt, ahead_of_time)
-    timing_cache = Path(timing_cache or Path.home() / ".cache" / "clip-onnx" / f"{target.product}-{target.version}.timing")
+    cache_name = f"{target.product}-{target.version}.timing"
+    timing_cache = Path(timing_cache or Path.home() / ".cache" / "clip-onnx" / cache_name)
     (bundle.path / ENGINE_DIR).mkdir(exist_ok=True)
+    if gate and ahead_of_time:
+        log.info("ahead-of-time plans cannot run on this machine; they are built without the engine gate")
+    engine_gate = EngineGate(bundle, gate_images) if gate and not ahead_of_time else None
     built = []
-    for tower in TOWERS:
+    for tower in (t for t in TOWERS if t in bundle.manifest["graphs"]):
         graph = bundle.graph(tower)
         graph_sha = bundle.manifest["files"][graph["file"]]["sha256"]
         key = plan_key(graph_sha, target, profile)
         existing = [r for r in records(bundle.path, tower) if r["key"] == key]
         plan_path = bundle.path / ENGINE_DIR / f"{tower}-{key}.plan"
-        if existing and plan_path.is_file() and sha256_file(plan_path) == existing[0]["plan_sha256"]:
+        record = existing[0] if existing else None
+        if record and plan_path.is_file() and sha256_file(plan_path) == record["plan_sha256"]:
             log.info("reusing %s", plan_path.name)
-            built.append(existing[0])
-            continue
-        progress(f"building {tower} plan")
-        plan, path = build_plan(trt, bundle.file(graph["file"]), profile, graph["precision"], target,
-                                ahead_of_time, workspace_gib, timing_cache)
-        atomic_write_bytes(plan_path, plan)
-        record = {"key": key, "tower": tower, "graph_sha256": graph_sha, "target": asdict(target),
-                  "profile": asdict(profile), "fp16": path, "plan": plan_path.name, "plan_sha256": sha256_bytes(plan),
-                  "plan_bytes": len(plan)}
+            if engine_gate is None or "parity" in record:
+                built.append(record)
+                continue
+        else:
+            progress(f"building {tower} plan")
+            plan, path = build_plan(trt, bundle.file(graph["file"]), profile, graph["precision"], target,
+                                    ahead_of_time, workspace_gib, timing_cache)
+            atomic_write_bytes(plan_path, plan)
+            record = {"key": key, "tower": tower, "graph_sha256": graph_sha, "target": asdict(target),
+                      "profile": asdict(profile), "fp16": path, "plan": plan_path.name,
+                      "plan_sha256": sha256_bytes(plan), "plan_bytes": len(plan)}
+        if engine_gate is not None:
+            progress(f"checking {tower} plan against its ONNX graph")
+            record = _gated(engine_gate, tower, plan_path, record, profile)
         write_record(bundle.path, tower, key, record)
         built.append(record)
     return built
+
+
+def _gated(engine_gate: EngineGate, tower: str, plan_path: Path, record: dict, profile: Profile) -> dict:
+    """``record`` with the plan's engine-gate figures; deletes the plan (and any record of it) if it misses."""
+    from clip_onnx.runtime.backends.tensorrt import TensorRTRunner
+
+    try:
+        with TensorRTRunner(plan_path, record) as runner:
+            report = engine_gate.check(tower, runner, profile)
+    except ParityError:
+        plan_path.unlink(missing_ok=True)
+        plan_path.with_suffix(".json").unlink(missing_ok=True)
+        raise
+    log.info("%s plan matches its ONNX graph: %s", tower, report.to_dict())
+    return {**record, "parity": report.to_dict()}
 
 
 def build_plan(trt, onnx_path: Path, profile: Profile, graph_precision: str, target: Target,
@@ -118,7 +151,8 @@ def build_plan(trt, onnx_path: Path, profile: Profile, graph_precision: str, tar
         config.set_timing_cache(cache, False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise ExportError(f"TensorRT failed to build {onnx_path.name}:\n  " + "\n  ".join(logger.errors or ["(no message)"]))
+        errors = logger.errors or ["(no message)"]
+        raise ExportError(f"TensorRT failed to build {onnx_path.name}:\n  " + "\n  ".join(errors))
     if not ahead_of_time:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -23,13 +23,22 @@ log = logging.getLogger(__name__)
 
 
 class Prediction(NamedTuple):
+    """What :meth:`ClipClassifier.predict` returns: per image, the best classes and their probabilities."""
+
     labels: list[list[str]]  # per image, the top_k class names, best first
     probs: np.ndarray  # float32 [N images, top_k]: softmax over all classes, best first
     indices: np.ndarray  # int64 [N images, top_k]: class indices into ``ClipClassifier.labels``
 
 
 class ClipClassifier:
-    def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence | None = None,
+    """A classifier bundle (timm's CLIP-ViT ImageNet heads): class logits and top-k predictions for images.
+
+    Open one with :meth:`load`. Images may be paths, bytes, PIL images or uint8
+    HxWx3 arrays, preprocessed as the manifest says and run ``batch_size`` at a
+    time; ``labels`` names the classes in logit order.
+    """
+
+    def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
                  batch_size: int = 32):
         if bundle.kind != "classifier":
             raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a classifier; open it with ClipModel")
@@ -43,13 +52,13 @@ class ClipClassifier:
         self._visual = open_runner(bundle, "visual", backend, providers)
 
     @classmethod
-    def load(cls, path, *, backend: str = "onnxruntime", providers: Sequence | None = None, batch_size: int = 32,
-             verify: bool = True) -> "ClipClassifier":
+    def load(cls, path: str | Path, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
+             batch_size: int = 32, verify: bool = True) -> ClipClassifier:
         """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest."""
         return open_bundle(Path(path), lambda bundle: cls(bundle, backend=backend, providers=providers,
                                                           batch_size=batch_size), verify=verify)
 
-    def logits(self, images: Sequence, *, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def logits(self, images: Sequence[Any], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 [N images, classes]: the graph's raw logits."""
         images = _check_images(images)
         parts = []
@@ -64,7 +73,7 @@ class ClipClassifier:
                               f"{len(self.labels)} classes")
         return out
 
-    def predict(self, images: Sequence, top_k: int = 5,
+    def predict(self, images: Sequence[Any], top_k: int = 5,
                 progress: Callable[[int], None] | None = None) -> Prediction:
         """The ``top_k`` most probable classes of each image, with softmax probabilities over all classes."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(self.labels):
@@ -77,7 +86,7 @@ class ClipClassifier:
                           indices=order.astype(np.int64))
 
 
-def _read_labels(bundle: Bundle, record) -> list[str]:
+def _read_labels(bundle: Bundle, record: Any) -> list[str]:
     name = record.get("file") if isinstance(record, dict) else None
     if not isinstance(name, str):
         raise BundleError(f"{bundle.path}: a classifier manifest needs labels.file naming the class-names file")

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from clip_onnx.bundle import TOWERS, Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
+from clip_onnx.runtime.backends.base import Runner
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.base import check_texts, cut_padding
-from clip_onnx.runtime.zero_shot import ensemble, prompts_for, zero_shot_probs
+from clip_onnx.runtime.zero_shot import label_embeddings, zero_shot_probs
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,23 @@ RUCLIP_TEMPLATES = (
 
 
 class Classification(NamedTuple):
+    """What :meth:`ClipModel.classify` returns: the labels, and per image a probability for each."""
+
     labels: list[str]
     probs: np.ndarray  # float32 [N images, len(labels)], rows sum to 1
 
 
 class ClipModel:
-    def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence | None = None,
+    """A two-tower CLIP bundle: embeddings of images and texts, their similarity, and zero-shot classification.
+
+    Open one with :meth:`load`. Images may be paths, bytes, PIL images or uint8
+    HxWx3 arrays; texts are strings. Work is split into batches of
+    ``batch_size``; the tokenizer (``tokenize``, texts -> the textual graph's
+    feed dict) and the image preprocessor (``preprocess``) come from the
+    bundle's manifest, so the model sees exactly what the exporter checked.
+    """
+
+    def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
                  batch_size: int = 32, towers: Sequence[str] = TOWERS, threads: int | None = None):
         if bundle.kind != "clip":
             raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a two-tower CLIP model")
@@ -59,14 +71,15 @@ class ClipModel:
         # longest one in the batch: short prompts then cost less than the padded length.
         axes = bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {})
         self._trim_seq = "1" in axes
-        self._pad_id = int(manifest["tokenizer"].get("pad_id", 0))
+        self._pad_id = self.tokenize.pad_id
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be an int >= 1 or None, got {threads!r}")
         self._runners = {t: open_runner(bundle, t, backend, providers, threads) for t in self.towers}
 
     @classmethod
-    def load(cls, path, *, backend: str = "onnxruntime", providers: Sequence | None = None, batch_size: int = 32,
-             verify: bool = True, towers: Sequence[str] = TOWERS, threads: int | None = None) -> "ClipModel":
+    def load(cls, path: str | Path, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
+             batch_size: int = 32, verify: bool = True, towers: Sequence[str] = TOWERS,
+             threads: int | None = None) -> ClipModel:
         """Open a bundle directory; ``verify`` checks the sha256 of every file it uses against the manifest.
 
         ``backend`` is "onnxruntime", "tensorrt" (plans from `clip-onnx build-engine`) or "auto".
@@ -76,7 +89,7 @@ class ClipModel:
         """
         towers = _check_towers(towers)
 
-        def build(bundle: Bundle) -> "ClipModel":
+        def build(bundle: Bundle) -> ClipModel:
             return cls(bundle, backend=backend, providers=providers, batch_size=batch_size, towers=towers,
                        threads=threads)
 
@@ -84,11 +97,21 @@ class ClipModel:
 
     def encode_text(self, texts: Sequence[str], *, normalize: bool = True,
                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """float32 ``[len(texts), embed_dim]`` text embeddings, unit length unless ``normalize=False``.
+
+        ``progress`` is called with the number of texts after each batch.
+        Raises InputError for anything but a non-empty list of strings.
+        """
         texts = check_texts(texts)
         return self._encode(texts, self._textual_feed, self._runner("textual"), normalize, progress)
 
-    def encode_image(self, images: Sequence, *, normalize: bool = True,
+    def encode_image(self, images: Sequence[Any], *, normalize: bool = True,
                      progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """float32 ``[len(images), embed_dim]`` image embeddings, unit length unless ``normalize=False``.
+
+        ``progress`` is called with the number of images after each batch.
+        Raises InputError naming the image that cannot be read.
+        """
         images = _check_images(images)
         return self._encode(images, lambda chunk: {"pixel_values": self.preprocess(chunk)}, self._runner("visual"),
                             normalize, progress)
@@ -108,39 +131,42 @@ class ClipModel:
         return self._encode(pixel_values, lambda chunk: {"pixel_values": chunk}, self._runner("visual"), normalize,
                             progress)
 
-    def _runner(self, tower: str):
+    def _runner(self, tower: str) -> Runner:
         try:
             return self._runners[tower]
         except KeyError:
             raise InputError(f"this ClipModel was opened with towers={self.towers}; open it with {tower!r} among "
                              f"its towers to encode {'texts' if tower == 'textual' else 'images'}") from None
 
-    def similarity(self, images: Sequence, texts: Sequence[str]) -> np.ndarray:
-        """``logit_scale * cos`` between every image (rows) and every text (columns)."""
+    def similarity(self, images: Sequence[Any], texts: Sequence[str]) -> np.ndarray:
+        """float32 ``[len(images), len(texts)]``: ``logit_scale * cos`` of every image (rows) with every text."""
         return self.logit_scale * (self.encode_image(images) @ self.encode_text(texts).T)
 
-    def classify(self, images: Sequence, labels: Sequence[str], templates: Sequence[str] | None = None) -> Classification:
-        """Zero-shot classification with RuCLIP Predictor's prompt ensembling.
+    def classify(self, images: Sequence[Any], labels: Sequence[str],
+                 templates: Sequence[str] | None = None) -> Classification:
+        """Zero-shot classification of ``images`` among ``labels``, with RuCLIP Predictor's prompt ensembling.
 
-        Each label's text embedding is the renormalised mean of its normalised
-        embeddings over the templates, as ``ruclip.Predictor.get_text_latents``.
+        Every label goes into every template ("{}" marks where; default: the
+        manifest's templates, else RuCLIP's). Each label's text embedding is the
+        renormalised mean of its normalised embeddings over the templates, as
+        ``ruclip.Predictor.get_text_latents``; the probabilities are a softmax
+        over labels of ``logit_scale * cos``.
         """
         labels = check_texts(labels)
         templates = tuple(templates) if templates else self.templates
         for t in templates:
             if not isinstance(t, str) or "{}" not in t:
                 raise InputError(f"template {t!r} must be a string containing '{{}}' where the label goes")
-        per_template = self.encode_text(prompts_for(labels, templates)).reshape(len(templates), len(labels), -1)
-        probs = zero_shot_probs(self.encode_image(images), ensemble(per_template), self.logit_scale)
+        text = label_embeddings(self.encode_text, labels, templates)
+        probs = zero_shot_probs(self.encode_image(images), text, self.logit_scale)
         return Classification(labels=list(labels), probs=probs)
 
-    def _textual_feed(self, chunk: list[str]) -> dict:
-        # Tokenizers of models with an attention mask return a dict of arrays; the others return the ids.
-        tokens = self.tokenize(chunk)
-        feed = tokens if isinstance(tokens, dict) else {"input_ids": tokens}
+    def _textual_feed(self, chunk: list[str]) -> dict[str, np.ndarray]:
+        feed = self.tokenize(chunk)
         return cut_padding(feed, self._pad_id) if self._trim_seq else feed
 
-    def _encode(self, items: list, feed: Callable, runner, normalize: bool, progress) -> np.ndarray:
+    def _encode(self, items: list[Any] | np.ndarray, feed: Callable[[Any], dict[str, np.ndarray]], runner: Runner,
+                normalize: bool, progress: Callable[[int], None] | None) -> np.ndarray:
         parts = []
         for start in range(0, len(items), self.batch_size):
             chunk = items[start:start + self.batch_size]
@@ -153,16 +179,16 @@ class ClipModel:
         return out
 
 
-def _check_towers(towers) -> tuple[str, ...]:
+def _check_towers(towers: str | Sequence[str]) -> tuple[str, ...]:
     chosen = (towers,) if isinstance(towers, str) else tuple(towers)
     if not chosen or not set(chosen) <= set(TOWERS):
         raise InputError(f"towers must name one or both of {TOWERS}, got {towers!r}")
     return tuple(t for t in TOWERS if t in chosen)
 
 
-def _check_images(images) -> list:
-    if images is None or isinstance(images, (str, bytes, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3) \
-            or hasattr(images, "getpixel"):
+def _check_images(images: Any) -> list[Any]:
+    single = isinstance(images, (str, bytes, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3)
+    if images is None or single or hasattr(images, "getpixel"):
         raise InputError(f"expected a list of images, got a single {type(images).__name__}; wrap it in a list")
     images = list(images)
     if not images:

@@ -21,6 +21,10 @@ from clip_onnx.runtime.images import SINGLE_IMAGE_TYPES, load_image
 
 log = logging.getLogger(__name__)
 
+# OpenAI CLIP's normalisation, which RuCLIP and Chinese-CLIP reuse: the one copy of these numbers.
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
 # torchvision's InterpolationMode names and the Pillow filters it hands PIL images to.
 INTERPOLATIONS: Mapping[str, Image.Resampling] = MappingProxyType({
     "nearest": Image.Resampling.NEAREST,
@@ -94,19 +98,19 @@ def _check_size(name: str, value: object) -> None:
         raise InputError(f"{name} must be a positive int, got {value!r}")
 
 
-def _triple(name: str, value: object, positive: bool) -> tuple[float, float, float]:
+def _triple(name: str, value: Any, positive: bool) -> tuple[float, float, float]:
     if isinstance(value, (str, bytes)):
         # A string would be split into characters, so "123" would pass as (1, 2, 3).
         raise InputError(f"{name} must be three numbers, got {value!r}")
     try:
-        items = tuple(float(v) for v in value)  # type: ignore[union-attr]
+        items = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         raise InputError(f"{name} must be three numbers, got {value!r}") from None
     if len(items) != 3 or not all(math.isfinite(v) for v in items):
         raise InputError(f"{name} must be three finite numbers, got {value!r}")
     if positive and min(items) <= 0:
         raise InputError(f"{name} must be positive, got {value!r}")
-    return items  # type: ignore[return-value]
+    return items[0], items[1], items[2]
 
 
 def _crop_then_resize(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
@@ -203,27 +207,47 @@ class ImagePreprocessor:
         return f"ImagePreprocessor({self.spec!r})"
 
     def __call__(self, images: Iterable[Any]) -> np.ndarray:
+        """float32 [N, 3, S, S]: the images decoded, cropped, resized and normalised."""
         items = _check_batch(images)
         size = self.spec.image_size
         out = np.empty((len(items), 3, size, size), dtype=np.float32)
         for i, item in enumerate(items):
-            try:
-                img = load_image(item)
-            except InputError as exc:
-                raise InputError(f"image #{i}: {exc}") from None
-            self._fill(img, out[i])
+            pixels = self._pixels(item, i)
+            for c in range(3):
+                np.take(self._table[c], pixels[:, :, c], out=out[i, c])
         return out
 
-    def _fill(self, img: Image.Image, out: np.ndarray) -> None:
+    def pixels(self, images: Iterable[Any]) -> np.ndarray:
+        """uint8 [N, S, S, 3]: the first half of ``__call__``, the images after the geometric steps.
+
+        With :meth:`normalize` it splits ``__call__`` in two, for callers that
+        change the pixels in between (a training script's augmentations).
+        """
+        items = _check_batch(images)
+        return np.stack([self._pixels(item, i) for i, item in enumerate(items)])
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [..., S, S, 3] -> float32 [..., 3, S, S]: the second half of ``__call__`` (ToTensor, Normalize)."""
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8 or pixels.ndim < 3 or pixels.shape[-1] != 3:
+            raise InputError(f"expected uint8 pixels [..., height, width, 3], got {pixels.dtype} {list(pixels.shape)}")
+        out = np.empty((*pixels.shape[:-3], 3, *pixels.shape[-3:-1]), dtype=np.float32)
+        for c in range(3):
+            out[..., c, :, :] = np.take(self._table[c], pixels[..., c])
+        return out
+
+    def _pixels(self, item: Any, index: int) -> np.ndarray:
+        try:
+            img = load_image(item)
+        except InputError as exc:
+            raise InputError(f"image #{index}: {exc}") from None
         # Converting RGB to RGB would only copy, so both orders skip it.
         if self.spec.convert == "before" and img.mode != "RGB":
             img = img.convert("RGB")
         img = self._geometry(img, self.spec)
         if img.mode != "RGB":
             img = img.convert("RGB")
-        pixels = np.asarray(img)
-        for c in range(3):
-            np.take(self._table[c], pixels[:, :, c], out=out[c])
+        return np.asarray(img)
 
 
 def _check_batch(images: Any) -> list[Any]:

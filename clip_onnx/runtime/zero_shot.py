@@ -6,7 +6,7 @@ and images are scored by ``logit_scale * cos`` followed by a softmax.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -20,6 +20,13 @@ def ensemble(per_template: np.ndarray) -> np.ndarray:
     """[templates, labels, D] normalised embeddings -> [labels, D]: mean over templates, renormalised."""
     text = per_template.mean(axis=0)
     return text / np.linalg.norm(text, axis=-1, keepdims=True)
+
+
+def label_embeddings(encode: Callable[[list[str]], np.ndarray], labels: Sequence[str],
+                     templates: Sequence[str]) -> np.ndarray:
+    """[labels, D]: every label in every template, encoded by ``encode`` (texts -> normalised [N, D]), ensembled."""
+    per_template = np.asarray(encode(prompts_for(labels, templates)))
+    return ensemble(per_template.reshape(len(templates), len(labels), -1))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -54,6 +54,6 @@ class ExportableModel:
     templates: tuple[str, ...] | None = None
     labels: tuple[str, ...] | None = None
     # Pictures of the model's own domain for the fp16/int8 gates, (count, seed) -> PIL images;
-    # None uses validate.synthetic_images.  On out-of-domain pictures a small trained
+    # None uses clip_onnx.synthetic.synthetic_images.  On out-of-domain pictures a small trained
     # model scores every prompt nearly alike, and top-1 agreement measures ties.
     gate_images: Callable[[int, int], list] | None = field(repr=False, default=None)

@@ -14,25 +14,24 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 from importlib import resources
 from pathlib import Path
 
 import torch
 
 from clip_onnx.errors import ModelSourceError
+from clip_onnx.export.families import _hub
+from clip_onnx.export.families._hub import WEIGHT_FILES, read_json
 from clip_onnx.export.families.base import ExportableModel, Tower
-from clip_onnx.registry import ModelSpec, find_model, list_models
-from clip_onnx.runtime.preprocess import PreprocessSpec
+from clip_onnx.registry import ModelSpec
+from clip_onnx.runtime.preprocess import CLIP_MEAN, CLIP_STD, PreprocessSpec
+from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.wordpiece import WordPieceTokenizer
 
 log = logging.getLogger(__name__)
 
 FAMILY = "chinese_clip"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 DEFAULT_CONTEXT_LENGTH = 52  # cn_clip's tokenize() default, which the released models were trained with
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 # Prompts of every length the gate needs: single words, everyday captions, mixed
 # scripts and digits, punctuation, one longer than the 52-token context, and empty.
@@ -42,16 +41,6 @@ SAMPLE_TEXTS = (
     "夜晚的古老城堡坐落在山丘上，被月光和沿路的灯笼照亮，远处是一片安静的森林和缓缓流过的河流，天空中繁星点点。",
     "",
 )
-
-
-class VisualTower(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        # transformers 5 returns a ModelOutput whose pooler_output holds the projected features.
-        return self.model.get_image_features(pixel_values=pixel_values).pooler_output
 
 
 class TextualTower(torch.nn.Module):
@@ -65,17 +54,17 @@ class TextualTower(torch.nn.Module):
 
 def claims(source: str) -> bool:
     """A registered name / hub id, or a local directory whose config.json says ``model_type: chinese_clip``."""
-    if _spec(source) is not None:
+    if _hub.find_spec(source, FAMILY) is not None:
         return True
-    return _read_json(Path(source).expanduser() / "config.json").get("model_type") == FAMILY
+    return read_json(Path(source).expanduser() / "config.json").get("model_type") == FAMILY
 
 
 def load(source: str, *, random_weights: bool = False) -> ExportableModel:
-    spec = _spec(source)
+    spec = _hub.find_spec(source, FAMILY)
     if random_weights:
         if spec is None:
             raise ModelSourceError(f"--random-weights needs a registered Chinese-CLIP name, got {source!r}; "
-                                   f"registered: {', '.join(s.name for s in _specs())}")
+                                   f"registered: {', '.join(s.name for s in _hub.family_specs(FAMILY))}")
         torch.manual_seed(0)
         model = build_model(random_config(spec))
         return exportable(spec.name, f"{spec.name} (random weights)", model, cn_clip_file("vocab.txt"),
@@ -89,14 +78,14 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for a bad checkpoint
         raise ModelSourceError(f"could not load the Chinese-CLIP checkpoint in {str(directory)!r}: {exc}") from exc
     # The checkpoint's own processor config wins; the registry's copy covers a directory without one.
-    processor = _read_json(directory / "preprocessor_config.json")
+    processor = read_json(directory / "preprocessor_config.json")
     if processor or spec is None:
         preprocess = preprocess_from_hf(processor)
     else:
         preprocess = PreprocessSpec.from_dict(spec.config["preprocess"])
     context = int(spec.config["context_length"]) if spec else DEFAULT_CONTEXT_LENGTH
     return exportable(spec.name if spec else directory.name, source, model, directory / "vocab.txt", preprocess,
-                      _read_json(directory / "tokenizer_config.json"), context)
+                      read_json(directory / "tokenizer_config.json"), context)
 
 
 def random_config(spec: ModelSpec):
@@ -133,7 +122,7 @@ def preprocess_from_hf(config: dict) -> PreprocessSpec:
     size = {"shortest_edge": size} if isinstance(size, int) else size
     crop = config.get("crop_size", {"height": 224, "width": 224})
     crop = {"height": crop, "width": crop} if isinstance(crop, int) else crop
-    mean, std = config.get("image_mean", _OPENAI_MEAN), config.get("image_std", _OPENAI_STD)
+    mean, std = config.get("image_mean", CLIP_MEAN), config.get("image_std", CLIP_STD)
     interpolation = _PIL_FILTERS.get(config.get("resample", 3))
     if interpolation is None:
         raise ModelSourceError(f"preprocessor_config.json: unknown resample {config.get('resample')!r}")
@@ -160,14 +149,16 @@ def exportable(name: str, source: str, model, vocab: Path, preprocess: Preproces
             "lowercase": bool(tokenizer_config.get("do_lower_case", True)),
             "strip_accents": tokenizer_config.get("strip_accents"),
             "tokenize_chinese_chars": bool(tokenizer_config.get("tokenize_chinese_chars", True))}
-    tokenizer = WordPieceTokenizer(vocab, **{k: v for k, v in spec.items() if k not in ("kind", "file")})
+    tokenizer = load_tokenizer({**spec, "file": vocab.name}, vocab.parent)
     config = model.config
     seq_axes = {0: "batch", 1: "sequence"}
     return ExportableModel(
         name=name,
         family=FAMILY,
         source=source,
-        visual=Tower("visual", VisualTower(model), ("pixel_values",), "image_embeds", {"pixel_values": {0: "batch"}}),
+        # transformers 5 returns a ModelOutput whose pooler_output holds the projected features.
+        visual=Tower("visual", _hub.VisualTower(model, "get_image_features", "pooler_output"), ("pixel_values",),
+                     "image_embeds", {"pixel_values": {0: "batch"}}),
         # BERT attends through the mask, so prompts trimmed to the batch's longest one give the same embeddings.
         textual=Tower("textual", TextualTower(model), ("input_ids", "attention_mask"), "text_embeds",
                       {"input_ids": seq_axes, "attention_mask": seq_axes}),
@@ -217,38 +208,7 @@ def _resolve_directory(source: str, spec: ModelSpec | None) -> Path:
         if missing:
             raise ModelSourceError(f"local directory {source!r} is not a Chinese-CLIP checkpoint: missing {missing}")
         return path
-    hub_id = spec.hub_id if spec else source
-    try:
-        return _download(hub_id)
-    except Exception as exc:  # huggingface_hub raises many unrelated types
-        raise ModelSourceError(
-            f"could not load Chinese-CLIP model {source!r}: hub download of {hub_id!r} failed "
-            f"({type(exc).__name__}: {exc}). Either make the hub reachable (or the files cached; HF_HUB_OFFLINE=1 "
-            f"uses the cache only), or pass a local directory in the transformers layout (config.json, "
-            f"{' or '.join(WEIGHT_FILES)}, vocab.txt, preprocessor_config.json); "
-            f"--random-weights exports the architecture without weights") from None
-
-
-def _download(hub_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    log.info("fetching %s from the Hugging Face hub (HF_HUB_OFFLINE=%s)", hub_id, os.environ.get("HF_HUB_OFFLINE", "0"))
-    return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.txt", *WEIGHT_FILES]))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _specs() -> list[ModelSpec]:
-    return [s for s in list_models() if s.family == FAMILY]
-
-
-def _spec(source: str) -> ModelSpec | None:
-    spec = find_model(source)
-    if spec is not None and spec.family == FAMILY:
-        return spec
-    return next((s for s in _specs() if s.hub_id == source), None)
+    return _hub.fetch(f"Chinese-CLIP model {source!r}", spec.hub_id if spec else source,
+                      ["*.json", "*.txt", *WEIGHT_FILES],
+                      f"a local directory in the transformers layout (config.json, {' or '.join(WEIGHT_FILES)}, "
+                      f"vocab.txt, preprocessor_config.json)")

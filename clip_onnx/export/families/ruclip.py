@@ -9,18 +9,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from importlib import resources
 from pathlib import Path
 
 import torch
 
+from clip_onnx import demo
 from clip_onnx.errors import ModelSourceError
-from clip_onnx.export.families import demo_data
+from clip_onnx.export.families import _hub
 from clip_onnx.export.families.base import ExportableModel, Tower
 from clip_onnx.export.families.ruclip_model import CLIP
-from clip_onnx.registry import ModelSpec, find_model, list_models
-from clip_onnx.runtime.preprocess import PreprocessSpec
+from clip_onnx.registry import ModelSpec, find_model
+from clip_onnx.runtime.preprocess import CLIP_MEAN, CLIP_STD, PreprocessSpec
+from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ log = logging.getLogger(__name__)
 NATIVE_FILES = ("config.json", "pytorch_model.bin", "bpe.model")
 _ARCH_KEYS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
               "context_length", "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
-_DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
 # RuCLIPProcessor's fixed special ids.
 _PAD, _BOS, _EOS = 0, 2, 3
 # RuCLIP's Predictor prompts, plus everyday phrases, so parity sees realistic token sequences.
@@ -38,15 +37,6 @@ SAMPLE_TEXTS = (
     "изображение с горами и снегом", "Ёжик в тумане", "картинка с пиццей", "на фото видно 3 человека",
     "старинный замок на холме ночью, освещённый луной и фонарями вдоль дороги", "",
 )
-
-
-class VisualTower(torch.nn.Module):
-    def __init__(self, model: CLIP):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixel_values)
 
 
 class TextualTower(torch.nn.Module):
@@ -70,11 +60,11 @@ def claims(source: str) -> bool:
             return all(k in json.loads(config.read_text(encoding="utf-8")) for k in _ARCH_KEYS)
         except ValueError:
             return False
-    return _spec_for_hub_id(source) is not None
+    return _hub.find_spec(source, "ruclip") is not None
 
 
 def load(source: str, *, random_weights: bool = False) -> ExportableModel:
-    spec = find_model(source) or _spec_for_hub_id(source)
+    spec = _hub.find_spec(source, "ruclip")
     if random_weights:
         if spec is None:
             raise ModelSourceError(f"--random-weights needs a registered model name, got {source!r}")
@@ -87,11 +77,11 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
     name = spec.name if spec else directory.name
     exportable = _exportable(name, source, model, config, directory / "bpe.model")
     if spec is not None and spec.asset is not None and directory == _asset_dir(spec):
-        # The embedded model knows only demo_data's coloured shapes: check it, and gate it, on those.
+        # The embedded model knows only the demo's coloured shapes: check it, and gate it, on those.
         # Shape labels: the gate's top-1 is an argmax over the sample texts, and a colour
         # label next to a shape label would pit two true answers against each other.
-        exportable = dataclasses.replace(exportable, sample_texts=demo_data.SHAPE_LABELS,
-                                         gate_images=demo_data.random_images)
+        exportable = dataclasses.replace(exportable, sample_texts=demo.SHAPE_LABELS,
+                                         gate_images=demo.random_images)
     return exportable
 
 
@@ -131,40 +121,30 @@ def _resolve_directory(source: str, spec: ModelSpec | None) -> Path:
         raise ModelSourceError(f"local directory {source!r} is not a RuCLIP checkpoint: missing {missing}")
     if spec is not None and spec.asset is not None:
         return _asset_dir(spec)
-    hub_id = spec.hub_id if spec else source
-    try:
-        return _download(hub_id)
-    except Exception as exc:  # huggingface_hub raises many unrelated types
-        raise ModelSourceError(
-            f"could not load RuCLIP model {source!r}: hub download of {hub_id!r} failed ({type(exc).__name__}: {exc}). "
-            f"Either make the hub reachable (or the files cached; HF_HUB_OFFLINE=1 uses the cache only), "
-            f"or pass a local directory containing {', '.join(NATIVE_FILES)}; "
-            f"--random-weights exports the architecture without weights") from None
+    return _hub.fetch(f"RuCLIP model {source!r}", spec.hub_id if spec else source, NATIVE_FILES,
+                      f"a local directory containing {', '.join(NATIVE_FILES)}")
 
 
-def _download(hub_id: str) -> Path:
-    from huggingface_hub import hf_hub_download
-
-    log.info("fetching %s from the Hugging Face hub (HF_HUB_OFFLINE=%s)", hub_id, os.environ.get("HF_HUB_OFFLINE", "0"))
-    paths = [Path(hf_hub_download(hub_id, name)) for name in NATIVE_FILES]
-    return paths[0].parent
+def tokenizer_spec(context_length: int) -> dict:
+    """The manifest's tokenizer spec: RuCLIPProcessor's lowercased youtokentome BPE with its fixed special ids."""
+    return {"kind": YttmBpeTokenizer.kind, "file": "bpe.model", "context_length": int(context_length),
+            "bos_id": _BOS, "eos_id": _EOS, "pad_id": _PAD, "lowercase": True}
 
 
-def _spec_for_hub_id(source: str) -> ModelSpec | None:
-    return next((s for s in list_models() if s.hub_id == source and s.family == "ruclip"), None)
+def preprocess_spec(config) -> PreprocessSpec:
+    """RuCLIPProcessor's image transform for a checkpoint's config.json (OpenAI CLIP's mean/std unless it says)."""
+    return PreprocessSpec(image_size=int(config["image_resolution"]), mean=tuple(config.get("mean") or CLIP_MEAN),
+                          std=tuple(config.get("std") or CLIP_STD), interpolation="bilinear",
+                          crop="crop_then_resize")
 
 
 def _exportable(name: str, source: str, model: CLIP, config, bpe_path: Path) -> ExportableModel:
-    ctx = int(config["context_length"])
-    tokenizer_spec = {"kind": YttmBpeTokenizer.kind, "file": "bpe.model", "context_length": ctx,
-                      "bos_id": _BOS, "eos_id": _EOS, "pad_id": _PAD, "lowercase": True}
-    tokenizer = YttmBpeTokenizer(bpe_path, context_length=ctx, bos_id=_BOS, eos_id=_EOS, pad_id=_PAD)
-    size = int(config["image_resolution"])
+    spec = tokenizer_spec(config["context_length"])
     return ExportableModel(
         name=name,
         family="ruclip",
         source=source,
-        visual=Tower("visual", VisualTower(model), ("pixel_values",), "image_embeds",
+        visual=Tower("visual", _hub.VisualTower(model), ("pixel_values",), "image_embeds",
                      {"pixel_values": {0: "batch"}}),
         # Trailing padding can be cut: the mask is causal, so no token before the first EOS
         # (where encode_text pools) sees what follows it.
@@ -172,17 +152,11 @@ def _exportable(name: str, source: str, model: CLIP, config, bpe_path: Path) -> 
                       {"input_ids": {0: "batch", 1: "seq"}}),
         logit_scale=float(model.logit_scale.detach().exp()),
         embed_dim=int(config["embed_dim"]),
-        preprocess=PreprocessSpec(
-            image_size=size,
-            mean=tuple(config.get("mean") or _DEFAULT_MEAN),
-            std=tuple(config.get("std") or _DEFAULT_STD),
-            interpolation="bilinear",
-            crop="crop_then_resize",
-        ),
-        tokenizer=tokenizer_spec,
-        tokenizer_files={"bpe.model": bpe_path},
+        preprocess=preprocess_spec(config),
+        tokenizer=spec,
+        tokenizer_files={spec["file"]: bpe_path},
         sample_texts=SAMPLE_TEXTS,
-        tokenize=lambda texts: {"input_ids": tokenizer(texts)},
+        tokenize=load_tokenizer({**spec, "file": bpe_path.name}, bpe_path.parent),
         config={**{k: config[k] for k in _ARCH_KEYS},
                 "text_sequence": {"dynamic": True, "pooling": f"first eos id {_EOS}"}},
     )

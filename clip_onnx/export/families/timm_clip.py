@@ -8,7 +8,6 @@ model, translated to a PreprocessSpec (see ``preprocess_from_timm``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from importlib import resources
@@ -17,45 +16,34 @@ from pathlib import Path
 import torch
 
 from clip_onnx.errors import ModelSourceError
+from clip_onnx.export.families import _hub
+from clip_onnx.export.families._hub import WEIGHT_FILES, read_json
 from clip_onnx.export.families.base import ExportableModel, Tower
-from clip_onnx.registry import ModelSpec, find_model, list_models
 from clip_onnx.runtime.preprocess import INTERPOLATIONS, PreprocessSpec
 
 log = logging.getLogger(__name__)
 
 FAMILY = "timm_clip"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # timm crop_mode -> our crop mode; both resize to floor(image_size / crop_pct) first.
 _CROP_MODES = {"center": "resize_then_crop", "squash": "squash_then_crop"}
 
 
-class ClassifierTower(torch.nn.Module):
-    """Names the graph input ``pixel_values`` (timm's forward calls it ``x``)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values)
-
-
 def claims(source: str) -> bool:
     """A registered name or ``timm/<name>`` hub id, or a local directory in timm's hub layout."""
-    if _spec(source) is not None:
+    if _hub.find_spec(source, FAMILY) is not None:
         return True
-    return isinstance(_read_json(Path(source).expanduser() / "config.json").get("architecture"), str)
+    return isinstance(read_json(Path(source).expanduser() / "config.json").get("architecture"), str)
 
 
 def load(source: str, *, random_weights: bool = False) -> ExportableModel:
     import timm
 
-    spec = _spec(source)
+    spec = _hub.find_spec(source, FAMILY)
     path = Path(source).expanduser()
     if random_weights:
         if spec is None:
             raise ModelSourceError(f"--random-weights needs a registered timm CLIP classifier name, got {source!r}; "
-                                   f"registered: {', '.join(s.name for s in _specs())}")
+                                   f"registered: {', '.join(s.name for s in _hub.family_specs(FAMILY))}")
         torch.manual_seed(0)
         model = timm.create_model(spec.name, pretrained=False)
         return exportable(spec.name, f"{spec.name} (random weights)", model)
@@ -74,11 +62,9 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
     try:
         model = timm.create_model(spec.name, pretrained=True)
     except Exception as exc:  # hub, safetensors and state-dict errors have unrelated types
-        raise ModelSourceError(
-            f"could not load timm model {source!r} ({type(exc).__name__}: {exc}). Either make the hub repo "
-            f"{spec.hub_id!r} reachable (or cached; HF_HUB_OFFLINE=1 uses the cache only), or pass a local directory "
-            f"in timm's hub layout (config.json, {' or '.join(WEIGHT_FILES)}); "
-            f"--random-weights exports the architecture without weights") from None
+        raise _hub.hub_failure(f"timm model {source!r}", spec.hub_id, exc,
+                               f"a local directory in timm's hub layout (config.json, {' or '.join(WEIGHT_FILES)})"
+                               ) from None
     return exportable(spec.name, source, model)
 
 
@@ -112,7 +98,8 @@ def exportable(name: str, source: str, model: torch.nn.Module) -> ExportableMode
         name=name,
         family=FAMILY,
         source=source,
-        visual=Tower("visual", ClassifierTower(model), ("pixel_values",), "logits", {"pixel_values": {0: "batch"}}),
+        visual=Tower("visual", _hub.VisualTower(model, "forward"), ("pixel_values",), "logits",
+                     {"pixel_values": {0: "batch"}}),
         textual=None,
         logit_scale=1.0,
         embed_dim=classes,
@@ -142,20 +129,3 @@ def class_names(model: torch.nn.Module, classes: int) -> tuple[str, ...]:
     raise ModelSourceError(f"the model has {classes} classes but no label_names in its config; "
                            f"only ImageNet-1k heads (1000 classes) have built-in names")
 
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _specs() -> list[ModelSpec]:
-    return [s for s in list_models() if s.family == FAMILY]
-
-
-def _spec(source: str) -> ModelSpec | None:
-    spec = find_model(source)
-    if spec is not None and spec.family == FAMILY:
-        return spec
-    return next((s for s in _specs() if s.hub_id == source), None)

@@ -16,6 +16,8 @@ from clip_onnx.errors import InputError
 
 @dataclass(frozen=True)
 class TensorSpec:
+    """One graph input: its name, dtype and shape."""
+
     name: str
     dtype: np.dtype
     # Fixed sizes as ints, symbolic axes as None.
@@ -23,23 +25,33 @@ class TensorSpec:
 
 
 class Runner:
+    """One graph on one backend: ``infer(feed) -> {output name: array}``, the feed checked before it runs.
+
+    A backend sets ``inputs`` and ``output_names`` and implements ``_run``;
+    ``infer`` refuses, with an InputError naming the input, a feed whose names,
+    dtypes or ranks and fixed sizes differ from the graph's. Use a runner as a
+    context manager, or call ``close``, to release the backend's resources.
+    """
+
     inputs: tuple[TensorSpec, ...] = ()
     output_names: tuple[str, ...] = ()
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The graph's outputs by name for ``feed`` (exactly the graph's inputs, as numpy arrays)."""
         self._check(feed)
         return self._run({spec.name: feed[spec.name] for spec in self.inputs})
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the checked feed on the backend."""
         raise NotImplementedError
 
     def close(self) -> None:
         """Release backend resources; the runner cannot be used afterwards."""
 
-    def __enter__(self):
+    def __enter__(self) -> Runner:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _check(self, feed: Mapping[str, np.ndarray]) -> None:

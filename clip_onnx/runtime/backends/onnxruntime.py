@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -18,11 +18,15 @@ from clip_onnx.runtime.backends.base import Runner, TensorSpec
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(int64)": np.dtype(np.int64),
-           "tensor(int32)": np.dtype(np.int32), "tensor(float16)": np.dtype(np.float16)}
+_DTYPES: dict[str, np.dtype] = {"tensor(float)": np.dtype(np.float32), "tensor(int64)": np.dtype(np.int64),
+                                "tensor(int32)": np.dtype(np.int32), "tensor(float16)": np.dtype(np.float16)}
 
 
-def default_session_options(threads: int | None = None):
+def default_session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime session options: all graph optimisations, ``threads`` intra-op threads (0: one per core).
+
+    ``threads`` defaults to the CLIP_ONNX_THREADS environment variable.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -33,9 +37,8 @@ def default_session_options(threads: int | None = None):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # Each session owns a thread pool whose idle threads spin by default, and a ClipModel
-    # holds two sessions: the tower run next shares the cores with the last one's spinners.
-    # Measured on 2 cores (int8 ruclip-b32-384 visual, batch 1): 91-97 ms right after the
-    # fp32 session ran, 60 ms without spinning; alone, 53-58 ms against 59-61 ms.
+    # holds two sessions: the tower run next would share the cores with the last one's
+    # spinners (figures in benchmarks/NOTES.md, "runtime").
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
@@ -60,7 +63,9 @@ def check_single_distribution() -> None:
 
 
 class OnnxRuntimeRunner(Runner):
-    def __init__(self, path: Path, *, providers: Sequence | None = None, session_options=None):
+    """One ONNX graph in an ONNX Runtime ``InferenceSession`` on the requested execution providers."""
+
+    def __init__(self, path: Path, *, providers: Sequence[Any] | None = None, session_options: Any = None):
         check_single_distribution()
         try:
             import onnxruntime as ort
@@ -78,8 +83,9 @@ class OnnxRuntimeRunner(Runner):
         except Exception as exc:  # onnxruntime raises its own exception classes per failure
             raise BackendError(f"ONNX Runtime could not load {path}: {exc}") from None
         _require_providers(requested, self.session.get_providers())
-        self.inputs = tuple(TensorSpec(i.name, _dtype(i.type), tuple(d if isinstance(d, int) else None for d in i.shape))
-                            for i in self.session.get_inputs())
+        self.inputs = tuple(
+            TensorSpec(i.name, _dtype(i.type), tuple(d if isinstance(d, int) else None for d in i.shape))
+            for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -89,7 +95,7 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
 
-def _require_providers(requested: list, active: list[str]) -> None:
+def _require_providers(requested: list[Any], active: list[str]) -> None:
     names = [p[0] if isinstance(p, (tuple, list)) else p for p in requested]
     missing = [n for n in names if n not in active]
     if missing:

@@ -27,7 +27,8 @@ def import_runtime():
         import cupy
         import tensorrt
     except ImportError as exc:
-        raise BackendError(f"the TensorRT backend needs tensorrt and cupy ({exc}); pip install 'clip-onnx[tensorrt]'") from None
+        raise BackendError(
+            f"the TensorRT backend needs tensorrt and cupy ({exc}); pip install 'clip-onnx[tensorrt]'") from None
     return tensorrt, cupy
 
 

@@ -1,11 +1,17 @@
-"""Torch-free tokenizers, one module per algorithm, chosen by the manifest's ``tokenizer.kind``."""
+"""Torch-free tokenizers, one module per algorithm, chosen by the manifest's ``tokenizer.kind``.
+
+Every tokenizer follows one contract (``base.Tokenizer``): called with a list
+of texts, it returns the textual graph's feed, ``input_ids`` plus
+``attention_mask`` where the model takes one.
+"""
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from clip_onnx.errors import BundleError
+from clip_onnx.runtime.tokenizers.base import Tokenizer
 
 # kind -> "module:Class"; imported on first use so a bundle only loads the algorithm it needs.
 TOKENIZERS = {
@@ -16,9 +22,14 @@ TOKENIZERS = {
 }
 
 
-def load_tokenizer(spec: Mapping, bundle_dir: Path):
+def load_tokenizer(spec: Mapping[str, Any], bundle_dir: str | Path) -> Tokenizer:
+    """The tokenizer a manifest's tokenizer spec describes, its file read from ``bundle_dir``."""
     kind = spec.get("kind")
     if kind not in TOKENIZERS:
         raise BundleError(f"unknown tokenizer kind {kind!r}; this clip-onnx knows {sorted(TOKENIZERS)}")
     module, cls = TOKENIZERS[kind].split(":")
-    return getattr(importlib.import_module(module), cls).from_spec(spec, bundle_dir)
+    tokenizer: Tokenizer = getattr(importlib.import_module(module), cls).from_spec(spec, bundle_dir)
+    return tokenizer
+
+
+__all__ = ["TOKENIZERS", "Tokenizer", "load_tokenizer"]

@@ -1,12 +1,93 @@
-"""What every runtime tokenizer shares: input checks and the padded id matrix."""
+"""The tokenizer contract and what every runtime tokenizer shares: input checks, caches and the feed dict."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from clip_onnx.errors import BundleError, InputError
+
+# Per instance: rows and raw ids of whole texts, and the ids of single words (far fewer distinct ones).
+TEXT_CACHE_SIZE = 4096
+WORD_CACHE_SIZE = 65536
+
+
+class Tokenizer(Protocol):
+    """Texts -> the textual graph's feed: ``input_ids`` and, where the model takes one, ``attention_mask``.
+
+    Both are int64 ``[len(texts), context_length]``; padding uses ``pad_id``.
+    A tokenizer is built from the manifest's tokenizer spec by ``from_spec``
+    (or ``clip_onnx.runtime.tokenizers.load_tokenizer``) and is thread-safe.
+    """
+
+    kind: ClassVar[str]
+    context_length: int
+    pad_id: int
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], bundle_dir: str | Path) -> Tokenizer: ...
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+class CachedTokenizer:
+    """Base of the runtime tokenizers: the :class:`Tokenizer` contract over three per-instance LRU caches.
+
+    A subclass sets ``kind``, ``spec_keys`` (the spec options its constructor
+    takes) and ``with_attention_mask``, and implements three steps:
+    ``_encode_uncached`` (a whole text to raw ids), ``_encode_word_uncached``
+    (one pre-token to ids) and ``_row_uncached`` (a text to its row: special
+    ids added, truncated). ``lru_cache`` is thread-safe and bounded; the caches
+    are bound per instance so two vocabularies never share entries.
+    """
+
+    kind: ClassVar[str]
+    spec_keys: ClassVar[tuple[str, ...]] = ()
+    with_attention_mask: ClassVar[bool] = False
+    context_length: int
+    pad_id: int
+
+    def __init__(self) -> None:
+        self._encode_word: Callable[[str], tuple[int, ...]] = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(
+            self._encode_word_uncached)
+        self._encode_text: Callable[[str], tuple[int, ...]] = functools.lru_cache(maxsize=TEXT_CACHE_SIZE)(
+            self._encode_uncached)
+        self._row: Callable[[str], tuple[int, ...]] = functools.lru_cache(maxsize=TEXT_CACHE_SIZE)(
+            self._row_uncached)
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], bundle_dir: str | Path) -> CachedTokenizer:
+        """The tokenizer a manifest's tokenizer spec describes, its file read from ``bundle_dir``."""
+        path, options = resolve_spec(cls.kind, spec, bundle_dir, cls.spec_keys)
+        return cls(path, **options)  # type: ignore[call-arg]  # each subclass takes (path, **its spec_keys)
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        rows = [self._row(t) for t in check_texts(texts)]
+        feed = {"input_ids": pad_rows(rows, self.context_length, self.pad_id)}
+        if self.with_attention_mask:
+            lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+            feed["attention_mask"] = (np.arange(self.context_length, dtype=np.int64) < lengths[:, None]).astype(
+                np.int64)
+        return feed
+
+    def encode(self, text: str) -> list[int]:
+        """Raw ids of ``text``: no special ids, truncation or padding."""
+        if not isinstance(text, str):
+            raise InputError(f"expected str, got {type(text).__name__} {text!r:.60}")
+        return list(self._encode_text(text))
+
+    def _encode_uncached(self, text: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _encode_word_uncached(self, word: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _row_uncached(self, text: str) -> tuple[int, ...]:
+        raise NotImplementedError
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:
@@ -16,7 +97,8 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     would silently return one embedding per letter.
     """
     if isinstance(texts, (str, bytes)):
-        raise InputError(f"expected a list of strings, got a single {type(texts).__name__} {texts!r:.60}; wrap it in a list")
+        raise InputError(f"expected a list of strings, got a single {type(texts).__name__} {texts!r:.60}; "
+                         "wrap it in a list")
     try:
         texts = list(texts)
     except TypeError:
@@ -27,6 +109,28 @@ def check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(text, str):
             raise InputError(f"text #{i} is {type(text).__name__} {text!r:.60}, expected str")
     return texts
+
+
+def check_utf8(text: str) -> None:
+    """Refuse text that UTF-8 cannot encode (lone surrogates), as the reference tokenizers do."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"text {text!r:.60} is not valid Unicode: {exc.reason} at position {exc.start}") from None
+
+
+def check_int(name: str, value: object, minimum: int, why: str = "") -> int:
+    """``value`` as a spec option that must be an int >= ``minimum`` (a bool is refused), or BundleError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BundleError(f"{name} must be an int >= {minimum}{why}, got {value!r}")
+    return value
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` as a spec option that must be true or false, or BundleError."""
+    if not isinstance(value, bool):
+        raise BundleError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def pad_rows(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndarray:
@@ -45,7 +149,8 @@ def cut_padding(feed: Mapping[str, np.ndarray], pad_id: int) -> dict[str, np.nda
     return {k: np.ascontiguousarray(v[:, :length]) for k, v in feed.items()}
 
 
-def resolve_spec(kind: str, spec: Mapping, bundle_dir, keys: Sequence[str]) -> tuple[Path, dict]:
+def resolve_spec(kind: str, spec: Mapping[str, Any], bundle_dir: str | Path,
+                 keys: Sequence[str]) -> tuple[Path, dict[str, Any]]:
     """The tokenizer file a manifest spec names, inside ``bundle_dir``, and the spec's options among ``keys``."""
     if spec.get("kind") != kind:
         raise BundleError(f"tokenizer spec kind {spec.get('kind')!r} is not {kind!r}")

@@ -58,22 +58,15 @@ stripped, a repeated token keeps its last line).
 """
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import unicodedata
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
-
-from clip_onnx.errors import BundleError, InputError
-from clip_onnx.runtime.tokenizers.base import check_texts, pad_rows, resolve_spec
+from clip_onnx.errors import BundleError
+from clip_onnx.runtime.tokenizers.base import CachedTokenizer, check_flag, check_int, check_utf8
 
 logger = logging.getLogger(__name__)
-
-_TEXT_CACHE_SIZE = 4096
-_WORD_CACHE_SIZE = 65536
 
 UNK, CLS, SEP, PAD, MASK = "[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"
 # The tokens transformers never splits and matches verbatim in the raw text.
@@ -104,8 +97,9 @@ class _CleanTable(dict):
         super().__init__()
         self.split_cjk = split_cjk
 
-    def __missing__(self, cp: int):
+    def __missing__(self, cp: int) -> str | int | None:
         ch = chr(cp)
+        value: str | int | None
         if ch in "\t\n\r ":
             value = " "
         elif cp == 0 or cp == 0xFFFD or unicodedata.category(ch)[0] == "C":
@@ -168,7 +162,8 @@ def _load_vocab(path: Path) -> dict[str, int]:
     except OSError as exc:
         raise BundleError(f"cannot read WordPiece vocabulary {str(path)!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise BundleError(f"WordPiece vocabulary {str(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+        raise BundleError(
+            f"WordPiece vocabulary {str(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     vocab = {line.rstrip("\n"): i for i, line in enumerate(lines)}
     missing = [t for t in (UNK, CLS, SEP, PAD) if t not in vocab]
     if missing:
@@ -178,23 +173,21 @@ def _load_vocab(path: Path) -> dict[str, int]:
     return vocab
 
 
-class WordPieceTokenizer:
+class WordPieceTokenizer(CachedTokenizer):
     """Text -> int64 [N, context_length] ``input_ids`` and ``attention_mask``, as BERT / Chinese-CLIP."""
 
     kind = "wordpiece"
+    spec_keys = ("context_length", "lowercase", "strip_accents", "tokenize_chinese_chars", "max_input_chars_per_word")
+    with_attention_mask = True
 
     def __init__(self, vocab_path, *, context_length=52, lowercase=True, strip_accents=None,
                  tokenize_chinese_chars=True, max_input_chars_per_word=100):
-        if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
-            raise BundleError(f"context_length must be an int >= 2 (room for [CLS] and [SEP]), got {context_length!r}")
-        for name, value in (("lowercase", lowercase), ("tokenize_chinese_chars", tokenize_chinese_chars)):
-            if not isinstance(value, bool):
-                raise BundleError(f"{name} must be true or false, got {value!r}")
+        check_int("context_length", context_length, 2, " (room for [CLS] and [SEP])")
+        check_flag("lowercase", lowercase)
+        check_flag("tokenize_chinese_chars", tokenize_chinese_chars)
         if strip_accents is not None and not isinstance(strip_accents, bool):
             raise BundleError(f"strip_accents must be true, false or null, got {strip_accents!r}")
-        if (isinstance(max_input_chars_per_word, bool) or not isinstance(max_input_chars_per_word, int)
-                or max_input_chars_per_word < 1):
-            raise BundleError(f"max_input_chars_per_word must be a positive int, got {max_input_chars_per_word!r}")
+        check_int("max_input_chars_per_word", max_input_chars_per_word, 1)
         self.vocab_path = Path(vocab_path)
         self.context_length = context_length
         self.lowercase = lowercase
@@ -209,45 +202,18 @@ class WordPieceTokenizer:
         self._max_token_len = max(map(len, self._vocab))
         self._clean = _CLEAN_TABLES[tokenize_chinese_chars]
         self._strip = strip_accents if strip_accents is not None else lowercase
-        # lru_cache is thread-safe and bounded; bound per instance so two vocabularies never share entries.
-        self._word_ids = functools.lru_cache(maxsize=_WORD_CACHE_SIZE)(self._word_ids_uncached)
-        self._encode_cached = functools.lru_cache(maxsize=_TEXT_CACHE_SIZE)(self._encode_uncached)
-        self._row = functools.lru_cache(maxsize=_TEXT_CACHE_SIZE)(self._row_uncached)
+        super().__init__()
         logger.debug("loaded WordPiece vocabulary %s: %d tokens", self.vocab_path, len(self._vocab))
-
-    @classmethod
-    def from_spec(cls, spec: dict, bundle_dir) -> "WordPieceTokenizer":
-        keys = ("context_length", "lowercase", "strip_accents", "tokenize_chinese_chars", "max_input_chars_per_word")
-        path, options = resolve_spec(cls.kind, spec, bundle_dir, keys)
-        return cls(path, **options)
 
     @property
     def vocab_size(self) -> int:
         return len(self._vocab)
 
-    def encode(self, text: str) -> list[int]:
-        """WordPiece ids of ``text``, without [CLS] / [SEP], truncation or padding."""
-        if not isinstance(text, str):
-            raise InputError(f"expected str, got {type(text).__name__} {text!r:.60}")
-        return list(self._encode_cached(text))
-
-    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        texts = check_texts(texts)
-        rows = [self._row(t) for t in texts]
-        ids = pad_rows(rows, self.context_length, self.pad_id)
-        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        mask = (np.arange(self.context_length, dtype=np.int64) < lengths[:, None]).astype(np.int64)
-        return {"input_ids": ids, "attention_mask": mask}
-
     def _row_uncached(self, text: str) -> tuple[int, ...]:
-        return (self.cls_id, *self._encode_cached(text)[: self.context_length - 2], self.sep_id)
+        return (self.cls_id, *self._encode_text(text)[: self.context_length - 2], self.sep_id)
 
     def _encode_uncached(self, text: str) -> tuple[int, ...]:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            # The Rust tokenizer refuses these too (the Python one silently drops them).
-            raise InputError(f"text {text!r:.60} is not valid Unicode: {exc.reason} at position {exc.start}") from None
+        check_utf8(text)  # the Rust tokenizer refuses these too (the Python one silently drops them)
         out: list[int] = []
         if "[" in text:
             for i, chunk in enumerate(_SPECIAL_RE.split(text)):
@@ -266,9 +232,9 @@ class WordPieceTokenizer:
                 # Only reachable when cleaning joined one up, e.g. "[C\u200bLS]": kept whole, as transformers does.
                 out.extend(self._wordpiece(word))
             else:
-                out.extend(self._word_ids(word))
+                out.extend(self._encode_word(word))
 
-    def _word_ids_uncached(self, word: str) -> tuple[int, ...]:
+    def _encode_word_uncached(self, word: str) -> tuple[int, ...]:
         if self.lowercase:
             word = word.lower()
         if self._strip:

@@ -1,0 +1,111 @@
+"""The engine stage of the gate: a TensorRT plan against the ONNX graph it was built from.
+
+Torch-free: the inputs come from the bundle alone.  Synthetic pictures go
+through the bundle's preprocessing, and the manifest's ``sample_texts`` in the
+gate templates through its tokenizer, cut to the longest prompt where the graph
+allows it, as ClipModel runs them.  Each plan is checked on its own, the other
+tower running its ONNX graph, because a runtime may open either plan alone.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import numpy as np
+
+from clip_onnx.bundle import TOWERS, Bundle
+from clip_onnx.engines import Profile, chunks
+from clip_onnx.parity import (
+    GATE_BATCH,
+    GATE_IMAGES,
+    GATE_TEMPLATES,
+    THRESHOLDS,
+    Logits,
+    ParityReport,
+    ZeroShot,
+    compare,
+    gate_prompts,
+)
+from clip_onnx.runtime.backends import open_runner
+from clip_onnx.runtime.backends.base import Runner
+from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.runtime.tokenizers import load_tokenizer
+from clip_onnx.runtime.tokenizers.base import cut_padding
+from clip_onnx.synthetic import synthetic_images
+
+log = logging.getLogger(__name__)
+
+# Prompts for bundles written before manifests recorded ``sample_texts``: the scripts of the registered families.
+FALLBACK_TEXTS = ("a photo of a cat", "кошка на диване", "一只狗在草地上奔跑", "a red car parked in front of a house",
+                  "изображение с горами и снегом", "海边的日落照片", "pizza", "")
+
+
+def gate_feeds(bundle: Bundle, images: int = GATE_IMAGES, seed: int = 1) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Per tower, the gate's feeds in batches of GATE_BATCH, made from ``bundle`` alone."""
+    manifest = bundle.manifest
+    preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
+    feeds = {"visual": [{"pixel_values": preprocess(synthetic_images(min(GATE_BATCH, images - start), seed + start))}
+                        for start in range(0, images, GATE_BATCH)]}
+    if bundle.kind == "classifier":
+        return feeds
+    texts = manifest.get("sample_texts")
+    if not texts:
+        log.info("%s records no sample_texts (exported before clip-onnx did); gating on built-in prompts",
+                 bundle.path)
+    prompts = gate_prompts(texts or FALLBACK_TEXTS)
+    tokenize = load_tokenizer(manifest["tokenizer"], bundle.path)
+    pad_id = int(manifest["tokenizer"].get("pad_id", 0))
+    cut = "1" in bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {})
+    feeds["textual"] = []
+    for start in range(0, len(prompts), GATE_BATCH):
+        feed = tokenize(prompts[start:start + GATE_BATCH])
+        feeds["textual"].append(cut_padding(feed, pad_id) if cut else feed)
+    return feeds
+
+
+class EngineGate:
+    """Checks plans of ``bundle`` against its ONNX graphs; the inputs and ONNX outputs are made once, on first use."""
+
+    def __init__(self, bundle: Bundle, images: int = GATE_IMAGES):
+        self.bundle = bundle
+        self.images = images
+        self._feeds: dict | None = None
+        self._reference: dict | None = None
+
+    def check(self, tower: str, plan: Runner, profile: Profile) -> ParityReport:
+        """Compare ``plan`` (a runner for ``tower``'s plan) with the ONNX graphs; ParityError below the gate."""
+        reference = self.reference()
+        output = self.bundle.graph(tower)["output"]
+        got = dict(reference)
+        got[tower] = [np.concatenate([run_within(plan, feed, output, profile) for feed in self._feeds[tower]])]
+        task = Logits() if self.bundle.kind == "classifier" else ZeroShot(len(GATE_TEMPLATES))
+        return compare(f"tensorrt[{tower}]", reference, got, THRESHOLDS["engine"], task)
+
+    def reference(self) -> dict[str, list[np.ndarray]]:
+        """Per tower, ONNX Runtime's outputs on every gate feed, as one batch."""
+        if self._reference is None:
+            self._feeds = gate_feeds(self.bundle, self.images)
+            self._reference = {}
+            for tower in (t for t in TOWERS if t in self._feeds):
+                output = self.bundle.graph(tower)["output"]
+                with open_runner(self.bundle, tower, "onnxruntime") as runner:
+                    self._reference[tower] = [np.concatenate([runner.infer(f)[output] for f in self._feeds[tower]])]
+        return self._reference
+
+
+def run_within(runner: Runner, feed: Mapping[str, np.ndarray], output: str, profile: Profile) -> np.ndarray:
+    """``runner``'s ``output`` on ``feed`` in batches the profile admits.
+
+    A chunk smaller than the profile's min batch is topped up by repeating its
+    last row; those rows' outputs are dropped.
+    """
+    total = len(next(iter(feed.values())))
+    parts = []
+    for part in chunks(total, profile.max_batch):
+        chunk = {k: v[part] for k, v in feed.items()}
+        rows = part.stop - part.start
+        if rows < profile.min_batch:
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], profile.min_batch - rows, axis=0)])
+                     for k, v in chunk.items()}
+        parts.append(runner.infer(chunk)[output][:rows])
+    return np.concatenate(parts)

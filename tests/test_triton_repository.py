@@ -1,0 +1,278 @@
+"""`clip-onnx triton` without a server: the configs, files, modes and refusals of the written repository.
+
+tests/test_triton_server.py serves what this writes from a real Triton server.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from clip_onnx.bundle import read_bundle
+from clip_onnx.cli import cli
+from clip_onnx.engines import Profile, Target, write_record
+from clip_onnx.errors import BundleError, InputError
+from clip_onnx.files import sha256_bytes, sha256_file
+from clip_onnx.runtime import ClipModel
+from clip_onnx.triton.config import ServingOptions, parse
+from clip_onnx.triton.models import model_prefix
+from clip_onnx.triton.steps import decode_texts, open_step
+from tests.triton_support import RUSSIAN_TEXTS, encoded_pictures, huge_png, to_external_data
+
+pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+
+CLIP_MODELS = {"demo_visual", "demo_textual", "demo_preprocess", "demo_tokenize", "demo_normalize", "demo_image",
+               "demo_text"}
+
+
+def _triton(*args) -> object:
+    return CliRunner().invoke(cli, ["triton", *map(str, args)])
+
+
+def _configs(repo: Path) -> dict:
+    return {d.name: parse((d / "config.pbtxt").read_text(encoding="utf-8")) for d in repo.iterdir()}
+
+
+def _tensors(field) -> dict:
+    return {t.name: (pb.DataType.Name(t.data_type), list(t.dims)) for t in field}
+
+
+@pytest.fixture(scope="module")
+def repo(demo_bundle, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("triton") / "models"
+    result = _triton(demo_bundle, "-o", out, "--name", "demo", "--max-batch", 16, "--instances", 2,
+                     "--queue-delay-us", 500)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_every_config_parses_with_tritons_schema_and_names_its_directory(repo):
+    configs = _configs(repo)
+    assert set(configs) == CLIP_MODELS
+    for name, config in configs.items():
+        assert config.name == name and config.max_batch_size == 16
+        assert sorted(p.name for p in (repo / name).iterdir()) == ["1", "config.pbtxt"]
+
+
+def test_ensembles_keep_the_public_contract_and_dims_match_the_manifest(repo, demo_bundle):
+    manifest = read_bundle(demo_bundle).manifest
+    configs = _configs(repo)
+    dim, size = manifest["embed_dim"], manifest["preprocess"]["image_size"]
+    context = manifest["tokenizer"]["context_length"]
+    assert configs["demo_image"].platform == configs["demo_text"].platform == "ensemble"
+    assert _tensors(configs["demo_image"].input) == {"IMAGE": ("TYPE_STRING", [1])}
+    assert _tensors(configs["demo_text"].input) == {"TEXT": ("TYPE_STRING", [1])}
+    for ensemble in ("demo_image", "demo_text"):
+        assert _tensors(configs[ensemble].output) == {"EMBEDDING": ("TYPE_FP32", [dim])}
+    visual, textual = manifest["graphs"]["visual"], manifest["graphs"]["textual"]
+    assert _tensors(configs["demo_visual"].input) == {visual["inputs"][0]: ("TYPE_FP32", [3, size, size])}
+    assert _tensors(configs["demo_visual"].output) == {visual["output"]: ("TYPE_FP32", [dim])}
+    # The graph's sequence axis is symbolic; the tokenizer step pads every text to the full context.
+    assert _tensors(configs["demo_textual"].input) == {textual["inputs"][0]: ("TYPE_INT64", [-1])}
+    assert _tensors(configs["demo_tokenize"].output) == {textual["inputs"][0]: ("TYPE_INT64", [context])}
+    assert _tensors(configs["demo_preprocess"].output) == {visual["inputs"][0]: ("TYPE_FP32", [3, size, size])}
+    steps = [[s.model_name for s in configs[e].ensemble_scheduling.step] for e in ("demo_image", "demo_text")]
+    assert steps == [["demo_preprocess", "demo_visual", "demo_normalize"],
+                     ["demo_tokenize", "demo_textual", "demo_normalize"]]
+
+
+def test_graph_models_batch_dynamically_on_the_requested_instances(repo):
+    configs = _configs(repo)
+    for name in ("demo_visual", "demo_textual"):
+        config = configs[name]
+        assert config.platform == "onnxruntime_onnx" and not config.backend
+        assert config.dynamic_batching.max_queue_delay_microseconds == 500
+        assert [(g.count, g.kind) for g in config.instance_group] == [(2, pb.ModelInstanceGroup.KIND_CPU)]
+    for name in ("demo_preprocess", "demo_tokenize", "demo_normalize"):
+        assert configs[name].backend == "python"
+        assert configs[name].parameters["clip_onnx_step"].string_value == name.removeprefix("demo_")
+
+
+def test_graph_files_are_the_bundles_own_bytes_hardlinked(repo, demo_bundle):
+    manifest = read_bundle(demo_bundle).manifest
+    for tower in ("visual", "textual"):
+        served = repo / f"demo_{tower}" / "1" / "model.onnx"
+        source = demo_bundle / manifest["graphs"][tower]["file"]
+        assert sha256_file(served) == manifest["files"][source.name]["sha256"]
+        assert served.stat().st_ino == source.stat().st_ino
+    tokenizer = manifest["tokenizer"]["file"]
+    assert sha256_file(repo / "demo_tokenize" / "1" / tokenizer) == manifest["files"][tokenizer]["sha256"]
+    for step in ("demo_tokenize", "demo_preprocess"):
+        assert json.loads((repo / step / "1" / "manifest.json").read_text(encoding="utf-8")) == manifest
+
+
+def test_every_file_is_0644_and_every_folder_0755(repo):
+    for path in [repo, *repo.rglob("*")]:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path
+
+
+def test_a_private_bundle_file_is_copied_not_relinked_and_keeps_its_mode(demo_bundle, tmp_path):
+    bundle = tmp_path / "private"
+    shutil.copytree(demo_bundle, bundle)
+    (bundle / "visual.onnx").chmod(0o600)
+    assert _triton(bundle, "-o", tmp_path / "repo").exit_code == 0
+    served = tmp_path / "repo" / "private_visual" / "1" / "model.onnx"
+    assert served.stat().st_ino != (bundle / "visual.onnx").stat().st_ino
+    assert stat.S_IMODE(served.stat().st_mode) == 0o644
+    assert stat.S_IMODE((bundle / "visual.onnx").stat().st_mode) == 0o600
+    assert sha256_file(served) == sha256_file(bundle / "visual.onnx")
+
+
+def test_external_data_graph_goes_in_tritons_directory_form(demo_bundle, tmp_path):
+    bundle = to_external_data(demo_bundle, tmp_path / "ext-demo", towers=("visual",))
+    result = _triton(bundle, "-o", tmp_path / "repo")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "repo" / "ext_demo_visual" / "1" / "model.onnx"
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "visual.onnx.data"]
+    manifest = read_bundle(bundle).manifest
+    assert sha256_file(folder / "model.onnx") == manifest["files"]["visual.onnx"]["sha256"]
+    assert sha256_file(folder / "visual.onnx.data") == manifest["files"]["visual.onnx.data"]["sha256"]
+    import onnxruntime as ort
+
+    # The data resolves beside the served graph: the same embeddings as the bundle itself gives.
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    served = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    original = ort.InferenceSession(str(demo_bundle / "visual.onnx"), providers=["CPUExecutionProvider"])
+    feed = {"pixel_values": pixels}
+    assert np.array_equal(served.run(None, feed)[0], original.run(None, feed)[0])
+
+
+def test_steps_read_from_the_written_version_folders_reproduce_clip_model(repo, demo_bundle):
+    model = ClipModel.load(demo_bundle)
+    tokenize = open_step("tokenize", repo / "demo_tokenize" / "1", ["input_ids"])
+    batch = np.array([t.encode() for t in RUSSIAN_TEXTS], dtype=object).reshape(-1, 1)
+    assert np.array_equal(tokenize(batch)["input_ids"], model.tokenize(RUSSIAN_TEXTS)["input_ids"])
+    preprocess = open_step("preprocess", repo / "demo_preprocess" / "1", ["pixel_values"])
+    pictures = encoded_pictures()
+    pixels = preprocess(np.array(pictures, dtype=object).reshape(-1, 1))["pixel_values"]
+    assert np.array_equal(pixels, model.preprocess(pictures))
+    normalize = open_step("normalize", repo / "demo_normalize" / "1", ["EMBEDDING"])
+    raw = model.encode_image(pictures, normalize=False)
+    assert np.array_equal(normalize(raw)["EMBEDDING"], model.encode_image(pictures))
+
+
+def test_server_side_steps_import_neither_torch_nor_the_writers_dependencies(repo):
+    # The server's Python has only `pip install clip-onnx`: no torch, and no tritonclient or protobuf.
+    script = textwrap.dedent(f"""
+        import sys
+        from clip_onnx.triton.steps import open_step
+        open_step("tokenize", {str(repo / "demo_tokenize" / "1")!r}, ["input_ids"])
+        open_step("preprocess", {str(repo / "demo_preprocess" / "1")!r}, ["pixel_values"])
+        heavy = ("torch", "onnx", "youtokentome", "tritonclient", "google.protobuf", "grpc")
+        print(",".join(x for x in heavy if x in sys.modules) or "clean")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "clean"
+
+
+def test_steps_refuse_bad_items_with_the_runtimes_input_error(repo):
+    preprocess = open_step("preprocess", repo / "demo_preprocess" / "1", ["pixel_values"])
+    good = encoded_pictures()[0]
+    with pytest.raises(InputError, match=r"image #1: cannot decode image bytes of length 5"):
+        preprocess(np.array([[good], [b"\x00abcd"]], dtype=object))
+    with pytest.raises(InputError, match=r"image #0: refusing .* too large to decode safely"):
+        preprocess(np.array([[huge_png()]], dtype=object))
+    with pytest.raises(InputError, match=r"text #1 is not valid UTF-8: byte b'\\xff' at position 3"):
+        decode_texts(np.array([["ок".encode()], [b"abc\xff"]], dtype=object))
+
+
+def test_a_changed_tokenizer_copy_is_refused_at_load(repo, tmp_path):
+    version = tmp_path / "1"
+    shutil.copytree(repo / "demo_tokenize" / "1", version)
+    with open(version / "bpe.model", "ab") as f:
+        f.write(b"\n")
+    with pytest.raises(BundleError, match="sha256 does not match the manifest"):
+        open_step("tokenize", version, ["input_ids"])
+
+
+def test_existing_models_are_replaced_only_with_overwrite_and_others_are_kept(demo_bundle, tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "someone_elses_model" / "1").mkdir(parents=True)
+    assert _triton(demo_bundle, "-o", repo, "--name", "demo").exit_code == 0
+    before = (repo / "demo_visual" / "config.pbtxt").read_text(encoding="utf-8")
+    refused = _triton(demo_bundle, "-o", repo, "--name", "demo", "--max-batch", 8)
+    assert refused.exit_code == 1 and "already has the models" in refused.output and "--overwrite" in refused.output
+    assert (repo / "demo_visual" / "config.pbtxt").read_text(encoding="utf-8") == before
+    assert _triton(demo_bundle, "-o", repo, "--name", "demo", "--max-batch", 8, "--overwrite").exit_code == 0
+    assert parse((repo / "demo_visual" / "config.pbtxt").read_text(encoding="utf-8")).max_batch_size == 8
+    assert (repo / "someone_elses_model" / "1").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # no staging or trash left behind
+
+
+def test_a_tampered_bundle_writes_nothing(demo_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo_bundle, bundle)
+    data = bytearray((bundle / "textual.onnx").read_bytes())
+    data[-1] ^= 1
+    (bundle / "textual.onnx").write_bytes(bytes(data))
+    result = _triton(bundle, "-o", tmp_path / "repo")
+    assert result.exit_code == 1 and "sha256 does not match" in result.output
+    assert not (tmp_path / "repo").exists()
+
+
+def test_names_and_options_are_checked(demo_bundle, tmp_path):
+    assert model_prefix(Path("/x/ruclip-base.v1"), None) == "ruclip_base_v1"
+    bad_name = _triton(demo_bundle, "-o", tmp_path / "r", "--name", "my-model")
+    assert bad_name.exit_code == 1 and "--name 'my-model' may hold only" in bad_name.output
+    with pytest.raises(InputError, match="max-batch must be an int >= 1, got 0"):
+        ServingOptions(max_batch=0)
+    with pytest.raises(InputError, match="kind must be one of"):
+        ServingOptions(kind="tpu")
+    cpu_engines = _triton(demo_bundle, "-o", tmp_path / "r", "--engines")
+    assert cpu_engines.exit_code == 1 and "add --kind gpu" in cpu_engines.output
+    assert not (tmp_path / "r").exists()
+
+
+def _plan(bundle: Path, tower: str, profile: Profile, product: str = "tensorrt") -> bytes:
+    """A plan record as `clip-onnx build-engine` writes it; the writer only hashes and links the plan's bytes."""
+    manifest = read_bundle(bundle).manifest
+    graph_sha = manifest["files"][manifest["graphs"][tower]["file"]]["sha256"]
+    plan = f"not a real plan: {tower} {profile}".encode()
+    key = sha256_bytes(plan)[:20]
+    (bundle / "engines").mkdir(exist_ok=True)
+    (bundle / "engines" / f"{tower}-{key}.plan").write_bytes(plan)
+    write_record(bundle, tower, key, {
+        "key": key, "tower": tower, "graph_sha256": graph_sha,
+        "target": asdict(Target(product, "10.13.0", "NVIDIA L4", "8.9")), "profile": asdict(profile), "fp16": "none",
+        "plan": f"{tower}-{key}.plan", "plan_sha256": sha256_bytes(plan), "plan_bytes": len(plan)})
+    return plan
+
+
+def test_engines_serve_plans_within_their_profile_and_refuse_beyond_it(demo_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo_bundle, bundle)
+    plan = _plan(bundle, "visual", Profile(1, 8, 16))
+    too_big = _triton(bundle, "-o", tmp_path / "r", "--kind", "gpu", "--engines", "--max-batch", 32)
+    assert too_big.exit_code == 1 and "--max-batch 32 exceeds the visual plan's profile (max batch 16" in too_big.output
+    ok = _triton(bundle, "-o", tmp_path / "r", "--kind", "gpu", "--engines", "--max-batch", 16)
+    assert ok.exit_code == 0, ok.output
+    configs = _configs(tmp_path / "r")
+    assert configs["bundle_visual"].platform == "tensorrt_plan"
+    assert (tmp_path / "r" / "bundle_visual" / "1" / "model.plan").read_bytes() == plan
+    # No textual plan: that tower stays on ONNX Runtime, on the GPU instances asked for.
+    assert configs["bundle_textual"].platform == "onnxruntime_onnx"
+    assert configs["bundle_textual"].instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
+    assert configs["bundle_tokenize"].instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+
+
+def test_engines_refuse_a_text_profile_short_of_the_context_and_ambiguous_plans(demo_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo_bundle, bundle)
+    _plan(bundle, "textual", Profile(1, 8, 32, min_seq=1, opt_seq=16, max_seq=32))
+    short = _triton(bundle, "-o", tmp_path / "r", "--kind", "gpu", "--engines")
+    assert short.exit_code == 1 and "takes sequences of 1..32 tokens, Triton sends 77" in short.output
+    _plan(bundle, "visual", Profile(1, 8, 32))
+    _plan(bundle, "visual", Profile(1, 4, 32))
+    twice = _triton(bundle, "-o", tmp_path / "r", "--kind", "gpu", "--engines")
+    assert twice.exit_code == 1 and "2 TensorRT plans for the visual graph" in twice.output
+    assert not (tmp_path / "r").exists()
+
