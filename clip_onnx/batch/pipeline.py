@@ -124,7 +124,8 @@ def embed_batches(model, tower: str, batches: Iterator[tuple[int, list[Item]]], 
 
     def work(start: int, items: list[Item]) -> tuple[Batch, np.ndarray]:
         batch = prepare(start, items)
-        return batch, encode(batch.payload) if batch.ids else empty
+        vectors = encode(batch.payload) if batch.ids else empty
+        return batch._replace(payload=None), vectors  # the pixels are done with; only the vectors wait in line
 
     return in_order(batches, work, workers=workers, ahead=2 * workers)
 
