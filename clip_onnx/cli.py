@@ -113,7 +113,8 @@ def format_parity(report: dict) -> str:
 @click.option("--format", "fmt", type=click.Choice(["parquet", "npy"]), default=None,
               help="Output format [default: from OUT's suffix; parquet unless it ends in .npy].")
 @click.option("--batch-size", default=32, show_default=True, help="Items per model call.")
-@click.option("--workers", type=int, default=None, help="Threads that decode and preprocess [default: CPU count].")
+@click.option("--workers", type=int, default=None,
+              help="Threads that each take a batch through decoding and the model [default: CPU count].")
 @click.option("--resume", is_flag=True, help="Continue a stopped run into OUT from its OUT.partial/ folder.")
 @click.option("--skip-bad", is_flag=True, help="Exit 0 even when some items failed (they are still recorded).")
 @click.option("--part-size", default=4096, show_default=True,

@@ -4,13 +4,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
+import ray.data
 from click.testing import CliRunner
 
 from clip_onnx.cli import cli
 from clip_onnx.errors import BundleError, InputError
-from clip_onnx.synthetic import synthetic_images
-from clip_onnx.ray import ClipEmbedder, plan_actors
+from clip_onnx.ray import ClipEmbedder, _read, embed_texts, plan_actors
 from clip_onnx.runtime import ClipModel
+from clip_onnx.synthetic import synthetic_images
 
 
 @pytest.fixture(scope="session")
@@ -52,16 +53,20 @@ def test_folder_of_images_with_a_corrupt_one(local_ray, demo_bundle, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
 
 
-def test_text_parquet(local_ray, demo_bundle, tmp_path):
+def test_text_parquet_through_the_python_api(local_ray, demo_bundle, tmp_path):
     texts = ["красная звезда", "синий круг", "фото жёлтого кольца", None]
     source = tmp_path / "captions.parquet"
     pq.write_table(pa.table({"id": ["a", "b", "c", "d"], "text": texts, "other": [1, 2, 3, 4]}), source)
-    result = ray_embed(demo_bundle, source, "-o", tmp_path / "out", "--skip-bad")
-    assert result.exit_code == 0, result.output
-    rows, _ = read_rows(tmp_path / "out")
-    assert rows["d"] == (None, "InputError: empty cell")
-    got = np.asarray([rows[k][0] for k in "abc"], dtype=np.float32)
+    ds = ray.data.read_parquet(str(source), columns=["id", "text"])
+    rows = {r["id"]: r for r in embed_texts(ds, demo_bundle, actors=1, cpus_per_actor=1, id_column="id").take_all()}
+    assert sorted(rows) == list("abcd")
+    assert rows["d"]["embedding"] is None and rows["d"]["error"] == "InputError: empty cell"
+    got = np.asarray([rows[k]["embedding"] for k in "abc"], dtype=np.float32)
     np.testing.assert_allclose(got, ClipModel.load(demo_bundle).encode_text(texts[:3]), atol=1e-6, rtol=0)
+    assert all(rows[k]["error"] is None for k in "abc")
+    # What ray-embed reads from that file: the text column, named by the id column.
+    _, tower, column, id_column = _read(str(source), None)
+    assert (tower, column, id_column) == ("textual", "text", "id")
 
 
 def test_a_pool_that_takes_every_cpu_is_refused_or_sized_down(local_ray, demo_bundle, tmp_path):

@@ -133,8 +133,7 @@ def _open_model(bundle, tower: str, batch_size: int, threads: int):
 
 
 def _check_sizes(batch_size: int, part_size: int, workers: int | None) -> None:
-    for name, value in (("batch_size", batch_size), ("part_size", part_size), ("workers", workers)):
-        if value is None and name == "workers":
-            continue
+    sizes = {"batch_size": batch_size, "part_size": part_size, **({} if workers is None else {"workers": workers})}
+    for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be an int >= 1, got {value!r}")
