@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 _CHUNK = 1 << 20
 
@@ -19,10 +21,54 @@ _CHUNK = 1 << 20
 def sha256_file(path: os.PathLike | str) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks so memory stays flat for multi-GB graphs."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class NotRegularFileError(OSError):
+    """A path names a FIFO, socket, device or directory where a regular file is needed."""
+
+    def __init__(self, path: os.PathLike | str, kind: str):
+        super().__init__(f"{str(path)!r} is {kind}, not a regular file")
+        self.filename = str(path)
+        self.kind = kind
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` describes, in words: "a regular file", "a named pipe (FIFO)", ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: os.PathLike | str) -> BinaryIO:
+    """Open ``path`` for binary reading only if it is a regular file.
+
+    Opening a FIFO blocks until a writer appears, and opening a device can have
+    side effects (a tape rewinds, a terminal becomes ours), so the kind is
+    checked before the open, and again on the descriptor (O_NONBLOCK keeps a
+    FIFO swapped in meanwhile from blocking).  Raises FileNotFoundError,
+    PermissionError or NotRegularFileError (all OSError).
+    """
+    before = os.stat(path)
+    if not stat.S_ISREG(before.st_mode):
+        raise NotRegularFileError(path, file_kind(before.st_mode))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        after = os.fstat(fd)
+        if not stat.S_ISREG(after.st_mode):
+            raise NotRegularFileError(path, file_kind(after.st_mode))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def sha256_bytes(data: bytes) -> str:

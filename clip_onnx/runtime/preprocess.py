@@ -208,22 +208,28 @@ class ImagePreprocessor:
         out = np.empty((len(items), 3, size, size), dtype=np.float32)
         for i, item in enumerate(items):
             try:
-                img = load_image(item)
+                self._fill(load_image(item), out[i])
             except InputError as exc:
                 raise InputError(f"image #{i}: {exc}") from None
-            self._fill(img, out[i])
         return out
 
     def _fill(self, img: Image.Image, out: np.ndarray) -> None:
         # Converting RGB to RGB would only copy, so both orders skip it.
         if self.spec.convert == "before" and img.mode != "RGB":
-            img = img.convert("RGB")
+            img = _to_rgb(img)
         img = self._geometry(img, self.spec)
         if img.mode != "RGB":
-            img = img.convert("RGB")
+            img = _to_rgb(img)
         pixels = np.asarray(img)
         for c in range(3):
             np.take(self._table[c], pixels[:, :, c], out=out[c])
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    try:
+        return img.convert("RGB")
+    except ValueError as exc:  # a mode some plugin added, which Pillow cannot convert
+        raise InputError(f"a mode {img.mode} image cannot be converted to RGB ({exc}); convert it yourself") from None
 
 
 def _check_batch(images: Any) -> list[Any]:
