@@ -6,8 +6,12 @@ file and a Triton repository are hashed and published the same way.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
+import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -118,3 +122,61 @@ def current_umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o022
+
+
+def owned_tempdir(parent: os.PathLike | str, name: str) -> Path:
+    """A new hidden directory ``.NAME.partial-HOST-PID-XXXXXX`` in ``parent`` for staging ``name``.
+
+    The name records the owning host and process, so that ``remove_stale_tempdirs``
+    can tell a staging directory left by a killed run from one still being written.
+    """
+    return Path(tempfile.mkdtemp(prefix=f".{name}.partial-{_host()}-{os.getpid()}-", dir=parent))
+
+
+def remove_stale_tempdirs(parent: os.PathLike | str, name: str) -> list[Path]:
+    """Delete the ``owned_tempdir`` directories for ``name`` whose process on this host is gone; return them."""
+    owned = re.compile(rf"\.{re.escape(name)}\.partial-(?P<host>.+)-(?P<pid>\d+)-[^-]+")
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = owned.fullmatch(entry.name)
+        # Another host's process cannot be checked from here (a shared file system): leave it alone.
+        if match and match["host"] == _host() and not _alive(int(match["pid"])) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def rename_new(source: os.PathLike | str, target: os.PathLike | str) -> None:
+    """Rename ``source`` to ``target``, raising FileExistsError if ``target`` exists, however it got there.
+
+    rename(2) fails onto a non-empty directory or a file when ``source`` is a
+    directory, but silently replaces an empty directory; the lexists check covers that.
+    """
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "already exists", str(target))
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise FileExistsError(errno.EEXIST, "appeared meanwhile", str(target)) from None
+        raise
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
