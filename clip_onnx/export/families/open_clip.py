@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import logging
 import math
 import os
@@ -47,7 +48,7 @@ from open_clip.model import CLIP
 from open_clip.tokenizer import default_bpe
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, SIMPLE_IMAGENET_TEMPLATES
 
-from clip_onnx.errors import BundleError, ExportError, InputError, ModelSourceError
+from clip_onnx.errors import BundleError, CheckpointError, ExportError, InputError, ModelSourceError
 from clip_onnx.export.families.base import ExportableModel, Tower
 from clip_onnx.registry import find_model
 from clip_onnx.runtime.preprocess import PreprocessSpec
@@ -182,8 +183,8 @@ def create(src: Source, *, random_weights: bool = False, overrides: Mapping | No
             if config_dir is not None:
                 kwargs["text_cfg"] = {**text_cfg, "hf_model_name": config_dir, "hf_model_pretrained": False}
             model = open_clip.create_model(src.model, **call, **kwargs)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise ModelSourceError(_load_failure(src, exc)) from None
+    except (RuntimeError, OSError, ValueError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+        raise (CheckpointError if src.checkpoint else ModelSourceError)(_load_failure(src, exc)) from None
     info = {"model": src.model, "tag": src.tag, "checkpoint": str(src.checkpoint) if src.checkpoint else None,
             "quick_gelu": bool(base.get("quick_gelu") or call.get("force_quick_gelu")),
             "open_clip": open_clip.__version__,

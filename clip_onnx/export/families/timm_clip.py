@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from clip_onnx.errors import ModelSourceError
+from clip_onnx.errors import CheckpointError, ModelSourceError
 from clip_onnx.export.families.base import ExportableModel, Tower
 from clip_onnx.registry import ModelSpec, find_model, list_models
 from clip_onnx.runtime.preprocess import INTERPOLATIONS, PreprocessSpec
@@ -66,7 +66,7 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
         try:
             model = timm.create_model(f"local-dir:{path}", pretrained=True)
         except Exception as exc:  # config, safetensors and state-dict errors have unrelated types
-            raise ModelSourceError(
+            raise CheckpointError(
                 f"could not load the timm checkpoint in {source!r}: {type(exc).__name__}: {exc}") from exc
         return exportable(path.name, source, model)
     if spec is None:
