@@ -285,10 +285,10 @@ class _Schema:
         for key, (valid, expected) in table.items():
             if key not in obj:
                 if required:
-                    raise BundleError(f"{self.where}: field {prefix + key!r} is missing; it must be {expected}")
+                    raise BundleError(f"{self.where}: field '{prefix + key}' is missing; it must be {expected}")
             elif not valid(obj[key]):
                 text = repr(obj[key])
-                raise BundleError(f"{self.where}: field {prefix + key!r} must be {expected}, got "
+                raise BundleError(f"{self.where}: field '{prefix + key}' must be {expected}, got "
                                   f"{type(obj[key]).__name__} {text if len(text) <= 80 else text[:77] + '...'}")
 
     def one(self, obj: Mapping, key: str, name: str, valid: Callable[[Any], Any], expected: str) -> Any:
@@ -302,7 +302,7 @@ class _Schema:
     def listed(self, obj: Mapping, key: str, name: str, files: Mapping) -> str:
         value = self.one(obj, key, name, lambda v: isinstance(v, str) and v, "a file name")
         if value not in files:
-            raise BundleError(f"{self.where}: field {name!r} names {value!r:.80}, which 'files' does not list; "
+            raise BundleError(f"{self.where}: field '{name}' names {value!r:.80}, which 'files' does not list; "
                               "every file the runtime opens must be listed with its sha256")
         return value
 
