@@ -222,7 +222,7 @@ def check_manifest(manifest: Any, where: str) -> None:
         _check_file_name(name, where)
         schema.fields(schema.mapping(files, name, f"files[{name!r}]"), f"files[{name!r}].", _FILE_FIELDS)
     kind = manifest.get("kind", "clip")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise BundleError(f"{where}: field 'kind' is {kind!r:.80}; this clip-onnx reads {sorted(KINDS)}")
     graphs = schema.mapping(manifest, "graphs")
     if set(graphs) - set(KINDS[kind]):

@@ -248,7 +248,7 @@ def test_manifest_reader_on_arbitrary_json_raises_only_bundle_error(bundle_dir, 
     check_reader(bundle_dir, json.dumps(doc))
 
 
-@FAST
+@settings(FAST, max_examples=100)
 @given(data=st.data(), value=JSON)
 def test_manifest_reader_on_a_real_manifest_with_one_field_replaced(bundle_dir, good_manifest, data, value):
     path = data.draw(st.sampled_from(list(_paths(good_manifest))))

@@ -7,7 +7,6 @@ the classes, one a line, in logit order.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -50,7 +49,7 @@ class ClipClassifier:
     def load(cls, path, *, backend: str = "onnxruntime", providers: Sequence | None = None, batch_size: int = 32,
              verify: bool = True) -> "ClipClassifier":
         """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest."""
-        return open_bundle(Path(path), lambda bundle: cls(bundle, backend=backend, providers=providers,
+        return open_bundle(path, lambda bundle: cls(bundle, backend=backend, providers=providers,
                                                           batch_size=batch_size), verify=verify)
 
     def logits(self, images: Sequence, *, progress: Callable[[int], None] | None = None) -> np.ndarray:

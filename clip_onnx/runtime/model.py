@@ -78,7 +78,7 @@ class ClipModel:
         def build(bundle: Bundle) -> "ClipModel":
             return cls(bundle, backend=backend, providers=providers, batch_size=batch_size, towers=towers)
 
-        return open_bundle(Path(path), build, verify=verify, towers=towers)
+        return open_bundle(path, build, verify=verify, towers=towers)
 
     def encode_text(self, texts: Sequence[str], *, normalize: bool = True,
                     progress: Callable[[int], None] | None = None) -> np.ndarray:

@@ -58,11 +58,12 @@ class PreprocessSpec:
         _check_size("image_size", self.image_size)
         if self.resize_size is not None:
             _check_size("resize_size", self.resize_size)
-        if self.interpolation not in INTERPOLATIONS:
+        # Membership tests first need a str: a list from JSON would raise TypeError (unhashable).
+        if not isinstance(self.interpolation, str) or self.interpolation not in INTERPOLATIONS:
             raise InputError(f"unknown interpolation {self.interpolation!r}; expected one of {sorted(INTERPOLATIONS)}")
-        if self.crop not in CROP_MODES:
+        if not isinstance(self.crop, str) or self.crop not in CROP_MODES:
             raise InputError(f"unknown crop mode {self.crop!r}; expected one of {sorted(CROP_MODES)}")
-        if self.convert not in ("before", "after"):
+        if not isinstance(self.convert, str) or self.convert not in ("before", "after"):
             raise InputError(f"unknown convert order {self.convert!r}; expected 'before' or 'after'")
 
     def to_dict(self) -> dict[str, Any]:
