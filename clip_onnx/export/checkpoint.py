@@ -53,9 +53,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc.strerror or exc}") from None
     except pickle.UnpicklingError as exc:
-        # torch's message for a full pickle runs to a page of advice on weights_only=False, which must not be taken.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a weights-only PyTorch file ({first[:200]}); "
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a weights-only PyTorch file ({_reason(exc)}); "
                               "clip-onnx loads only tensors, never pickled code: re-save it with "
                               "torch.save(model.state_dict(), path)") from None
     except Exception as exc:  # a damaged zip or pickle raises RuntimeError, EOFError, ValueError...
@@ -66,6 +64,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a state dict of "
                               "named tensors")
     return state
+
+
+def _reason(exc: Exception) -> str:
+    """The specific line of torch's weights-only refusal, without its advice to load with weights_only=False."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(boilerplate)]
+    return (specific[0] if specific else type(exc).__name__)[:200]
 
 
 def load_into(model: torch.nn.Module, state: Mapping[str, Any], path: Path, what: str) -> None:

@@ -83,11 +83,10 @@ def graph_opset(path: Path) -> int:
 
 
 class _NoTraceback(logging.Formatter):
-    def formatException(self, ei) -> str:  # noqa: N802 (logging's name)
-        return ""
-
-    def formatStack(self, stack_info) -> str:  # noqa: N802
-        return ""
+    def format(self, record: logging.LogRecord) -> str:
+        # A copy: another handler may already have cached the traceback text on the record itself.
+        return super().format(logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None,
+                                                     "stack_info": None}))
 
 
 @contextlib.contextmanager
@@ -96,49 +95,28 @@ def _quiet_torch_onnx(sink: io.StringIO):
 
     torch.onnx and onnxscript log whole tracebacks of failures they recover from,
     or that we turn into an ExportError; a user should see one line, not those.
+    torch's own handlers sit on its loggers, so every handler below the chatty
+    loggers is set aside for the duration, not only the propagation to the root.
     """
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         yield
         return
     handler = logging.StreamHandler(sink)
     handler.setFormatter(_NoTraceback("%(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.WARNING)
-    saved = []
-    for name in _CHATTY_LOGGERS:
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.level, logger.propagate))
-        logger.addHandler(handler)
-        logger.propagate = False
-        logger.setLevel(logging.WARNING)
+    names = [n for n in list(logging.Logger.manager.loggerDict)
+             if any(n == top or n.startswith(top + ".") for top in _CHATTY_LOGGERS)]
+    loggers = [logging.getLogger(n) for n in {*names, *_CHATTY_LOGGERS}]
+    saved = [(logger, logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        top = logger.name in _CHATTY_LOGGERS
+        logger.handlers = [handler] if top else []
+        logger.propagate = not top
+        if top:
+            logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        for logger, level, propagate in saved:
-            logger.removeHandler(handler)
+        for logger, handlers, level, propagate in saved:
+            logger.handlers = handlers
             logger.setLevel(level)
             logger.propagate = propagate
-
-
-def _save(model: onnx.ModelProto, path: Path) -> None:
-    # ByteSize() itself fails past protobuf's 2 GiB limit, so count the weights instead.
-    weights = sum(len(t.raw_data) for t in model.graph.initializer)
-    if weights > _EXTERNAL_DATA_THRESHOLD:
-        # Location is relative to the graph, so a moved or renamed bundle still resolves it.
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
-    else:
-        onnx.save_model(model, path)
-
-
-def check_symbolic_axes(path: Path, tower: Tower) -> None:
-    """Refuse a graph whose declared dynamic axes came out as fixed numbers."""
-    model = onnx.load(path, load_external_data=False)
-    inputs = {i.name: i for i in model.graph.input}
-    for name, axes in tower.dynamic_axes.items():
-        if name not in inputs:
-            raise ExportError(f"{tower.name} graph lost its input {name!r}; it has {sorted(inputs)}")
-        dims = inputs[name].type.tensor_type.shape.dim
-        for axis, label in axes.items():
-            if not dims[axis].dim_param:
-                raise ExportError(f"{tower.name} input {name!r} axis {axis} ({label}) was exported as the fixed "
-                                  f"size {dims[axis].dim_value}, not as a symbolic axis")
