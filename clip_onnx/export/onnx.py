@@ -120,3 +120,28 @@ def _quiet_torch_onnx(sink: io.StringIO):
             logger.handlers = handlers
             logger.setLevel(level)
             logger.propagate = propagate
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    # ByteSize() itself fails past protobuf's 2 GiB limit, so count the weights instead.
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+    if weights > _EXTERNAL_DATA_THRESHOLD:
+        # Location is relative to the graph, so a moved or renamed bundle still resolves it.
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, path)
+
+
+def check_symbolic_axes(path: Path, tower: Tower) -> None:
+    """Refuse a graph whose declared dynamic axes came out as fixed numbers."""
+    model = onnx.load(path, load_external_data=False)
+    inputs = {i.name: i for i in model.graph.input}
+    for name, axes in tower.dynamic_axes.items():
+        if name not in inputs:
+            raise ExportError(f"{tower.name} graph lost its input {name!r}; it has {sorted(inputs)}")
+        dims = inputs[name].type.tensor_type.shape.dim
+        for axis, label in axes.items():
+            if not dims[axis].dim_param:
+                raise ExportError(f"{tower.name} input {name!r} axis {axis} ({label}) was exported as the fixed "
+                                  f"size {dims[axis].dim_value}, not as a symbolic axis")
