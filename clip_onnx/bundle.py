@@ -5,10 +5,8 @@ The manifest is written last and the directory appears under its final name
 only by an atomic rename, so a crashed export never leaves something that
 loads as a bundle.
 
-A bundle may come from someone else, so ``read_bundle`` trusts nothing in it:
-the manifest's schema is checked before any field is used, every file the
-runtime opens must be listed (and is hashed when ``verify``), every listed file
-must be a regular file, and no symlink in the bundle may lead outside it.
+A bundle may come from someone else: ``read_bundle`` checks the manifest's schema before using any
+field, and every file the runtime opens must be listed, regular, hashed and inside the bundle.
 """
 from __future__ import annotations
 
@@ -27,8 +25,16 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from clip_onnx.errors import BundleError, ClipOnnxError, InputError
-from clip_onnx.files import (NotRegularFileError, current_umask, file_kind, open_regular, owned_tempdir,
-                             remove_stale_tempdirs, rename_new, sha256_file)
+from clip_onnx.files import (
+    NotRegularFileError,
+    file_kind,
+    open_regular,
+    owned_tempdir,
+    publish_modes,
+    remove_stale_tempdirs,
+    rename_new,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +113,8 @@ def _bundle_dir(path) -> Path:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise BundleError(f"bundle directory {str(path)!r} does not exist; create one with `clip-onnx export`") from None
+        raise BundleError(f"bundle directory {str(path)!r} does not exist; create one with `clip-onnx export`") \
+            from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise BundleError(f"cannot read bundle directory {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") \
             from None
@@ -118,16 +125,14 @@ def _bundle_dir(path) -> Path:
 
 def _read_manifest(path: Path) -> Any:
     manifest_path = path / MANIFEST
-    _check_inside(path, MANIFEST)
     try:
-        with open_regular(manifest_path) as f:
-            data = f.read(MAX_MANIFEST_BYTES + 1)
+        os.lstat(manifest_path)
     except FileNotFoundError:
         raise BundleError(f"{str(path)!r} is not a clip-onnx bundle: it has no {MANIFEST}") from None
-    except NotRegularFileError as exc:
-        raise BundleError(f"{manifest_path}: is {exc.kind}, not a regular file") from None
-    except OSError as exc:
-        raise BundleError(f"cannot read {manifest_path}: {exc.strerror or exc}; check its permissions") from None
+    except OSError:
+        pass  # unreadable: _open_in says so
+    with _open_in(path, MANIFEST) as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)
     if len(data) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{manifest_path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a clip-onnx manifest")
     try:
@@ -168,10 +173,18 @@ def open_bundle(path, build: Callable[[Bundle], Model], *, verify: bool = True,
 
 
 def _check_file(root: Path, name: str, record: Mapping) -> None:
+    with _open_in(root, name) as f:
+        size = os.fstat(f.fileno()).st_size
+    if size != record["size"]:
+        raise BundleError(f"{root / name}: size {size} bytes, manifest says {record['size']}; the file is truncated or "
+                          "replaced")
+
+
+def _open_in(root: Path, name: str):
+    """``root / name`` open for reading if it is a regular file inside ``root``; BundleError otherwise."""
     file = _check_inside(root, name)
     try:
-        with open_regular(file) as f:
-            size = os.fstat(f.fileno()).st_size
+        return open_regular(file)
     except FileNotFoundError:
         raise BundleError(f"{root}: bundle file {name!r} is missing") from None
     except NotRegularFileError as exc:
@@ -179,8 +192,6 @@ def _check_file(root: Path, name: str, record: Mapping) -> None:
     except OSError as exc:
         raise BundleError(f"{root}: cannot read bundle file {name!r}: {exc.strerror or exc}; check its "
                           "permissions") from None
-    if size != record["size"]:
-        raise BundleError(f"{file}: size {size} bytes, manifest says {record['size']}; the file is truncated or replaced")
 
 
 def _check_inside(root: Path, name: str) -> Path:
@@ -349,7 +360,7 @@ class BundleWriter:
             records[name] = {"sha256": sha256_file(file), "size": file.stat().st_size}
         full = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=records)
         (self.dir / MANIFEST).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _publish_modes(self.dir)
+        publish_modes(self.dir)
         if self.overwrite:
             _check_target(self.out, True)
             _replace_dir(self.dir, self.out)
@@ -358,7 +369,8 @@ class BundleWriter:
                 rename_new(self.dir, self.out)
             except FileExistsError:
                 raise BundleError(f"output {str(self.out)!r} appeared while this export ran (another export to the "
-                                  "same path?) and was left as it is; choose another path or pass --overwrite") from None
+                                  "same path?) and was left as it is; choose another path or pass --overwrite") \
+                    from None
         self._committed = True
         log.info("wrote bundle %s (%d files)", self.out, len(records))
         return Bundle(path=self.out, manifest=full)
@@ -373,18 +385,6 @@ def _check_target(out: Path, overwrite: bool) -> None:
     if out.is_symlink() or not out.is_dir() or (not (out / MANIFEST).is_file() and any(out.iterdir())):
         raise BundleError(f"refusing to replace {str(out)!r}: it is not a clip-onnx bundle (no {MANIFEST}); "
                           "--overwrite only replaces bundles. Remove it yourself or choose another path")
-
-
-def _publish_modes(directory: Path) -> None:
-    """Give the bundle the modes of an ordinarily created directory and files.
-
-    mkdtemp makes the staging directory 0700, and some writers (onnx's external
-    data among them) leave 0600 files: a bundle exported by CI or another user
-    would be unreadable to the worker that serves it.
-    """
-    mask = current_umask()
-    for path in [directory, *directory.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

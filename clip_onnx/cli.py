@@ -12,7 +12,7 @@ from clip_onnx.errors import ClipOnnxError
 
 
 class _Group(click.Group):
-    """Turns our typed errors, and OS errors on the paths people give, into one line on stderr instead of a traceback."""
+    """Turns our typed errors, and OS errors on the paths people give, into one line on stderr, not a traceback."""
 
     def invoke(self, ctx):
         try:

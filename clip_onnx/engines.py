@@ -91,8 +91,8 @@ def records(bundle_dir: Path, tower: str) -> list[dict]:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as exc:
-            raise BackendError(f"{path}: unreadable plan record ({exc}); delete it and rerun `clip-onnx build-engine`") \
-                from None
+            raise BackendError(f"{path}: unreadable plan record ({exc}); delete it and rerun "
+                               "`clip-onnx build-engine`") from None
         if not isinstance(record, dict):
             raise BackendError(f"{path}: a plan record is a JSON object; delete it and rerun `clip-onnx build-engine`")
         out.append(record)

@@ -124,6 +124,18 @@ def current_umask() -> int:
     return 0o022
 
 
+def publish_modes(directory: Path) -> None:
+    """Give the bundle the modes of an ordinarily created directory and files.
+
+    mkdtemp makes the staging directory 0700, and some writers (onnx's external
+    data among them) leave 0600 files: a bundle exported by CI or another user
+    would be unreadable to the worker that serves it.
+    """
+    mask = current_umask()
+    for path in [directory, *directory.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def owned_tempdir(parent: os.PathLike | str, name: str) -> Path:
     """A new hidden directory ``.NAME.partial-HOST-PID-XXXXXX`` in ``parent`` for staging ``name``.
 

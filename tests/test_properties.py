@@ -138,8 +138,9 @@ SHAPES = npst.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6)
 ARRAYS = st.one_of(npst.arrays(npst.scalar_dtypes(), SHAPES),
                    npst.arrays(np.uint8, npst.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=9)))
 # Real signatures, so the fuzzing reaches past Pillow's format detection into the decoders.
-MAGIC = st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
-                         b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"P6\n4 4\n255\n", b"\x00\x00\x01\x00", b"%!PS-Adobe-3.0 EPSF"])
+MAGIC = st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00",
+                         b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"P6\n4 4\n255\n", b"\x00\x00\x01\x00",
+                         b"%!PS-Adobe-3.0 EPSF"])
 
 
 def check_preprocess(item) -> None:

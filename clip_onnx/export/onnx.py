@@ -48,7 +48,8 @@ def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, 
     try:
         # The exporter prints progress lines on stdout and logs harmless warnings (a
         # non-parameter attention mask becomes a constant); keep them for the error message.
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _quiet_torch_onnx(chatter):
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter), \
+                _quiet_torch_onnx(chatter):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 tower.module.eval(), args, input_names=list(tower.input_names), output_names=[tower.output_name],
@@ -60,8 +61,8 @@ def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, 
     check_symbolic_axes(path, tower)
     written = graph_opset(path)
     if written != opset:
-        raise ExportError(f"asked for opset {opset}, torch.onnx.export wrote the {tower.name} graph at opset {written}; "
-                          f"choose an opset from {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}")
+        raise ExportError(f"asked for opset {opset}, torch.onnx.export wrote the {tower.name} graph at opset "
+                          f"{written}; choose an opset from {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}")
     return path
 
 

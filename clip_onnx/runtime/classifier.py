@@ -31,7 +31,8 @@ class ClipClassifier:
     def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence | None = None,
                  batch_size: int = 32):
         if not isinstance(bundle, Bundle):
-            raise InputError(f"expected a Bundle, got {type(bundle).__name__}; open a directory with ClipClassifier.load")
+            raise InputError(f"expected a Bundle, got {type(bundle).__name__}; open a directory with "
+                             "ClipClassifier.load")
         if bundle.kind != "classifier":
             raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a classifier; open it with ClipModel")
         self.bundle = bundle

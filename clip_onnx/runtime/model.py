@@ -135,11 +135,12 @@ class ClipModel:
                               "were the graphs swapped?")
         width = runner.output_shapes[0][-1] if runner.output_shapes and runner.output_shapes[0] else None
         if width is not None and width != self.embed_dim:
-            raise BundleError(f"{where} gives {width}-wide embeddings, but the manifest's embed_dim is {self.embed_dim}")
+            raise BundleError(f"{where} gives {width}-wide embeddings, but the manifest's embed_dim is "
+                              f"{self.embed_dim}")
         size = self.preprocess.spec.image_size
         pixels = next((spec.shape for spec in runner.inputs if spec.name == "pixel_values"), None)
         if pixels is not None and (len(pixels) != 4 or any(d not in (None, want) for d, want in
-                                                           zip(pixels[1:], (3, size, size)))):
+                                                           zip(pixels[1:], (3, size, size), strict=True))):
             raise BundleError(f"{where} takes pixel_values of shape {list(pixels)}, but preprocess gives "
                               f"[batch, 3, {size}, {size}]")
 
