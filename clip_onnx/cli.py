@@ -13,13 +13,17 @@ from clip_onnx.thresholds import describe, precision_help
 
 
 class _Group(click.Group):
-    """Turns our typed errors into one line on stderr instead of a traceback."""
+    """Turns our typed errors, and OS errors on the paths people give, into one line on stderr, not a traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except ClipOnnxError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except OSError as exc:  # an output directory that is missing, read-only or a file, a full disk...
+            where = f": {exc.filename}" if exc.filename else ""
+            click.secho(f"error: {exc.strerror or exc}{where}", fg="red", err=True)
             sys.exit(1)
 
 

@@ -17,7 +17,7 @@ from clip_onnx.errors import ExportError
 from clip_onnx.export import validate
 from clip_onnx.export.families import load_model
 from clip_onnx.export.families.base import ExportableModel
-from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, export_tower
+from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, check_opset, export_tower, graph_opset
 from clip_onnx.export.precision import PRECISIONS, lower
 from clip_onnx.parity import GATE_IMAGES, THRESHOLDS, ParityReport, compare
 
@@ -40,6 +40,7 @@ def export_bundle(source: str, out, *, random_weights: bool = False, opset: int 
     graphs ``"gate": "off"``); ``check_parity=False`` skips the eager -> fp32 gate.
     """
     started = time.perf_counter()
+    check_opset(opset)  # before loading: a model can take minutes to load
     progress("load model")
     model = load_model(source, random_weights=random_weights)
     return export_model(model, out, opset=opset, check_parity=check_parity, overwrite=overwrite,
@@ -79,18 +80,20 @@ def export_model(model: ExportableModel, out, *, opset: int = DEFAULT_OPSET, che
         if model.labels is not None:
             (writer.dir / LABELS_FILE).write_text("".join(f"{label}\n" for label in model.labels), encoding="utf-8")
         progress("write bundle")
-        bundle = writer.commit(build_manifest(model, opset, parity, lowered, time.perf_counter() - started))
+        # The opset each graph really carries, after any lowering, not the one asked for.
+        opsets = {t.name: graph_opset(writer.dir / GRAPH_FILES[t.name]) for t in validate.towers_of(model)}
+        bundle = writer.commit(build_manifest(model, opsets, parity, lowered, time.perf_counter() - started))
     return bundle
 
 
-def build_manifest(model: ExportableModel, opset: int, parity: ParityReport | None, lowered: dict | None,
-                   seconds: float) -> dict:
+def build_manifest(model: ExportableModel, opsets: dict[str, int], parity: ParityReport | None,
+                   lowered: dict | None, seconds: float) -> dict:
     graphs = {}
     for tower in validate.towers_of(model):
         graphs[tower.name] = {
             "file": GRAPH_FILES[tower.name], "inputs": list(tower.input_names), "output": tower.output_name,
             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in tower.dynamic_axes.items()},
-            "opset": opset, **(lowered["towers"][tower.name] if lowered else {"precision": "fp32"}),
+            "opset": opsets[tower.name], **(lowered["towers"][tower.name] if lowered else {"precision": "fp32"}),
         }
     manifest = {
         "kind": model.kind,
