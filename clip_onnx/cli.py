@@ -71,7 +71,7 @@ def export(source: str, out: Path, random_weights: bool, opset: int, no_validate
     """
     from tqdm import tqdm
 
-    from clip_onnx.export.pipeline import export_bundle
+    from clip_onnx.export import export_bundle
 
     started = time.perf_counter()
     with tqdm(total=5 + (precision != "fp32"), desc="export", unit="step", file=sys.stderr) as bar:
@@ -165,7 +165,7 @@ def demo(out: Path, images: int, precision: str) -> None:
     """
     from tqdm import tqdm
 
-    from clip_onnx.export.demo import run_demo
+    from clip_onnx.export import run_demo
 
     with tqdm(total=4, desc="demo", unit="step", file=sys.stderr) as bar:
         def step(name: str) -> None:
@@ -215,7 +215,7 @@ def build_engine(bundle: Path, min_batch, opt_batch, max_batch, max_seq, opt_seq
     from tqdm import tqdm
 
     from clip_onnx.engines import Profile
-    from clip_onnx.export.tensorrt import build_engines
+    from clip_onnx.export import build_engines
 
     profile = Profile(min_batch, opt_batch, max_batch, opt_seq=opt_seq, max_seq=max_seq)
     gated = not (no_validate or ahead_of_time)
@@ -251,7 +251,7 @@ def bench(source: str, random_weights: bool, backends: str, batches: str, warmup
     """
     from tqdm import tqdm
 
-    from clip_onnx.benchmark.run import run_benchmark
+    from clip_onnx.benchmark import run_benchmark
 
     try:
         sizes = [int(b) for b in batches.split(",")]
@@ -307,8 +307,7 @@ def triton(bundle: Path, out: Path, name, max_batch, instances, kind, queue_dela
     """
     from tqdm import tqdm
 
-    from clip_onnx.triton.config import ServingOptions
-    from clip_onnx.triton.repository import write_repository
+    from clip_onnx.triton import ServingOptions, write_repository
 
     options = ServingOptions(max_batch=max_batch, instances=instances, kind=kind, queue_delay_us=queue_delay_us)
     with tqdm(total=4, desc="triton", unit="step", file=sys.stderr) as bar:
