@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from clip_onnx.errors import InputError
+from clip_onnx.runtime.tokenizers.base import check_texts
 
 
 def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
@@ -21,18 +22,8 @@ def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
     field: ``"{} и {}"``, ``"{x} {}"`` or an unbalanced ``"{"`` would make ``str.format``
     raise, and ``"{0}"`` or ``"{!r}"`` would not write the label as given.
     """
-    if isinstance(templates, (str, bytes)):
-        raise InputError(f"expected a list of templates, got a single {type(templates).__name__} {templates!r:.60}; "
-                         "wrap it in a list")
-    try:
-        items = tuple(templates)
-    except TypeError:
-        raise InputError(f"expected a list of templates, got {type(templates).__name__}") from None
-    if not items:
-        raise InputError("expected at least one template, got an empty list")
+    items = tuple(check_texts(templates, what="template"))
     for template in items:
-        if not isinstance(template, str):
-            raise InputError(f"template {template!r:.60} is {type(template).__name__}, expected a str with '{{}}'")
         try:
             fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
                       if name is not None]
