@@ -57,8 +57,19 @@ def models() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (atomically).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help=precision_help())
+@click.option("--gate-images", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="With --precision: gate on your own pictures, a folder (walked recursively) of at least 16 "
+                   "readable ones, instead of built-in synthetic photos. Unreadable files are skipped with a warning.")
+@click.option("--gate-texts", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="With --precision: gate on your own prompts, a UTF-8 file with one a line (e.g. your label set).")
+@click.option("--min-cosine", type=float, default=None,
+              help="With --precision: the lowest cosine a lowered tower may have against fp32, for this export.")
+@click.option("--min-agreement", type=float, default=None,
+              help="With --precision: the lowest top-1 agreement with fp32, a fraction (0.99 = 99%); 0 lets a "
+                   "random-weights model through, whose top-1 is a coin toss.")
 def export(source: str, out: Path, random_weights: bool, opset: int, no_validate: bool, overwrite: bool,
-           precision: str) -> None:
+           precision: str, gate_images: Path | None, gate_texts: Path | None, min_cosine: float | None,
+           min_agreement: float | None) -> None:
     """Export SOURCE to an ONNX bundle and prove it matches eager PyTorch.
 
     SOURCE is a registered name (see `clip-onnx models`), a Hugging Face hub id,
@@ -77,11 +88,31 @@ def export(source: str, out: Path, random_weights: bool, opset: int, no_validate
 
         bundle = export_bundle(source, out, random_weights=random_weights, opset=opset,
                                check_parity=not no_validate, overwrite=overwrite, precision=precision,
-                               progress=step)
+                               progress=step, **_gate_options(gate_images, gate_texts, min_cosine, min_agreement))
     for report in bundle.manifest["parity"]:
         click.echo(format_parity(report))
+    if "gate_inputs" in bundle.manifest:
+        click.echo(format_gate_inputs(bundle.manifest["gate_inputs"]))
     precisions = ", ".join(f"{t} {g['precision']}" for t, g in bundle.manifest["graphs"].items())
     click.echo(f"wrote {bundle.path} ({precisions}) in {time.perf_counter() - started:.1f}s")
+
+
+def _gate_options(images, texts, min_cosine, min_agreement) -> dict:
+    """The export's gate keywords that were given, so the library's defaults hold for the rest."""
+    given = {"gate_images": images, "gate_texts": texts, "min_cosine": min_cosine, "min_agreement": min_agreement}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def format_gate_inputs(record: dict) -> str:
+    images, texts, t = record["images"], record.get("texts"), record["thresholds"]
+    line = f"gate inputs: {images['count']} {images['source']} images"
+    if images.get("skipped"):
+        line += f" ({images['skipped']} unreadable skipped)"
+    if texts:
+        line += f", {texts['count']} {texts['source']} prompts"
+    overridden = f" (set: {', '.join(record['overridden'])})" if record["overridden"] else ""
+    return (line + f"; cosine >= {t['min_cosine']}, top-1 agreement >= {t['min_top1_agreement']:.1%}"
+            + overridden)
 
 
 def format_parity(report: dict) -> str:

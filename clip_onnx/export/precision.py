@@ -26,8 +26,9 @@ from clip_onnx.errors import ExportError, ParityError
 from clip_onnx.export import validate
 from clip_onnx.export.families.base import ExportableModel
 from clip_onnx.export.fp16 import FP16_LADDER, fp16_converter
+from clip_onnx.export.gate_data import GatePlan, plan_gate
 from clip_onnx.export.int8 import INT8_LADDER
-from clip_onnx.parity import GATE_IMAGES, THRESHOLDS, compare, min_cosine
+from clip_onnx.parity import compare, min_cosine
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +50,21 @@ class _Climb:
     tried: list = field(default_factory=list)
 
 
-def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, gate_images: int = GATE_IMAGES,
+def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, plan: GatePlan | None = None,
           *, gate: bool = True) -> dict:
     """Convert ``graphs`` in place where the gate allows; returns the manifest's precision record.
 
-    ``gate=False`` converts every tower with the ladder's first rung and checks only
-    that ONNX Runtime opens the result; the record marks those graphs ungated.
+    ``plan`` holds the gate's inputs and thresholds (default: the built-in ones,
+    see ``gate_data.plan_gate``).  ``gate=False`` converts every tower with the
+    ladder's first rung and checks only that ONNX Runtime opens the result; the
+    record marks those graphs ungated.
     """
     if not gate:
         return _lower_ungated(model, graphs, precision)
+    plan = plan or plan_gate(model, precision)
     towers = [t.name for t in validate.towers_of(model)]
     outputs = {t.name: t.output_name for t in validate.towers_of(model)}
-    thresholds = THRESHOLDS[precision]
-    feeds = validate.gate_inputs(model, gate_images)
+    thresholds, feeds = plan.thresholds, plan.feeds
     reference = validate.graph_outputs(model, graphs, feeds)
     climbs = {t: _climb(LADDERS[precision], graphs[t], precision, outputs[t], feeds[t], reference[t],
                         thresholds.min_cosine) for t in towers}
@@ -72,7 +75,7 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, ga
         got = {t: climbs[t].outputs if t in combo else reference[t] for t in towers}
         try:
             report = compare(f"onnx-{precision}[{'+'.join(combo)}]", _joined(reference), _joined(got), thresholds,
-                             validate.gate_task(model))
+                             plan.task)
         except ParityError as missed:
             report = missed.report
         attempts.append(report.to_dict())
@@ -80,7 +83,8 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, ga
         if not report.failures():
             chosen = combo
             break
-    record = {"precision": precision, "gate": attempts, "tried": {t: c.tried for t, c in climbs.items()}, "towers": {}}
+    record = {"precision": precision, "gate": attempts, "tried": {t: c.tried for t, c in climbs.items()}, "towers": {},
+              "inputs": plan.record}
     for tower, climb in climbs.items():
         if tower in chosen:
             os.replace(climb.candidate, graphs[tower])
