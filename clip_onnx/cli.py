@@ -262,36 +262,47 @@ def build_engine(bundle: Path, min_batch, opt_batch, max_batch, max_seq, opt_seq
 
 
 @cli.command()
-@click.argument("source")
+@click.argument("source", required=False)
+@click.option("--bundle", "bundles", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Time this existing bundle as it is (repeatable), labelled by its precision; with SOURCE, "
+                   "beside eager torch in the same run.")
 @click.option("--random-weights", is_flag=True, help="Build the named architecture with random weights.")
-@click.option("--backends", default="torch,torch-fp16,onnxruntime,onnxruntime-int8,tensorrt", show_default=True,
-              help="Comma-separated; unavailable ones (no GPU, no TensorRT) are skipped with a note.")
+@click.option("--backends", default=None,
+              help="Comma-separated; unavailable ones (no GPU, no TensorRT, no native bf16) are skipped with a note. "
+                   "[default: torch,torch-bf16,torch-fp16,onnxruntime,onnxruntime-int8,tensorrt; with --bundle: "
+                   "torch,torch-bf16 where SOURCE is given]")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--warmup", default=3, show_default=True)
 @click.option("--repeat", default=10, show_default=True)
 @click.option("--out", "out", default="results", show_default=True, type=click.Path(path_type=Path))
-def bench(source: str, random_weights: bool, backends: str, batches: str, warmup: int, repeat: int, out: Path) -> None:
+def bench(source: str | None, bundles, random_weights: bool, backends: str | None, batches: str, warmup: int,
+          repeat: int, out: Path) -> None:
     """Time eager PyTorch against the exported graphs, side by side in one interleaved run.
 
-    Writes OUT/bench.json (raw samples and a machine header), OUT/bench.md and,
-    with matplotlib installed, OUT/bench.png.
+    SOURCE is exported on the fly; --bundle PATH times bundles you already
+    have (e.g. your fp32, fp16 and int8 bundles of one model) without
+    re-exporting. Writes OUT/bench.json (raw samples and a machine header with
+    the CPU flags the ratios depend on), OUT/bench.md and, with matplotlib
+    installed, OUT/bench.png.
     """
     from tqdm import tqdm
 
     from clip_onnx.benchmark.run import run_benchmark
 
+    if source is None and not bundles:
+        raise click.UsageError("give a model SOURCE, one or more --bundle PATH, or both")
     try:
         sizes = [int(b) for b in batches.split(",")]
     except ValueError:
         raise click.BadParameter(f"batch sizes must be integers, got {batches!r}") from None
-    names = [b.strip() for b in backends.split(",") if b.strip()]
+    names = None if backends is None else [b.strip() for b in backends.split(",") if b.strip()]
     with tqdm(desc="bench", unit="round", file=sys.stderr) as bar:
         def advance(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        run_benchmark(source, out, random_weights=random_weights, backends=names, batches=sizes,
-                      warmup=warmup, repeat=repeat, progress=advance)
+        run_benchmark(source, out, bundles=list(bundles), random_weights=random_weights, backends=names,
+                      batches=sizes, warmup=warmup, repeat=repeat, progress=advance)
     click.echo((out / "bench.md").read_text(encoding="utf-8"))
 
 
