@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -181,7 +182,11 @@ def _make_backend(name: str, towers: dict, bundles: Callable, cut: Callable | No
     if name in TORCH_BACKENDS and not towers:
         raise _Skip("eager backends need the model SOURCE beside --bundle")
     if name == "torch":
-        torch.set_num_threads(torch.get_num_threads())
+        # CLIP_ONNX_THREADS sizes ONNX Runtime's pools; eager torch gets as many, so the ratio compares like with
+        # like.  On a shared machine one thread each is the steady figure: a busy core stalls a 2-thread OpenMP
+        # region at every barrier (benchmarks/NOTES.md, "int8 on CPU").
+        threads = int(os.environ.get("CLIP_ONNX_THREADS", "0"))
+        torch.set_num_threads(threads or torch.get_num_threads())
         return Backend(name, {t: _torch_call(towers[t].module, torch) for t in towers},
                        prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None))
     if name == "torch-bf16":
