@@ -87,7 +87,7 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, pl
               "inputs": plan.record}
     for tower, climb in climbs.items():
         if tower in chosen:
-            os.replace(climb.candidate, graphs[tower])
+            _swap_graph(climb.candidate, graphs[tower])
             record["towers"][tower] = {"precision": precision, **climb.details}
         else:
             _remove_graph(climb.candidate)
@@ -128,7 +128,7 @@ def _lower_ungated(model: ExportableModel, graphs: Mapping[str, Path], precision
             _remove_graph(candidate)
             raise ExportError(f"the ungated {precision} {tower.name} graph ({details}) does not load in ONNX "
                               f"Runtime: {problem}; export with the gate on to fall back along the ladder")
-        os.replace(candidate, graph)
+        _swap_graph(candidate, graph)
         record["towers"][tower.name] = {"precision": precision, **details, "gate": "off"}
     log.warning("%s graphs written without the gate: their accuracy is unverified", precision)
     return record
@@ -155,6 +155,25 @@ def load_problem(path: Path) -> str | None:
         lines = result.stderr.strip().splitlines() or ["exit status %d" % result.returncode]
         return lines[-1][-400:]
     return None
+
+
+def _swap_graph(candidate: Path, graph: Path) -> None:
+    """Put ``candidate`` in ``graph``'s place, external data included, leaving no stale ``graph.onnx.data``.
+
+    A graph's external data must be ``<graph file>.data`` (the bundle lists a tower's files by that
+    name), so a candidate with external data is written out again under the new name.
+    """
+    import onnx
+
+    from clip_onnx.export.int8 import has_external_data
+    from clip_onnx.export.onnx import save_graph
+
+    graph.with_name(graph.name + ".data").unlink(missing_ok=True)
+    if has_external_data(candidate):
+        save_graph(onnx.load(candidate), graph)
+        _remove_graph(candidate)
+    else:
+        os.replace(candidate, graph)
 
 
 def _remove_graph(path: Path) -> None:
