@@ -58,7 +58,7 @@ def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, 
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for the {tower.name} tower: {exc}\n"
                           f"{chatter.getvalue()[-2000:]}") from exc
-    _save(program.model_proto, path)
+    save_graph(program.model_proto, path)
     check_symbolic_axes(path, tower)
     written = graph_opset(path)
     if written != opset:
@@ -124,7 +124,8 @@ def _quiet_torch_onnx(sink: io.StringIO):
             logger.propagate = propagate
 
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
+def save_graph(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` to ``path``, with its weights in ``<name>.data`` beside it only where protobuf needs that."""
     # ByteSize() itself fails past protobuf's 2 GiB limit, so count the weights instead.
     weights = sum(len(t.raw_data) for t in model.graph.initializer)
     if weights > _EXTERNAL_DATA_THRESHOLD:
