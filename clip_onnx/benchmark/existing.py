@@ -33,9 +33,9 @@ class ExistingBundles:
     def feeds(self, batches: Sequence[int]) -> tuple[dict, dict | None, Callable | None]:
         """The benchmark's feeds made from the first bundle's manifest alone (no torch, no source)."""
         from clip_onnx.benchmark.run import make_feeds
-        from clip_onnx.runtime.preprocess import PreprocessSpec
-        from clip_onnx.runtime.tokenizers import load_tokenizer
-        from clip_onnx.runtime.tokenizers.base import cut_padding
+        from clip_onnx.runtime import PreprocessSpec
+        from clip_onnx.runtime import load_tokenizer
+        from clip_onnx.runtime import cut_padding
 
         bundle = self.bundles[0]
         manifest = bundle.manifest
@@ -51,7 +51,7 @@ class ExistingBundles:
     def backends(self, cut: Callable | None) -> list:
         """One ONNX Runtime backend per bundle, held to the gate of its most reduced graph."""
         from clip_onnx.benchmark.run import runtime_backend
-        from clip_onnx.runtime.backends import open_runner
+        from clip_onnx.runtime import open_runner
 
         made = []
         for bundle, label in zip(self.bundles, self.labels, strict=True):

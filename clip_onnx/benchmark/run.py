@@ -102,7 +102,7 @@ def _choose(names: Sequence[str], towers: dict, made: Callable | None, cut: Call
 
 
 def _load_source(source: str | None, random_weights: bool, existing):
-    from clip_onnx.export.families import load_model
+    from clip_onnx.export import load_model
 
     if source is None:
         return None
@@ -133,7 +133,7 @@ def _bundles(model, work: Path) -> Callable[[str], Bundle]:
     The int8 bundle is made with the gate off: the benchmark wants the speed of
     both towers quantized, and reports the accuracy it measures beside it.
     """
-    from clip_onnx.export.pipeline import export_model
+    from clip_onnx.export import export_model
 
     made = {}
 
@@ -158,7 +158,7 @@ def make_feeds(preprocess, tokenize: Callable | None, sample_texts: Sequence[str
 
     ``preprocess`` is the model's PreprocessSpec; ``tokenize`` None for a classifier (no text tower).
     """
-    from clip_onnx.runtime.preprocess import ImagePreprocessor
+    from clip_onnx.runtime import ImagePreprocessor
     from clip_onnx.synthetic import synthetic_images
 
     biggest = max(batches)
@@ -200,7 +200,7 @@ def _make_backend(name: str, towers: dict, bundles: Callable, cut: Callable | No
                        gate="fp16",
                        prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cuda", torch.float16))
     if name in ("onnxruntime", "onnxruntime-int8"):
-        from clip_onnx.runtime.backends import open_runner
+        from clip_onnx.runtime import open_runner
 
         precision = "int8" if name.endswith("int8") else "fp32"
         return runtime_backend(name, {t: open_runner(bundles(precision), t) for t in TOWERS}, cut, precision)
@@ -231,7 +231,7 @@ def _cut_text(model) -> Callable | None:
     """The runtime's cut of a text feed to its longest prompt, where the textual graph allows it."""
     if model.textual is None or 1 not in model.textual.dynamic_axes.get("input_ids", {}):
         return None
-    from clip_onnx.runtime.tokenizers.base import cut_padding
+    from clip_onnx.runtime import cut_padding
 
     pad_id = int(model.tokenizer.get("pad_id", 0))
     return lambda feed: cut_padding(feed, pad_id)
@@ -253,8 +253,8 @@ def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = 
     """
     from clip_onnx.bundle import read_bundle
     from clip_onnx.engines import Profile
-    from clip_onnx.export.tensorrt import build_engines
-    from clip_onnx.runtime.backends import open_runner
+    from clip_onnx.export import build_engines
+    from clip_onnx.runtime import open_runner
 
     build_engines(bundle_path, Profile(1, min(8, max_batch), max_batch))
     bundle = read_bundle(bundle_path)
@@ -297,7 +297,7 @@ def _add_ratios(stats: list[dict]) -> None:
 _PROBES = {
     "torch": """
         import torch
-        from clip_onnx.export.families import load_model
+        from clip_onnx.export import load_model
         m = load_model({source!r}, random_weights={random_weights!r})
         with torch.inference_mode():
             m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(["кошка"]).values()])
