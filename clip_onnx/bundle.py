@@ -4,21 +4,37 @@ Torch-free: the exporter writes bundles with it and the runtime reads them.
 The manifest is written last and the directory appears under its final name
 only by an atomic rename, so a crashed export never leaves something that
 loads as a bundle.
+
+A bundle may come from someone else: ``read_bundle`` checks the manifest's schema before using any
+field, and every file the runtime opens must be listed, regular, hashed and inside the bundle.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import shutil
+import stat
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from clip_onnx.errors import BundleError, ClipOnnxError
-from clip_onnx.files import current_umask, sha256_file
+from clip_onnx.errors import BundleError, ClipOnnxError, InputError
+from clip_onnx.files import (
+    NotRegularFileError,
+    file_kind,
+    open_regular,
+    owned_tempdir,
+    publish_modes,
+    remove_stale_tempdirs,
+    rename_new,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +43,13 @@ FORMAT = "clip-onnx-bundle"
 FORMAT_VERSION = 1
 # The two graphs of a CLIP bundle, in the order every loop over them uses.
 TOWERS = ("visual", "textual")
+# The graphs each kind of bundle must have.
+KINDS = MappingProxyType({"clip": TOWERS, "classifier": ("visual",)})
+# Real manifests are a few kB; this bounds what a hostile one can make us read and parse.
+MAX_MANIFEST_BYTES = 16 << 20
+# Output sizes a preprocess spec may ask for; larger ones are a typo or an attempt to exhaust memory.
+MAX_IMAGE_SIDE = 8192
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 __all__ = ["TOWERS", "Bundle", "BundleWriter", "open_bundle", "read_bundle", "sha256_file"]
 
@@ -60,35 +83,62 @@ class Bundle:
     def verify(self, names: Iterable[str] | None = None) -> None:
         """Check the sha256 of ``names`` (default: every file) against the manifest."""
         for name in self.manifest["files"] if names is None else names:
-            if sha256_file(self.path / name) != self.manifest["files"][name]["sha256"]:
+            try:
+                digest = sha256_file(self.path / name)
+            except OSError as exc:
+                raise BundleError(f"cannot read bundle file {str(self.path / name)!r}: {exc.strerror or exc}") from None
+            if digest != self.manifest["files"][name]["sha256"]:
                 raise BundleError(f"{self.path / name}: sha256 does not match the manifest; the file was modified "
                                   "or corrupted")
 
 
 def read_bundle(path, *, verify: bool = True) -> Bundle:
-    """Open a bundle directory, checking the format and (by default) every file's sha256."""
-    path = Path(path)
-    manifest_path = path / MANIFEST
-    if not path.is_dir():
-        raise BundleError(f"bundle directory {str(path)!r} does not exist; create one with `clip-onnx export`")
-    if not manifest_path.is_file():
-        raise BundleError(f"{str(path)!r} is not a clip-onnx bundle: it has no {MANIFEST}")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(
-            f"{manifest_path}: bundle format version {manifest.get('format_version')!r} is not supported "
-            f"by this clip-onnx (reads version {FORMAT_VERSION}); re-export or upgrade clip-onnx")
-    for name, record in manifest.get("files", {}).items():
+    """Open a bundle directory, checking its manifest, its files and (by default) every file's sha256."""
+    path = _bundle_dir(path)
+    manifest = _read_manifest(path)
+    check_manifest(manifest, str(path / MANIFEST))
+    for name, record in manifest["files"].items():
         _check_file(path, name, record)
+    _refuse_escaping_links(path)
     bundle = Bundle(path=path, manifest=manifest)
     if verify:
         bundle.verify()
     return bundle
+
+
+def _bundle_dir(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"a bundle path must be a str or os.PathLike, got {type(path).__name__} {path!r:.60}")
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise BundleError(f"bundle directory {str(path)!r} does not exist; create one with `clip-onnx export`") \
+            from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise BundleError(f"cannot read bundle directory {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    if not stat.S_ISDIR(mode):
+        raise BundleError(f"bundle path {str(path)!r} is {file_kind(mode)}, not a bundle directory")
+    return path
+
+
+def _read_manifest(path: Path) -> Any:
+    manifest_path = path / MANIFEST
+    try:
+        os.lstat(manifest_path)
+    except FileNotFoundError:
+        raise BundleError(f"{str(path)!r} is not a clip-onnx bundle: it has no {MANIFEST}") from None
+    except OSError:
+        pass  # unreadable: _open_in says so
+    with _open_in(path, MANIFEST) as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a clip-onnx manifest")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
+        raise BundleError(f"{manifest_path}: unreadable manifest ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 Model = TypeVar("Model")
@@ -123,14 +173,155 @@ def open_bundle(path, build: Callable[[Bundle], Model], *, verify: bool = True,
 
 
 def _check_file(root: Path, name: str, record: Mapping) -> None:
-    file = root / name
-    if Path(name).is_absolute() or ".." in Path(name).parts:
-        raise BundleError(f"{root}: manifest names a file outside the bundle: {name!r}")
-    if not file.is_file():
-        raise BundleError(f"{root}: bundle file {name!r} is missing")
-    size = file.stat().st_size
+    with _open_in(root, name) as f:
+        size = os.fstat(f.fileno()).st_size
     if size != record["size"]:
-        raise BundleError(f"{file}: size {size} bytes, manifest says {record['size']}; the file is truncated or replaced")
+        raise BundleError(f"{root / name}: size {size} bytes, manifest says {record['size']}; the file is truncated or "
+                          "replaced")
+
+
+def _open_in(root: Path, name: str):
+    """``root / name`` open for reading if it is a regular file inside ``root``; BundleError otherwise."""
+    file = _check_inside(root, name)
+    try:
+        return open_regular(file)
+    except FileNotFoundError:
+        raise BundleError(f"{root}: bundle file {name!r} is missing") from None
+    except NotRegularFileError as exc:
+        raise BundleError(f"{root}: bundle file {name!r} is {exc.kind}, not a regular file") from None
+    except OSError as exc:
+        raise BundleError(f"{root}: cannot read bundle file {name!r}: {exc.strerror or exc}; check its "
+                          "permissions") from None
+
+
+def _check_inside(root: Path, name: str) -> Path:
+    """``root / name``, refused if it (through symlinks) leads outside ``root``."""
+    file = root / name
+    try:
+        inside = os.path.realpath(file).startswith(os.path.join(os.path.realpath(root), ""))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{root}: cannot resolve bundle file {name!r}: {exc}") from None
+    if not inside:
+        raise BundleError(f"{root}: bundle file {name!r} leads outside the bundle (to {os.path.realpath(file)!r}); "
+                          "a bundle must hold its own files, not links to others")
+    return file
+
+
+def _refuse_escaping_links(root: Path) -> None:
+    """Refuse a symlink anywhere in the bundle that leads outside it: ONNX Runtime opens a graph's external
+    data by the name the graph gives, which need not be a listed file."""
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(directory, name)):
+                _check_inside(root, os.path.relpath(os.path.join(directory, name), root))
+
+
+def check_manifest(manifest: Any, where: str) -> None:
+    """Raise BundleError naming the first field of ``manifest`` that a loader could not use as it is."""
+    if not isinstance(manifest, dict):
+        kind = {list: "array", str: "string", bool: "boolean"}.get(type(manifest), type(manifest).__name__)
+        raise BundleError(f"{where}: a manifest is a JSON object, got a JSON {kind}")
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{where}: format is {manifest.get('format')!r:.80}, expected {FORMAT!r}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: bundle format version {manifest.get('format_version')!r:.80} is not supported "
+            f"by this clip-onnx (reads version {FORMAT_VERSION}); re-export or upgrade clip-onnx")
+    schema = _Schema(where)
+    files = schema.mapping(manifest, "files")
+    for name in files:
+        _check_file_name(name, where)
+        schema.fields(schema.mapping(files, name, f"files[{name!r}]"), f"files[{name!r}].", _FILE_FIELDS)
+    kind = manifest.get("kind", "clip")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise BundleError(f"{where}: field 'kind' is {kind!r:.80}; this clip-onnx reads {sorted(KINDS)}")
+    graphs = schema.mapping(manifest, "graphs")
+    if set(graphs) - set(KINDS[kind]):
+        raise BundleError(f"{where}: field 'graphs' has {sorted(graphs)}; a {kind} bundle has {list(KINDS[kind])}")
+    for tower in KINDS[kind]:
+        graph = schema.mapping(graphs, tower, f"graphs.{tower}")
+        schema.listed(graph, "file", f"graphs.{tower}.file", files)
+        schema.fields(graph, f"graphs.{tower}.", _GRAPH_FIELDS, required=False)
+    schema.fields(schema.mapping(manifest, "preprocess"), "preprocess.", _PREPROCESS_FIELDS, required=False)
+    if kind == "classifier":
+        labels = schema.mapping(manifest, "labels")
+        schema.listed(labels, "file", "labels.file", files)
+        schema.fields(labels, "labels.", {"count": _COUNT}, required=False)
+        return
+    schema.fields(manifest, "", _CLIP_FIELDS)
+    tokenizer = schema.mapping(manifest, "tokenizer")
+    schema.listed(tokenizer, "file", "tokenizer.file", files)
+    ids = {key: _COUNT for key in tokenizer if key == "context_length" or key.endswith("_id")}
+    schema.fields(tokenizer, "tokenizer.", {"kind": (lambda v: isinstance(v, str), "a tokenizer kind"), **ids})
+    if "templates" in manifest:
+        from clip_onnx.runtime.zero_shot import check_templates  # not at the top: the runtime imports this module
+
+        try:
+            check_templates(manifest["templates"])
+        except InputError as exc:
+            raise BundleError(f"{where}: field 'templates': {exc}") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_COUNT = (lambda v: v is None or (_is_int(v) and v >= 0), "an int >= 0")
+_FILE_FIELDS = MappingProxyType({"sha256": (lambda v: isinstance(v, str) and _SHA256.fullmatch(v), "a hex sha256"),
+                                 "size": (lambda v: _is_int(v) and v >= 0, "an int >= 0")})
+_GRAPH_FIELDS = MappingProxyType({
+    "inputs": (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names"),
+    "output": (lambda v: isinstance(v, str), "a name"),
+    "dynamic_axes": (lambda v: isinstance(v, dict) and all(isinstance(a, dict) for a in v.values()),
+                     "an object of {axis: name} objects"),
+    "opset": (lambda v: _is_int(v) and v > 0, "an int > 0"),
+})
+_SIDE = (lambda v: v is None or (_is_int(v) and 0 < v <= MAX_IMAGE_SIDE), f"an int from 1 to {MAX_IMAGE_SIDE}")
+_PREPROCESS_FIELDS = MappingProxyType({"image_size": _SIDE, "resize_size": _SIDE})
+_CLIP_FIELDS = MappingProxyType({
+    "logit_scale": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+                    "a finite number > 0"),
+    "embed_dim": (lambda v: _is_int(v) and v > 0, "an int > 0"),
+})
+
+
+class _Schema:
+    """Field checks that raise BundleError naming the manifest and the dotted field."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def fields(self, obj: Mapping, prefix: str, table: Mapping, *, required: bool = True) -> None:
+        """Check ``obj[key]`` with each (valid, expected) of ``table``; absent keys only when ``required``."""
+        for key, (valid, expected) in table.items():
+            if key not in obj:
+                if required:
+                    raise BundleError(f"{self.where}: field '{prefix + key}' is missing; it must be {expected}")
+            elif not valid(obj[key]):
+                text = repr(obj[key])
+                raise BundleError(f"{self.where}: field '{prefix + key}' must be {expected}, got "
+                                  f"{type(obj[key]).__name__} {text if len(text) <= 80 else text[:77] + '...'}")
+
+    def one(self, obj: Mapping, key: str, name: str, valid: Callable[[Any], Any], expected: str) -> Any:
+        """``obj[key]``, checked under the dotted ``name``."""
+        self.fields({name: obj[key]} if key in obj else {}, "", {name: (valid, expected)})
+        return obj[key]
+
+    def mapping(self, obj: Mapping, key: str, name: str | None = None) -> dict:
+        return self.one(obj, key, name or key, lambda v: isinstance(v, dict), "a JSON object")
+
+    def listed(self, obj: Mapping, key: str, name: str, files: Mapping) -> str:
+        value = self.one(obj, key, name, lambda v: isinstance(v, str) and v, "a file name")
+        if value not in files:
+            raise BundleError(f"{self.where}: field '{name}' names {value!r:.80}, which 'files' does not list; "
+                              "every file the runtime opens must be listed with its sha256")
+        return value
+
+
+def _check_file_name(name: str, where: str) -> None:
+    if not name or "\0" in name or name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
+        raise BundleError(f"{where}: manifest names a file outside the bundle or not a plain relative path: "
+                          f"{name!r:.120}")
 
 
 class BundleWriter:
@@ -144,10 +335,12 @@ class BundleWriter:
 
     def __init__(self, out, *, overwrite: bool = False):
         self.out = Path(out).absolute()
-        if self.out.exists() and not overwrite:
-            raise BundleError(f"output {str(self.out)!r} already exists; choose another path or pass --overwrite")
+        self.overwrite = overwrite
+        _check_target(self.out, overwrite)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        for stale in remove_stale_tempdirs(self.out.parent, self.out.name):
+            log.info("removed %s, left by an export whose process is gone", stale)
+        self.dir = owned_tempdir(self.out.parent, self.out.name)
         self._committed = False
 
     def __enter__(self) -> "BundleWriter":
@@ -167,23 +360,31 @@ class BundleWriter:
             records[name] = {"sha256": sha256_file(file), "size": file.stat().st_size}
         full = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=records)
         (self.dir / MANIFEST).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _publish_modes(self.dir)
-        _replace_dir(self.dir, self.out)
+        publish_modes(self.dir)
+        if self.overwrite:
+            _check_target(self.out, True)
+            _replace_dir(self.dir, self.out)
+        else:
+            try:
+                rename_new(self.dir, self.out)
+            except FileExistsError:
+                raise BundleError(f"output {str(self.out)!r} appeared while this export ran (another export to the "
+                                  "same path?) and was left as it is; choose another path or pass --overwrite") \
+                    from None
         self._committed = True
         log.info("wrote bundle %s (%d files)", self.out, len(records))
         return Bundle(path=self.out, manifest=full)
 
 
-def _publish_modes(directory: Path) -> None:
-    """Give the bundle the modes of an ordinarily created directory and files.
-
-    mkdtemp makes the staging directory 0700, and some writers (onnx's external
-    data among them) leave 0600 files: a bundle exported by CI or another user
-    would be unreadable to the worker that serves it.
-    """
-    mask = current_umask()
-    for path in [directory, *directory.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+def _check_target(out: Path, overwrite: bool) -> None:
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
+        raise BundleError(f"output {str(out)!r} already exists; choose another path or pass --overwrite")
+    # --overwrite replaces a bundle, never a directory of other files the user pointed -o at by mistake.
+    if out.is_symlink() or not out.is_dir() or (not (out / MANIFEST).is_file() and any(out.iterdir())):
+        raise BundleError(f"refusing to replace {str(out)!r}: it is not a clip-onnx bundle (no {MANIFEST}); "
+                          "--overwrite only replaces bundles. Remove it yourself or choose another path")
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

@@ -13,13 +13,17 @@ from clip_onnx.thresholds import describe, precision_help
 
 
 class _Group(click.Group):
-    """Turns our typed errors into one line on stderr instead of a traceback."""
+    """Turns our typed errors, and OS errors on the paths people give, into one line on stderr, not a traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except ClipOnnxError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except OSError as exc:  # an output directory that is missing, read-only or a file, a full disk...
+            where = f": {exc.filename}" if exc.filename else ""
+            click.secho(f"error: {exc.strerror or exc}{where}", fg="red", err=True)
             sys.exit(1)
 
 
@@ -57,8 +61,19 @@ def models() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (atomically).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help=precision_help())
+@click.option("--gate-images", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="With --precision: gate on your own pictures, a folder (walked recursively) of at least 16 "
+                   "readable ones, instead of built-in synthetic photos. Unreadable files are skipped with a warning.")
+@click.option("--gate-texts", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="With --precision: gate on your own prompts, a UTF-8 file with one a line (e.g. your label set).")
+@click.option("--min-cosine", type=float, default=None,
+              help="With --precision: the lowest cosine a lowered tower may have against fp32, for this export.")
+@click.option("--min-agreement", type=float, default=None,
+              help="With --precision: the lowest top-1 agreement with fp32, a fraction (0.99 = 99%); 0 lets a "
+                   "random-weights model through, whose top-1 is a coin toss.")
 def export(source: str, out: Path, random_weights: bool, opset: int, no_validate: bool, overwrite: bool,
-           precision: str) -> None:
+           precision: str, gate_images: Path | None, gate_texts: Path | None, min_cosine: float | None,
+           min_agreement: float | None) -> None:
     """Export SOURCE to an ONNX bundle and prove it matches eager PyTorch.
 
     SOURCE is a registered name (see `clip-onnx models`), a Hugging Face hub id,
@@ -67,7 +82,7 @@ def export(source: str, out: Path, random_weights: bool, opset: int, no_validate
     """
     from tqdm import tqdm
 
-    from clip_onnx.export.pipeline import export_bundle
+    from clip_onnx.export import export_bundle
 
     started = time.perf_counter()
     with tqdm(total=5 + (precision != "fp32"), desc="export", unit="step", file=sys.stderr) as bar:
@@ -77,11 +92,31 @@ def export(source: str, out: Path, random_weights: bool, opset: int, no_validate
 
         bundle = export_bundle(source, out, random_weights=random_weights, opset=opset,
                                check_parity=not no_validate, overwrite=overwrite, precision=precision,
-                               progress=step)
+                               progress=step, **_gate_options(gate_images, gate_texts, min_cosine, min_agreement))
     for report in bundle.manifest["parity"]:
         click.echo(format_parity(report))
+    if "gate_inputs" in bundle.manifest:
+        click.echo(format_gate_inputs(bundle.manifest["gate_inputs"]))
     precisions = ", ".join(f"{t} {g['precision']}" for t, g in bundle.manifest["graphs"].items())
     click.echo(f"wrote {bundle.path} ({precisions}) in {time.perf_counter() - started:.1f}s")
+
+
+def _gate_options(images, texts, min_cosine, min_agreement) -> dict:
+    """The export's gate keywords that were given, so the library's defaults hold for the rest."""
+    given = {"gate_images": images, "gate_texts": texts, "min_cosine": min_cosine, "min_agreement": min_agreement}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def format_gate_inputs(record: dict) -> str:
+    images, texts, t = record["images"], record.get("texts"), record["thresholds"]
+    line = f"gate inputs: {images['count']} {images['source']} images"
+    if images.get("skipped"):
+        line += f" ({images['skipped']} unreadable skipped)"
+    if texts:
+        line += f", {texts['count']} {texts['source']} prompts"
+    overridden = f" (set: {', '.join(record['overridden'])})" if record["overridden"] else ""
+    return (line + f"; cosine >= {t['min_cosine']}, top-1 agreement >= {t['min_top1_agreement']:.1%}"
+            + overridden)
 
 
 def format_parity(report: dict) -> str:
@@ -225,7 +260,7 @@ def demo(out: Path, images: int, precision: str) -> None:
     """
     from tqdm import tqdm
 
-    from clip_onnx.export.demo import run_demo
+    from clip_onnx.export import run_demo
 
     with tqdm(total=4, desc="demo", unit="step", file=sys.stderr) as bar:
         def step(name: str) -> None:
@@ -275,7 +310,7 @@ def build_engine(bundle: Path, min_batch, opt_batch, max_batch, max_seq, opt_seq
     from tqdm import tqdm
 
     from clip_onnx.engines import Profile
-    from clip_onnx.export.tensorrt import build_engines
+    from clip_onnx.export import build_engines
 
     profile = Profile(min_batch, opt_batch, max_batch, opt_seq=opt_seq, max_seq=max_seq)
     gated = not (no_validate or ahead_of_time)
@@ -295,36 +330,47 @@ def build_engine(bundle: Path, min_batch, opt_batch, max_batch, max_seq, opt_seq
 
 
 @cli.command()
-@click.argument("source")
+@click.argument("source", required=False)
+@click.option("--bundle", "bundles", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Time this existing bundle as it is (repeatable), labelled by its precision; with SOURCE, "
+                   "beside eager torch in the same run.")
 @click.option("--random-weights", is_flag=True, help="Build the named architecture with random weights.")
-@click.option("--backends", default="torch,torch-fp16,onnxruntime,onnxruntime-int8,tensorrt", show_default=True,
-              help="Comma-separated; unavailable ones (no GPU, no TensorRT) are skipped with a note.")
+@click.option("--backends", default=None,
+              help="Comma-separated; unavailable ones (no GPU, no TensorRT, no native bf16) are skipped with a note. "
+                   "[default: torch,torch-bf16,torch-fp16,onnxruntime,onnxruntime-int8,tensorrt; with --bundle: "
+                   "torch,torch-bf16 where SOURCE is given]")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--warmup", default=3, show_default=True)
 @click.option("--repeat", default=10, show_default=True)
 @click.option("--out", "out", default="results", show_default=True, type=click.Path(path_type=Path))
-def bench(source: str, random_weights: bool, backends: str, batches: str, warmup: int, repeat: int, out: Path) -> None:
+def bench(source: str | None, bundles, random_weights: bool, backends: str | None, batches: str, warmup: int,
+          repeat: int, out: Path) -> None:
     """Time eager PyTorch against the exported graphs, side by side in one interleaved run.
 
-    Writes OUT/bench.json (raw samples and a machine header), OUT/bench.md and,
-    with matplotlib installed, OUT/bench.png.
+    SOURCE is exported on the fly; --bundle PATH times bundles you already
+    have (e.g. your fp32, fp16 and int8 bundles of one model) without
+    re-exporting. Writes OUT/bench.json (raw samples and a machine header with
+    the CPU flags the ratios depend on), OUT/bench.md and, with matplotlib
+    installed, OUT/bench.png.
     """
     from tqdm import tqdm
 
-    from clip_onnx.benchmark.run import run_benchmark
+    from clip_onnx.benchmark import run_benchmark
 
+    if source is None and not bundles:
+        raise click.UsageError("give a model SOURCE, one or more --bundle PATH, or both")
     try:
         sizes = [int(b) for b in batches.split(",")]
     except ValueError:
         raise click.BadParameter(f"batch sizes must be integers, got {batches!r}") from None
-    names = [b.strip() for b in backends.split(",") if b.strip()]
+    names = None if backends is None else [b.strip() for b in backends.split(",") if b.strip()]
     with tqdm(desc="bench", unit="round", file=sys.stderr) as bar:
         def advance(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        run_benchmark(source, out, random_weights=random_weights, backends=names, batches=sizes,
-                      warmup=warmup, repeat=repeat, progress=advance)
+        run_benchmark(source, out, bundles=list(bundles), random_weights=random_weights, backends=names,
+                      batches=sizes, warmup=warmup, repeat=repeat, progress=advance)
     click.echo((out / "bench.md").read_text(encoding="utf-8"))
 
 
@@ -367,8 +413,7 @@ def triton(bundle: Path, out: Path, name, max_batch, instances, kind, queue_dela
     """
     from tqdm import tqdm
 
-    from clip_onnx.triton.config import ServingOptions
-    from clip_onnx.triton.repository import write_repository
+    from clip_onnx.triton import ServingOptions, write_repository
 
     options = ServingOptions(max_batch=max_batch, instances=instances, kind=kind, queue_delay_us=queue_delay_us)
     with tqdm(total=4, desc="triton", unit="step", file=sys.stderr) as bar:

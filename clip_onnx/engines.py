@@ -86,8 +86,17 @@ def write_record(bundle_dir: Path, tower: str, key: str, record: Mapping) -> Pat
 
 
 def records(bundle_dir: Path, tower: str) -> list[dict]:
-    return [json.loads(p.read_text(encoding="utf-8"))
-            for p in sorted((Path(bundle_dir) / ENGINE_DIR).glob(f"{tower}-*.json"))]
+    out = []
+    for path in sorted((Path(bundle_dir) / ENGINE_DIR).glob(f"{tower}-*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise BackendError(f"{path}: unreadable plan record ({exc}); delete it and rerun "
+                               "`clip-onnx build-engine`") from None
+        if not isinstance(record, dict):
+            raise BackendError(f"{path}: a plan record is a JSON object; delete it and rerun `clip-onnx build-engine`")
+        out.append(record)
+    return out
 
 
 def select_plan(candidates: Sequence[Mapping], tower: str, graph_sha256: str, target: Target) -> Mapping:

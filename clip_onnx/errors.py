@@ -25,6 +25,10 @@ class ExportError(ClipOnnxError):
     """Converting a torch model to ONNX failed or produced a graph of the wrong shape."""
 
 
+class CheckpointError(ModelSourceError, ExportError):
+    """A checkpoint file is unreadable, not a weights-only PyTorch file, or does not fit its architecture."""
+
+
 class ParityError(ExportError):
     """The exported graphs do not reproduce eager PyTorch within the thresholds.
 

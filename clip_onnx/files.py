@@ -6,12 +6,18 @@ file and a Triton repository are hashed and published the same way.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
+import shutil
+import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 _CHUNK = 1 << 20
 
@@ -19,10 +25,54 @@ _CHUNK = 1 << 20
 def sha256_file(path: os.PathLike | str) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks so memory stays flat for multi-GB graphs."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class NotRegularFileError(OSError):
+    """A path names a FIFO, socket, device or directory where a regular file is needed."""
+
+    def __init__(self, path: os.PathLike | str, kind: str):
+        super().__init__(f"{str(path)!r} is {kind}, not a regular file")
+        self.filename = str(path)
+        self.kind = kind
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` describes, in words: "a regular file", "a named pipe (FIFO)", ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: os.PathLike | str) -> BinaryIO:
+    """Open ``path`` for binary reading only if it is a regular file.
+
+    Opening a FIFO blocks until a writer appears, and opening a device can have
+    side effects (a tape rewinds, a terminal becomes ours), so the kind is
+    checked before the open, and again on the descriptor (O_NONBLOCK keeps a
+    FIFO swapped in meanwhile from blocking).  Raises FileNotFoundError,
+    PermissionError or NotRegularFileError (all OSError).
+    """
+    before = os.stat(path)
+    if not stat.S_ISREG(before.st_mode):
+        raise NotRegularFileError(path, file_kind(before.st_mode))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        after = os.fstat(fd)
+        if not stat.S_ISREG(after.st_mode):
+            raise NotRegularFileError(path, file_kind(after.st_mode))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -72,3 +122,73 @@ def current_umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o022
+
+
+def publish_modes(directory: Path) -> None:
+    """Give the bundle the modes of an ordinarily created directory and files.
+
+    mkdtemp makes the staging directory 0700, and some writers (onnx's external
+    data among them) leave 0600 files: a bundle exported by CI or another user
+    would be unreadable to the worker that serves it.
+    """
+    mask = current_umask()
+    for path in [directory, *directory.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def owned_tempdir(parent: os.PathLike | str, name: str) -> Path:
+    """A new hidden directory ``.NAME.partial-HOST-PID-XXXXXX`` in ``parent`` for staging ``name``.
+
+    The name records the owning host and process, so that ``remove_stale_tempdirs``
+    can tell a staging directory left by a killed run from one still being written.
+    """
+    return Path(tempfile.mkdtemp(prefix=f".{name}.partial-{_host()}-{os.getpid()}-", dir=parent))
+
+
+def remove_stale_tempdirs(parent: os.PathLike | str, name: str) -> list[Path]:
+    """Delete the ``owned_tempdir`` directories for ``name`` whose process on this host is gone; return them."""
+    owned = re.compile(rf"\.{re.escape(name)}\.partial-(?P<host>.+)-(?P<pid>\d+)-[^-]+")
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = owned.fullmatch(entry.name)
+        # Another host's process cannot be checked from here (a shared file system): leave it alone.
+        if match and match["host"] == _host() and not _alive(int(match["pid"])) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def rename_new(source: os.PathLike | str, target: os.PathLike | str) -> None:
+    """Rename ``source`` to ``target``, raising FileExistsError if ``target`` exists, however it got there.
+
+    rename(2) fails onto a non-empty directory or a file when ``source`` is a
+    directory, but silently replaces an empty directory; the lexists check covers that.
+    """
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "already exists", str(target))
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise FileExistsError(errno.EEXIST, "appeared meanwhile", str(target)) from None
+        raise
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True

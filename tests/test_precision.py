@@ -4,7 +4,7 @@ import onnx
 import pytest
 
 from clip_onnx.export.pipeline import export_bundle
-from clip_onnx.parity import THRESHOLDS, Thresholds, top1_agreement
+from clip_onnx.parity import top1_agreement
 from clip_onnx.runtime import ClipModel
 from clip_onnx.synthetic import synthetic_images
 
@@ -44,18 +44,19 @@ def test_fp16_bundle_runs_in_the_runtime_close_to_fp32(fp16_bundle, demo_bundle)
         assert np.sum(a * b, axis=1).min() > 0.999
 
 
-def test_a_tower_missing_the_gate_stays_fp32_and_says_why(tiny_checkpoint, tmp_path, monkeypatch):
-    from clip_onnx.export import precision
-
-    impossible = Thresholds(min_cosine=1.01, max_abs=None, min_top1_agreement=1.0)
-    monkeypatch.setattr(precision, "THRESHOLDS", {**THRESHOLDS, "int8": impossible})
-    bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=16)
+def test_a_tower_missing_the_gate_stays_fp32_and_says_why(tiny_checkpoint, tmp_path):
+    # No int8 graph reaches cosine 1.0, so this threshold fails every candidate.
+    bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=16, min_cosine=1.0)
     for tower in ("visual", "textual"):
         graph = bundle.manifest["graphs"][tower]
         assert graph["precision"] == "fp32" and "missed the gate" in graph["reason"]
         assert _dtypes(bundle.path / graph["file"]) == {np.dtype(np.float32)}
     stages = [p["stage"] for p in bundle.manifest["parity"]]
     assert stages == ["onnx-fp32", "onnx-int8[visual+textual]", "onnx-int8[visual]", "onnx-int8[textual]"]
+    assert all(p["thresholds"]["min_cosine"] == 1.0 for p in bundle.manifest["parity"][1:])
+    record = bundle.manifest["gate_inputs"]
+    assert record["images"] == {"source": "synthetic", "count": 16} and record["overridden"] == ["min_cosine"]
+    assert record["texts"]["source"] == "model" and record["thresholds"]["min_cosine"] == 1.0
     assert sorted(p.name for p in bundle.path.iterdir()) == ["bpe.model", "manifest.json", "textual.onnx", "visual.onnx"]
 
 

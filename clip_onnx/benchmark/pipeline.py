@@ -52,8 +52,7 @@ def photos(count: int, seed: int = 3) -> list[bytes]:
 
 def measure_pipeline(bundle_path: Path, prompts: list[str], *, repeat: int = 10) -> dict:
     """Stage rates and end-to-end latencies for the runtime on ``bundle_path``."""
-    from clip_onnx.runtime import ClipModel
-    from clip_onnx.runtime.tokenizers import load_tokenizer
+    from clip_onnx.runtime import ClipModel, load_tokenizer
 
     model = ClipModel.load(bundle_path)
     jpegs = photos(32)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# CPU features the int8 and bf16 ratios depend on: VNNI int8 dot products, AMX tiles, native bf16.
+CPU_FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _PACKAGES = ("clip-onnx", "numpy", "pillow", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "tensorrt")
 
 
@@ -24,8 +27,20 @@ def machine_header(torch) -> dict:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_flags": {flag: flag in cpu_flags() for flag in CPU_FLAGS},
             "platform": platform.platform(), "python": platform.python_version(), "gpu": gpu,
             "versions": versions}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo; empty where there is none (not Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _cpu_model() -> str:
@@ -42,7 +57,8 @@ def markdown(result: dict) -> str:
     h = result["header"]
     lines = [f"Benchmark of `{result['source']}`{' (random weights)' if result['random_weights'] else ''}, "
              f"{h['date'][:10]}, {h['cpu']} ({h['cores']} cores){', GPU ' + h['gpu'] if h['gpu'] else ''}; "
-             f"{result['warmup']} warm-ups, {result['repeat']} interleaved repeats.", *_text_note(result), "",
+             f"{result['warmup']} warm-ups, {result['repeat']} interleaved repeats.", _flags_note(h),
+             *_bundles_note(result), *_text_note(result), "",
              "| tower | batch | backend | median ms | p90 ms | min ms | items/s | speedup vs torch |",
              "|---|---|---|---|---|---|---|---|"]
     for s in result["stats"]:
@@ -50,13 +66,14 @@ def markdown(result: dict) -> str:
         lines.append(f"| {s['tower']} | {s['batch']} | {s['backend']} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} | "
                      f"{s['min_ms']:.1f} | {s['items_per_s']:.1f} | {speed} |")
     if result.get("accuracy"):
-        lines += ["", "| backend | visual min cosine vs torch | textual min cosine vs torch "
-                      "| zero-shot top-1 agreement | within its gate |", "|---|---|---|---|---|"]
+        reference = next(iter(result["accuracy"].values())).get("reference", "torch")
+        lines += ["", f"| backend | visual min cosine vs {reference} | textual min cosine vs {reference} "
+                      "| top-1 agreement | within its gate |", "|---|---|---|---|---|"]
         for name, acc in result["accuracy"].items():
             top1 = f"{acc['top1_agreement']:.1%}" if "top1_agreement" in acc else "n/a"
-            gate = f"{acc['gate']}: {'yes' if acc['passed'] else 'no'}" if "gate" in acc else "n/a"
-            lines.append(f"| {name} | {acc['visual']['min_cosine']:.6f} | {acc['textual']['min_cosine']:.6f} | "
-                         f"{top1} | {gate} |")
+            gate = f"{acc['gate']}: {'yes' if acc['passed'] else 'no'}" if "gate" in acc else "n/a (no gate)"
+            cosines = [f"{acc[t]['min_cosine']:.6f}" if t in acc else "n/a" for t in ("visual", "textual")]
+            lines.append(f"| {name} | {cosines[0]} | {cosines[1]} | {top1} | {gate} |")
     if result.get("cold_start"):
         cold, rss = result["cold_start"], result["peak_rss_mb"]
         lines += ["", "| worker | cold start s (import + load + first call) | vs torch | peak RSS MB | vs torch |",
@@ -72,6 +89,15 @@ def markdown(result: dict) -> str:
     for name, why in result.get("skipped", {}).items():
         lines.append(f"\nSkipped {name}: {why}.")
     return "\n".join(lines) + "\n"
+
+
+def _flags_note(header: dict) -> str:
+    flags = header.get("cpu_flags", {})
+    return "CPU flags: " + (", ".join(f"{f} {'yes' if on else 'no'}" for f, on in flags.items()) or "unknown") + "."
+
+
+def _bundles_note(result: dict) -> list[str]:
+    return [f"Bundle `{b['label']}`: {b['path']} ({b['precisions']})." for b in result.get("bundles", [])]
 
 
 def _text_note(result: dict) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,76 +12,119 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from clip_onnx.benchmark.report import BF16_FLAGS, cpu_flags
 from clip_onnx.benchmark.timing import Backend, interleaved
 from clip_onnx.bundle import TOWERS, Bundle
-from clip_onnx.errors import ClipOnnxError
+from clip_onnx.errors import InputError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "torch-fp16", "onnxruntime", "onnxruntime-int8", "tensorrt")
+BACKENDS = ("torch", "torch-bf16", "torch-fp16", "onnxruntime", "onnxruntime-int8", "tensorrt")
+# Eager backends, the only ones made beside existing bundles (--bundle): the graphs are the bundles'.
+TORCH_BACKENDS = ("torch", "torch-bf16", "torch-fp16")
 # Rows timing every backend on padded text ids, beside the text each backend runs in practice.
 PADDED_TEXT = "textual-padded"
 # Suffix of the runtime workers that open only the textual tower.
 TEXT_ONLY = ", text only"
 
 
-def run_benchmark(source: str, out: Path, *, random_weights: bool = False, backends: Sequence[str] = BACKENDS,
-                  batches: Sequence[int] = (1, 8, 32), warmup: int = 3, repeat: int = 10,
-                  progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
-    """Benchmark ``source`` (a model source, exported on the fly) and write JSON/Markdown/PNG into ``out``."""
+def run_benchmark(source: str | None, out: Path, *, bundles: Sequence[Path] = (), random_weights: bool = False,
+                  backends: Sequence[str] | None = None, batches: Sequence[int] = (1, 8, 32), warmup: int = 3,
+                  repeat: int = 10, progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
+    """Benchmark ``source`` (a model source, exported on the fly) and/or existing ``bundles``, in one run.
+
+    With ``bundles``, each is timed as it is (labelled by its graphs' precision)
+    beside the eager backends of ``backends`` (default torch, torch-bf16), which
+    need ``source``; without, ``backends`` (default: all) are made from ``source``.
+    Writes JSON/Markdown/PNG into ``out``.
+    """
     import torch
 
     from clip_onnx.benchmark.accuracy import accuracy
-    from clip_onnx.benchmark.pipeline import measure_pipeline
+    from clip_onnx.benchmark.existing import open_bundles
     from clip_onnx.benchmark.report import machine_header, write_reports
-    from clip_onnx.export.families import load_model
 
-    unknown = sorted(set(backends) - set(BACKENDS))
+    if source is None and not bundles:
+        raise InputError("give a model SOURCE, one or more existing bundles (--bundle PATH), or both")
+    backends = list(backends if backends is not None else
+                    (("torch", "torch-bf16") if source else ()) if bundles else BACKENDS)
+    unknown = sorted(set(backends) - set(TORCH_BACKENDS if bundles else BACKENDS))
     if unknown:
-        raise ClipOnnxError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+        allowed = TORCH_BACKENDS if bundles else BACKENDS
+        raise InputError(f"unknown backend(s) {unknown} {'beside --bundle ' if bundles else ''}"
+                         f"; choose from {', '.join(allowed)}")
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "bundles"
-    model = load_model(source, random_weights=random_weights)
-    bundles = _bundles(model, work)
-    feeds, tokens = _feeds(model, batches)
-    towers = {"visual": model.visual, "textual": model.textual}
-    cut = _cut_text(model)
+    existing = open_bundles(bundles)
+    model = _load_source(source, random_weights, existing)
+    made = _bundles(model, out / "bundles") if model is not None and not bundles else None
+    feeds, tokens, cut = (_feeds(model, batches) + (_cut_text(model),)) if model is not None else \
+        existing.feeds(batches)
+    towers = {t: getattr(model, t) for t in feeds} if model is not None else {}
     if cut:
         # The runtime cuts each text batch to its longest prompt, eager torch runs the padded
         # context as its library does; PADDED_TEXT times the runtimes on the padded ids too.
         feeds[PADDED_TEXT] = feeds["textual"]
-        towers[PADDED_TEXT] = model.textual
+        if towers:
+            towers[PADDED_TEXT] = towers["textual"]
+    chosen, skipped = _choose(backends, towers, made, cut, max(batches))
+    chosen += existing.backends(cut)
+    samples = interleaved(chosen, feeds, warmup=warmup, repeat=repeat, on_step=progress)
+    stats = [s.stats() for s in samples]
+    _add_ratios(stats)
+    result = {
+        "header": machine_header(torch),
+        "source": source or ", ".join(str(p) for p in bundles), "random_weights": random_weights,
+        "bundles": existing.records(), "batches": list(batches), "warmup": warmup, "repeat": repeat,
+        "skipped": skipped, "stats": stats, "accuracy": accuracy(chosen, feeds, PADDED_TEXT),
+        "samples": [{"backend": s.backend, "tower": s.tower, "batch": s.batch, "seconds": s.seconds} for s in samples],
+    }
+    if tokens is not None:
+        result["text_tokens"] = {"torch": int(tokens["input_ids"].shape[1]),
+                                 "runtime": {b: int(cut(feeds["textual"][b])["input_ids"].shape[1]) if cut else
+                                             int(tokens["input_ids"].shape[1]) for b in batches}}
+    if made is not None:
+        result.update(_process_figures(model, source, random_weights, chosen, made, out / "bundles", repeat))
+    write_reports(result, out)
+    return result
+
+
+def _choose(names: Sequence[str], towers: dict, made: Callable | None, cut: Callable | None,
+            max_batch: int) -> tuple[list[Backend], dict[str, str]]:
+    """The backends that can run here, and a note for each one skipped."""
     chosen, skipped = [], {}
-    for name in backends:
+    for name in names:
         try:
-            chosen.append(_make_backend(name, towers, bundles, cut, max(batches)))
+            chosen.append(_make_backend(name, towers, made, cut, max_batch))
         except _Skip as reason:
             skipped[name] = str(reason)
             log.warning("skipping backend %s: %s", name, reason)
-    samples = interleaved(chosen, feeds, warmup=warmup, repeat=repeat, on_step=progress)
-    pipeline = measure_pipeline(bundles("fp32").path, list(model.sample_texts) or ["кошка"], repeat=repeat)
-    stats = [s.stats() for s in samples]
-    _add_ratios(stats)
+    return chosen, skipped
+
+
+def _load_source(source: str | None, random_weights: bool, existing):
+    from clip_onnx.export import load_model
+
+    if source is None:
+        return None
+    model = load_model(source, random_weights=random_weights)
+    existing.check_source(model)
+    return model
+
+
+def _process_figures(model, source: str, random_weights: bool, chosen: list, made: Callable, work: Path,
+                     repeat: int) -> dict:
+    """The end-to-end pipeline, and each worker process's cold start and peak RSS, for exported bundles."""
+    from clip_onnx.benchmark.pipeline import measure_pipeline
+
     # Worker processes: each CPU backend with both towers, and the runtime's text-only worker
     # (ClipModel.load(towers=("textual",))), which never loads the visual graph.
     workers = [b.name for b in chosen if b.name in ("torch", "onnxruntime", "onnxruntime-int8")]
     workers += [n + TEXT_ONLY for n in workers if n.startswith("onnxruntime")]
-    result = {
-        "header": machine_header(torch),
-        "source": source, "random_weights": random_weights, "batches": list(batches),
-        "warmup": warmup, "repeat": repeat, "skipped": skipped,
-        "text_tokens": {"torch": int(tokens["input_ids"].shape[1]),
-                        "runtime": {b: int(cut(feeds["textual"][b])["input_ids"].shape[1]) if cut else
-                                    int(tokens["input_ids"].shape[1]) for b in batches}},
-        "stats": stats,
-        "accuracy": accuracy(chosen, feeds, PADDED_TEXT),
-        "pipeline": pipeline,
+    return {
+        "pipeline": measure_pipeline(made("fp32").path, list(model.sample_texts) or ["кошка"], repeat=repeat),
         "cold_start": {name: _subprocess_probe(name, source, random_weights, work, "cold") for name in workers},
         "peak_rss_mb": {name: _subprocess_probe(name, source, random_weights, work, "rss") for name in workers},
-        "samples": [{"backend": s.backend, "tower": s.tower, "batch": s.batch, "seconds": s.seconds} for s in samples],
     }
-    write_reports(result, out)
-    return result
 
 
 def _bundles(model, work: Path) -> Callable[[str], Bundle]:
@@ -89,7 +133,7 @@ def _bundles(model, work: Path) -> Callable[[str], Bundle]:
     The int8 bundle is made with the gate off: the benchmark wants the speed of
     both towers quantized, and reports the accuracy it measures beside it.
     """
-    from clip_onnx.export.pipeline import export_model
+    from clip_onnx.export import export_model
 
     made = {}
 
@@ -103,17 +147,28 @@ def _bundles(model, work: Path) -> Callable[[str], Bundle]:
     return get
 
 
-def _feeds(model, batches: Sequence[int]) -> tuple[dict, dict]:
-    """tower -> batch -> feed, on synthetic pictures and the model's sample texts; and the padded text ids."""
-    from clip_onnx.runtime.preprocess import ImagePreprocessor
+def _feeds(model, batches: Sequence[int]) -> tuple[dict, dict | None]:
+    return make_feeds(model.preprocess, model.tokenize if model.textual is not None else None, model.sample_texts,
+                      batches)
+
+
+def make_feeds(preprocess, tokenize: Callable | None, sample_texts: Sequence[str],
+               batches: Sequence[int]) -> tuple[dict, dict | None]:
+    """tower -> batch -> feed, on synthetic pictures and the model's sample texts; and the padded text ids.
+
+    ``preprocess`` is the model's PreprocessSpec; ``tokenize`` None for a classifier (no text tower).
+    """
+    from clip_onnx.runtime import ImagePreprocessor
     from clip_onnx.synthetic import synthetic_images
 
     biggest = max(batches)
-    pixels = ImagePreprocessor(model.preprocess)(synthetic_images(biggest, seed=7))
-    texts = [model.sample_texts[i % len(model.sample_texts)] + f" {i}" for i in range(biggest)]
-    tokens = model.tokenize(texts)
-    feeds = {"visual": {b: {"pixel_values": pixels[:b]} for b in batches},
-             "textual": {b: {k: v[:b] for k, v in tokens.items()} for b in batches}}
+    pixels = ImagePreprocessor(preprocess)(synthetic_images(biggest, seed=7))
+    feeds = {"visual": {b: {"pixel_values": pixels[:b]} for b in batches}}
+    if tokenize is None:
+        return feeds, None
+    texts = [sample_texts[i % len(sample_texts)] + f" {i}" for i in range(biggest)]
+    tokens = tokenize(texts)
+    feeds["textual"] = {b: {k: v[:b] for k, v in tokens.items()} for b in batches}
     return feeds, tokens
 
 
@@ -124,22 +179,31 @@ class _Skip(Exception):
 def _make_backend(name: str, towers: dict, bundles: Callable, cut: Callable | None, max_batch: int) -> Backend:
     import torch
 
+    if name in TORCH_BACKENDS and not towers:
+        raise _Skip("eager backends need the model SOURCE beside --bundle")
     if name == "torch":
-        torch.set_num_threads(torch.get_num_threads())
+        # CLIP_ONNX_THREADS sizes ONNX Runtime's pools; eager torch gets as many, so the ratio compares like with
+        # like.  On a shared machine one thread each is the steady figure: a busy core stalls a 2-thread OpenMP
+        # region at every barrier (benchmarks/NOTES.md, "int8 on CPU").
+        threads = int(os.environ.get("CLIP_ONNX_THREADS", "0"))
+        torch.set_num_threads(threads or torch.get_num_threads())
         return Backend(name, {t: _torch_call(towers[t].module, torch) for t in towers},
                        prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None))
+    if name == "torch-bf16":
+        return torch_bf16_backend(towers, cpu_flags())
     if name == "torch-fp16":
         if not torch.cuda.is_available():
             raise _Skip("no CUDA device")
         modules = {t: _half_copy(towers[t].module, torch) for t in TOWERS}
         modules.update({t: modules["textual"] for t in towers if t not in TOWERS})
         return Backend(name, {t: _torch_call(modules[t], torch) for t in towers}, sync=torch.cuda.synchronize,
+                       gate="fp16",
                        prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cuda", torch.float16))
     if name in ("onnxruntime", "onnxruntime-int8"):
-        from clip_onnx.runtime.backends import open_runner
+        from clip_onnx.runtime import open_runner
 
-        bundle = bundles("int8" if name.endswith("int8") else "fp32")
-        return _runtime_backend(name, {t: open_runner(bundle, t) for t in TOWERS}, cut)
+        precision = "int8" if name.endswith("int8") else "fp32"
+        return runtime_backend(name, {t: open_runner(bundles(precision), t) for t in TOWERS}, cut, precision)
     if name == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             raise _Skip("tensorrt is not installed")
@@ -149,22 +213,37 @@ def _make_backend(name: str, towers: dict, bundles: Callable, cut: Callable | No
     raise _Skip(f"unknown backend {name}")
 
 
+def torch_bf16_backend(towers: dict, flags: set[str]) -> Backend:
+    """Eager torch under ``torch.autocast("cpu", dtype=torch.bfloat16)``: what a CPU user with bf16 would try.
+
+    Skipped without native bf16 (AVX512-BF16 or AMX): torch then emulates it, far slower than fp32.
+    """
+    import torch
+
+    native = sorted(flags & set(BF16_FLAGS))
+    if not native:
+        raise _Skip(f"this CPU has no native bf16 ({' or '.join(BF16_FLAGS)} flag in /proc/cpuinfo)")
+    return Backend("torch-bf16", {t: _torch_call(towers[t].module, torch, bf16=True) for t in towers}, gate=None,
+                   prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None))
+
+
 def _cut_text(model) -> Callable | None:
     """The runtime's cut of a text feed to its longest prompt, where the textual graph allows it."""
-    if 1 not in model.textual.dynamic_axes.get("input_ids", {}):
+    if model.textual is None or 1 not in model.textual.dynamic_axes.get("input_ids", {}):
         return None
-    from clip_onnx.runtime.tokenizers.base import cut_padding
+    from clip_onnx.runtime import cut_padding
 
     pad_id = int(model.tokenizer.get("pad_id", 0))
     return lambda feed: cut_padding(feed, pad_id)
 
 
-def _runtime_backend(name: str, runners: dict, cut: Callable | None) -> Backend:
+def runtime_backend(name: str, runners: dict, cut: Callable | None, gate: str | None = "fp32") -> Backend:
     """Runners per tower, fed what ClipModel feeds them: text cut to its longest prompt where the graph allows."""
-    run = {t: _runner_call(runners[t]) for t in TOWERS}
-    if cut:
+    run = {t: _runner_call(r) for t, r in runners.items()}
+    if cut and "textual" in run:
         run[PADDED_TEXT] = run["textual"]
-    return Backend(name, run, prepare=lambda tower, feed: cut(feed) if cut and tower == "textual" else feed)
+    return Backend(name, run, prepare=lambda tower, feed: cut(feed) if cut and tower == "textual" else feed,
+                   gate=gate)
 
 
 def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = None) -> Backend:
@@ -174,18 +253,21 @@ def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = 
     """
     from clip_onnx.bundle import read_bundle
     from clip_onnx.engines import Profile
-    from clip_onnx.export.tensorrt import build_engines
-    from clip_onnx.runtime.backends import open_runner
+    from clip_onnx.export import build_engines
+    from clip_onnx.runtime import open_runner
 
     build_engines(bundle_path, Profile(1, min(8, max_batch), max_batch))
     bundle = read_bundle(bundle_path)
-    return _runtime_backend("tensorrt", {t: open_runner(bundle, t, "tensorrt") for t in TOWERS}, cut)
+    return runtime_backend("tensorrt", {t: open_runner(bundle, t, "tensorrt") for t in TOWERS}, cut, "fp16")
 
 
-def _torch_call(module, torch):
+def _torch_call(module, torch, bf16: bool = False):
     def call(args):
         with torch.inference_mode():
-            return module(*args)
+            if not bf16:
+                return module(*args)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return module(*args)
     return call
 
 
@@ -215,7 +297,7 @@ def _add_ratios(stats: list[dict]) -> None:
 _PROBES = {
     "torch": """
         import torch
-        from clip_onnx.export.families import load_model
+        from clip_onnx.export import load_model
         m = load_model({source!r}, random_weights={random_weights!r})
         with torch.inference_mode():
             m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(["кошка"]).values()])

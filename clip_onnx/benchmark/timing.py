@@ -21,6 +21,8 @@ class Backend:
     run: Mapping[str, Callable]
     sync: Callable[[], None] = lambda: None
     prepare: Callable[[str, Mapping], object] = lambda tower, feed: feed
+    # The gate (clip_onnx.thresholds row) its outputs are held to against eager torch fp32; None: reported only.
+    gate: str | None = "fp32"
 
 
 @dataclass

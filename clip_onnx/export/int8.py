@@ -26,9 +26,15 @@ INT8_OP_TYPES = ("MatMul", "Gemm")
 
 
 def quantize_int8(source: Path, target: Path, op_types=INT8_OP_TYPES, per_channel: bool = False) -> dict:
-    """Write a dynamically quantized copy of ``source`` to ``target``; returns what was done, for the manifest."""
+    """Write a dynamically quantized copy of ``source`` to ``target``; returns what was done, for the manifest.
+
+    A source over protobuf's 2 GiB limit keeps its weights in external data; the
+    quantizer then works in external-data form too, and the result is written
+    inline again where it fits (``target.data`` only where it does not).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    external = has_external_data(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -38,13 +44,34 @@ def quantize_int8(source: Path, target: Path, op_types=INT8_OP_TYPES, per_channe
             root.setLevel(logging.ERROR)
             try:
                 quantize_dynamic(source, target, op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8,
-                                 per_channel=per_channel)
+                                 per_channel=per_channel, use_external_data_format=external)
             finally:
                 root.setLevel(level)
+        if external:
+            _inline_where_it_fits(target)
     except Exception as exc:
         raise ExportError(f"INT8 quantization of {source.name} failed: {exc}") from exc
     return {"method": "onnxruntime.quantize_dynamic", "weight_type": "QInt8", "op_types": list(op_types),
             "per_channel": per_channel}
+
+
+def has_external_data(path: Path) -> bool:
+    """Whether the graph at ``path`` keeps any weight outside the .onnx file."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def _inline_where_it_fits(target: Path) -> None:
+    import onnx
+
+    from clip_onnx.export.onnx import save_graph
+
+    data = target.with_name(target.name + ".data")
+    model = onnx.load(target)  # reads the external data into memory
+    data.unlink(missing_ok=True)
+    save_graph(model, target)
 
 
 def _per_channel(source: Path, target: Path) -> dict:

@@ -17,6 +17,12 @@ from clip_onnx.export.families.base import Tower
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
+# What torch.onnx.export(dynamo=True) really writes with torch 2.13: 18 natively, 17 and 19-25 through
+# onnxscript's version converter.  Below 17 it silently keeps 18; above 25 it writes graphs ONNX Runtime
+# rejects.  export_tower still reads the opset back from every written graph.
+SUPPORTED_OPSETS = range(17, 26)
+# Loggers whose records (tracebacks included) go into an ExportError's message, not onto the terminal, below -vv.
+_CHATTY_LOGGERS = ("torch.onnx", "onnxscript")
 # Example batch used for tracing.  Never 1: torch's exporter specialises a
 # dimension it sees as 1 and would silently freeze the batch axis.
 EXAMPLE_BATCH = 2
@@ -26,6 +32,7 @@ _EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, *, opset: int = DEFAULT_OPSET) -> Path:
     """Export ``tower`` to ``path`` and return it; raises ExportError on any failure."""
+    check_opset(opset)
     for name, tensor in example.items():
         if tensor.shape[0] == 1:
             raise ExportError(f"example input {name!r} has batch 1; the exporter would freeze the batch axis")
@@ -41,7 +48,8 @@ def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, 
     try:
         # The exporter prints progress lines on stdout and logs harmless warnings (a
         # non-parameter attention mask becomes a constant); keep them for the error message.
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _quiet_torch_onnx():
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter), \
+                _quiet_torch_onnx(chatter):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 tower.module.eval(), args, input_names=list(tower.input_names), output_names=[tower.output_name],
@@ -50,23 +58,74 @@ def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, 
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for the {tower.name} tower: {exc}\n"
                           f"{chatter.getvalue()[-2000:]}") from exc
-    _save(program.model_proto, path)
+    save_graph(program.model_proto, path)
     check_symbolic_axes(path, tower)
+    written = graph_opset(path)
+    if written != opset:
+        raise ExportError(f"asked for opset {opset}, torch.onnx.export wrote the {tower.name} graph at opset "
+                          f"{written}; choose an opset from {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}")
     return path
 
 
+def check_opset(opset) -> int:
+    """``opset`` if torch's exporter writes graphs at it, else ExportError naming the supported range."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in SUPPORTED_OPSETS:
+        raise ExportError(f"--opset {opset!r} is not supported: this exporter writes ONNX opsets "
+                          f"{SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    return opset
+
+
+def graph_opset(path: Path) -> int:
+    """The default-domain opset a written graph carries."""
+    model = onnx.load(path, load_external_data=False)
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if len(versions) != 1:
+        raise ExportError(f"{path}: expected one default-domain opset import, found {versions}")
+    return versions[0]
+
+
+class _NoTraceback(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        # A copy: another handler may already have cached the traceback text on the record itself.
+        return super().format(logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None,
+                                                     "stack_info": None}))
+
+
 @contextlib.contextmanager
-def _quiet_torch_onnx():
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+def _quiet_torch_onnx(sink: io.StringIO):
+    """Send the exporter's log records to ``sink`` without tracebacks, unless debug logging (-vv) is on.
+
+    torch.onnx and onnxscript log whole tracebacks of failures they recover from,
+    or that we turn into an ExportError; a user should see one line, not those.
+    torch's own handlers sit on its loggers, so every handler below the chatty
+    loggers is set aside for the duration, not only the propagation to the root.
+    """
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(_NoTraceback("%(levelname)s %(name)s: %(message)s"))
+    names = [n for n in list(logging.Logger.manager.loggerDict)
+             if any(n == top or n.startswith(top + ".") for top in _CHATTY_LOGGERS)]
+    loggers = [logging.getLogger(n) for n in {*names, *_CHATTY_LOGGERS}]
+    saved = [(logger, logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        top = logger.name in _CHATTY_LOGGERS
+        logger.handlers = [handler] if top else []
+        logger.propagate = not top
+        if top:
+            logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, handlers, level, propagate in saved:
+            logger.handlers = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
+def save_graph(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` to ``path``, with its weights in ``<name>.data`` beside it only where protobuf needs that."""
     # ByteSize() itself fails past protobuf's 2 GiB limit, so count the weights instead.
     weights = sum(len(t.raw_data) for t in model.graph.initializer)
     if weights > _EXTERNAL_DATA_THRESHOLD:

@@ -6,6 +6,7 @@ stage's outputs, ``clip_onnx.parity`` compares them, ``precision`` lowers.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable
 
@@ -17,7 +18,8 @@ from clip_onnx.errors import ExportError
 from clip_onnx.export import validate
 from clip_onnx.export.families import load_model
 from clip_onnx.export.families.base import ExportableModel
-from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, export_tower
+from clip_onnx.export.gate_data import check_unused, plan_gate
+from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, check_opset, export_tower, graph_opset
 from clip_onnx.export.precision import PRECISIONS, lower
 from clip_onnx.parity import GATE_IMAGES, THRESHOLDS, ParityReport, compare
 
@@ -30,30 +32,41 @@ LABELS_FILE = "labels.txt"
 
 def export_bundle(source: str, out, *, random_weights: bool = False, opset: int = DEFAULT_OPSET,
                   check_parity: bool = True, overwrite: bool = False, precision: str = "fp32",
-                  gate_images: int = GATE_IMAGES, gate: bool = True,
+                  gate_images: int | str | os.PathLike = GATE_IMAGES, gate_texts: str | os.PathLike | None = None,
+                  min_cosine: float | None = None, min_agreement: float | None = None, gate: bool = True,
                   progress: Callable[[str], None] = lambda step: None) -> Bundle:
     """Export ``source`` into a bundle at ``out``; raises ParityError if the graphs don't match eager torch.
 
     ``precision="int8"`` or ``"fp16"`` then lowers each tower whose converted
     graph passes that precision's gate against the fp32 graphs; the others stay fp32.
+    The gate runs on ``gate_images`` (a count of built-in pictures, or a folder of
+    your own) and ``gate_texts`` (a file of prompts, one a line), against the
+    precision's default thresholds or ``min_cosine`` / ``min_agreement`` (a fraction).
     ``gate=False`` lowers every tower without that gate (the manifest marks the
     graphs ``"gate": "off"``); ``check_parity=False`` skips the eager -> fp32 gate.
     """
     started = time.perf_counter()
+    check_opset(opset)  # before loading: a model can take minutes to load
     progress("load model")
     model = load_model(source, random_weights=random_weights)
     return export_model(model, out, opset=opset, check_parity=check_parity, overwrite=overwrite,
-                        precision=precision, gate_images=gate_images, gate=gate, progress=progress, started=started)
+                        precision=precision, gate_images=gate_images, gate_texts=gate_texts, min_cosine=min_cosine,
+                        min_agreement=min_agreement, gate=gate, progress=progress, started=started)
 
 
 def export_model(model: ExportableModel, out, *, opset: int = DEFAULT_OPSET, check_parity: bool = True,
-                 overwrite: bool = False, precision: str = "fp32", gate_images: int = GATE_IMAGES,
-                 gate: bool = True, progress: Callable[[str], None] = lambda step: None,
-                 started: float | None = None) -> Bundle:
+                 overwrite: bool = False, precision: str = "fp32", gate_images: int | str | os.PathLike = GATE_IMAGES,
+                 gate_texts: str | os.PathLike | None = None, min_cosine: float | None = None,
+                 min_agreement: float | None = None, gate: bool = True,
+                 progress: Callable[[str], None] = lambda step: None, started: float | None = None) -> Bundle:
     """Export an already loaded model; see export_bundle."""
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     started = time.perf_counter() if started is None else started
+    check_unused(precision, gate, gate_images, gate_texts, min_cosine, min_agreement)
+    # Read before the export, so a bad folder or threshold fails in seconds.
+    plan = plan_gate(model, precision, images=gate_images, texts=gate_texts, min_cosine=min_cosine,
+                     min_agreement=min_agreement) if precision != "fp32" and gate else None
     with BundleWriter(out, overwrite=overwrite) as writer:
         feeds = validate.parity_inputs(model)
         graphs = {}
@@ -73,24 +86,26 @@ def export_model(model: ExportableModel, out, *, opset: int = DEFAULT_OPSET, che
         lowered = None
         if precision != "fp32":
             progress(f"{precision} gate" if gate else f"{precision} (ungated)")
-            lowered = lower(model, graphs, precision, gate_images, gate=gate)
+            lowered = lower(model, graphs, precision, plan, gate=gate)
         for name, path in model.tokenizer_files.items():
             writer.add_file(name, path)
         if model.labels is not None:
             (writer.dir / LABELS_FILE).write_text("".join(f"{label}\n" for label in model.labels), encoding="utf-8")
         progress("write bundle")
-        bundle = writer.commit(build_manifest(model, opset, parity, lowered, time.perf_counter() - started))
+        # The opset each graph really carries, after any lowering, not the one asked for.
+        opsets = {t.name: graph_opset(writer.dir / GRAPH_FILES[t.name]) for t in validate.towers_of(model)}
+        bundle = writer.commit(build_manifest(model, opsets, parity, lowered, time.perf_counter() - started))
     return bundle
 
 
-def build_manifest(model: ExportableModel, opset: int, parity: ParityReport | None, lowered: dict | None,
-                   seconds: float) -> dict:
+def build_manifest(model: ExportableModel, opsets: dict[str, int], parity: ParityReport | None,
+                   lowered: dict | None, seconds: float) -> dict:
     graphs = {}
     for tower in validate.towers_of(model):
         graphs[tower.name] = {
             "file": GRAPH_FILES[tower.name], "inputs": list(tower.input_names), "output": tower.output_name,
             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in tower.dynamic_axes.items()},
-            "opset": opset, **(lowered["towers"][tower.name] if lowered else {"precision": "fp32"}),
+            "opset": opsets[tower.name], **(lowered["towers"][tower.name] if lowered else {"precision": "fp32"}),
         }
     manifest = {
         "kind": model.kind,
@@ -105,6 +120,8 @@ def build_manifest(model: ExportableModel, opset: int, parity: ParityReport | No
         "parity": ([parity.to_dict()] if parity else []) + (lowered["gate"] if lowered else []),
         "export": {"clip_onnx": __version__, "torch": torch.__version__, "seconds": round(seconds, 1)},
     }
+    if lowered and lowered.get("inputs"):
+        manifest["gate_inputs"] = lowered["inputs"]  # what the fp16/int8 gate ran on, and its thresholds
     if model.templates is not None:
         manifest["templates"] = list(model.templates)
     if model.kind == "classifier":

@@ -26,8 +26,9 @@ from clip_onnx.errors import ExportError, ParityError
 from clip_onnx.export import validate
 from clip_onnx.export.families.base import ExportableModel
 from clip_onnx.export.fp16 import FP16_LADDER, fp16_converter
+from clip_onnx.export.gate_data import GatePlan, plan_gate
 from clip_onnx.export.int8 import INT8_LADDER
-from clip_onnx.parity import GATE_IMAGES, THRESHOLDS, compare, min_cosine
+from clip_onnx.parity import compare, min_cosine
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +50,21 @@ class _Climb:
     tried: list = field(default_factory=list)
 
 
-def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, gate_images: int = GATE_IMAGES,
+def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, plan: GatePlan | None = None,
           *, gate: bool = True) -> dict:
     """Convert ``graphs`` in place where the gate allows; returns the manifest's precision record.
 
-    ``gate=False`` converts every tower with the ladder's first rung and checks only
-    that ONNX Runtime opens the result; the record marks those graphs ungated.
+    ``plan`` holds the gate's inputs and thresholds (default: the built-in ones,
+    see ``gate_data.plan_gate``).  ``gate=False`` converts every tower with the
+    ladder's first rung and checks only that ONNX Runtime opens the result; the
+    record marks those graphs ungated.
     """
     if not gate:
         return _lower_ungated(model, graphs, precision)
+    plan = plan or plan_gate(model, precision)
     towers = [t.name for t in validate.towers_of(model)]
     outputs = {t.name: t.output_name for t in validate.towers_of(model)}
-    thresholds = THRESHOLDS[precision]
-    feeds = validate.gate_inputs(model, gate_images)
+    thresholds, feeds = plan.thresholds, plan.feeds
     reference = validate.graph_outputs(model, graphs, feeds)
     climbs = {t: _climb(LADDERS[precision], graphs[t], precision, outputs[t], feeds[t], reference[t],
                         thresholds.min_cosine) for t in towers}
@@ -72,7 +75,7 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, ga
         got = {t: climbs[t].outputs if t in combo else reference[t] for t in towers}
         try:
             report = compare(f"onnx-{precision}[{'+'.join(combo)}]", _joined(reference), _joined(got), thresholds,
-                             validate.gate_task(model))
+                             plan.task)
         except ParityError as missed:
             report = missed.report
         attempts.append(report.to_dict())
@@ -80,10 +83,11 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, ga
         if not report.failures():
             chosen = combo
             break
-    record = {"precision": precision, "gate": attempts, "tried": {t: c.tried for t, c in climbs.items()}, "towers": {}}
+    record = {"precision": precision, "gate": attempts, "tried": {t: c.tried for t, c in climbs.items()}, "towers": {},
+              "inputs": plan.record}
     for tower, climb in climbs.items():
         if tower in chosen:
-            os.replace(climb.candidate, graphs[tower])
+            _swap_graph(climb.candidate, graphs[tower])
             record["towers"][tower] = {"precision": precision, **climb.details}
         else:
             _remove_graph(climb.candidate)
@@ -124,7 +128,7 @@ def _lower_ungated(model: ExportableModel, graphs: Mapping[str, Path], precision
             _remove_graph(candidate)
             raise ExportError(f"the ungated {precision} {tower.name} graph ({details}) does not load in ONNX "
                               f"Runtime: {problem}; export with the gate on to fall back along the ladder")
-        os.replace(candidate, graph)
+        _swap_graph(candidate, graph)
         record["towers"][tower.name] = {"precision": precision, **details, "gate": "off"}
     log.warning("%s graphs written without the gate: their accuracy is unverified", precision)
     return record
@@ -151,6 +155,25 @@ def load_problem(path: Path) -> str | None:
         lines = result.stderr.strip().splitlines() or ["exit status %d" % result.returncode]
         return lines[-1][-400:]
     return None
+
+
+def _swap_graph(candidate: Path, graph: Path) -> None:
+    """Put ``candidate`` in ``graph``'s place, external data included, leaving no stale ``graph.onnx.data``.
+
+    A graph's external data must be ``<graph file>.data`` (the bundle lists a tower's files by that
+    name), so a candidate with external data is written out again under the new name.
+    """
+    import onnx
+
+    from clip_onnx.export.int8 import has_external_data
+    from clip_onnx.export.onnx import save_graph
+
+    graph.with_name(graph.name + ".data").unlink(missing_ok=True)
+    if has_external_data(candidate):
+        save_graph(onnx.load(candidate), graph)
+        _remove_graph(candidate)
+    else:
+        os.replace(candidate, graph)
 
 
 def _remove_graph(path: Path) -> None:

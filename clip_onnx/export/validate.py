@@ -59,20 +59,26 @@ def trace_example(feeds: Feeds, tower: str, batch: int) -> dict[str, torch.Tenso
 
 
 def gate_inputs(model: ExportableModel, images: int = GATE_IMAGES, seed: int = 1) -> dict[str, list]:
-    """Feeds for the fp16/int8 gates: ``images`` pictures and the gate prompts, in batches of GATE_BATCH.
+    """Feeds for the fp16/int8 gates: ``images`` pictures and the gate prompts, in batches of GATE_BATCH."""
+    feeds = {"visual": gate_pictures(model, images, seed)}
+    if model.textual is not None:
+        feeds["textual"] = gate_texts(model)
+    return feeds
 
-    The pictures are the model's own ``gate_images`` where it has them, else synthetic photos.
-    """
+
+def gate_pictures(model: ExportableModel, images: int = GATE_IMAGES, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    """``images`` built-in gate pictures in GATE_BATCH batches: the model's own ``gate_images``, else synthetic."""
     pictures = model.gate_images or synthetic_images
     preprocess = ImagePreprocessor(model.preprocess)
-    feeds = {"visual": [{"pixel_values": preprocess(pictures(min(GATE_BATCH, images - start), seed + start))}
-                        for start in range(0, images, GATE_BATCH)]}
-    if model.textual is not None:
-        texts = gate_prompts(model.sample_texts)
-        tokens = model.tokenize(texts)
-        feeds["textual"] = [{k: v[s:s + GATE_BATCH] for k, v in tokens.items()}
-                            for s in range(0, len(texts), GATE_BATCH)]
-    return feeds
+    return [{"pixel_values": preprocess(pictures(min(GATE_BATCH, images - start), seed + start))}
+            for start in range(0, images, GATE_BATCH)]
+
+
+def gate_texts(model: ExportableModel) -> list[dict[str, np.ndarray]]:
+    """The built-in gate prompts (every sample text in every GATE_TEMPLATES shape) in GATE_BATCH batches."""
+    texts = gate_prompts(model.sample_texts)
+    tokens = model.tokenize(texts)
+    return [{k: v[s:s + GATE_BATCH] for k, v in tokens.items()} for s in range(0, len(texts), GATE_BATCH)]
 
 
 def task_of(model: ExportableModel, groups: int = 1) -> ZeroShot | Logits:

@@ -15,7 +15,7 @@ import numpy as np
 from clip_onnx.bundle import Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
-from clip_onnx.runtime.model import _check_images
+from clip_onnx.runtime.model import _check_images, check_batch_size
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 from clip_onnx.runtime.zero_shot import softmax
 
@@ -40,22 +40,27 @@ class ClipClassifier:
 
     def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
                  batch_size: int = 32):
+        if not isinstance(bundle, Bundle):
+            raise InputError(f"expected a Bundle, got {type(bundle).__name__}; open a directory with "
+                             "ClipClassifier.load")
         if bundle.kind != "classifier":
             raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a classifier; open it with ClipModel")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.bundle = bundle
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
         manifest = bundle.manifest
         self.labels = _read_labels(bundle, manifest.get("labels", {}))
         self.preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
         self._visual = open_runner(bundle, "visual", backend, providers)
+        names = [spec.name for spec in self._visual.inputs]
+        if names != ["pixel_values"]:
+            raise BundleError(f"{bundle.path}: the visual graph takes inputs {names}, a classifier graph takes "
+                              "['pixel_values']")
 
     @classmethod
     def load(cls, path: str | Path, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
              batch_size: int = 32, verify: bool = True) -> ClipClassifier:
         """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest."""
-        return open_bundle(Path(path), lambda bundle: cls(bundle, backend=backend, providers=providers,
+        return open_bundle(path, lambda bundle: cls(bundle, backend=backend, providers=providers,
                                                           batch_size=batch_size), verify=verify)
 
     def logits(self, images: Sequence[Any], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -90,7 +95,10 @@ def _read_labels(bundle: Bundle, record: Any) -> list[str]:
     name = record.get("file") if isinstance(record, dict) else None
     if not isinstance(name, str):
         raise BundleError(f"{bundle.path}: a classifier manifest needs labels.file naming the class-names file")
-    labels = bundle.file(name).read_text(encoding="utf-8").splitlines()
+    try:
+        labels = bundle.file(name).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"cannot read the class names {str(bundle.file(name))!r}: {exc}") from None
     if record.get("count") is not None and len(labels) != record["count"]:
         raise BundleError(f"{bundle.file(name)}: {len(labels)} class names, manifest says {record['count']}")
     return labels

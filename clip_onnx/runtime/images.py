@@ -4,19 +4,26 @@ EXIF orientation is deliberately NOT applied: the reference pipelines
 (RuCLIP's RuCLIPProcessor, open_clip) hand ``Image.open(...)`` straight to
 their transforms without ``ImageOps.exif_transpose``, so rotating here would
 make our embeddings disagree with theirs for every phone photo.
+
+High-bit-depth and float images DO deviate from the references on purpose:
+Pillow's ``convert("RGB")``, which they call, clips a 16-bit picture to white
+and a 0..1 float picture to black.  ``load_image`` scales 16-bit modes to 8
+bits (divide by 257) and takes float images on the 0..255 scale, refusing
+values outside it, so every image is embedded as the picture it shows.
 """
 from __future__ import annotations
 
 import io
 import os
 from contextlib import contextmanager
-from pathlib import Path
+from types import MappingProxyType
 from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image
 
 from clip_onnx.errors import InputError
+from clip_onnx.files import NotRegularFileError, open_regular
 
 ImageLike = Union[Image.Image, str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
@@ -29,6 +36,14 @@ SINGLE_IMAGE_TYPES = (Image.Image, str, os.PathLike, bytes, bytearray, memoryvie
 # SyntaxError on malformed headers.
 _DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError)
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+# Formats never opened from untrusted input: Pillow's EPS plugin runs Ghostscript on the file.
+_REFUSED_FORMATS = frozenset({"EPS"})
+# Modes with premultiplied alpha, which Pillow cannot convert to RGB directly, and their straight-alpha twins.
+_STRAIGHT_ALPHA = MappingProxyType({"La": "LA", "RGBa": "RGBA", "PA": "RGBA"})
+# Pillow's 16-bit and 32-bit integer greyscale modes; 16-bit PNGs and TIFFs open as one of them.
+_WIDE_INT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+# The advice every float input gets, arrays and mode-F images alike.
+FLOAT_ADVICE = "scale it to 0..255 and cast with .astype(np.uint8)"
 
 
 def load_image(obj: ImageLike) -> Image.Image:
@@ -41,13 +56,11 @@ def load_image(obj: ImageLike) -> Image.Image:
     if isinstance(obj, Image.Image):
         with _decode_errors("the PIL image"):
             obj.load()  # a lazily opened image may still fail to decode
-        return _check_size(obj, "the PIL image")
+        return to_eight_bit(_check_size(obj, "the PIL image"), "the PIL image")
     if isinstance(obj, (str, os.PathLike)):
-        path = Path(obj)
-        what = f"image file {str(path)!r}"
-        if path.is_dir():
-            raise InputError(f"{what} is a directory")
-        return _open(path, what)
+        what = f"image file {str(obj)!r}"
+        with _open_file(obj, what) as file:
+            return _open(file, what)
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return _open(io.BytesIO(obj), f"image bytes of length {memoryview(obj).nbytes}")
     if isinstance(obj, np.ndarray):
@@ -58,14 +71,67 @@ def load_image(obj: ImageLike) -> Image.Image:
     )
 
 
-def _open(source: Path | io.BytesIO, what: str) -> Image.Image:
+def _open_file(path: str | os.PathLike, what: str):
+    """The image file at ``path``, opened only if it is a regular file (a FIFO would block forever)."""
+    try:
+        return open_regular(path)
+    except FileNotFoundError:
+        raise InputError(f"{what} does not exist") from None
+    except NotRegularFileError as exc:
+        raise InputError(f"{what} is {exc.kind}, not a regular file") from None
+    except PermissionError:
+        raise InputError(f"cannot read {what}: permission denied") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise InputError(f"cannot read {what}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _open(source, what: str) -> Image.Image:
     with _decode_errors(what):
         # Leaving the with-block closes the file; load() has already copied the
         # pixels into memory, so the returned image outlives the handle.
-        with Image.open(source) as img:
+        with Image.open(source, formats=_allowed_formats()) as img:
             _check_bomb(img, what)
             img.load()  # Image.open is lazy; a truncated file only fails here
-    return _check_size(img, what)
+    return to_eight_bit(_check_size(img, what), what)
+
+
+def _allowed_formats() -> list[str]:
+    Image.init()  # registers every plugin once; cheap afterwards
+    return [f for f in Image.OPEN if f not in _REFUSED_FORMATS]
+
+
+def to_eight_bit(img: Image.Image, what: str) -> Image.Image:
+    """``img`` in a mode whose ``convert("RGB")`` keeps the picture it shows.
+
+    16-bit modes are divided by 257 (65535 -> 255), float images are taken on the
+    0..255 scale, and premultiplied alpha becomes straight alpha; other modes pass.
+    """
+    if img.mode in _STRAIGHT_ALPHA:
+        return img.convert(_STRAIGHT_ALPHA[img.mode])
+    if img.mode in _WIDE_INT_MODES:
+        values = np.asarray(img).astype(np.int64)
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 65535:
+            raise InputError(f"{what} is a mode {img.mode} image with values {low}..{high}; only 16-bit "
+                             "values 0..65535 are understood: scale it to 0..255 and convert it to mode L")
+        return Image.fromarray(((values + 128) // 257).astype(np.uint8))
+    if img.mode == "F":
+        values = np.asarray(img, dtype=np.float32)
+        _check_float_range(values, f"{what} (mode F)")
+        return Image.fromarray(np.rint(values).astype(np.uint8))
+    return img
+
+
+def _check_float_range(values: np.ndarray, what: str) -> None:
+    if not np.isfinite(values).all():
+        raise InputError(f"{what} contains NaN or infinity; {FLOAT_ADVICE}")
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 255:
+        raise InputError(f"{what} has values {low:g}..{high:g} outside 0..255; {FLOAT_ADVICE}")
+    # A picture scaled to 0..1 would pass the range check and embed as a black one.
+    if 0 < high <= 1:
+        raise InputError(f"{what} has values {low:g}..{high:g}, a picture scaled to 0..1 (it would embed as black); "
+                         f"{FLOAT_ADVICE}")
 
 
 @contextmanager
@@ -83,6 +149,8 @@ def _decode_errors(what: str) -> Iterator[None]:
         raise InputError(f"refusing {what}: too large to decode safely: {exc}") from None
     except _DECODE_ERRORS as exc:
         raise InputError(f"cannot decode {what}: {exc}") from None
+    except Exception as exc:  # Pillow's plugins raise assorted types (struct.error, IndexError...) on malformed files
+        raise InputError(f"cannot decode {what}: {type(exc).__name__}: {exc}") from None
 
 
 def _check_bomb(img: Image.Image, what: str) -> None:
@@ -110,9 +178,9 @@ def _check_size(img: Image.Image, what: str) -> Image.Image:
 def _from_array(arr: np.ndarray) -> Image.Image:
     what = f"array of shape {arr.shape} and dtype {arr.dtype}"
     if arr.dtype.kind in "fc" and np.isnan(arr).any():
-        raise InputError(f"{what} contains NaN")
+        raise InputError(f"{what} contains NaN; {FLOAT_ADVICE}")
     if arr.dtype != np.uint8:
-        raise InputError(f"{what} is not uint8; scale it to 0..255 and cast with .astype(np.uint8)")
+        raise InputError(f"{what} is not uint8; {FLOAT_ADVICE}")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):

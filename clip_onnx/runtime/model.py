@@ -20,7 +20,7 @@ from clip_onnx.runtime.backends.base import Runner
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.base import check_texts, cut_padding
-from clip_onnx.runtime.zero_shot import label_embeddings, zero_shot_probs
+from clip_onnx.runtime.zero_shot import check_templates, label_embeddings, zero_shot_probs
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,13 @@ class ClipModel:
 
     def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
                  batch_size: int = 32, towers: Sequence[str] = TOWERS, threads: int | None = None):
+        if not isinstance(bundle, Bundle):
+            raise InputError(f"expected a Bundle, got {type(bundle).__name__}; open a directory with ClipModel.load")
         if bundle.kind != "clip":
             raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a two-tower CLIP model")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.towers = _check_towers(towers)
         self.bundle = bundle
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
         manifest = bundle.manifest
         self.logit_scale = float(manifest["logit_scale"])
         self.embed_dim = int(manifest["embed_dim"])
@@ -75,6 +75,8 @@ class ClipModel:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be an int >= 1 or None, got {threads!r}")
         self._runners = {t: open_runner(bundle, t, backend, providers, threads) for t in self.towers}
+        for tower, runner in self._runners.items():
+            self._check_graph(tower, runner)
 
     @classmethod
     def load(cls, path: str | Path, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
@@ -88,12 +90,13 @@ class ClipModel:
         one per core); a pipeline that runs several batches at once from its own threads wants 1.
         """
         towers = _check_towers(towers)
+        check_batch_size(batch_size)
 
         def build(bundle: Bundle) -> ClipModel:
             return cls(bundle, backend=backend, providers=providers, batch_size=batch_size, towers=towers,
                        threads=threads)
 
-        return open_bundle(Path(path), build, verify=verify, towers=towers)
+        return open_bundle(path, build, verify=verify, towers=towers)
 
     def encode_text(self, texts: Sequence[str], *, normalize: bool = True,
                     progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -153,10 +156,7 @@ class ClipModel:
         over labels of ``logit_scale * cos``.
         """
         labels = check_texts(labels)
-        templates = tuple(templates) if templates else self.templates
-        for t in templates:
-            if not isinstance(t, str) or "{}" not in t:
-                raise InputError(f"template {t!r} must be a string containing '{{}}' where the label goes")
+        templates = self.templates if templates is None else check_templates(templates)
         text = label_embeddings(self.encode_text, labels, templates)
         probs = zero_shot_probs(self.encode_image(images), text, self.logit_scale)
         return Classification(labels=list(labels), probs=probs)
@@ -165,8 +165,34 @@ class ClipModel:
         feed = self.tokenize(chunk)
         return cut_padding(feed, self._pad_id) if self._trim_seq else feed
 
+    def _check_graph(self, tower: str, runner: Runner) -> None:
+        """Refuse a graph that does not take this tower's inputs or give ``embed_dim`` wide embeddings.
+
+        A bundle whose two graphs were swapped, or whose manifest lies about the
+        width, then fails at load instead of at the first call (or never, with a
+        wrong vector).
+        """
+        fed = set(self._textual_feed([""])) if tower == "textual" else {"pixel_values"}
+        names = {spec.name for spec in runner.inputs}
+        where = f"{self.bundle.path}: the {tower} graph {self.bundle.graph(tower)['file']!r}"
+        if names != fed:
+            raise BundleError(f"{where} takes inputs {sorted(names)}, but the {tower} tower feeds {sorted(fed)}; "
+                              "were the graphs swapped?")
+        width = runner.output_shapes[0][-1] if runner.output_shapes and runner.output_shapes[0] else None
+        if width is not None and width != self.embed_dim:
+            raise BundleError(f"{where} gives {width}-wide embeddings, but the manifest's embed_dim is "
+                              f"{self.embed_dim}")
+        size = self.preprocess.spec.image_size
+        pixels = next((spec.shape for spec in runner.inputs if spec.name == "pixel_values"), None)
+        if pixels is not None and (len(pixels) != 4 or any(d not in (None, want) for d, want in
+                                                           zip(pixels[1:], (3, size, size), strict=True))):
+            raise BundleError(f"{where} takes pixel_values of shape {list(pixels)}, but preprocess gives "
+                              f"[batch, 3, {size}, {size}]")
+
     def _encode(self, items: list[Any] | np.ndarray, feed: Callable[[Any], dict[str, np.ndarray]], runner: Runner,
                 normalize: bool, progress: Callable[[int], None] | None) -> np.ndarray:
+        if progress is not None and not callable(progress):
+            raise InputError(f"progress must be a callable taking a count, got {type(progress).__name__}")
         parts = []
         for start in range(0, len(items), self.batch_size):
             chunk = items[start:start + self.batch_size]
@@ -174,14 +200,26 @@ class ClipModel:
             if progress:
                 progress(len(chunk))
         out = np.concatenate(parts).astype(np.float32, copy=False)
+        if out.ndim != 2 or out.shape[1] != self.embed_dim:
+            raise BundleError(f"{self.bundle.path}: a graph gave embeddings of shape {list(out.shape)}, but the "
+                              f"manifest's embed_dim is {self.embed_dim}")
         if normalize:
             out = out / np.linalg.norm(out, axis=-1, keepdims=True)
         return out
 
 
+def check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an int >= 1, got {type(batch_size).__name__} {batch_size!r:.40}")
+    return batch_size
+
+
 def _check_towers(towers: str | Sequence[str]) -> tuple[str, ...]:
-    chosen = (towers,) if isinstance(towers, str) else tuple(towers)
-    if not chosen or not set(chosen) <= set(TOWERS):
+    try:
+        chosen = (towers,) if isinstance(towers, str) else tuple(towers)
+    except TypeError:
+        chosen = ()
+    if not chosen or not all(isinstance(t, str) for t in chosen) or not set(chosen) <= set(TOWERS):
         raise InputError(f"towers must name one or both of {TOWERS}, got {towers!r}")
     return tuple(t for t in TOWERS if t in chosen)
 
@@ -190,7 +228,10 @@ def _check_images(images: Any) -> list[Any]:
     single = isinstance(images, (str, bytes, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3)
     if images is None or single or hasattr(images, "getpixel"):
         raise InputError(f"expected a list of images, got a single {type(images).__name__}; wrap it in a list")
-    images = list(images)
+    try:
+        images = list(images)
+    except TypeError:
+        raise InputError(f"expected a list of images, got {type(images).__name__} {images!r:.60}") from None
     if not images:
         raise InputError("expected at least one image, got an empty list")
     return images

@@ -62,11 +62,12 @@ class PreprocessSpec:
         _check_size("image_size", self.image_size)
         if self.resize_size is not None:
             _check_size("resize_size", self.resize_size)
-        if self.interpolation not in INTERPOLATIONS:
+        # Membership tests first need a str: a list from JSON would raise TypeError (unhashable).
+        if not isinstance(self.interpolation, str) or self.interpolation not in INTERPOLATIONS:
             raise InputError(f"unknown interpolation {self.interpolation!r}; expected one of {sorted(INTERPOLATIONS)}")
-        if self.crop not in CROP_MODES:
+        if not isinstance(self.crop, str) or self.crop not in CROP_MODES:
             raise InputError(f"unknown crop mode {self.crop!r}; expected one of {sorted(CROP_MODES)}")
-        if self.convert not in ("before", "after"):
+        if not isinstance(self.convert, str) or self.convert not in ("before", "after"):
             raise InputError(f"unknown convert order {self.convert!r}; expected 'before' or 'after'")
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,11 +244,18 @@ class ImagePreprocessor:
             raise InputError(f"image #{index}: {exc}") from None
         # Converting RGB to RGB would only copy, so both orders skip it.
         if self.spec.convert == "before" and img.mode != "RGB":
-            img = img.convert("RGB")
+            img = _to_rgb(img)
         img = self._geometry(img, self.spec)
         if img.mode != "RGB":
-            img = img.convert("RGB")
+            img = _to_rgb(img)
         return np.asarray(img)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    try:
+        return img.convert("RGB")
+    except ValueError as exc:  # a mode some plugin added, which Pillow cannot convert
+        raise InputError(f"a mode {img.mode} image cannot be converted to RGB ({exc}); convert it yourself") from None
 
 
 def _check_batch(images: Any) -> list[Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from clip_onnx.errors import ModelSourceError
+from clip_onnx.errors import CheckpointError, ModelSourceError
 from clip_onnx.export.families import _hub
 from clip_onnx.export.families._hub import WEIGHT_FILES, read_json
 from clip_onnx.export.families.base import ExportableModel, Tower
@@ -76,7 +76,7 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
     try:
         model = ChineseCLIPModel.from_pretrained(directory).eval()
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for a bad checkpoint
-        raise ModelSourceError(f"could not load the Chinese-CLIP checkpoint in {str(directory)!r}: {exc}") from exc
+        raise CheckpointError(f"could not load the Chinese-CLIP checkpoint in {str(directory)!r}: {exc}") from exc
     # The checkpoint's own processor config wins; the registry's copy covers a directory without one.
     processor = read_json(directory / "preprocessor_config.json")
     if processor or spec is None:

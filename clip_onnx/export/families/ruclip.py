@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from clip_onnx import demo
-from clip_onnx.errors import ModelSourceError
+from clip_onnx.errors import CheckpointError, ModelSourceError
+from clip_onnx.export.checkpoint import check_config_types, load_into, load_state_dict, read_json_object
 from clip_onnx.export.families import _hub
 from clip_onnx.export.families.base import ExportableModel, Tower
 from clip_onnx.export.families.ruclip_model import CLIP
@@ -70,10 +71,15 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
             raise ModelSourceError(f"--random-weights needs a registered model name, got {source!r}")
         return _random(spec)
     directory = _resolve_directory(source, spec)
-    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    model = build_model(config)
-    state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    config = read_json_object(directory / "config.json")
+    check_config_types(config, directory / "config.json", _ARCH_KEYS, ("mean", "std"))
+    try:
+        model = build_model(config)
+    except Exception as exc:  # torch's modules raise AssertionError, ValueError... on impossible sizes
+        raise CheckpointError(f"{str(directory / 'config.json')!r} describes a RuCLIP that cannot be built: "
+                              f"{type(exc).__name__}: {exc}") from None
+    state = load_state_dict(directory / "pytorch_model.bin")
+    load_into(model, state, directory / "pytorch_model.bin", "RuCLIP architecture")
     name = spec.name if spec else directory.name
     exportable = _exportable(name, source, model, config, directory / "bpe.model")
     if spec is not None and spec.asset is not None and directory == _asset_dir(spec):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from clip_onnx.errors import ModelSourceError
+from clip_onnx.errors import CheckpointError, ModelSourceError
 from clip_onnx.export.families import _hub
 from clip_onnx.export.families._hub import WEIGHT_FILES, read_json
 from clip_onnx.export.families.base import ExportableModel, Tower
@@ -54,7 +54,7 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
         try:
             model = timm.create_model(f"local-dir:{path}", pretrained=True)
         except Exception as exc:  # config, safetensors and state-dict errors have unrelated types
-            raise ModelSourceError(
+            raise CheckpointError(
                 f"could not load the timm checkpoint in {source!r}: {type(exc).__name__}: {exc}") from exc
         return exportable(path.name, source, model)
     if spec is None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Sequence
 
 from clip_onnx.bundle import Bundle
@@ -41,8 +42,16 @@ def _tensorrt_runner(bundle: Bundle, tower: str):
     from clip_onnx.runtime.backends.tensorrt import TensorRTRunner, current_target
 
     graph_sha = bundle.manifest["files"][bundle.graph(tower)["file"]]["sha256"]
-    record = select_plan(records(bundle.path, tower), tower, graph_sha, current_target())
-    plan = bundle.path / ENGINE_DIR / record["plan"]
+    try:
+        record = select_plan(records(bundle.path, tower), tower, graph_sha, current_target())
+        name = record["plan"]
+    except (KeyError, TypeError) as exc:
+        raise BackendError(f"{bundle.path / ENGINE_DIR}: malformed plan record ({type(exc).__name__}: {exc}); "
+                           "delete it and rerun `clip-onnx build-engine`") from None
+    # A record names a plan beside it; anything else could make the runtime read another file.
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise BackendError(f"{bundle.path / ENGINE_DIR}: a plan record names {name!r:.80}, not a plan file beside it")
+    plan = bundle.path / ENGINE_DIR / name
     if sha256_file(plan) != record["plan_sha256"]:
         raise BackendError(f"{plan}: sha256 does not match its record; rebuild with `clip-onnx build-engine`")
     return TensorRTRunner(plan, record)

@@ -35,6 +35,8 @@ class Runner:
 
     inputs: tuple[TensorSpec, ...] = ()
     output_names: tuple[str, ...] = ()
+    # Shapes as the graph declares them, in output_names order; ClipModel checks the embedding width at load.
+    output_shapes: tuple[tuple[int | None, ...], ...] = ()
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's outputs by name for ``feed`` (exactly the graph's inputs, as numpy arrays)."""

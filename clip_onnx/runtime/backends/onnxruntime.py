@@ -87,6 +87,8 @@ class OnnxRuntimeRunner(Runner):
             TensorSpec(i.name, _dtype(i.type), tuple(d if isinstance(d, int) else None for d in i.shape))
             for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
+        self.output_shapes = tuple(tuple(d if isinstance(d, int) else None for d in (o.shape or ()))
+                                   for o in self.session.get_outputs())
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(list(self.output_names), dict(feed))))

@@ -57,6 +57,8 @@ class TensorRTRunner(Runner):
                                        tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(n)))
                             for n in names if is_input[n])
         self.output_names = tuple(n for n in names if not is_input[n])
+        self.output_shapes = tuple(tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(n))
+                                   for n in self.output_names)
         self._local = threading.local()
 
     def _state(self):

@@ -90,24 +90,25 @@ class CachedTokenizer:
         raise NotImplementedError
 
 
-def check_texts(texts: Sequence[str]) -> list[str]:
+def check_texts(texts: Sequence[str], what: str = "text") -> list[str]:
     """Return ``texts`` as a list, or raise InputError naming the offending value.
 
     A bare string is refused rather than iterated character by character, which
-    would silently return one embedding per letter.
+    would silently return one embedding per letter.  ``what`` names the items in
+    messages ("text", "template").
     """
     if isinstance(texts, (str, bytes)):
-        raise InputError(f"expected a list of strings, got a single {type(texts).__name__} {texts!r:.60}; "
+        raise InputError(f"expected a list of {what}s, got a single {type(texts).__name__} {texts!r:.60}; "
                          "wrap it in a list")
     try:
         texts = list(texts)
     except TypeError:
-        raise InputError(f"expected a list of strings, got {type(texts).__name__}") from None
+        raise InputError(f"expected a list of {what}s, got {type(texts).__name__}") from None
     if not texts:
-        raise InputError("expected at least one text, got an empty list")
+        raise InputError(f"expected at least one {what}, got an empty list")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise InputError(f"text #{i} is {type(text).__name__} {text!r:.60}, expected str")
+            raise InputError(f"{what} #{i} is {type(text).__name__} {text!r:.60}, expected str")
     return texts
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -13,7 +14,7 @@ from typing import Mapping
 import open_clip
 import torch
 
-from clip_onnx.errors import ModelSourceError
+from clip_onnx.errors import CheckpointError, ModelSourceError
 from clip_onnx.export.families import _hub
 from clip_onnx.registry import find_model
 
@@ -91,7 +92,7 @@ def create(src: Source, *, random_weights: bool = False, overrides: Mapping | No
             if config_dir is not None:
                 kwargs["text_cfg"] = {**text_cfg, "hf_model_name": config_dir, "hf_model_pretrained": False}
             model = open_clip.create_model(src.model, **call, **kwargs)
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as exc:
         raise _load_failure(src, exc) from None
     info = {"model": src.model, "tag": src.tag, "checkpoint": str(src.checkpoint) if src.checkpoint else None,
             "quick_gelu": bool(base.get("quick_gelu") or call.get("force_quick_gelu")),
@@ -111,6 +112,9 @@ def _model_config(src: Source) -> dict:
 
 
 def _load_failure(src: Source, exc: Exception) -> ModelSourceError:
+    if src.checkpoint:
+        return CheckpointError(f"cannot load open_clip model {src.model!r} from checkpoint {str(src.checkpoint)!r}: "
+                               f"{type(exc).__name__}: {exc}")
     spec = find_model(f"{src.model}@{src.tag}") if src.tag else None
     return _hub.hub_failure(f"open_clip model {src.model!r} with weights {src.tag or src.checkpoint}",
                             spec.hub_id if spec else None, exc,

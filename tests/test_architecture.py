@@ -1,0 +1,91 @@
+"""The import rules and size limits of README's ARCHITECTURE section, checked on the source itself.
+
+The fresh-interpreter test in test_runtime.py proves that importing the runtime
+loads no torch; these static checks also cover modules that are imported lazily
+(inside functions), which that test cannot see.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "clip_onnx"
+
+# Torch, onnx and youtokentome belong to the exporter; everything a worker or a server loads stays free of them.
+HEAVY = ("torch", "torchvision", "onnx", "onnxscript", "onnxconverter_common", "youtokentome", "open_clip", "timm",
+         "transformers")
+# Packages and modules that never import the exporter or the heavy libraries.
+TORCH_FREE = ("runtime", "demo", "triton", "batch", "ray.py", "bundle.py", "files.py", "errors.py", "registry.py",
+              "engines.py", "parity.py", "synthetic.py", "thresholds.py", "lazy.py", "__init__.py")
+# What the CLI and the benchmark may import from clip_onnx: packages' public surfaces, never a module's internals.
+PUBLIC = {"clip_onnx", "clip_onnx.runtime", "clip_onnx.export", "clip_onnx.errors", "clip_onnx.registry",
+          "clip_onnx.engines", "clip_onnx.files", "clip_onnx.bundle", "clip_onnx.parity", "clip_onnx.synthetic",
+          "clip_onnx.triton", "clip_onnx.batch", "clip_onnx.ray", "clip_onnx.demo", "clip_onnx.benchmark",
+          "clip_onnx.thresholds", "clip_onnx.lazy"}
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def modules(*roots: str) -> list[Path]:
+    found = []
+    for root in roots:
+        path = PACKAGE / root
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(path.rglob("*.py")))
+    return found
+
+
+def imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) for every import statement, relative imports resolved, lazy ones included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend((alias.name, []) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            out.append((base, [alias.name for alias in node.names]))
+    return out
+
+
+@pytest.mark.parametrize("path", modules(*TORCH_FREE), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_torch_free_modules_import_no_exporter_and_no_heavy_library(path):
+    bad = [module for module, _ in imports(path)
+           if module.split(".")[0] in HEAVY or module.startswith(("clip_onnx.export", "clip_onnx.benchmark"))]
+    assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+@pytest.mark.parametrize("path", modules("cli.py", "benchmark"), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_cli_and_benchmark_use_public_apis_only(path):
+    own = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:2])
+    bad = []
+    for module, names in imports(path):
+        if not module.startswith("clip_onnx") or module.startswith(own):
+            continue
+        if module not in PUBLIC or any(name.startswith("_") for name in names):
+            bad.append(f"{module}: {', '.join(names)}")
+    assert not bad, f"{path.relative_to(PACKAGE)} reaches into internals: {bad}"
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {str(p.relative_to(PACKAGE)): n for p in modules(".")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_no_function_is_longer_than_the_limit():
+    long = {}
+    for path in modules("."):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(PACKAGE)}:{node.name}"] = length
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"

@@ -1,0 +1,126 @@
+"""Every Pillow mode is embedded as the picture it shows: 16-bit and float modes scaled, premultiplied alpha converted.
+
+Pillow's convert("RGB"), which the reference pipelines call, clips a 16-bit
+picture to white and a 0..1 float picture to black; these tests fail on that.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_onnx.errors import InputError
+from clip_onnx.runtime.images import load_image
+from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+
+SPEC = PreprocessSpec(24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), crop="resize_then_crop")
+PREPROCESS = ImagePreprocessor(SPEC)
+# One 8-bit level after normalisation: (1 / 255) / std.
+LEVEL = 1 / 255 / 0.25
+
+
+def grey_picture() -> np.ndarray:
+    """24x24 greys from 16 to 240 in blocks: mid-tones, so clipping to white or black shows."""
+    levels = np.array([16, 64, 96, 128, 160, 200, 240, 32, 80], np.uint8)
+    return np.kron(levels.reshape(3, 3), np.ones((8, 8), np.uint8))
+
+
+def colour_picture() -> np.ndarray:
+    grey = grey_picture()
+    return np.stack([grey, grey[::-1], grey.T], axis=-1)
+
+
+def make(mode: str) -> tuple[Image.Image, np.ndarray, float]:
+    """An image in ``mode``, the 8-bit RGB picture it depicts, and the tolerance (in 8-bit levels) of the mode."""
+    grey, colour = grey_picture(), colour_picture()
+    rgb_grey = np.repeat(grey[:, :, None], 3, axis=2)
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        wide = grey.astype(np.uint16) * 257  # a true 16-bit picture: 0..65535
+        dtype = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2"}[mode]
+        return Image.frombytes(mode, (24, 24), wide.astype(dtype).tobytes()), rgb_grey, 0
+    if mode == "I":
+        return Image.fromarray(grey.astype(np.int32) * 257), rgb_grey, 0
+    if mode == "F":
+        return Image.fromarray(grey.astype(np.float32)), rgb_grey, 0
+    if mode == "1":
+        bw = np.where(grey >= 128, 255, 0).astype(np.uint8)
+        return Image.fromarray(bw).convert("1", dither=Image.Dither.NONE), np.repeat(bw[:, :, None], 3, axis=2), 0
+    if mode in ("L", "LA", "La"):
+        return Image.fromarray(grey).convert("LA" if mode != "L" else "L").convert(mode), rgb_grey, 0
+    if mode in ("P", "PA"):
+        img = Image.fromarray(colour).convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+        return (img if mode == "P" else img.convert("PA")), colour, 0
+    # Colour-space round trips lose levels in Pillow's integer maths; its LAB conversion is a rough one both ways.
+    tolerance = {"YCbCr": 3, "LAB": 20, "HSV": 6}.get(mode, 0)
+    return Image.fromarray(colour).convert(mode), colour, tolerance
+
+
+@pytest.mark.parametrize("mode", sorted(Image.MODES))
+def test_every_pillow_mode_embeds_the_picture_it_shows(mode):
+    img, picture, tolerance = make(mode)
+    assert img.mode == mode
+    got = PREPROCESS([img])[0]
+    want = PREPROCESS([picture])[0]
+    worst = float(np.abs(got - want).max()) / LEVEL
+    assert worst <= tolerance + 1e-3, f"{mode}: off by {worst:.1f} levels from the picture it depicts"
+    # Through an encoded file too, where the format can hold the mode.
+    for fmt in ("PNG", "TIFF"):
+        buffer = io.BytesIO()
+        try:
+            img.save(buffer, fmt)
+        except (OSError, ValueError, KeyError):
+            continue
+        decoded = Image.open(io.BytesIO(buffer.getvalue()))
+        worst = float(np.abs(PREPROCESS([buffer.getvalue()])[0] - want).max()) / LEVEL
+        assert worst <= tolerance + 1e-3, f"{mode} as {fmt} (decoded as {decoded.mode}): off by {worst:.1f} levels"
+
+
+def test_a_16_bit_png_file_is_scaled_not_clipped_to_white(tmp_path):
+    grey = grey_picture()
+    path = tmp_path / "deep.png"
+    Image.fromarray(grey.astype(np.uint16) * 257).save(path)
+    assert Image.open(path).mode.startswith("I")
+    np.testing.assert_array_equal(np.asarray(load_image(path)), grey)
+
+
+def test_a_float_picture_on_the_0_to_1_scale_is_refused_not_embedded_black():
+    img = Image.fromarray(grey_picture().astype(np.float32) / 255)
+    with pytest.raises(InputError, match=r"0\.\.1.*scale it to 0\.\.255"):
+        PREPROCESS([img])
+
+
+@pytest.mark.parametrize("values,fragment", [
+    (np.full((4, 4), 300, np.float32), "outside 0..255"),
+    (np.full((4, 4), -1, np.float32), "outside 0..255"),
+    (np.full((4, 4), np.inf, np.float32), "NaN or infinity"),
+    (np.full((4, 4), np.nan, np.float32), "NaN or infinity"),
+])
+def test_a_float_image_outside_0_to_255_gets_the_float_array_advice(values, fragment):
+    with pytest.raises(InputError, match=fragment) as from_image:
+        load_image(Image.fromarray(values))
+    with pytest.raises(InputError) as from_array:
+        load_image(values)
+    advice = "scale it to 0..255 and cast with .astype(np.uint8)"
+    assert advice in str(from_image.value) and advice in str(from_array.value)
+
+
+def test_a_32_bit_integer_image_beyond_16_bits_is_refused():
+    with pytest.raises(InputError, match=r"mode I.*0\.\.70000"):
+        load_image(Image.fromarray(np.array([[0, 70000]], np.int32)))
+
+
+@pytest.mark.parametrize("mode", ["La", "PA", "RGBa"])
+def test_premultiplied_alpha_modes_load_in_both_convert_orders(mode):
+    img, picture, _ = make(mode)
+    for convert in ("before", "after"):
+        spec = PreprocessSpec(24, SPEC.mean, SPEC.std, crop="resize_then_crop", convert=convert)
+        out = ImagePreprocessor(spec)([img])[0]
+        np.testing.assert_allclose(out, ImagePreprocessor(spec)([picture])[0], atol=1e-6)
+
+
+def test_eps_is_never_opened():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\nshowpage\n"
+    with pytest.raises(InputError, match="cannot decode"):
+        load_image(eps)

@@ -1,0 +1,261 @@
+"""Property tests: the tokenizers, the preprocessor and the manifest reader on arbitrary input.
+
+Each property is "a well-formed result or our typed error, never anything else".
+The default profile keeps the whole file to a few seconds; `-m slow` runs the
+same properties with many more examples.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as npst
+from PIL import Image
+
+from clip_onnx.bundle import MANIFEST, read_bundle
+from clip_onnx.errors import BundleError, ClipOnnxError, InputError
+from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SLOW = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# Every code point, lone surrogates, NUL and combining marks included (st.characters leaves out Cs by default).
+ANY_CHAR = st.characters(codec=None, exclude_categories=())
+TRICKY = st.sampled_from(["\x00", "\ud800", "\udfff", "\u0301", "\u200d", "\ufeff", "\U0001F600", "\u0130", "ß",
+                          "\u2581", "{}", "<pad>", "[CLS]", "<|endoftext|>", " ", "\t\n", "ё"])
+TEXT = st.lists(st.one_of(ANY_CHAR, TRICKY), max_size=20).map("".join)
+TEXTS = st.lists(TEXT, min_size=1, max_size=4)
+
+
+# --- tokenizers -------------------------------------------------------------------------------------------------
+
+def _yttm(tmp: Path):
+    from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
+
+    return YttmBpeTokenizer(ROOT / "clip_onnx" / "assets" / "ruclip-demo" / "bpe.model")
+
+
+def _clip_bpe(tmp: Path):
+    from clip_onnx.runtime.tokenizers.clip_bpe import ClipBpeTokenizer
+
+    spec = importlib.util.find_spec("open_clip")  # the vocabulary file only; importing open_clip pulls in torch
+    if spec is None or spec.origin is None:
+        pytest.skip("open_clip is not installed; its BPE vocabulary is the test's vocabulary")
+    return ClipBpeTokenizer(Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz")
+
+
+def _wordpiece(tmp: Path):
+    from clip_onnx.runtime.tokenizers.wordpiece import WordPieceTokenizer
+
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz", "##s", "##ing", "the",
+              *"абвгдеёжзийклмнопрстуфхцчшщъыьэюя", "кот", "##ы", "中", "文", "!", ",", "."]
+    (tmp / "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
+    return WordPieceTokenizer(tmp / "vocab.txt", context_length=24)
+
+
+def _unigram(tmp: Path):
+    from clip_onnx.runtime.tokenizers.unigram import UnigramTokenizer
+
+    vocab = [["<unk>", 0.0], ["<pad>", 0.0], ["<s>", 0.0], ["</s>", 0.0], ["\u2581", -2.0]]
+    vocab += [[c, -3.0 - i / 10] for i, c in enumerate("abcdefghijklmnopqrstuvwxyzкотмир中")]
+    vocab += [["\u2581the", -1.5], ["\u2581кот", -1.5], ["ing", -2.5]]
+    doc = {
+        "model": {"type": "Unigram", "unk_id": 0, "vocab": vocab},
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]},
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"},
+        "post_processor": {"type": "TemplateProcessing", "single": [
+            {"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [2], "tokens": ["<s>"]},
+                               "</s>": {"id": "</s>", "ids": [3], "tokens": ["</s>"]}}},
+        "added_tokens": [{"id": 1, "content": "<pad>", "special": True}],
+    }
+    (tmp / "tokenizer.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return UnigramTokenizer(tmp / "tokenizer.json", context_length=24)
+
+
+TOKENIZERS = {"yttm_bpe": _yttm, "clip_bpe": _clip_bpe, "wordpiece": _wordpiece, "unigram": _unigram}
+
+
+@pytest.fixture(scope="module", params=sorted(TOKENIZERS))
+def tokenizer(request, tmp_path_factory):
+    return TOKENIZERS[request.param](tmp_path_factory.mktemp(request.param))
+
+
+def check_tokenizer(tok, texts: list[str]) -> None:
+    try:
+        first = tok(texts)
+    except InputError:
+        with pytest.raises(InputError):  # deterministic refusals too
+            tok(texts)
+        return
+    assert isinstance(first, dict) and "input_ids" in first, type(first)
+    for name, array in first.items():
+        assert isinstance(array, np.ndarray) and array.dtype == np.int64, (name, array.dtype)
+        assert array.ndim == 2 and array.shape[0] == len(texts) and array.shape[1] >= 2, (name, array.shape)
+    again = tok(list(texts))
+    one_by_one = [tok([t]) for t in texts]
+    for name, array in first.items():
+        np.testing.assert_array_equal(again[name], array)
+        np.testing.assert_array_equal(np.concatenate([o[name] for o in one_by_one]), array)
+
+
+@FAST
+@given(texts=TEXTS)
+def test_tokenizers_give_int64_ids_or_input_error_and_are_deterministic(tokenizer, texts):
+    check_tokenizer(tokenizer, texts)
+
+
+@pytest.mark.slow
+@SLOW
+@given(texts=TEXTS)
+def test_tokenizers_on_many_more_texts(tokenizer, texts):
+    check_tokenizer(tokenizer, texts)
+
+
+@pytest.mark.parametrize("bad", [None, 5, b"bytes", [b"x"], [None], ["ok", 3.5], "a bare string", []])
+def test_tokenizers_refuse_non_text_with_input_error(tokenizer, bad):
+    with pytest.raises(InputError):
+        tokenizer(bad)
+
+
+# --- preprocessor -----------------------------------------------------------------------------------------------
+
+PREPROCESS = ImagePreprocessor(PreprocessSpec(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
+SHAPES = npst.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6)
+ARRAYS = st.one_of(npst.arrays(npst.scalar_dtypes(), SHAPES),
+                   npst.arrays(np.uint8, npst.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=9)))
+# Real signatures, so the fuzzing reaches past Pillow's format detection into the decoders.
+MAGIC = st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00",
+                         b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"P6\n4 4\n255\n", b"\x00\x00\x01\x00",
+                         b"%!PS-Adobe-3.0 EPSF"])
+
+
+def check_preprocess(item) -> None:
+    try:
+        out = PREPROCESS([item])
+    except InputError:
+        return
+    assert out.shape == (1, 3, 16, 16) and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+@FAST
+@given(array=ARRAYS)
+def test_preprocessor_on_arrays_of_every_dtype_and_shape(array):
+    check_preprocess(array)
+
+
+@pytest.fixture()
+def small_bomb_limit(monkeypatch):
+    # Random headers claim sizes up to the limit, and Pillow allocates before it finds the data missing.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1 << 20)
+
+
+@FAST
+@given(data=st.tuples(MAGIC, st.binary(max_size=600)).map(b"".join))
+def test_preprocessor_on_arbitrary_bytes(small_bomb_limit, data):
+    check_preprocess(data)
+
+
+@FAST
+@given(mode=st.sampled_from(sorted(Image.MODES)), size=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+       seed=st.integers(0, 2**16))
+def test_preprocessor_on_encoded_images_of_every_mode(mode, size, seed):
+    img = Image.frombytes(mode, size, np.random.default_rng(seed).bytes(size[0] * size[1] * 8)[
+        : len(Image.new(mode, size).tobytes())])
+    for fmt in ("PNG", "TIFF"):
+        buffer = io.BytesIO()
+        try:
+            img.save(buffer, fmt)
+        except (OSError, ValueError, KeyError):  # the format cannot hold this mode
+            continue
+        check_preprocess(buffer.getvalue())
+    check_preprocess(img)
+
+
+@pytest.mark.slow
+@SLOW
+@given(data=st.tuples(MAGIC, st.binary(max_size=4000)).map(b"".join), array=ARRAYS)
+def test_preprocessor_on_many_more_inputs(small_bomb_limit, data, array):
+    check_preprocess(data)
+    check_preprocess(array)
+
+
+# --- manifest reader --------------------------------------------------------------------------------------------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
+                                                                                       max_size=4), max_leaves=12)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, tiny_bundle) -> Path:
+    return Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("fuzzed") / "b"))
+
+
+@pytest.fixture(scope="module")
+def good_manifest(bundle_dir) -> dict:
+    return json.loads((bundle_dir / MANIFEST).read_text(encoding="utf-8"))
+
+
+def _paths(obj, prefix=()):
+    """Every (path of keys/indices) into a JSON document, the root included."""
+    yield prefix
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        yield from _paths(value, (*prefix, key))
+
+
+def _replace(doc, path, value):
+    if not path:
+        return value
+    doc = copy.deepcopy(doc)
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return doc
+
+
+def check_reader(directory: Path, text: str) -> None:
+    (directory / MANIFEST).write_text(text, encoding="utf-8")
+    try:
+        bundle = read_bundle(directory, verify=False)
+    except BundleError:
+        return
+    from clip_onnx.runtime import ClipModel
+
+    try:  # a manifest the reader accepts must load, or be refused with a typed error
+        ClipModel(bundle)
+    except ClipOnnxError:
+        pass
+
+
+@FAST
+@given(doc=JSON)
+def test_manifest_reader_on_arbitrary_json_raises_only_bundle_error(bundle_dir, doc):
+    check_reader(bundle_dir, json.dumps(doc))
+
+
+@settings(FAST, max_examples=100)
+@given(data=st.data(), value=JSON)
+def test_manifest_reader_on_a_real_manifest_with_one_field_replaced(bundle_dir, good_manifest, data, value):
+    path = data.draw(st.sampled_from(list(_paths(good_manifest))))
+    check_reader(bundle_dir, json.dumps(_replace(good_manifest, path, value)))
+
+
+@pytest.mark.slow
+@SLOW
+@given(data=st.data(), value=JSON)
+def test_manifest_reader_on_many_more_manifests(bundle_dir, good_manifest, data, value):
+    path = data.draw(st.sampled_from(list(_paths(good_manifest))))
+    check_reader(bundle_dir, json.dumps(_replace(good_manifest, path, value)))
