@@ -62,7 +62,7 @@ def test_torch_free_modules_import_no_exporter_and_no_heavy_library(path):
     assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
 
 
-@pytest.mark.parametrize("path", modules("cli.py", "benchmark"), ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize("path", modules("cli", "benchmark"), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_cli_and_benchmark_use_public_apis_only(path):
     own = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:2])
     bad = []
