@@ -20,6 +20,7 @@ repeat and on the medians of the repeats.  ``--int8`` first quantizes the bundle
 the accuracy gate, as `clip-onnx bench` does (a random-weights export keeps
 fp32 because the gate's top-1 test means nothing on random weights).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,9 @@ def measure(run: Callable[[], int]) -> dict:
 
 def decode(model: ClipModel, paths: list[str], batch_size: int, workers: int) -> int:
     items = (Item(p, p) for p in paths)
-    batches = in_order(chunks(items, 0, batch_size, 1 << 40), prepare_images(model.preprocess), workers=workers,
-                       ahead=2 * workers)
+    batches = in_order(
+        chunks(items, 0, batch_size, 1 << 40), prepare_images(model.preprocess), workers=workers, ahead=2 * workers
+    )
     return sum(len(batch.ids) for batch in batches)
 
 
@@ -127,12 +129,22 @@ def main() -> None:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--int8", action="store_true", help="quantize both towers first, ungated")
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--long-side", type=int, nargs=2, default=(560, 1120), metavar=("MIN", "MAX"),
-                        help="range of the JPEGs' long side in px")
+    parser.add_argument(
+        "--long-side",
+        type=int,
+        nargs=2,
+        default=(560, 1120),
+        metavar=("MIN", "MAX"),
+        help="range of the JPEGs' long side in px",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--infer-images", type=int, default=None,
-                        help="images per inference-only measurement (default: as many as the folder holds)")
+    parser.add_argument(
+        "--infer-images",
+        type=int,
+        default=None,
+        help="images per inference-only measurement (default: as many as the folder holds)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "clip-onnx-embed-bench")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: print only)")
@@ -143,7 +155,7 @@ def main() -> None:
     paths = make_photos(folder, args.images, tuple(args.long_side))
     model = ClipModel.load(bundle, towers=("visual",), batch_size=args.batch_size)
     single = ClipModel.load(bundle, towers=("visual",), batch_size=args.batch_size, threads=1)
-    pixels = model.preprocess(paths[:args.batch_size])
+    pixels = model.preprocess(paths[: args.batch_size])
     for warm in (model, single):  # first-run allocations stay out of the clock
         warm.encode_pixels(pixels)
     infer_images = args.infer_images or len(paths)
@@ -153,26 +165,45 @@ def main() -> None:
             "decode_preprocess": measure(lambda: decode(model, paths, args.batch_size, args.workers)),
             "inference_default_threads": measure(lambda: infer(model, pixels, infer_images, 1)),
             "inference_1_thread_x_workers": measure(lambda: infer(single, pixels, infer_images, args.workers)),
-            "embed": measure(lambda: embed(bundle, folder, args.work / "embed.parquet", args.batch_size, args.workers,
-                                           len(paths))),
+            "embed": measure(
+                lambda: embed(bundle, folder, args.work / "embed.parquet", args.batch_size, args.workers, len(paths))
+            ),
         }
         repeats.append(dict(row, **ratios(row)))
-        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v['images_per_s']:.1f} img/s ({v['cpu_ms_per_image']:.1f} "
-                                             "CPU ms/img)" for k, v in row.items())
-              + "; " + ", ".join(f"{k} {repeats[-1][k]:.3f}" for k in ratios(row)), file=sys.stderr)
+        print(
+            f"repeat {r + 1}: "
+            + ", ".join(
+                f"{k} {v['images_per_s']:.1f} img/s ({v['cpu_ms_per_image']:.1f} CPU ms/img)" for k, v in row.items()
+            )
+            + "; "
+            + ", ".join(f"{k} {repeats[-1][k]:.3f}" for k in ratios(row)),
+            file=sys.stderr,
+        )
     stages = [k for k in repeats[0] if isinstance(repeats[0][k], dict)]
-    median = {k: {m: statistics.median(row[k][m] for row in repeats) for m in ("images_per_s", "cpu_ms_per_image")}
-              for k in stages}
+    median = {
+        k: {m: statistics.median(row[k][m] for row in repeats) for m in ("images_per_s", "cpu_ms_per_image")}
+        for k in stages
+    }
     median.update(ratios(median))
     for key in ratios(median):
         median[f"{key}_median_of_repeats"] = statistics.median(row[key] for row in repeats)
     result = {
-        "bundle": str(args.bundle), "int8": args.int8, "image_size": model.preprocess.spec.image_size,
-        "images": len(paths), "long_side": list(args.long_side), "infer_images": infer_images,
+        "bundle": str(args.bundle),
+        "int8": args.int8,
+        "image_size": model.preprocess.spec.image_size,
+        "images": len(paths),
+        "long_side": list(args.long_side),
+        "infer_images": infer_images,
         "jpeg_mb": round(sum(os.path.getsize(p) for p in paths) / 2**20, 1),
-        "batch_size": args.batch_size, "workers": args.workers, "cpus": os.cpu_count(),
-        "cpu": _cpu_name(), "python": platform.python_version(), "onnxruntime": _version("onnxruntime"),
-        "pillow": Image.__version__, "repeats": repeats, "median": median,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "cpu": _cpu_name(),
+        "python": platform.python_version(),
+        "onnxruntime": _version("onnxruntime"),
+        "pillow": Image.__version__,
+        "repeats": repeats,
+        "median": median,
     }
     text = json.dumps(result, indent=2)
     if args.out:
@@ -188,8 +219,9 @@ def ratios(row: dict) -> dict:
     The CPU-time ratio (CPU ms per image of the slowest stage over embed's) is what other
     people's jobs on a shared machine disturb least.
     """
-    decode, default, single, embed = (row[k] for k in ("decode_preprocess", "inference_default_threads",
-                                                        "inference_1_thread_x_workers", "embed"))
+    decode, default, single, embed = (
+        row[k] for k in ("decode_preprocess", "inference_default_threads", "inference_1_thread_x_workers", "embed")
+    )
     rate, cpu = "images_per_s", "cpu_ms_per_image"
     return {
         "ratio": embed[rate] / min(decode[rate], default[rate]),

@@ -9,6 +9,7 @@ null embedding and its reason in the ``error`` column; the job goes on.
 Needs the ``[ray]`` extra (``ray[data]``).  The bundle path must be readable
 on every node: a shared file system, or the same copy at the same path.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,10 @@ class ClipEmbedder:
         os.environ["CLIP_ONNX_THREADS"] = str(threads)
         path = Path(bundle)
         if not os.access(path / "manifest.json", os.R_OK):
-            raise BundleError(f"bundle {bundle!r} is not readable on node {_node_ip()}: every node of the cluster "
-                              "needs the bundle at the same path (a shared file system, or a copy on each node)")
+            raise BundleError(
+                f"bundle {bundle!r} is not readable on node {_node_ip()}: every node of the cluster "
+                "needs the bundle at the same path (a shared file system, or a copy on each node)"
+            )
         from clip_onnx.runtime import ClipModel
 
         self.model = ClipModel.load(path, towers=(tower,), batch_size=batch_size)
@@ -67,9 +70,12 @@ class ClipEmbedder:
         items = [Item(str(i), v) for i, v in zip(ids, values, strict=True)]
         # Decoding is split over the actor's CPUs, in order, as contiguous runs of rows.
         step = max(1, math.ceil(len(items) / self.threads))
-        runs = [(start, items[start:start + step]) for start in range(0, len(items), step)]
-        prepared = list(self.pool.map(lambda run: self.prepare(*run), runs)) if self.pool \
+        runs = [(start, items[start : start + step]) for start in range(0, len(items), step)]
+        prepared = (
+            list(self.pool.map(lambda run: self.prepare(*run), runs))
+            if self.pool
             else [self.prepare(*run) for run in runs]
+        )
         dim = self.model.embed_dim
         vectors = np.zeros((len(items), dim), np.float32)
         errors: list[str | None] = [None] * len(items)
@@ -80,8 +86,9 @@ class ClipEmbedder:
             for e in part.errors:
                 errors[e.position] = f"{e.error}: {e.message}"
         mask = pa.array([e is not None for e in errors])
-        return embedding_table(pa, [i.id for i in items], vectors, dim, mask=mask,
-                               extra={"error": pa.array(errors, pa.string())})
+        return embedding_table(
+            pa, [i.id for i in items], vectors, dim, mask=mask, extra={"error": pa.array(errors, pa.string())}
+        )
 
 
 def _node_ip() -> str:
@@ -112,20 +119,32 @@ def plan_actors(actors: int | None, cpus_per_actor: float) -> int:
     cpus = float(ray.cluster_resources().get("CPU", 0))
     fits = int((cpus - 1) // cpus_per_actor)
     if fits < 1:
-        raise InputError(f"the cluster has {cpus:g} CPUs: an actor of {cpus_per_actor:g} CPUs would leave none free "
-                         "for Ray Data's read tasks and the job would hang (ray issue 44687); use "
-                         f"--cpus-per-actor {max(cpus - 1, 0):g} or less, or add nodes")
+        raise InputError(
+            f"the cluster has {cpus:g} CPUs: an actor of {cpus_per_actor:g} CPUs would leave none free "
+            "for Ray Data's read tasks and the job would hang (ray issue 44687); use "
+            f"--cpus-per-actor {max(cpus - 1, 0):g} or less, or add nodes"
+        )
     if actors is None:
         return fits
     if actors * cpus_per_actor > cpus - 1:
-        raise InputError(f"{actors} actors x {cpus_per_actor:g} CPUs reserve {actors * cpus_per_actor:g} of the "
-                         f"cluster's {cpus:g} CPUs; leave at least 1 free for Ray Data's read tasks or the job hangs "
-                         f"(ray issue 44687): use --actors {fits} or fewer")
+        raise InputError(
+            f"{actors} actors x {cpus_per_actor:g} CPUs reserve {actors * cpus_per_actor:g} of the "
+            f"cluster's {cpus:g} CPUs; leave at least 1 free for Ray Data's read tasks or the job hangs "
+            f"(ray issue 44687): use --actors {fits} or fewer"
+        )
     return actors
 
 
-def embed_images(ds, bundle, *, actors: int | None = None, cpus_per_actor: float = 1, batch_size: int = 32,
-                 column: str = "bytes", id_column: str | None = "path"):
+def embed_images(
+    ds,
+    bundle,
+    *,
+    actors: int | None = None,
+    cpus_per_actor: float = 1,
+    batch_size: int = 32,
+    column: str = "bytes",
+    id_column: str | None = "path",
+):
     """``ds`` with one row per image: ``id``, ``embedding`` (null for a bad image) and ``error``.
 
     ``column`` holds encoded images (``ray.data.read_binary_files(...,
@@ -135,8 +154,16 @@ def embed_images(ds, bundle, *, actors: int | None = None, cpus_per_actor: float
     return _embed(ds, bundle, "visual", actors, cpus_per_actor, batch_size, column, id_column)
 
 
-def embed_texts(ds, bundle, *, actors: int | None = None, cpus_per_actor: float = 1, batch_size: int = 256,
-                column: str = "text", id_column: str | None = None):
+def embed_texts(
+    ds,
+    bundle,
+    *,
+    actors: int | None = None,
+    cpus_per_actor: float = 1,
+    batch_size: int = 256,
+    column: str = "text",
+    id_column: str | None = None,
+):
     """``ds`` with one row per text: ``id`` (``id_column``, or the text itself), ``embedding`` and ``error``."""
     return _embed(ds, bundle, "textual", actors, cpus_per_actor, batch_size, column, id_column)
 
@@ -148,10 +175,22 @@ def _embed(ds, bundle, tower: str, actors, cpus_per_actor, batch_size: int, colu
         raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
     size = plan_actors(actors, cpus_per_actor)
     # Actors need not share the driver's working folder.
-    kwargs = {"bundle": str(Path(bundle).absolute()), "tower": tower, "column": column, "id_column": id_column,
-              "threads": max(1, int(cpus_per_actor)), "batch_size": batch_size}
-    return ds.map_batches(ClipEmbedder, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
-                          compute=ray.data.ActorPoolStrategy(size=size), num_cpus=cpus_per_actor)
+    kwargs = {
+        "bundle": str(Path(bundle).absolute()),
+        "tower": tower,
+        "column": column,
+        "id_column": id_column,
+        "threads": max(1, int(cpus_per_actor)),
+        "batch_size": batch_size,
+    }
+    return ds.map_batches(
+        ClipEmbedder,
+        fn_constructor_kwargs=kwargs,
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=size),
+        num_cpus=cpus_per_actor,
+    )
 
 
 class RayEmbedSummary(NamedTuple):
@@ -164,13 +203,24 @@ class RayEmbedSummary(NamedTuple):
 
     def line(self) -> str:
         failed = f", {self.failed} failed (null embedding, reason in the error column)" if self.failed else ""
-        return (f"embedded {self.rows - self.failed} of {self.rows} rows{failed} with {self.actors} actor(s); "
-                f"wrote {self.out_dir}/ in {self.seconds:.1f}s")
+        return (
+            f"embedded {self.rows - self.failed} of {self.rows} rows{failed} with {self.actors} actor(s); "
+            f"wrote {self.out_dir}/ in {self.seconds:.1f}s"
+        )
 
 
-def run_ray_embed(bundle, source, out_dir, *, address: str | None = None, actors: int | None = None,
-                  cpus_per_actor: float = 1, column: str | None = None, batch_size: int | None = None,
-                  num_cpus: int | None = None) -> RayEmbedSummary:
+def run_ray_embed(
+    bundle,
+    source,
+    out_dir,
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    cpus_per_actor: float = 1,
+    column: str | None = None,
+    batch_size: int | None = None,
+    num_cpus: int | None = None,
+) -> RayEmbedSummary:
     """`clip-onnx ray-embed`: embed a folder of images or a parquet column on Ray and write parquet to ``out_dir``.
 
     ``source`` is a folder of images (read as encoded bytes; ids are the paths)
@@ -192,14 +242,25 @@ def run_ray_embed(bundle, source, out_dir, *, address: str | None = None, actors
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     own = not ray.is_initialized()
     if own:
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=False)
+        ray.init(
+            address=address,
+            num_cpus=num_cpus if address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     try:
         ds, tower, col, id_col = _read(str(source), column)
         size = plan_actors(actors, cpus_per_actor)
         embed = embed_images if tower == "visual" else embed_texts
-        embedded = embed(ds, bundle, actors=size, cpus_per_actor=cpus_per_actor, column=col, id_column=id_col,
-                         batch_size=batch_size or (32 if tower == "visual" else 256))
+        embedded = embed(
+            ds,
+            bundle,
+            actors=size,
+            cpus_per_actor=cpus_per_actor,
+            column=col,
+            id_column=id_col,
+            batch_size=batch_size or (32 if tower == "visual" else 256),
+        )
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
         try:
             _write(embedded, staging)
@@ -217,8 +278,10 @@ def run_ray_embed(bundle, source, out_dir, *, address: str | None = None, actors
 def _check_out_dir(out_dir) -> Path:
     text = str(out_dir)
     if "://" in text:
-        raise InputError(f"output {text!r}: write to a folder on a shared file system; object-store URIs are not "
-                         "supported by ray-embed yet (call embed_images and write_parquet yourself)")
+        raise InputError(
+            f"output {text!r}: write to a folder on a shared file system; object-store URIs are not "
+            "supported by ray-embed yet (call embed_images and write_parquet yourself)"
+        )
     out = Path(out_dir).absolute()
     if out.exists():
         raise InputError(f"output folder {text!r} already exists; choose a new one (ray-embed never mixes runs)")
@@ -245,8 +308,10 @@ def _read(source: str, column: str | None):
     names = list(schema.names)
     column = column or next((c for c in ("bytes", "text") if c in names), None)
     if column not in names:
-        raise InputError(f"parquet {source!r} has no column {column or 'bytes or text'!r}; its columns are {names}; "
-                         "name one with --column")
+        raise InputError(
+            f"parquet {source!r} has no column {column or 'bytes or text'!r}; its columns are {names}; "
+            "name one with --column"
+        )
     kind = str(dict(zip(names, schema.types, strict=True))[column])
     if "binary" not in kind and "string" not in kind:
         raise InputError(f"column {column!r} of {source!r} is {kind}; expected binary (encoded images) or strings")

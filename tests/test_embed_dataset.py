@@ -3,6 +3,7 @@
 Everything runs the real command (a subprocess, as a user would) on the embedded,
 really trained demo bundle with real ONNX Runtime sessions.
 """
+
 import fcntl
 import json
 import os
@@ -20,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clip_onnx.synthetic import synthetic_images
 from clip_onnx.runtime import ClipModel
+from clip_onnx.synthetic import synthetic_images
 
 CLI = [sys.executable, "-c", "from clip_onnx.cli import main; main()"]
 
@@ -58,8 +59,7 @@ def read_parquet(path):
     return table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
 
 
-def test_folder_glob_and_list_give_ids_in_source_order_and_clipmodel_vectors(demo_bundle, demo_model, photos,
-                                                                            tmp_path):
+def test_folder_glob_and_list_give_ids_in_source_order_and_clipmodel_vectors(demo_bundle, demo_model, photos, tmp_path):
     root, paths = photos
     listed = tmp_path / "list.txt"
     listed.write_text(f"{paths[2]}\n\n{paths[0]}\n", encoding="utf-8")
@@ -96,12 +96,24 @@ def test_text_file_csv_and_parquet_columns(demo_bundle, demo_model, tmp_path):
 
     (tmp_path / "c.csv").write_text("n,caption\n1," + texts[2] + "\n2,\n3," + texts[0] + "\n", encoding="utf-8")
     pq.write_table(pa.table({"caption": texts[:2]}), tmp_path / "c.parquet")
-    result = embed(demo_bundle, tmp_path / "c.csv", tmp_path / "c.parquet", "--column", "caption", "-o",
-                   tmp_path / "b.parquet", check=False)
+    result = embed(
+        demo_bundle,
+        tmp_path / "c.csv",
+        tmp_path / "c.parquet",
+        "--column",
+        "caption",
+        "-o",
+        tmp_path / "b.parquet",
+        check=False,
+    )
     assert result.returncode == 1, "an empty cell is a failed item"
     ids, vectors = read_parquet(tmp_path / "b.parquet")
-    assert ids == [f"{tmp_path / 'c.csv'}:0", f"{tmp_path / 'c.csv'}:2", f"{tmp_path / 'c.parquet'}:0",
-                   f"{tmp_path / 'c.parquet'}:1"]
+    assert ids == [
+        f"{tmp_path / 'c.csv'}:0",
+        f"{tmp_path / 'c.csv'}:2",
+        f"{tmp_path / 'c.parquet'}:0",
+        f"{tmp_path / 'c.parquet'}:1",
+    ]
     np.testing.assert_allclose(vectors, demo_model.encode_text([texts[2], texts[0], *texts[:2]]), atol=1e-6)
     errors = [json.loads(line) for line in (tmp_path / "b.errors.jsonl").read_text(encoding="utf-8").splitlines()]
     assert errors == [{"id": f"{tmp_path / 'c.csv'}:1", "error": "InputError", "message": "empty cell"}]
@@ -118,8 +130,10 @@ def test_parquet_column_of_encoded_images(demo_bundle, demo_model, photos, tmp_p
 
 def _huge_png(path):
     """A PNG whose header claims 100000 x 100000 pixels: past Pillow's decompression-bomb limit."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
 
@@ -135,8 +149,18 @@ def test_bad_files_are_recorded_never_embedded_and_set_the_exit_code(demo_bundle
     (tmp_path / "folder.jpg").mkdir()
     listed = tmp_path / "list.txt"
     listed.write_text(f"{tmp_path / 'missing.jpg'}\n{tmp_path / 'folder.jpg'}\n", encoding="utf-8")
-    args = [demo_bundle, tmp_path / "garbage.jpg", good, tmp_path / "cut.jpg", tmp_path / "empty.png",
-            tmp_path / "huge.png", f"@{listed}", paths[0], "-o", tmp_path / "out" / "e.parquet"]
+    args = [
+        demo_bundle,
+        tmp_path / "garbage.jpg",
+        good,
+        tmp_path / "cut.jpg",
+        tmp_path / "empty.png",
+        tmp_path / "huge.png",
+        f"@{listed}",
+        paths[0],
+        "-o",
+        tmp_path / "out" / "e.parquet",
+    ]
     (tmp_path / "out").mkdir()
     failed = embed(*args, check=False)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
@@ -146,8 +170,13 @@ def test_bad_files_are_recorded_never_embedded_and_set_the_exit_code(demo_bundle
     np.testing.assert_allclose(vectors, demo_model.encode_image([good, paths[0]]), atol=1e-6)
     errors = [json.loads(line) for line in (tmp_path / "out" / "e.errors.jsonl").read_text("utf-8").splitlines()]
     assert [(e["id"].rsplit("/", 1)[1], e["error"]) for e in errors] == [
-        ("garbage.jpg", "InputError"), ("cut.jpg", "InputError"), ("empty.png", "InputError"),
-        ("huge.png", "InputError"), ("missing.jpg", "FileNotFoundError"), ("folder.jpg", "IsADirectoryError")]
+        ("garbage.jpg", "InputError"),
+        ("cut.jpg", "InputError"),
+        ("empty.png", "InputError"),
+        ("huge.png", "InputError"),
+        ("missing.jpg", "FileNotFoundError"),
+        ("folder.jpg", "IsADirectoryError"),
+    ]
     assert "too large" in errors[3]["message"] and all(e["message"] for e in errors)
     assert embed(*args, "--skip-bad").returncode == 0
 
@@ -155,8 +184,11 @@ def test_bad_files_are_recorded_never_embedded_and_set_the_exit_code(demo_bundle
 def test_output_mistakes_give_one_line_and_leave_nothing_behind(demo_bundle, photos, tmp_path):
     root, _ = photos
     (tmp_path / "existing").mkdir()
-    cases = [(tmp_path / "missing" / "e.parquet", "does not exist"), (tmp_path / "existing", "is a folder"),
-             (tmp_path / "e.npy", "ends in .npy but the format is parquet")]
+    cases = [
+        (tmp_path / "missing" / "e.parquet", "does not exist"),
+        (tmp_path / "existing", "is a folder"),
+        (tmp_path / "e.npy", "ends in .npy but the format is parquet"),
+    ]
     for out, fragment in cases:
         extra = ["--format", "parquet"] if out.suffix == ".npy" else []
         result = embed(demo_bundle, root, "-o", out, *extra, check=False)
@@ -197,8 +229,9 @@ def test_resume_after_a_kill_writes_the_file_an_uninterrupted_run_writes(demo_bu
     embed(*args, "-o", whole)
     out = tmp_path / f"killed{suffix}"
     partial = tmp_path / f"killed{suffix}.partial"
-    proc = subprocess.Popen([*CLI, "embed", *map(str, args), "-o", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, "embed", *map(str, args), "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not any(partial.glob("part-*.npz")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -228,16 +261,34 @@ def test_resume_refuses_another_bundle_and_other_batching(demo_bundle, tiny_bund
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        embed_dataset(demo_bundle, out, sources=[str(many_photos)], batch_size=8, part_size=32, workers=1,
-                      progress=stop_after_first_part)
+        embed_dataset(
+            demo_bundle,
+            out,
+            sources=[str(many_photos)],
+            batch_size=8,
+            part_size=32,
+            workers=1,
+            progress=stop_after_first_part,
+        )
     assert not out.exists() and any((tmp_path / "e.parquet.partial").glob("part-*.npz"))
-    other = embed(tiny_bundle, many_photos, "--batch-size", "8", "--part-size", "32", "-o", out, "--resume",
-                  check=False)
+    other = embed(
+        tiny_bundle, many_photos, "--batch-size", "8", "--part-size", "32", "-o", out, "--resume", check=False
+    )
     assert other.returncode == 1 and "another visual graph" in other.stderr and "sha256" in other.stderr
     batching = embed(demo_bundle, many_photos, "--part-size", "32", "-o", out, "--resume", check=False)
     assert batching.returncode == 1 and "--batch-size 8" in batching.stderr
-    fewer = embed(demo_bundle, f"{many_photos}/00[0-4]*.jpg", "--batch-size", "8", "--part-size", "32", "-o", out,
-                  "--resume", check=False)
+    fewer = embed(
+        demo_bundle,
+        f"{many_photos}/00[0-4]*.jpg",
+        "--batch-size",
+        "8",
+        "--part-size",
+        "32",
+        "-o",
+        out,
+        "--resume",
+        check=False,
+    )
     assert fewer.returncode == 1 and "same SOURCEs" in fewer.stderr
     assert not out.exists()
 
@@ -249,8 +300,12 @@ def test_progress_bar_only_on_a_terminal(demo_bundle, photos, tmp_path):
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a fresh pty has 0 columns
     try:
-        proc = subprocess.run([*CLI, "embed", str(demo_bundle), str(root), "-o", str(tmp_path / "t.npy")],
-                              stdout=subprocess.PIPE, stderr=follower, timeout=120)
+        proc = subprocess.run(
+            [*CLI, "embed", str(demo_bundle), str(root), "-o", str(tmp_path / "t.npy")],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+        )
         os.close(follower)
         follower = None
         shown = b""

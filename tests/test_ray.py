@@ -1,4 +1,5 @@
 """The Ray Data job on a real local Ray (2 CPUs, started once per session) with real ONNX Runtime actors."""
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq

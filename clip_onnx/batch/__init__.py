@@ -3,6 +3,7 @@
 Torch-free, like the runtime it drives.  pyarrow (the ``[data]`` extra) is
 needed only for parquet input or output and is imported when used.
 """
+
 from clip_onnx.batch.embed import EmbedSummary, embed_dataset
 from clip_onnx.batch.sources import IMAGE_EXTENSIONS, Item, Sources, plan_sources
 

@@ -1,4 +1,5 @@
 """``embed_dataset``: embed every item a set of sources names, streamed, resumable, bad items recorded."""
+
 from __future__ import annotations
 
 import logging
@@ -41,11 +42,23 @@ class EmbedSummary:
         return f"{text}; wrote {names}: {self.embedded} x {self.dim} float32 ({rate:.1f} items/s)"
 
 
-def embed_dataset(bundle, out, *, sources: Iterable[str] = (), images: Iterable[str] = (),
-                  texts: Iterable[str] = (), text_files: Iterable[str] = (), column: str | None = None,
-                  tower: str | None = None, fmt: str | None = None, batch_size: int = 32, workers: int | None = None,
-                  resume: bool = False, part_size: int = 4096,
-                  progress: Callable[[int, int], None] | None = None) -> EmbedSummary:
+def embed_dataset(
+    bundle,
+    out,
+    *,
+    sources: Iterable[str] = (),
+    images: Iterable[str] = (),
+    texts: Iterable[str] = (),
+    text_files: Iterable[str] = (),
+    column: str | None = None,
+    tower: str | None = None,
+    fmt: str | None = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+    resume: bool = False,
+    part_size: int = 4096,
+    progress: Callable[[int, int], None] | None = None,
+) -> EmbedSummary:
     """Embed what ``sources`` name (see ``plan_sources``) with ``bundle`` and write ``out``.
 
     Vectors are L2-normalised float32, rows in source order; ``out`` is parquet
@@ -64,8 +77,9 @@ def embed_dataset(bundle, out, *, sources: Iterable[str] = (), images: Iterable[
     workers = workers or os.cpu_count() or 1
     # Each worker runs whole batches through the model: ONNX Runtime's own threads share out what is left.
     model = _open_model(bundle, planned.tower, batch_size, max(1, (os.cpu_count() or 1) // workers))
-    graph_sha = {name: model.bundle.manifest["files"][name]["sha256"]
-                 for name in model.bundle.graph_files(planned.tower)}
+    graph_sha = {
+        name: model.bundle.manifest["files"][name]["sha256"] for name in model.bundle.graph_files(planned.tower)
+    }
     state = {"tower": planned.tower, "graph_sha256": graph_sha, "batch_size": batch_size, "part_size": part_size}
     run = PartialRun(outputs.main, state, resume=resume)
     try:
@@ -73,8 +87,16 @@ def embed_dataset(bundle, out, *, sources: Iterable[str] = (), images: Iterable[
         resumed = run.skip_done(items)
         if resumed:
             log.info("resuming %s: %d of %d items were done", outputs.main, resumed, total)
-        _embed_parts(model, planned.tower, items, run, outputs, part_size=part_size,
-                     workers=workers, progress=lambda n: progress and progress(n, total))
+        _embed_parts(
+            model,
+            planned.tower,
+            items,
+            run,
+            outputs,
+            part_size=part_size,
+            workers=workers,
+            progress=lambda n: progress and progress(n, total),
+        )
         metadata = {"bundle": Path(bundle).name, "tower": planned.tower, "graph_sha256": graph_sha, "normalized": True}
         embedded, failed = write_outputs(outputs, run.parts, model.embed_dim, metadata)
     except BaseException:
@@ -88,8 +110,17 @@ def embed_dataset(bundle, out, *, sources: Iterable[str] = (), images: Iterable[
     return EmbedSummary(outputs, total, embedded, failed, resumed, model.embed_dim, time.perf_counter() - started)
 
 
-def _embed_parts(model, tower: str, items, run: PartialRun, outputs: Outputs, *, part_size: int, workers: int,
-                 progress: Callable[[int], None]) -> None:
+def _embed_parts(
+    model,
+    tower: str,
+    items,
+    run: PartialRun,
+    outputs: Outputs,
+    *,
+    part_size: int,
+    workers: int,
+    progress: Callable[[int], None],
+) -> None:
     """Run the pipeline from ``run.done`` on, committing a part at every multiple of ``part_size``."""
     progress(run.done)
     pending: list[tuple[Batch, np.ndarray]] = []
@@ -107,9 +138,14 @@ def _embed_parts(model, tower: str, items, run: PartialRun, outputs: Outputs, *,
 
 def _commit(run: PartialRun, pending: list[tuple[Batch, np.ndarray]]) -> None:
     first, last = pending[0][0], pending[-1][0]
-    run.commit(first.start, last.start + last.size, [p for b, _ in pending for p in b.positions],
-               [i for b, _ in pending for i in b.ids], np.concatenate([v for _, v in pending]),
-               [e for b, _ in pending for e in b.errors])
+    run.commit(
+        first.start,
+        last.start + last.size,
+        [p for b, _ in pending for p in b.positions],
+        [i for b, _ in pending for i in b.ids],
+        np.concatenate([v for _, v in pending]),
+        [e for b, _ in pending for e in b.errors],
+    )
 
 
 def _checked_ids(items: Iterator[Item], outputs: Outputs) -> Iterator[Item]:
@@ -127,8 +163,10 @@ def _open_model(bundle, tower: str, batch_size: int, threads: int):
 
     found = read_bundle(bundle, verify=False)
     if found.kind == "classifier":
-        raise BundleError(f"{bundle} is a classifier bundle: it maps images to class logits, not to embeddings; "
-                          "classify with `clip-onnx predict`, or embed with a two-tower CLIP bundle")
+        raise BundleError(
+            f"{bundle} is a classifier bundle: it maps images to class logits, not to embeddings; "
+            "classify with `clip-onnx predict`, or embed with a two-tower CLIP bundle"
+        )
     return ClipModel.load(bundle, batch_size=batch_size, towers=(tower,), threads=threads)
 
 

@@ -6,6 +6,7 @@ graph (by sha256) and which batching made them.  A killed run therefore leaves
 only whole parts, and a resume checks the state and the ids of every part
 against the sources before it embeds the rest.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,10 @@ class PartialRun:
         self._lock = _lock(self.dir / "lock", out)
         if not resume and any(_PART.fullmatch(p.name) for p in self.dir.iterdir()):
             self._lock.close()
-            raise InputError(f"{self.dir} holds the parts of a stopped run into {out}; continue it with --resume, "
-                             "or delete that folder to start over")
+            raise InputError(
+                f"{self.dir} holds the parts of a stopped run into {out}; continue it with --resume, "
+                "or delete that folder to start over"
+            )
         if not resume:
             (self.dir / "state.json").unlink(missing_ok=True)  # a run that stopped before its first part
         state_file = self.dir / "state.json"
@@ -66,8 +69,10 @@ class PartialRun:
         done = 0
         for part in parts:
             if part.start != done:
-                raise InputError(f"{self.dir} is missing the items from position {done} to {part.start}; "
-                                 "delete the folder to start over")
+                raise InputError(
+                    f"{self.dir} is missing the items from position {done} to {part.start}; "
+                    "delete the folder to start over"
+                )
             done = part.end
         return parts
 
@@ -85,18 +90,32 @@ class PartialRun:
                 item = next(items, None)
                 if item is None or item.id != expected.get(position):
                     now = "nothing" if item is None else repr(item.id)
-                    raise InputError(f"the stopped run in {self.dir} had {expected.get(position)!r} at position "
-                                     f"{position}, the SOURCEs now give {now}; resume with the same SOURCEs, or "
-                                     "delete that folder to start over")
+                    raise InputError(
+                        f"the stopped run in {self.dir} had {expected.get(position)!r} at position "
+                        f"{position}, the SOURCEs now give {now}; resume with the same SOURCEs, or "
+                        "delete that folder to start over"
+                    )
         return self.done
 
-    def commit(self, start: int, end: int, positions: Sequence[int], ids: Sequence[str], vectors: np.ndarray,
-               errors: Sequence[ItemError]) -> None:
+    def commit(
+        self,
+        start: int,
+        end: int,
+        positions: Sequence[int],
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        errors: Sequence[ItemError],
+    ) -> None:
         path = self.dir / f"part-{start:012d}-{end:012d}.npz"
         records = [json.dumps(dict(e.record(), position=e.position), ensure_ascii=False) for e in errors]
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, positions=np.asarray(positions, dtype=np.int64), ids=_strings(ids),
-                     vectors=vectors.astype(np.float32, copy=False), errors=_strings(records))
+            np.savez(
+                f,
+                positions=np.asarray(positions, dtype=np.int64),
+                ids=_strings(ids),
+                vectors=vectors.astype(np.float32, copy=False),
+                errors=_strings(records),
+            )
         self.parts.append(Part(start, end, path))
 
     def discard(self) -> None:
@@ -114,14 +133,18 @@ def _strings(values: Sequence[str]) -> np.ndarray:
 
 def _check_state(saved: Mapping, wanted: Mapping, where: Path) -> None:
     if saved.get("graph_sha256") != wanted["graph_sha256"] or saved.get("tower") != wanted["tower"]:
-        raise InputError(f"the stopped run in {where} embedded with another {saved.get('tower')} graph (sha256 "
-                         f"{_short(saved.get('graph_sha256'))}, this bundle's is {_short(wanted['graph_sha256'])}); "
-                         "vectors of two models must not share one file. Resume with the bundle it started with, "
-                         "or delete that folder to start over")
+        raise InputError(
+            f"the stopped run in {where} embedded with another {saved.get('tower')} graph (sha256 "
+            f"{_short(saved.get('graph_sha256'))}, this bundle's is {_short(wanted['graph_sha256'])}); "
+            "vectors of two models must not share one file. Resume with the bundle it started with, "
+            "or delete that folder to start over"
+        )
     for key, flag in (("batch_size", "--batch-size"), ("part_size", "--part-size")):
         if saved.get(key) != wanted[key]:
-            raise InputError(f"the stopped run in {where} used {flag} {saved.get(key)}; resume with the same "
-                             f"{flag} so that the output is the one an uninterrupted run would write")
+            raise InputError(
+                f"the stopped run in {where} used {flag} {saved.get(key)}; resume with the same "
+                f"{flag} so that the output is the one an uninterrupted run would write"
+            )
 
 
 def _short(sha: object) -> str:
@@ -141,6 +164,7 @@ def _lock(path: Path, out: Path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise InputError(f"another clip-onnx embed is writing {out} right now; wait for it or choose another "
-                         "output") from None
+        raise InputError(
+            f"another clip-onnx embed is writing {out} right now; wait for it or choose another output"
+        ) from None
     return handle

@@ -12,6 +12,7 @@ A bounded window of batches in flight caps memory whatever the dataset size,
 and batches never cross a part boundary, so a resumed run feeds the model
 exactly the batches an uninterrupted one would (and gets bit-identical vectors).
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,8 +74,9 @@ def check_text(value: object) -> str:
 
 def prepare_images(preprocess: Callable) -> Callable[[int, list[Item]], Batch]:
     def prepare(start: int, items: list[Item]) -> Batch:
-        return _prepare(start, items, lambda value: image_pixels(preprocess, value),
-                        lambda good: np.stack(good) if good else None)
+        return _prepare(
+            start, items, lambda value: image_pixels(preprocess, value), lambda good: np.stack(good) if good else None
+        )
 
     return prepare
 
@@ -113,8 +115,9 @@ def chunks(items: Iterator[Item], start: int, batch_size: int, part_size: int) -
         yield position, chunk
 
 
-def embed_batches(model, tower: str, batches: Iterator[tuple[int, list[Item]]], *,
-                  workers: int) -> Iterator[tuple[Batch, np.ndarray]]:
+def embed_batches(
+    model, tower: str, batches: Iterator[tuple[int, list[Item]]], *, workers: int
+) -> Iterator[tuple[Batch, np.ndarray]]:
     """(batch, its float32 vectors) for each of ``batches``, in order, embedded on ``workers`` threads."""
     if tower == "visual":
         prepare, encode = prepare_images(model.preprocess), model.encode_pixels

@@ -4,6 +4,7 @@ Every source is expanded lazily and always in the same order (folders sorted
 level by level, glob matches sorted), so one run can count its items, embed
 them and later resume over the very same sequence without holding it in memory.
 """
+
 from __future__ import annotations
 
 import csv
@@ -50,8 +51,15 @@ class Sources:
         return sum(part.count() for part in self._parts)
 
 
-def plan_sources(sources: Iterable[str] = (), *, images: Iterable[str] = (), texts: Iterable[str] = (),
-                 text_files: Iterable[str] = (), column: str | None = None, tower: str | None = None) -> Sources:
+def plan_sources(
+    sources: Iterable[str] = (),
+    *,
+    images: Iterable[str] = (),
+    texts: Iterable[str] = (),
+    text_files: Iterable[str] = (),
+    column: str | None = None,
+    tower: str | None = None,
+) -> Sources:
     """Check the arguments of `clip-onnx embed` and return the items they name.
 
     ``sources`` are image files, folders (walked recursively, images by
@@ -85,8 +93,10 @@ def plan_sources(sources: Iterable[str] = (), *, images: Iterable[str] = (), tex
         c.check_tower(tower)
     parts += columns
     if not any(not isinstance(p, _Literal) or p.rows for p in parts):
-        raise InputError("nothing to embed: give image SOURCEs (files, folders, globs, @list.txt), a table with "
-                         "--column, --text-file, or either --image or --text")
+        raise InputError(
+            "nothing to embed: give image SOURCEs (files, folders, globs, @list.txt), a table with "
+            "--column, --text-file, or either --image or --text"
+        )
     return Sources(TOWER_NAMES[tower], [p for p in parts if not isinstance(p, _Literal) or p.rows])
 
 
@@ -140,8 +150,10 @@ class _Folder:
     def count(self) -> int:
         n = sum(1 for _ in walk_images(self.folder))
         if not n:
-            raise InputError(f"folder {self.folder!r} holds no image files (looked for "
-                             f"{', '.join(sorted(IMAGE_EXTENSIONS))}; hidden files and folders are skipped)")
+            raise InputError(
+                f"folder {self.folder!r} holds no image files (looked for "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))}; hidden files and folders are skipped)"
+            )
         return n
 
 
@@ -162,8 +174,10 @@ class _Glob:
     def count(self) -> int:
         n = sum(1 for _ in self._paths())
         if not n:
-            raise InputError(f"glob {self.pattern!r} matches no image files (quote it so that the shell "
-                             "leaves it to clip-onnx; '**' matches folders recursively)")
+            raise InputError(
+                f"glob {self.pattern!r} matches no image files (quote it so that the shell "
+                "leaves it to clip-onnx; '**' matches folders recursively)"
+            )
         return n
 
 
@@ -233,14 +247,17 @@ class _TableColumn:
         field = schema.field(self.column) if self.column in schema.names else None
         is_text = field is not None and str(field.type) in ("string", "large_string", "string_view")
         if field is not None and not is_text and str(field.type) not in ("binary", "large_binary", "binary_view"):
-            raise InputError(f"column {self.column!r} of {self.path!r} is {field.type}; expected strings (texts "
-                             "or image paths) or binary (encoded images)")
+            raise InputError(
+                f"column {self.column!r} of {self.path!r} is {field.type}; expected strings (texts "
+                "or image paths) or binary (encoded images)"
+            )
         return list(schema.names), is_text
 
     def check_tower(self, tower: str) -> None:
         if tower == "text" and not self.is_text:
-            raise InputError(f"column {self.column!r} of {self.path!r} holds bytes, not texts; embed it with "
-                             "--tower image")
+            raise InputError(
+                f"column {self.column!r} of {self.path!r} holds bytes, not texts; embed it with --tower image"
+            )
 
     def _values(self) -> Iterator[object]:
         if self.kind == "csv":
@@ -276,6 +293,7 @@ def _parquet():
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise InputError("reading or writing parquet needs pyarrow: pip install 'clip-onnx[data]' "
-                         "(or write .npy with --format npy)") from None
+        raise InputError(
+            "reading or writing parquet needs pyarrow: pip install 'clip-onnx[data]' (or write .npy with --format npy)"
+        ) from None
     return pq

@@ -6,6 +6,7 @@ float32 [rows, dim], beside ``OUT.ids.txt`` (one id a line) for users without
 pyarrow.  Failed items go to ``OUT.errors.jsonl``.  Each file appears under its
 final name only when whole, and memory holds one part at a time.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,25 +46,34 @@ def plan_outputs(out, fmt: str | None = None) -> Outputs:
         raise InputError(f"format must be one of {FORMATS}, got {fmt!r}")
     by_suffix = _SUFFIXES.get(out.suffix.lower())
     if fmt is not None and by_suffix is not None and fmt != by_suffix:
-        raise InputError(f"output {str(out)!r} ends in {out.suffix} but the format is {fmt}; name it "
-                         f"{out.with_suffix('.' + fmt).name} or drop --format")
+        raise InputError(
+            f"output {str(out)!r} ends in {out.suffix} but the format is {fmt}; name it "
+            f"{out.with_suffix('.' + fmt).name} or drop --format"
+        )
     fmt = fmt or by_suffix or "parquet"
     if out.is_dir():
-        raise InputError(f"output {str(out)!r} is a folder; give a file name inside it, such as "
-                         f"{str(out / ('embeddings.' + fmt))!r}")
+        raise InputError(
+            f"output {str(out)!r} is a folder; give a file name inside it, such as {str(out / ('embeddings.' + fmt))!r}"
+        )
     if not out.parent.is_dir():
         raise InputError(f"the folder of output {str(out)!r} does not exist; create {str(out.parent)!r} first")
     if fmt == "parquet":
         _pyarrow()
     stem = out.with_suffix("") if by_suffix else out
-    return Outputs(out, fmt, stem.with_name(stem.name + ".ids.txt") if fmt == "npy" else None,
-                   stem.with_name(stem.name + ".errors.jsonl"))
+    return Outputs(
+        out,
+        fmt,
+        stem.with_name(stem.name + ".ids.txt") if fmt == "npy" else None,
+        stem.with_name(stem.name + ".errors.jsonl"),
+    )
 
 
 def check_id(outputs: Outputs, item_id: str) -> None:
     if outputs.ids is not None and ("\n" in item_id or "\r" in item_id):
-        raise InputError(f"the id has a line break and cannot be one line of {outputs.ids.name}; "
-                         "write parquet instead (--format parquet)")
+        raise InputError(
+            f"the id has a line break and cannot be one line of {outputs.ids.name}; "
+            "write parquet instead (--format parquet)"
+        )
 
 
 def write_outputs(outputs: Outputs, parts: Sequence[Part], dim: int, metadata: Mapping[str, str]) -> tuple[int, int]:
@@ -112,8 +122,10 @@ def _write_npy(target: Path, ids_target: Path, parts: Sequence[Part], dim: int) 
 
 def _write_parquet(target: Path, parts: Sequence[Part], dim: int, metadata: Mapping[str, str]) -> int:
     pa, pq = _pyarrow()
-    schema = pa.schema([("id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))],
-                       metadata={"clip_onnx": json.dumps(dict(metadata), sort_keys=True)})
+    schema = pa.schema(
+        [("id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))],
+        metadata={"clip_onnx": json.dumps(dict(metadata), sort_keys=True)},
+    )
     rows = 0
     with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for part in parts:
@@ -138,6 +150,8 @@ def _pyarrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise InputError("writing parquet needs pyarrow: pip install 'clip-onnx[data]', or write "
-                         "OUT.npy with OUT.ids.txt (--format npy)") from None
+        raise InputError(
+            "writing parquet needs pyarrow: pip install 'clip-onnx[data]', or write "
+            "OUT.npy with OUT.ids.txt (--format npy)"
+        ) from None
     return pa, pq

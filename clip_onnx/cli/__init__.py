@@ -1,4 +1,5 @@
 """The `clip-onnx` command line: thin wrappers over the library, imported lazily."""
+
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from clip_onnx.errors import ClipOnnxError
 from clip_onnx.cli.datasets import embed, ray_embed
+from clip_onnx.errors import ClipOnnxError
 from clip_onnx.thresholds import describe, precision_help
 
 
@@ -60,21 +61,48 @@ def models() -> None:
 @click.option("--opset", default=18, show_default=True, help="ONNX opset version.")
 @click.option("--no-validate", is_flag=True, help="Skip the eager-vs-ONNX parity gate (the bundle is then unverified).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (atomically).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-              help=precision_help())
-@click.option("--gate-images", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help="With --precision: gate on your own pictures, a folder (walked recursively) of at least 16 "
-                   "readable ones, instead of built-in synthetic photos. Unreadable files are skipped with a warning.")
-@click.option("--gate-texts", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="With --precision: gate on your own prompts, a UTF-8 file with one a line (e.g. your label set).")
-@click.option("--min-cosine", type=float, default=None,
-              help="With --precision: the lowest cosine a lowered tower may have against fp32, for this export.")
-@click.option("--min-agreement", type=float, default=None,
-              help="With --precision: the lowest top-1 agreement with fp32, a fraction (0.99 = 99%); 0 lets a "
-                   "random-weights model through, whose top-1 is a coin toss.")
-def export(source: str, out: Path, random_weights: bool, opset: int, no_validate: bool, overwrite: bool,
-           precision: str, gate_images: Path | None, gate_texts: Path | None, min_cosine: float | None,
-           min_agreement: float | None) -> None:
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True, help=precision_help()
+)
+@click.option(
+    "--gate-images",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="With --precision: gate on your own pictures, a folder (walked recursively) of at least 16 "
+    "readable ones, instead of built-in synthetic photos. Unreadable files are skipped with a warning.",
+)
+@click.option(
+    "--gate-texts",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="With --precision: gate on your own prompts, a UTF-8 file with one a line (e.g. your label set).",
+)
+@click.option(
+    "--min-cosine",
+    type=float,
+    default=None,
+    help="With --precision: the lowest cosine a lowered tower may have against fp32, for this export.",
+)
+@click.option(
+    "--min-agreement",
+    type=float,
+    default=None,
+    help="With --precision: the lowest top-1 agreement with fp32, a fraction (0.99 = 99%); 0 lets a "
+    "random-weights model through, whose top-1 is a coin toss.",
+)
+def export(
+    source: str,
+    out: Path,
+    random_weights: bool,
+    opset: int,
+    no_validate: bool,
+    overwrite: bool,
+    precision: str,
+    gate_images: Path | None,
+    gate_texts: Path | None,
+    min_cosine: float | None,
+    min_agreement: float | None,
+) -> None:
     """Export SOURCE to an ONNX bundle and prove it matches eager PyTorch.
 
     SOURCE is a registered name (see `clip-onnx models`), a Hugging Face hub id,
@@ -87,13 +115,22 @@ def export(source: str, out: Path, random_weights: bool, opset: int, no_validate
 
     started = time.perf_counter()
     with tqdm(total=5 + (precision != "fp32"), desc="export", unit="step", file=sys.stderr) as bar:
+
         def step(name: str) -> None:
             bar.set_postfix_str(name)
             bar.update(1)
 
-        bundle = export_bundle(source, out, random_weights=random_weights, opset=opset,
-                               check_parity=not no_validate, overwrite=overwrite, precision=precision,
-                               progress=step, **_gate_options(gate_images, gate_texts, min_cosine, min_agreement))
+        bundle = export_bundle(
+            source,
+            out,
+            random_weights=random_weights,
+            opset=opset,
+            check_parity=not no_validate,
+            overwrite=overwrite,
+            precision=precision,
+            progress=step,
+            **_gate_options(gate_images, gate_texts, min_cosine, min_agreement),
+        )
     for report in bundle.manifest["parity"]:
         click.echo(format_parity(report))
     if "gate_inputs" in bundle.manifest:
@@ -116,29 +153,37 @@ def format_gate_inputs(record: dict) -> str:
     if texts:
         line += f", {texts['count']} {texts['source']} prompts"
     overridden = f" (set: {', '.join(record['overridden'])})" if record["overridden"] else ""
-    return (line + f"; cosine >= {t['min_cosine']}, top-1 agreement >= {t['min_top1_agreement']:.1%}"
-            + overridden)
+    return line + f"; cosine >= {t['min_cosine']}, top-1 agreement >= {t['min_top1_agreement']:.1%}" + overridden
 
 
 def format_parity(report: dict) -> str:
     t = report["thresholds"]
     bound = f", max abs <= {t['max_abs']}" if t["max_abs"] is not None else ""
-    lines = [f"parity: {report['stage']} (cosine >= {t['min_cosine']}{bound}, "
-             f"top-1 agreement >= {t['min_top1_agreement']:.1%})",
-             f"  {'tower':8s} {'batch':>5s} {'seq':>5s} {'max abs':>10s} {'min cosine':>12s}"]
+    lines = [
+        f"parity: {report['stage']} (cosine >= {t['min_cosine']}{bound}, "
+        f"top-1 agreement >= {t['min_top1_agreement']:.1%})",
+        f"  {'tower':8s} {'batch':>5s} {'seq':>5s} {'max abs':>10s} {'min cosine':>12s}",
+    ]
     for r in report["rows"]:
         seq = str(r.get("seq") or "")
         lines.append(f"  {r['tower']:8s} {r['batch']:5d} {seq:>5s} {r['max_abs']:10.2e} {r['min_cosine']:12.8f}")
-    lines.append(f"  zero-shot top-1 agreement: {report['top1_agreement']:.1%} over {report['images']} images"
-                 f" -> {'PASS' if report['passed'] else 'FAIL'}")
+    lines.append(
+        f"  zero-shot top-1 agreement: {report['top1_agreement']:.1%} over {report['images']} images"
+        f" -> {'PASS' if report['passed'] else 'FAIL'}"
+    )
     return "\n".join(lines)
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--labels", "labels", required=True, multiple=True,
-              help="Candidate labels: repeat the option, or give them space-separated after one --labels.")
+@click.option(
+    "--labels",
+    "labels",
+    required=True,
+    multiple=True,
+    help="Candidate labels: repeat the option, or give them space-separated after one --labels.",
+)
 @click.option("--templates", multiple=True, help="Prompt templates with '{}' (default: the model's own).")
 def classify(bundle: Path, images, labels, templates) -> None:
     """Zero-shot classify IMAGES against LABELS and print the probabilities."""
@@ -146,14 +191,21 @@ def classify(bundle: Path, images, labels, templates) -> None:
 
     model = ClipModel.load(bundle)
     result = model.classify(list(images), list(labels), templates=list(templates) or None)
-    for path, probs in zip(images, result.probs):
-        ranked = sorted(zip(result.labels, probs), key=lambda lp: -lp[1])
+    for path, probs in zip(images, result.probs, strict=True):
+        ranked = sorted(zip(result.labels, probs, strict=True), key=lambda lp: -lp[1])
         click.echo(f"{path}: " + ", ".join(f"{label} {p:.3f}" for label, p in ranked))
 
 
 @cli.command()
-@click.option("-o", "--out", "out", default="bundles/ruclip-demo", show_default=True, type=click.Path(path_type=Path),
-              help="Where to write the demo bundle (replaced if it exists).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    default="bundles/ruclip-demo",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where to write the demo bundle (replaced if it exists).",
+)
 @click.option("--images", default=200, show_default=True, help="Held-out pictures for the accuracy check.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 def demo(out: Path, images: int, precision: str) -> None:
@@ -168,6 +220,7 @@ def demo(out: Path, images: int, precision: str) -> None:
     from clip_onnx.export import run_demo
 
     with tqdm(total=4, desc="demo", unit="step", file=sys.stderr) as bar:
+
         def step(name: str) -> None:
             bar.set_postfix_str(name)
             bar.update(1)
@@ -181,8 +234,10 @@ def demo(out: Path, images: int, precision: str) -> None:
         click.echo(f"  {task:6s} truth {truth:12s} -> {label:12s} p={prob:.3f}  {mark}")
     click.echo(f"\neager PyTorch vs runtime on {images} held-out pictures:")
     for r in results:
-        click.echo(f"  {r.task:6s} accuracy runtime {r.runtime_accuracy:.1%}, eager {r.eager_accuracy:.1%}; "
-                   f"same answer on {r.agreement:.1%}; max probability difference {r.max_prob_diff:.1e}")
+        click.echo(
+            f"  {r.task:6s} accuracy runtime {r.runtime_accuracy:.1%}, eager {r.eager_accuracy:.1%}; "
+            f"same answer on {r.agreement:.1%}; max probability difference {r.max_prob_diff:.1e}"
+        )
 
 
 @cli.command("build-engine")
@@ -193,15 +248,27 @@ def demo(out: Path, images: int, precision: str) -> None:
 @click.option("--max-seq", type=int, default=None, help="Profile max for a dynamic text sequence axis.")
 @click.option("--opt-seq", type=int, default=None, help="Profile optimum for a dynamic sequence axis (default: max).")
 @click.option("--workspace", default=4.0, show_default=True, help="Builder workspace, GiB.")
-@click.option("--timing-cache", type=click.Path(path_type=Path), default=None,
-              help="Persistent timing cache file (default: ~/.cache/clip-onnx/<tensorrt version>.timing).")
-@click.option("--ahead-of-time", type=click.Choice(["SM75", "SM80", "SM86", "SM89", "SM120"]), default=None,
-              help="Build with TensorRT-RTX for this compute capability without a GPU (a build check; "
-                   "the standard TensorRT runtime does not load these plans).")
-@click.option("--no-validate", is_flag=True,
-              help=f"Skip the engine gate: each plan against its ONNX graph ({describe('engine')}).")
-def build_engine(bundle: Path, min_batch, opt_batch, max_batch, max_seq, opt_seq, workspace, timing_cache,
-                 ahead_of_time, no_validate) -> None:
+@click.option(
+    "--timing-cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Persistent timing cache file (default: ~/.cache/clip-onnx/<tensorrt version>.timing).",
+)
+@click.option(
+    "--ahead-of-time",
+    type=click.Choice(["SM75", "SM80", "SM86", "SM89", "SM120"]),
+    default=None,
+    help="Build with TensorRT-RTX for this compute capability without a GPU (a build check; "
+    "the standard TensorRT runtime does not load these plans).",
+)
+@click.option(
+    "--no-validate",
+    is_flag=True,
+    help=f"Skip the engine gate: each plan against its ONNX graph ({describe('engine')}).",
+)
+def build_engine(
+    bundle: Path, min_batch, opt_batch, max_batch, max_seq, opt_seq, workspace, timing_cache, ahead_of_time, no_validate
+) -> None:
     """Build one TensorRT plan per tower into BUNDLE/engines/ and check it against the ONNX graph.
 
     Plans are keyed by graph sha256, TensorRT version, GPU and profile; an
@@ -220,36 +287,62 @@ def build_engine(bundle: Path, min_batch, opt_batch, max_batch, max_seq, opt_seq
     profile = Profile(min_batch, opt_batch, max_batch, opt_seq=opt_seq, max_seq=max_seq)
     gated = not (no_validate or ahead_of_time)
     with tqdm(total=4 if gated else 2, desc="build-engine", unit="step", file=sys.stderr) as bar:
+
         def step(msg: str) -> None:
             bar.set_postfix_str(msg)
             bar.update(1)
 
-        built = build_engines(bundle, profile, workspace_gib=workspace, timing_cache=timing_cache,
-                              ahead_of_time=ahead_of_time, gate=not no_validate, progress=step)
+        built = build_engines(
+            bundle,
+            profile,
+            workspace_gib=workspace,
+            timing_cache=timing_cache,
+            ahead_of_time=ahead_of_time,
+            gate=not no_validate,
+            progress=step,
+        )
     for record in built:
         t = record["target"]
-        click.echo(f"{record['tower']}: engines/{record['plan']} ({record['plan_bytes'] / 1e6:.1f} MB, "
-                   f"{t['product']} {t['version']}, {t['gpu']} sm {t['compute_capability']}, fp16: {record['fp16']})")
+        click.echo(
+            f"{record['tower']}: engines/{record['plan']} ({record['plan_bytes'] / 1e6:.1f} MB, "
+            f"{t['product']} {t['version']}, {t['gpu']} sm {t['compute_capability']}, fp16: {record['fp16']})"
+        )
         if record.get("parity"):
             click.echo(format_parity(record["parity"]))
 
 
 @cli.command()
 @click.argument("source", required=False)
-@click.option("--bundle", "bundles", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
-              help="Time this existing bundle as it is (repeatable), labelled by its precision; with SOURCE, "
-                   "beside eager torch in the same run.")
+@click.option(
+    "--bundle",
+    "bundles",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Time this existing bundle as it is (repeatable), labelled by its precision; with SOURCE, "
+    "beside eager torch in the same run.",
+)
 @click.option("--random-weights", is_flag=True, help="Build the named architecture with random weights.")
-@click.option("--backends", default=None,
-              help="Comma-separated; unavailable ones (no GPU, no TensorRT, no native bf16) are skipped with a note. "
-                   "[default: torch,torch-bf16,torch-fp16,onnxruntime,onnxruntime-int8,tensorrt; with --bundle: "
-                   "torch,torch-bf16 where SOURCE is given]")
+@click.option(
+    "--backends",
+    default=None,
+    help="Comma-separated; unavailable ones (no GPU, no TensorRT, no native bf16) are skipped with a note. "
+    "[default: torch,torch-bf16,torch-fp16,onnxruntime,onnxruntime-int8,tensorrt; with --bundle: "
+    "torch,torch-bf16 where SOURCE is given]",
+)
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--warmup", default=3, show_default=True)
 @click.option("--repeat", default=10, show_default=True)
 @click.option("--out", "out", default="results", show_default=True, type=click.Path(path_type=Path))
-def bench(source: str | None, bundles, random_weights: bool, backends: str | None, batches: str, warmup: int,
-          repeat: int, out: Path) -> None:
+def bench(
+    source: str | None,
+    bundles,
+    random_weights: bool,
+    backends: str | None,
+    batches: str,
+    warmup: int,
+    repeat: int,
+    out: Path,
+) -> None:
     """Time eager PyTorch against the exported graphs, side by side in one interleaved run.
 
     SOURCE is exported on the fly; --bundle PATH times bundles you already
@@ -270,12 +363,22 @@ def bench(source: str | None, bundles, random_weights: bool, backends: str | Non
         raise click.BadParameter(f"batch sizes must be integers, got {batches!r}") from None
     names = None if backends is None else [b.strip() for b in backends.split(",") if b.strip()]
     with tqdm(desc="bench", unit="round", file=sys.stderr) as bar:
+
         def advance(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        run_benchmark(source, out, bundles=list(bundles), random_weights=random_weights, backends=names,
-                      batches=sizes, warmup=warmup, repeat=repeat, progress=advance)
+        run_benchmark(
+            source,
+            out,
+            bundles=list(bundles),
+            random_weights=random_weights,
+            backends=names,
+            batches=sizes,
+            warmup=warmup,
+            repeat=repeat,
+            progress=advance,
+        )
     click.echo((out / "bench.md").read_text(encoding="utf-8"))
 
 
@@ -288,24 +391,46 @@ def predict(bundle: Path, images, top_k: int) -> None:
     from clip_onnx.runtime import ClipClassifier
 
     result = ClipClassifier.load(bundle).predict(list(images), top_k=top_k)
-    for path, labels, probs in zip(images, result.labels, result.probs):
-        click.echo(f"{path}: " + "; ".join(f"{label} {p:.3f}" for label, p in zip(labels, probs)))
+    for path, labels, probs in zip(images, result.labels, result.probs, strict=True):
+        click.echo(f"{path}: " + "; ".join(f"{label} {p:.3f}" for label, p in zip(labels, probs, strict=True)))
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Triton model repository directory (created if missing; other models in it are kept).")
-@click.option("--name", default=None, help="Model name prefix (default: the bundle directory's name, with "
-              "characters other than [A-Za-z0-9_] made '_').")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Triton model repository directory (created if missing; other models in it are kept).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="Model name prefix (default: the bundle directory's name, with characters other than [A-Za-z0-9_] made '_').",
+)
 @click.option("--max-batch", default=32, show_default=True, help="max_batch_size of every model.")
 @click.option("--instances", default=1, show_default=True, help="Instances of each model (instance_group count).")
-@click.option("--kind", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
-              help="Where the graph models run (KIND_CPU or KIND_GPU); the Python steps always run on CPU.")
-@click.option("--queue-delay-us", default=2000, show_default=True,
-              help="How long the dynamic batcher waits to fill a batch, microseconds.")
-@click.option("--engines", is_flag=True, help="With --kind gpu: serve the TensorRT plans in BUNDLE/engines/ "
-              "(from `clip-onnx build-engine`) as tensorrt_plan models instead of the ONNX graphs.")
+@click.option(
+    "--kind",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="Where the graph models run (KIND_CPU or KIND_GPU); the Python steps always run on CPU.",
+)
+@click.option(
+    "--queue-delay-us",
+    default=2000,
+    show_default=True,
+    help="How long the dynamic batcher waits to fill a batch, microseconds.",
+)
+@click.option(
+    "--engines",
+    is_flag=True,
+    help="With --kind gpu: serve the TensorRT plans in BUNDLE/engines/ "
+    "(from `clip-onnx build-engine`) as tensorrt_plan models instead of the ONNX graphs.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace this bundle's models if OUT already has them.")
 def triton(bundle: Path, out: Path, name, max_batch, instances, kind, queue_delay_us, engines, overwrite) -> None:
     """Write BUNDLE as NVIDIA Triton models into the model repository OUT.
@@ -322,12 +447,14 @@ def triton(bundle: Path, out: Path, name, max_batch, instances, kind, queue_dela
 
     options = ServingOptions(max_batch=max_batch, instances=instances, kind=kind, queue_delay_us=queue_delay_us)
     with tqdm(total=4, desc="triton", unit="step", file=sys.stderr) as bar:
+
         def step(label: str) -> None:
             bar.set_postfix_str(label)
             bar.update(1)
 
-        models = write_repository(bundle, out, name=name, options=options, engines=engines, overwrite=overwrite,
-                                  progress=step)
+        models = write_repository(
+            bundle, out, name=name, options=options, engines=engines, overwrite=overwrite, progress=step
+        )
     for model in models:
         click.echo(f"  {model.name:32s} {model.config.platform or model.config.backend}")
     click.echo(f"wrote {len(models)} models into {out}\nserve: tritonserver --model-repository {out.absolute()}")

@@ -1,4 +1,5 @@
 """`clip-onnx embed` and `clip-onnx ray-embed`: datasets on one machine, or on a Ray cluster."""
+
 from __future__ import annotations
 
 import sys
@@ -10,26 +11,68 @@ import click
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("sources", nargs=-1)
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Output file: .parquet (id, embedding) or .npy (with OUT.ids.txt beside it).")
-@click.option("--tower", type=click.Choice(["image", "text"]), default=None,
-              help="Which tower embeds [default: text for --text, --text-file or a string --column; else image].")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output file: .parquet (id, embedding) or .npy (with OUT.ids.txt beside it).",
+)
+@click.option(
+    "--tower",
+    type=click.Choice(["image", "text"]),
+    default=None,
+    help="Which tower embeds [default: text for --text, --text-file or a string --column; else image].",
+)
 @click.option("--image", "images", multiple=True, help="An image file (repeatable).")
 @click.option("--text", "texts", multiple=True, help="A text (repeatable); its id is the text itself.")
-@click.option("--text-file", "text_files", multiple=True, type=click.Path(dir_okay=False),
-              help="A file of texts, one per line (repeatable); ids are FILE:LINE.")
+@click.option(
+    "--text-file",
+    "text_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A file of texts, one per line (repeatable); ids are FILE:LINE.",
+)
 @click.option("--column", default=None, help="The column to embed of parquet/CSV/TSV SOURCEs; ids are FILE:ROW.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "npy"]), default=None,
-              help="Output format [default: from OUT's suffix; parquet unless it ends in .npy].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "npy"]),
+    default=None,
+    help="Output format [default: from OUT's suffix; parquet unless it ends in .npy].",
+)
 @click.option("--batch-size", default=32, show_default=True, help="Items per model call.")
-@click.option("--workers", type=int, default=None,
-              help="Threads that each take a batch through decoding and the model [default: CPU count].")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Threads that each take a batch through decoding and the model [default: CPU count].",
+)
 @click.option("--resume", is_flag=True, help="Continue a stopped run into OUT from its OUT.partial/ folder.")
 @click.option("--skip-bad", is_flag=True, help="Exit 0 even when some items failed (they are still recorded).")
-@click.option("--part-size", default=4096, show_default=True,
-              help="Items per committed part: a stopped run resumes from its last whole part.")
-def embed(bundle: Path, sources, out: Path, tower, images, texts, text_files, column, fmt, batch_size: int, workers,
-          resume: bool, skip_bad: bool, part_size: int) -> None:
+@click.option(
+    "--part-size",
+    default=4096,
+    show_default=True,
+    help="Items per committed part: a stopped run resumes from its last whole part.",
+)
+def embed(
+    bundle: Path,
+    sources,
+    out: Path,
+    tower,
+    images,
+    texts,
+    text_files,
+    column,
+    fmt,
+    batch_size: int,
+    workers,
+    resume: bool,
+    skip_bad: bool,
+    part_size: int,
+) -> None:
     """Embed images or texts with BUNDLE into OUT: L2-normalised float32 rows, in source order, with ids.
 
     \b
@@ -52,14 +95,36 @@ def embed(bundle: Path, sources, out: Path, tower, images, texts, text_files, co
 
     def advance(done: int, total: int) -> None:
         if not bars:  # made at the first report, so that a resumed run's rate counts only its own items
-            bars.append(tqdm(total=total, initial=done, desc="embed", unit="item", file=sys.stderr,
-                             disable=not sys.stderr.isatty(), dynamic_ncols=True))
+            bars.append(
+                tqdm(
+                    total=total,
+                    initial=done,
+                    desc="embed",
+                    unit="item",
+                    file=sys.stderr,
+                    disable=not sys.stderr.isatty(),
+                    dynamic_ncols=True,
+                )
+            )
         bars[0].update(done - bars[0].n)
 
     try:
-        summary = embed_dataset(bundle, out, sources=sources, images=images, texts=texts, text_files=text_files,
-                                column=column, tower=tower, fmt=fmt, batch_size=batch_size, workers=workers,
-                                resume=resume, part_size=part_size, progress=advance)
+        summary = embed_dataset(
+            bundle,
+            out,
+            sources=sources,
+            images=images,
+            texts=texts,
+            text_files=text_files,
+            column=column,
+            tower=tower,
+            fmt=fmt,
+            batch_size=batch_size,
+            workers=workers,
+            resume=resume,
+            part_size=part_size,
+            progress=advance,
+        )
     finally:
         for bar in bars:
             bar.close()
@@ -71,19 +136,38 @@ def embed(bundle: Path, sources, out: Path, tower, images, texts, text_files, co
 @click.command("ray-embed")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("source")
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Output folder of parquet files (id, embedding, error); must not exist yet.")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder of parquet files (id, embedding, error); must not exist yet.",
+)
 @click.option("--address", default=None, help="Ray cluster to join, e.g. 'auto' [default: start a local Ray].")
-@click.option("--actors", type=int, default=None,
-              help="Actors in the pool, each with its own model [default: as many as fit with one CPU left free].")
-@click.option("--cpus-per-actor", type=float, default=1, show_default=True,
-              help="CPUs each actor reserves; ONNX Runtime runs that many threads.")
-@click.option("--column", default=None,
-              help="Parquet column to embed: binary (encoded images) or strings (texts) [default: bytes or text].")
+@click.option(
+    "--actors",
+    type=int,
+    default=None,
+    help="Actors in the pool, each with its own model [default: as many as fit with one CPU left free].",
+)
+@click.option(
+    "--cpus-per-actor",
+    type=float,
+    default=1,
+    show_default=True,
+    help="CPUs each actor reserves; ONNX Runtime runs that many threads.",
+)
+@click.option(
+    "--column",
+    default=None,
+    help="Parquet column to embed: binary (encoded images) or strings (texts) [default: bytes or text].",
+)
 @click.option("--batch-size", type=int, default=None, help="Rows per model call [default: 32 images, 256 texts].")
 @click.option("--skip-bad", is_flag=True, help="Exit 0 even when some rows failed (they keep a null embedding).")
-def ray_embed(bundle: Path, source: str, out: Path, address, actors, cpus_per_actor: float, column, batch_size,
-              skip_bad: bool) -> None:
+def ray_embed(
+    bundle: Path, source: str, out: Path, address, actors, cpus_per_actor: float, column, batch_size, skip_bad: bool
+) -> None:
     """Embed SOURCE with BUNDLE on a Ray cluster (Ray Data), writing parquet to the folder OUT.
 
     \b
@@ -96,8 +180,16 @@ def ray_embed(bundle: Path, source: str, out: Path, address, actors, cpus_per_ac
     """
     from clip_onnx.ray import run_ray_embed
 
-    summary = run_ray_embed(bundle, source, out, address=address, actors=actors, cpus_per_actor=cpus_per_actor,
-                            column=column, batch_size=batch_size)
+    summary = run_ray_embed(
+        bundle,
+        source,
+        out,
+        address=address,
+        actors=actors,
+        cpus_per_actor=cpus_per_actor,
+        column=column,
+        batch_size=batch_size,
+    )
     click.echo(summary.line())
     if summary.failed and not skip_bad:
         sys.exit(1)
