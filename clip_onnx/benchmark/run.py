@@ -5,13 +5,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import numpy as np
 
 from clip_onnx.benchmark.report import BF16_FLAGS, cpu_flags
 from clip_onnx.benchmark.timing import Backend, interleaved
@@ -26,7 +21,6 @@ TORCH_BACKENDS = ("torch", "torch-bf16", "torch-fp16")
 # Rows timing every backend on padded text ids, beside the text each backend runs in practice.
 PADDED_TEXT = "textual-padded"
 # Suffix of the runtime workers that open only the textual tower.
-TEXT_ONLY = ", text only"
 
 
 def run_benchmark(
@@ -56,15 +50,7 @@ def run_benchmark(
 
     if source is None and not bundles:
         raise InputError("give a model SOURCE, one or more existing bundles (--bundle PATH), or both")
-    backends = list(
-        backends if backends is not None else (("torch", "torch-bf16") if source else ()) if bundles else BACKENDS
-    )
-    unknown = sorted(set(backends) - set(TORCH_BACKENDS if bundles else BACKENDS))
-    if unknown:
-        allowed = TORCH_BACKENDS if bundles else BACKENDS
-        raise InputError(
-            f"unknown backend(s) {unknown} {'beside --bundle ' if bundles else ''}; choose from {', '.join(allowed)}"
-        )
+    backends = _check_backends(backends, source, bundles)
     out.mkdir(parents=True, exist_ok=True)
     existing = open_bundles(bundles)
     model = _load_source(source, random_weights, existing)
@@ -106,9 +92,23 @@ def run_benchmark(
             },
         }
     if made is not None:
-        result.update(_process_figures(model, source, random_weights, chosen, made, out / "bundles", repeat))
+        from clip_onnx.benchmark.processes import process_figures
+
+        result.update(process_figures(model, source, random_weights, chosen, made, out / "bundles", repeat))
     write_reports(result, out)
     return result
+
+
+def _check_backends(backends: Sequence[str] | None, source: str | None, bundles: Sequence[Path]) -> list[str]:
+    """The backends to build from ``source``: the eager ones beside existing bundles, else any (default: all)."""
+    allowed = TORCH_BACKENDS if bundles else BACKENDS
+    if backends is None:
+        backends = (("torch", "torch-bf16") if source else ()) if bundles else BACKENDS
+    unknown = sorted(set(backends) - set(allowed))
+    if unknown:
+        beside = "beside --bundle " if bundles else ""
+        raise InputError(f"unknown backend(s) {unknown} {beside}; choose from {', '.join(allowed)}")
+    return list(backends)
 
 
 def _choose(
@@ -133,23 +133,6 @@ def _load_source(source: str | None, random_weights: bool, existing):
     model = load_model(source, random_weights=random_weights)
     existing.check_source(model)
     return model
-
-
-def _process_figures(
-    model, source: str, random_weights: bool, chosen: list, made: Callable, work: Path, repeat: int
-) -> dict:
-    """The end-to-end pipeline, and each worker process's cold start and peak RSS, for exported bundles."""
-    from clip_onnx.benchmark.pipeline import measure_pipeline
-
-    # Worker processes: each CPU backend with both towers, and the runtime's text-only worker
-    # (ClipModel.load(towers=("textual",))), which never loads the visual graph.
-    workers = [b.name for b in chosen if b.name in ("torch", "onnxruntime", "onnxruntime-int8")]
-    workers += [n + TEXT_ONLY for n in workers if n.startswith("onnxruntime")]
-    return {
-        "pipeline": measure_pipeline(made("fp32").path, list(model.sample_texts) or ["кошка"], repeat=repeat),
-        "cold_start": {name: _subprocess_probe(name, source, random_weights, work, "cold") for name in workers},
-        "peak_rss_mb": {name: _subprocess_probe(name, source, random_weights, work, "rss") for name in workers},
-    }
 
 
 def _bundles(model, work: Path) -> Callable[[str], Bundle]:
@@ -331,72 +314,3 @@ def _add_ratios(stats: list[dict]) -> None:
     for s in stats:
         ref = base.get((s["tower"], s["batch"]))
         s["speedup_vs_torch"] = ref / s["median_ms"] if ref else None
-
-
-_PROBES = {
-    "torch": """
-        import torch
-        from clip_onnx.export import load_model
-        m = load_model({source!r}, random_weights={random_weights!r})
-        with torch.inference_mode():
-            m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(["кошка"]).values()])
-            {extra_torch}
-    """,
-    "onnxruntime": """
-        from clip_onnx.runtime import ClipModel
-        m = ClipModel.load({bundle!r}, towers={towers!r})
-        m.encode_text(["кошка"])
-        {extra_ort}
-    """,
-}
-
-
-COLD_RUNS = 3
-
-
-def _subprocess_probe(backend: str, source: str, random_weights: bool, work: Path, kind: str) -> float:
-    """Cold start (s, import + load + first call) or peak RSS (MB, after a batch of 8 per tower), in fresh processes.
-
-    Cold start is the median of COLD_RUNS processes: one start can take ten times
-    the usual when the disk or another process gets in the way.
-    """
-    backend, text_only = backend.removesuffix(TEXT_ONLY), backend.endswith(TEXT_ONLY)
-    bundle = work / ("int8" if backend == "onnxruntime-int8" else "fp32")
-    rss = kind == "rss"
-    extra_torch = (
-        (
-            "m.visual.module(torch.randn(8, 3, m.preprocess.image_size, m.preprocess.image_size)); "
-            "m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(['кошка'] * 8).values()])"
-        )
-        if rss
-        else "pass"
-    )
-    calls = ["m.encode_text(['кошка'] * 8)"]
-    if not text_only:
-        calls.insert(0, "import numpy as np; m.encode_image([np.zeros((64, 64, 3), np.uint8)] * 8)")
-    extra_ort = "; ".join(calls) if rss else "pass"
-    body = textwrap.dedent(_PROBES["torch" if backend == "torch" else "onnxruntime"]).format(
-        source=source,
-        random_weights=random_weights,
-        bundle=str(bundle),
-        extra_torch=extra_torch,
-        extra_ort=extra_ort,
-        towers=("textual",) if text_only else ("visual", "textual"),
-    )
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would
-    # report the (larger) benchmark parent's peak.
-    script = (
-        "import time; t = time.perf_counter()\n"
-        + body
-        + "\nhwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]"
-        "\nprint(time.perf_counter() - t, int(hwm) / 1024)"
-    )
-    readings = []
-    for _ in range(1 if rss else COLD_RUNS):
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-        if done.returncode != 0:
-            log.warning("%s %s probe failed: %s", backend, kind, done.stderr[-500:])
-            return float("nan")
-        seconds, rss_mb = (float(x) for x in done.stdout.split()[-2:])
-        readings.append(rss_mb if rss else seconds)
-    return float(np.median(readings))
