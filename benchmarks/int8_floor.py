@@ -7,6 +7,7 @@ Builds a graph of every MatMulInteger whose weight is an initializer in INT8_GRA
 quantize_dynamic wrote it, before ONNX Runtime fuses it), feeds random u8 activations, and times it
 with the runtime's session options (threads: CLIP_ONNX_THREADS).
 """
+
 import argparse
 import tempfile
 import time
@@ -29,13 +30,17 @@ def floor_graph(graph: onnx.GraphProto, rows: int) -> tuple[onnx.ModelProto, dic
         k, n = weights[node.input[1]].dims
         inputs.setdefault(k, helper.make_tensor_value_info(f"a{k}", TensorProto.UINT8, [rows, k]))
         i = len(nodes)
-        initializers += [numpy_helper.from_array(numpy_helper.to_array(weights[node.input[1]]), f"w{i}"),
-                         numpy_helper.from_array(np.array(128, np.uint8), f"za{i}")]
+        initializers += [
+            numpy_helper.from_array(numpy_helper.to_array(weights[node.input[1]]), f"w{i}"),
+            numpy_helper.from_array(np.array(128, np.uint8), f"za{i}"),
+        ]
         nodes.append(helper.make_node("MatMulInteger", [f"a{k}", f"w{i}", f"za{i}"], [f"y{i}"]))
         gop += 2 * rows * k * n / 1e9
     outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.INT32, None) for i in range(len(nodes))]
-    model = helper.make_model(helper.make_graph(nodes, "int8_floor", list(inputs.values()), outputs, initializers),
-                              opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "int8_floor", list(inputs.values()), outputs, initializers),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
     rng = np.random.default_rng(0)
     return model, {f"a{k}": rng.integers(0, 255, (rows, k), dtype=np.uint8) for k in inputs}, gop
 
@@ -59,8 +64,10 @@ def main() -> None:
             times.append((time.perf_counter() - start) * 1000)
     median = float(np.median(times))
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else "?"
-    print(f"{len(model.graph.node)} MatMulInteger nodes, M={args.rows}, {gop:.1f} GOP: median {median:.1f} ms, "
-          f"p90 {np.percentile(times, 90):.1f} ms -> {gop / median * 1000:.0f} GOP/s (load avg {load})")
+    print(
+        f"{len(model.graph.node)} MatMulInteger nodes, M={args.rows}, {gop:.1f} GOP: median {median:.1f} ms, "
+        f"p90 {np.percentile(times, 90):.1f} ms -> {gop / median * 1000:.0f} GOP/s (load avg {load})"
+    )
 
 
 if __name__ == "__main__":

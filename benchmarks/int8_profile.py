@@ -6,6 +6,7 @@ Feeds what `clip-onnx bench` feeds: one synthetic picture (visual) or 8 sample p
 context (textual), made from BUNDLE's manifest; GRAPH defaults to the bundle's own graph of that tower.
 Threads: CLIP_ONNX_THREADS, as for the runtime.
 """
+
 import argparse
 import collections
 import json
@@ -51,8 +52,10 @@ def main() -> None:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= runs[0]["ts"]:
             per_op[e["args"]["op_name"]] += e["dur"]
     kernels = sum(per_op.values())
-    print(f"{graph} ({args.tower}): model_run mean {sum(e['dur'] for e in runs) / len(runs) / 1000:.1f} ms, "
-          f"kernels {kernels / len(runs) / 1000:.1f} ms")
+    print(
+        f"{graph} ({args.tower}): model_run mean {sum(e['dur'] for e in runs) / len(runs) / 1000:.1f} ms, "
+        f"kernels {kernels / len(runs) / 1000:.1f} ms"
+    )
     for op, us in per_op.most_common(14):
         print(f"  {op:28s} {us / len(runs) / 1000:7.2f} ms {us / kernels:6.1%}")
 

@@ -3,4 +3,5 @@
 Importing this package never imports torch; the exporter lives in
 ``clip_onnx.export`` and is only loaded when asked for.
 """
+
 __version__ = "0.1.0"

@@ -8,21 +8,20 @@ loads as a bundle.
 A bundle may come from someone else: ``read_bundle`` checks the manifest's schema before using any
 field, and every file the runtime opens must be listed, regular, hashed and inside the bundle.
 """
+
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from clip_onnx.errors import BundleError, ClipOnnxError, InputError
 from clip_onnx.files import (
@@ -35,23 +34,15 @@ from clip_onnx.files import (
     rename_new,
     sha256_file,
 )
+from clip_onnx.manifest import FORMAT, FORMAT_VERSION, TOWERS, check_manifest
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT = "clip-onnx-bundle"
-FORMAT_VERSION = 1
-# The two graphs of a CLIP bundle, in the order every loop over them uses.
-TOWERS = ("visual", "textual")
-# The graphs each kind of bundle must have.
-KINDS = MappingProxyType({"clip": TOWERS, "classifier": ("visual",)})
 # Real manifests are a few kB; this bounds what a hostile one can make us read and parse.
 MAX_MANIFEST_BYTES = 16 << 20
-# Output sizes a preprocess spec may ask for; larger ones are a typo or an attempt to exhaust memory.
-MAX_IMAGE_SIDE = 8192
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
-__all__ = ["TOWERS", "Bundle", "BundleWriter", "open_bundle", "read_bundle", "sha256_file"]
+__all__ = ["TOWERS", "Bundle", "BundleWriter", "check_manifest", "open_bundle", "read_bundle", "sha256_file"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +64,9 @@ class Bundle:
         try:
             return self.manifest["graphs"][tower]
         except KeyError:
-            raise BundleError(f"{self.path}: bundle has no {tower!r} graph; it has {sorted(self.manifest.get('graphs', {}))}") from None
+            raise BundleError(
+                f"{self.path}: bundle has no {tower!r} graph; it has {sorted(self.manifest.get('graphs', {}))}"
+            ) from None
 
     def graph_files(self, tower: str) -> list[str]:
         """The files of one tower's graph: the .onnx and its external data (``visual.onnx.data``)."""
@@ -88,8 +81,9 @@ class Bundle:
             except OSError as exc:
                 raise BundleError(f"cannot read bundle file {str(self.path / name)!r}: {exc.strerror or exc}") from None
             if digest != self.manifest["files"][name]["sha256"]:
-                raise BundleError(f"{self.path / name}: sha256 does not match the manifest; the file was modified "
-                                  "or corrupted")
+                raise BundleError(
+                    f"{self.path / name}: sha256 does not match the manifest; the file was modified or corrupted"
+                )
 
 
 def read_bundle(path, *, verify: bool = True) -> Bundle:
@@ -113,11 +107,13 @@ def _bundle_dir(path) -> Path:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise BundleError(f"bundle directory {str(path)!r} does not exist; create one with `clip-onnx export`") \
-            from None
+        raise BundleError(
+            f"bundle directory {str(path)!r} does not exist; create one with `clip-onnx export`"
+        ) from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        raise BundleError(f"cannot read bundle directory {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") \
-            from None
+        raise BundleError(
+            f"cannot read bundle directory {str(path)!r}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     if not stat.S_ISDIR(mode):
         raise BundleError(f"bundle path {str(path)!r} is {file_kind(mode)}, not a bundle directory")
     return path
@@ -144,8 +140,9 @@ def _read_manifest(path: Path) -> Any:
 Model = TypeVar("Model")
 
 
-def open_bundle(path, build: Callable[[Bundle], Model], *, verify: bool = True,
-                towers: Iterable[str] | None = None) -> Model:
+def open_bundle(
+    path, build: Callable[[Bundle], Model], *, verify: bool = True, towers: Iterable[str] | None = None
+) -> Model:
     """``build(bundle)`` for the bundle at ``path``, its files' sha256 checked meanwhile.
 
     With ``towers``, the graphs of other towers are not hashed: ``build`` does not open them.
@@ -176,8 +173,9 @@ def _check_file(root: Path, name: str, record: Mapping) -> None:
     with _open_in(root, name) as f:
         size = os.fstat(f.fileno()).st_size
     if size != record["size"]:
-        raise BundleError(f"{root / name}: size {size} bytes, manifest says {record['size']}; the file is truncated or "
-                          "replaced")
+        raise BundleError(
+            f"{root / name}: size {size} bytes, manifest says {record['size']}; the file is truncated or replaced"
+        )
 
 
 def _open_in(root: Path, name: str):
@@ -190,8 +188,9 @@ def _open_in(root: Path, name: str):
     except NotRegularFileError as exc:
         raise BundleError(f"{root}: bundle file {name!r} is {exc.kind}, not a regular file") from None
     except OSError as exc:
-        raise BundleError(f"{root}: cannot read bundle file {name!r}: {exc.strerror or exc}; check its "
-                          "permissions") from None
+        raise BundleError(
+            f"{root}: cannot read bundle file {name!r}: {exc.strerror or exc}; check its permissions"
+        ) from None
 
 
 def _check_inside(root: Path, name: str) -> Path:
@@ -202,8 +201,10 @@ def _check_inside(root: Path, name: str) -> Path:
     except (OSError, ValueError) as exc:
         raise BundleError(f"{root}: cannot resolve bundle file {name!r}: {exc}") from None
     if not inside:
-        raise BundleError(f"{root}: bundle file {name!r} leads outside the bundle (to {os.path.realpath(file)!r}); "
-                          "a bundle must hold its own files, not links to others")
+        raise BundleError(
+            f"{root}: bundle file {name!r} leads outside the bundle (to {os.path.realpath(file)!r}); "
+            "a bundle must hold its own files, not links to others"
+        )
     return file
 
 
@@ -214,114 +215,6 @@ def _refuse_escaping_links(root: Path) -> None:
         for name in dirs + files:
             if os.path.islink(os.path.join(directory, name)):
                 _check_inside(root, os.path.relpath(os.path.join(directory, name), root))
-
-
-def check_manifest(manifest: Any, where: str) -> None:
-    """Raise BundleError naming the first field of ``manifest`` that a loader could not use as it is."""
-    if not isinstance(manifest, dict):
-        kind = {list: "array", str: "string", bool: "boolean"}.get(type(manifest), type(manifest).__name__)
-        raise BundleError(f"{where}: a manifest is a JSON object, got a JSON {kind}")
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{where}: format is {manifest.get('format')!r:.80}, expected {FORMAT!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(
-            f"{where}: bundle format version {manifest.get('format_version')!r:.80} is not supported "
-            f"by this clip-onnx (reads version {FORMAT_VERSION}); re-export or upgrade clip-onnx")
-    schema = _Schema(where)
-    files = schema.mapping(manifest, "files")
-    for name in files:
-        _check_file_name(name, where)
-        schema.fields(schema.mapping(files, name, f"files[{name!r}]"), f"files[{name!r}].", _FILE_FIELDS)
-    kind = manifest.get("kind", "clip")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise BundleError(f"{where}: field 'kind' is {kind!r:.80}; this clip-onnx reads {sorted(KINDS)}")
-    graphs = schema.mapping(manifest, "graphs")
-    if set(graphs) - set(KINDS[kind]):
-        raise BundleError(f"{where}: field 'graphs' has {sorted(graphs)}; a {kind} bundle has {list(KINDS[kind])}")
-    for tower in KINDS[kind]:
-        graph = schema.mapping(graphs, tower, f"graphs.{tower}")
-        schema.listed(graph, "file", f"graphs.{tower}.file", files)
-        schema.fields(graph, f"graphs.{tower}.", _GRAPH_FIELDS, required=False)
-    schema.fields(schema.mapping(manifest, "preprocess"), "preprocess.", _PREPROCESS_FIELDS, required=False)
-    if kind == "classifier":
-        labels = schema.mapping(manifest, "labels")
-        schema.listed(labels, "file", "labels.file", files)
-        schema.fields(labels, "labels.", {"count": _COUNT}, required=False)
-        return
-    schema.fields(manifest, "", _CLIP_FIELDS)
-    tokenizer = schema.mapping(manifest, "tokenizer")
-    schema.listed(tokenizer, "file", "tokenizer.file", files)
-    ids = {key: _COUNT for key in tokenizer if key == "context_length" or key.endswith("_id")}
-    schema.fields(tokenizer, "tokenizer.", {"kind": (lambda v: isinstance(v, str), "a tokenizer kind"), **ids})
-    if "templates" in manifest:
-        from clip_onnx.runtime.zero_shot import check_templates  # not at the top: the runtime imports this module
-
-        try:
-            check_templates(manifest["templates"])
-        except InputError as exc:
-            raise BundleError(f"{where}: field 'templates': {exc}") from None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-_COUNT = (lambda v: v is None or (_is_int(v) and v >= 0), "an int >= 0")
-_FILE_FIELDS = MappingProxyType({"sha256": (lambda v: isinstance(v, str) and _SHA256.fullmatch(v), "a hex sha256"),
-                                 "size": (lambda v: _is_int(v) and v >= 0, "an int >= 0")})
-_GRAPH_FIELDS = MappingProxyType({
-    "inputs": (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names"),
-    "output": (lambda v: isinstance(v, str), "a name"),
-    "dynamic_axes": (lambda v: isinstance(v, dict) and all(isinstance(a, dict) for a in v.values()),
-                     "an object of {axis: name} objects"),
-    "opset": (lambda v: _is_int(v) and v > 0, "an int > 0"),
-})
-_SIDE = (lambda v: v is None or (_is_int(v) and 0 < v <= MAX_IMAGE_SIDE), f"an int from 1 to {MAX_IMAGE_SIDE}")
-_PREPROCESS_FIELDS = MappingProxyType({"image_size": _SIDE, "resize_size": _SIDE})
-_CLIP_FIELDS = MappingProxyType({
-    "logit_scale": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
-                    "a finite number > 0"),
-    "embed_dim": (lambda v: _is_int(v) and v > 0, "an int > 0"),
-})
-
-
-class _Schema:
-    """Field checks that raise BundleError naming the manifest and the dotted field."""
-
-    def __init__(self, where: str):
-        self.where = where
-
-    def fields(self, obj: Mapping, prefix: str, table: Mapping, *, required: bool = True) -> None:
-        """Check ``obj[key]`` with each (valid, expected) of ``table``; absent keys only when ``required``."""
-        for key, (valid, expected) in table.items():
-            if key not in obj:
-                if required:
-                    raise BundleError(f"{self.where}: field '{prefix + key}' is missing; it must be {expected}")
-            elif not valid(obj[key]):
-                text = repr(obj[key])
-                raise BundleError(f"{self.where}: field '{prefix + key}' must be {expected}, got "
-                                  f"{type(obj[key]).__name__} {text if len(text) <= 80 else text[:77] + '...'}")
-
-    def one(self, obj: Mapping, key: str, name: str, valid: Callable[[Any], Any], expected: str) -> Any:
-        """``obj[key]``, checked under the dotted ``name``."""
-        self.fields({name: obj[key]} if key in obj else {}, "", {name: (valid, expected)})
-        return obj[key]
-
-    def mapping(self, obj: Mapping, key: str, name: str | None = None) -> dict:
-        return self.one(obj, key, name or key, lambda v: isinstance(v, dict), "a JSON object")
-
-    def listed(self, obj: Mapping, key: str, name: str, files: Mapping) -> str:
-        value = self.one(obj, key, name, lambda v: isinstance(v, str) and v, "a file name")
-        if value not in files:
-            raise BundleError(f"{self.where}: field '{name}' names {value!r:.80}, which 'files' does not list; "
-                              "every file the runtime opens must be listed with its sha256")
-        return value
-
-
-def _check_file_name(name: str, where: str) -> None:
-    if not name or "\0" in name or name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
-        raise BundleError(f"{where}: manifest names a file outside the bundle or not a plain relative path: "
-                          f"{name!r:.120}")
 
 
 class BundleWriter:
@@ -343,7 +236,7 @@ class BundleWriter:
         self.dir = owned_tempdir(self.out.parent, self.out.name)
         self._committed = False
 
-    def __enter__(self) -> "BundleWriter":
+    def __enter__(self) -> BundleWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -368,9 +261,10 @@ class BundleWriter:
             try:
                 rename_new(self.dir, self.out)
             except FileExistsError:
-                raise BundleError(f"output {str(self.out)!r} appeared while this export ran (another export to the "
-                                  "same path?) and was left as it is; choose another path or pass --overwrite") \
-                    from None
+                raise BundleError(
+                    f"output {str(self.out)!r} appeared while this export ran (another export to the "
+                    "same path?) and was left as it is; choose another path or pass --overwrite"
+                ) from None
         self._committed = True
         log.info("wrote bundle %s (%d files)", self.out, len(records))
         return Bundle(path=self.out, manifest=full)
@@ -383,8 +277,10 @@ def _check_target(out: Path, overwrite: bool) -> None:
         raise BundleError(f"output {str(out)!r} already exists; choose another path or pass --overwrite")
     # --overwrite replaces a bundle, never a directory of other files the user pointed -o at by mistake.
     if out.is_symlink() or not out.is_dir() or (not (out / MANIFEST).is_file() and any(out.iterdir())):
-        raise BundleError(f"refusing to replace {str(out)!r}: it is not a clip-onnx bundle (no {MANIFEST}); "
-                          "--overwrite only replaces bundles. Remove it yourself or choose another path")
+        raise BundleError(
+            f"refusing to replace {str(out)!r}: it is not a clip-onnx bundle (no {MANIFEST}); "
+            "--overwrite only replaces bundles. Remove it yourself or choose another path"
+        )
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

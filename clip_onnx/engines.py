@@ -4,12 +4,13 @@ Torch-free and TensorRT-free, so it is unit-tested on any machine.  A plan is
 only valid for the exact graph, TensorRT build, GPU and profile it was built
 for; its key hashes all four, and ``select_plan`` refuses anything else.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 from clip_onnx.errors import BackendError, InputError
 from clip_onnx.files import atomic_write_text, sha256_bytes
@@ -30,11 +31,15 @@ class Profile:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise InputError(f"batch profile must satisfy 1 <= min <= opt <= max, got "
-                             f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
+            raise InputError(
+                f"batch profile must satisfy 1 <= min <= opt <= max, got "
+                f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
+            )
         if self.max_seq is not None and not 1 <= self.min_seq <= (self.opt_seq or self.max_seq) <= self.max_seq:
-            raise InputError(f"sequence profile must satisfy 1 <= min <= opt <= max, got "
-                             f"{self.min_seq}/{self.opt_seq}/{self.max_seq}")
+            raise InputError(
+                f"sequence profile must satisfy 1 <= min <= opt <= max, got "
+                f"{self.min_seq}/{self.opt_seq}/{self.max_seq}"
+            )
 
     def shapes(self, dims: Sequence[int | str]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """(min, opt, max) shapes for an input whose dims are ints (static) or names (symbolic).
@@ -51,7 +56,7 @@ class Profile:
                 ranges = (self.min_seq, self.opt_seq or self.max_seq, self.max_seq)
             else:
                 raise InputError(f"input axis {axis} ({dim!r}) is dynamic; give --max-seq for its profile")
-            for row, value in zip(rows, ranges):
+            for row, value in zip(rows, ranges, strict=True):
                 row.append(value)
         return tuple(tuple(r) for r in rows)
 
@@ -91,8 +96,9 @@ def records(bundle_dir: Path, tower: str) -> list[dict]:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as exc:
-            raise BackendError(f"{path}: unreadable plan record ({exc}); delete it and rerun "
-                               "`clip-onnx build-engine`") from None
+            raise BackendError(
+                f"{path}: unreadable plan record ({exc}); delete it and rerun `clip-onnx build-engine`"
+            ) from None
         if not isinstance(record, dict):
             raise BackendError(f"{path}: a plan record is a JSON object; delete it and rerun `clip-onnx build-engine`")
         out.append(record)
@@ -109,12 +115,19 @@ def select_plan(candidates: Sequence[Mapping], tower: str, graph_sha256: str, ta
         if record["graph_sha256"] != graph_sha256:
             reasons.append(f"{record['key']}: built from another {tower} graph")
         elif built.product != target.product or built.version != target.version:
-            reasons.append(f"{record['key']}: built with {built.product} {built.version}, running {target.product} "
-                           f"{target.version}")
+            reasons.append(
+                f"{record['key']}: built with {built.product} {built.version}, running {target.product} "
+                f"{target.version}"
+            )
         elif built.compute_capability != target.compute_capability or built.gpu not in (target.gpu, "any"):
-            reasons.append(f"{record['key']}: built for {built.gpu} (sm {built.compute_capability}), this is "
-                           f"{target.gpu} (sm {target.compute_capability})")
+            reasons.append(
+                f"{record['key']}: built for {built.gpu} (sm {built.compute_capability}), this is "
+                f"{target.gpu} (sm {target.compute_capability})"
+            )
         else:
             return record
-    raise BackendError(f"no usable TensorRT plan for the {tower} tower: " + "; ".join(reasons) +
-                       ". Rebuild on this machine with `clip-onnx build-engine BUNDLE`")
+    raise BackendError(
+        f"no usable TensorRT plan for the {tower} tower: "
+        + "; ".join(reasons)
+        + ". Rebuild on this machine with `clip-onnx build-engine BUNDLE`"
+    )

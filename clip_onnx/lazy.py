@@ -1,4 +1,5 @@
 """Package attributes imported on first use (PEP 562), for public APIs whose modules are heavy."""
+
 from __future__ import annotations
 
 import importlib

@@ -7,18 +7,32 @@ where the table says, max abs difference), and the whole by top-1 agreement on
 the model's own task: zero-shot image -> text for CLIP, the argmax class for a
 classifier.  Thresholds come from ``clip_onnx.thresholds``.  Torch-free.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from clip_onnx.errors import InputError, ParityError
 from clip_onnx.thresholds import GATE_IMAGES, THRESHOLDS, Thresholds
 
-__all__ = ["GATE_BATCH", "GATE_IMAGES", "GATE_TEMPLATES", "THRESHOLDS", "Logits", "ParityReport", "ParityRow",
-           "Thresholds", "ZeroShot", "compare", "gate_prompts", "min_cosine", "top1_agreement"]
+__all__ = [
+    "GATE_BATCH",
+    "GATE_IMAGES",
+    "GATE_TEMPLATES",
+    "THRESHOLDS",
+    "Logits",
+    "ParityReport",
+    "ParityRow",
+    "Thresholds",
+    "ZeroShot",
+    "compare",
+    "gate_prompts",
+    "min_cosine",
+    "top1_agreement",
+]
 
 # Prompt shapes that widen the text side of the fp16/int8 and engine gates: one zero-shot task each.
 GATE_TEMPLATES = ("{}", "фото: {}", "a photo of {}", "на картинке {}, крупным планом", "{}. {}")
@@ -45,8 +59,13 @@ class ZeroShot:
     groups: int = 1
 
     def top1(self, reference: Outputs, candidate: Outputs) -> float:
-        return top1_agreement(reference["visual"][-1], reference["textual"][-1], candidate["visual"][-1],
-                              candidate["textual"][-1], self.groups)
+        return top1_agreement(
+            reference["visual"][-1],
+            reference["textual"][-1],
+            candidate["visual"][-1],
+            candidate["textual"][-1],
+            self.groups,
+        )
 
 
 @dataclass(frozen=True)
@@ -91,18 +110,33 @@ class ParityReport:
             if t.max_abs is not None and r.max_abs > t.max_abs:
                 out.append(f"{r.stage} {r.where}: max abs {r.max_abs:.3g} > {t.max_abs:g}")
         if self.top1_agreement < t.min_top1_agreement:
-            out.append(f"{self.stage} top-1 agreement {self.top1_agreement:.2%} over {self.pairs} images "
-                       f"< {t.min_top1_agreement:.2%}")
+            out.append(
+                f"{self.stage} top-1 agreement {self.top1_agreement:.2%} over {self.pairs} images "
+                f"< {t.min_top1_agreement:.2%}"
+            )
         return out
 
     def to_dict(self) -> dict:
         """The record a manifest's ``parity`` list (and a plan's record) stores."""
-        return {"stage": self.stage, "thresholds": asdict(self.thresholds), "top1_agreement": self.top1_agreement,
-                "images": self.pairs, "rows": [asdict(r) for r in self.rows], "passed": not self.failures()}
+        return {
+            "stage": self.stage,
+            "thresholds": asdict(self.thresholds),
+            "top1_agreement": self.top1_agreement,
+            "images": self.pairs,
+            "rows": [asdict(r) for r in self.rows],
+            "passed": not self.failures(),
+        }
 
 
-def compare(stage: str, reference: Outputs, candidate: Outputs, thresholds: Thresholds, task: ZeroShot | Logits,
-            *, feeds: Mapping[str, Sequence[Mapping[str, np.ndarray]]] | None = None) -> ParityReport:
+def compare(
+    stage: str,
+    reference: Outputs,
+    candidate: Outputs,
+    thresholds: Thresholds,
+    task: ZeroShot | Logits,
+    *,
+    feeds: Mapping[str, Sequence[Mapping[str, np.ndarray]]] | None = None,
+) -> ParityReport:
     """Compare ``candidate`` with ``reference`` batch by batch; raises ParityError listing every failure.
 
     One row per tower and batch (pass one concatenated batch per tower for one row
@@ -115,11 +149,12 @@ def compare(stage: str, reference: Outputs, candidate: Outputs, thresholds: Thre
     for tower, batches in reference.items():
         if len(candidate[tower]) != len(batches):
             raise InputError(f"stage {stage!r}: {len(candidate[tower])} {tower} batches against {len(batches)}")
-        for i, (ref, got) in enumerate(zip(batches, candidate[tower])):
+        for i, (ref, got) in enumerate(zip(batches, candidate[tower], strict=True)):
             feed = feeds[tower][i] if feeds else {}
             seq = feed["input_ids"].shape[1] if "input_ids" in feed else None
-            rows.append(ParityRow(stage, tower, len(ref), float(np.abs(ref - got).max()), min_cosine([ref], [got]),
-                                  seq))
+            rows.append(
+                ParityRow(stage, tower, len(ref), float(np.abs(ref - got).max()), min_cosine([ref], [got]), seq)
+            )
     report = ParityReport(stage, rows, task.top1(reference, candidate), len(reference["visual"][-1]), thresholds)
     failures = report.failures()
     if failures:
@@ -132,8 +167,9 @@ def min_cosine(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray])
     return float(_cosine(np.concatenate(reference), np.concatenate(candidate)).min())
 
 
-def top1_agreement(ref_img: np.ndarray, ref_txt: np.ndarray, img: np.ndarray, txt: np.ndarray,
-                   groups: int = 1) -> float:
+def top1_agreement(
+    ref_img: np.ndarray, ref_txt: np.ndarray, img: np.ndarray, txt: np.ndarray, groups: int = 1
+) -> float:
     """Fraction of images whose best-matching text is the same under both models.
 
     With ``groups`` > 1 the texts are that many equal consecutive blocks (one
@@ -142,7 +178,7 @@ def top1_agreement(ref_img: np.ndarray, ref_txt: np.ndarray, img: np.ndarray, tx
     """
     ref_img, img = _normalize(ref_img), _normalize(img)
     scores = []
-    for r, t in zip(np.split(_normalize(ref_txt), groups), np.split(_normalize(txt), groups)):
+    for r, t in zip(np.split(_normalize(ref_txt), groups), np.split(_normalize(txt), groups), strict=True):
         scores.append(float(((ref_img @ r.T).argmax(axis=1) == (img @ t.T).argmax(axis=1)).mean()))
     return float(np.mean(scores))
 

@@ -2,14 +2,15 @@
 
 Torch-free, so ``clip-onnx models`` and the runtime can read it cheaply.
 """
+
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
-from typing import Mapping
 
 from clip_onnx.errors import ModelSourceError
 
@@ -27,7 +28,7 @@ class ModelSpec:
     description: str = ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _registry() -> Mapping[str, ModelSpec]:
     specs = {}
     for entry in sorted(resources.files("clip_onnx.specs").iterdir(), key=lambda p: p.name):

@@ -1,4 +1,5 @@
 """Synthetic photo-like pictures for parity gates, tests and benchmarks: torch-free, deterministic per seed."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -2,11 +2,12 @@
 
 Dependency-free, so the CLI can build its help text without importing numpy.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -18,12 +19,14 @@ class Thresholds:
 
 # stage -> thresholds.  "fp32": eager PyTorch -> ONNX fp32; "fp16"/"int8": ONNX fp32 -> the lowered graph;
 # "engine": ONNX graph -> the TensorRT plan built from it.
-THRESHOLDS: Mapping[str, Thresholds] = MappingProxyType({
-    "fp32": Thresholds(min_cosine=0.99999, max_abs=1e-4, min_top1_agreement=1.0),
-    "fp16": Thresholds(min_cosine=0.999, max_abs=None, min_top1_agreement=0.995),
-    "int8": Thresholds(min_cosine=0.998, max_abs=None, min_top1_agreement=0.99),
-    "engine": Thresholds(min_cosine=0.999, max_abs=None, min_top1_agreement=0.995),
-})
+THRESHOLDS: Mapping[str, Thresholds] = MappingProxyType(
+    {
+        "fp32": Thresholds(min_cosine=0.99999, max_abs=1e-4, min_top1_agreement=1.0),
+        "fp16": Thresholds(min_cosine=0.999, max_abs=None, min_top1_agreement=0.995),
+        "int8": Thresholds(min_cosine=0.998, max_abs=None, min_top1_agreement=0.99),
+        "engine": Thresholds(min_cosine=0.999, max_abs=None, min_top1_agreement=0.995),
+    }
+)
 # Pictures in the fp16/int8 and engine gates.
 GATE_IMAGES = 500
 
@@ -37,15 +40,21 @@ def describe(stage: str) -> str:
 
 def precision_help() -> str:
     """The help of ``clip-onnx export --precision``."""
-    return ("int8: dynamic quantization for CPU; fp16: mixed-precision graphs for GPUs/TensorRT. Each tower is "
-            f"lowered only if it passes the gate against fp32 on {GATE_IMAGES} images (int8: {describe('int8')}; "
-            f"fp16: {describe('fp16')}).")
+    return (
+        "int8: dynamic quantization for CPU; fp16: mixed-precision graphs for GPUs/TensorRT. Each tower is "
+        f"lowered only if it passes the gate against fp32 on {GATE_IMAGES} images (int8: {describe('int8')}; "
+        f"fp16: {describe('fp16')})."
+    )
 
 
 def markdown_table() -> str:
     """The README's table of gates, one row a stage."""
-    rows = {"fp32": "eager PyTorch → ONNX fp32 (every export)", "fp16": "ONNX fp32 → fp16 graphs",
-            "int8": "ONNX fp32 → int8 graphs", "engine": "ONNX graph → TensorRT plan (`build-engine`)"}
+    rows = {
+        "fp32": "eager PyTorch → ONNX fp32 (every export)",
+        "fp16": "ONNX fp32 → fp16 graphs",
+        "int8": "ONNX fp32 → int8 graphs",
+        "engine": "ONNX graph → TensorRT plan (`build-engine`)",
+    }
     lines = ["| gate | min cosine | max abs | min top-1 agreement |", "|---|---|---|---|"]
     for stage, what in rows.items():
         t = THRESHOLDS[stage]

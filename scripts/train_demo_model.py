@@ -37,6 +37,7 @@ build).  Usage::
 
     python scripts/train_demo_model.py --out clip_onnx/assets/ruclip-demo
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,15 +72,16 @@ from clip_onnx.runtime.zero_shot import label_embeddings, prompts_for  # noqa: E
 
 log = logging.getLogger("train_demo_model")
 
-CONTEXT_LENGTH = 77                      # RuCLIPProcessor pads to 77
+CONTEXT_LENGTH = 77  # RuCLIPProcessor pads to 77
 N_SHAPES, N_COLOURS = len(demo.SHAPES), len(demo.COLOURS)
-EVAL_SEED_UNSEEN = 20240607              # demo.heldout_set's default; the test uses it too
+EVAL_SEED_UNSEEN = 20240607  # demo.heldout_set's default; the test uses it too
 EVAL_SEED_SEEN = 20240608
 
 
 # ---------------------------------------------------------------------------
 # Tokenizer
 # ---------------------------------------------------------------------------
+
 
 def train_bpe(directory: Path, vocab_size: int, corpus_size: int, seed: int) -> tuple[Tokenizer, int]:
     """Train youtokentome BPE on the caption corpus into ``directory``; the runtime's tokenizer for it, vocab size."""
@@ -89,8 +91,16 @@ def train_bpe(directory: Path, vocab_size: int, corpus_size: int, seed: int) -> 
         data = Path(tmp) / "corpus.txt"
         data.write_text("\n".join(corpus) + "\n", encoding="utf-8")
         # One thread: youtokentome's multi-threaded counting may order ties differently.
-        yttm.BPE.train(data=str(data), model=str(directory / spec["file"]), vocab_size=vocab_size, n_threads=1,
-                       pad_id=spec["pad_id"], unk_id=1, bos_id=spec["bos_id"], eos_id=spec["eos_id"])
+        yttm.BPE.train(
+            data=str(data),
+            model=str(directory / spec["file"]),
+            vocab_size=vocab_size,
+            n_threads=1,
+            pad_id=spec["pad_id"],
+            unk_id=1,
+            bos_id=spec["bos_id"],
+            eos_id=spec["eos_id"],
+        )
     vocab = yttm.BPE(str(directory / spec["file"]), n_threads=1).vocab_size()
     return load_tokenizer(spec, directory), vocab
 
@@ -104,6 +114,7 @@ def tokenize(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
 # Model helpers
 # ---------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def causal_prefix(model: CLIP, length: int):
     """Let the text tower run on the first ``length`` positions only.
@@ -115,11 +126,11 @@ def causal_prefix(model: CLIP, length: int):
     blocks = list(model.transformer.resblocks)
     saved = [b.attn_mask for b in blocks]
     try:
-        for b, mask in zip(blocks, saved):
+        for b, mask in zip(blocks, saved, strict=True):
             b.attn_mask = mask[:length, :length]
         yield
     finally:
-        for b, mask in zip(blocks, saved):
+        for b, mask in zip(blocks, saved, strict=True):
             b.attn_mask = mask
 
 
@@ -134,11 +145,10 @@ def encode_text_prefix(model: CLIP, ids: torch.Tensor) -> torch.Tensor:
         return x[torch.arange(x.shape[0]), eos] @ model.text_projection
 
 
-
-
 # ---------------------------------------------------------------------------
 # Data: caption bank and image pool
 # ---------------------------------------------------------------------------
+
 
 def caption_bank(tokenizer: Tokenizer, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` one-attribute captions, half shape-only, half colour-only, and their concepts.
@@ -151,8 +161,9 @@ def caption_bank(tokenizer: Tokenizer, n: int, seed: int) -> tuple[torch.Tensor,
     for k in range(n):
         colour, shape = int(rng.integers(N_COLOURS)), int(rng.integers(N_SHAPES))
         background = demo.BACKGROUNDS[rng.integers(len(demo.BACKGROUNDS))]
-        fake = demo.Sample(None, demo.COLOURS[colour], demo.SHAPES[shape], background,
-                           demo.SIZES[rng.integers(len(demo.SIZES))])
+        fake = demo.Sample(
+            None, demo.COLOURS[colour], demo.SHAPES[shape], background, demo.SIZES[rng.integers(len(demo.SIZES))]
+        )
         kind = "shape" if k % 2 == 0 else "colour"
         texts.append(demo.describe(fake, rng, kind)[0])
         concepts.append(shape if kind == "shape" else N_SHAPES + colour)
@@ -186,8 +197,12 @@ def render_pool(named: int, unnamed: int, preprocess: ImagePreprocessor, seed: i
     """
     rng = np.random.default_rng(seed)
     n, side = named + unnamed, preprocess.spec.image_size
-    pool = {"pixels": np.empty((n, side, side, 3), np.uint8), "shape": np.empty(n, np.int64),
-            "colour": np.full(n, -1, np.int64), "cell": np.empty(n, np.int64)}
+    pool = {
+        "pixels": np.empty((n, side, side, 3), np.uint8),
+        "shape": np.empty(n, np.int64),
+        "colour": np.full(n, -1, np.int64),
+        "cell": np.empty(n, np.int64),
+    }
     seen = [(demo.COLOURS.index(c), demo.SHAPES.index(s)) for c, s in demo.SEEN_COMBOS]
     for i in tqdm(range(n), desc="rendering", unit="img", mininterval=2, leave=False):
         if i < named:
@@ -207,6 +222,7 @@ def render_pool(named: int, unnamed: int, preprocess: ImagePreprocessor, seed: i
 # Losses
 # ---------------------------------------------------------------------------
 
+
 def supcon_loss(emb: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020) over one batch of embeddings."""
     emb = F.normalize(emb, dim=-1)
@@ -216,8 +232,14 @@ def supcon_loss(emb: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.
     return -((logp * positive).sum(1) / positive.sum(1).clamp(min=1)).mean()
 
 
-def clip_loss(images: torch.Tensor, texts: torch.Tensor, image_labels: torch.Tensor, text_labels: torch.Tensor,
-              scale: float, valid: torch.Tensor | None = None) -> torch.Tensor:
+def clip_loss(
+    images: torch.Tensor,
+    texts: torch.Tensor,
+    image_labels: torch.Tensor,
+    text_labels: torch.Tensor,
+    scale: float,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """CLIP's symmetric cross-entropy on normalised embeddings, targets spread over every match.
 
     ``valid[i, j]`` (optional) says which pairs take part; the rest are left
@@ -240,6 +262,7 @@ def clip_loss(images: torch.Tensor, texts: torch.Tensor, image_labels: torch.Ten
 # Training
 # ---------------------------------------------------------------------------
 
+
 def is_text_param(name: str) -> bool:
     """Whether a CLIP parameter belongs to the text tower (logit_scale counts as image side)."""
     return not name.startswith("visual.") and name != "logit_scale"
@@ -249,10 +272,11 @@ def is_text_param(name: str) -> bool:
 # Zero-shot evaluation (RuCLIP Predictor style)
 # ---------------------------------------------------------------------------
 
+
 @torch.no_grad()
 def text_embeddings(model: CLIP, tokenizer: Tokenizer, texts: list[str], batch_size: int = 256) -> np.ndarray:
     ids = tokenize(tokenizer, texts)
-    emb = torch.cat([model.encode_text(ids[i:i + batch_size]) for i in range(0, len(ids), batch_size)])
+    emb = torch.cat([model.encode_text(ids[i : i + batch_size]) for i in range(0, len(ids), batch_size)])
     return F.normalize(emb, dim=-1).numpy()
 
 
@@ -260,7 +284,7 @@ def text_embeddings(model: CLIP, tokenizer: Tokenizer, texts: list[str], batch_s
 def image_embeddings(model: CLIP, samples, preprocess: ImagePreprocessor, batch_size: int = 256) -> np.ndarray:
     out = []
     for i in range(0, len(samples), batch_size):
-        pixels = preprocess([s.image for s in samples[i:i + batch_size]])
+        pixels = preprocess([s.image for s in samples[i : i + batch_size]])
         out.append(model.encode_image(torch.from_numpy(pixels)))
     return F.normalize(torch.cat(out), dim=-1).numpy()
 
@@ -292,6 +316,7 @@ def zero_shot_accuracy(model: CLIP, tokenizer: Tokenizer, samples, preprocess: I
 # Training
 # ---------------------------------------------------------------------------
 
+
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -299,13 +324,13 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-
-def train_text(model: CLIP, bank_ids: torch.Tensor, concepts: torch.Tensor, args: argparse.Namespace,
-               rng: np.random.Generator) -> None:
+def train_text(
+    model: CLIP, bank_ids: torch.Tensor, concepts: torch.Tensor, args: argparse.Namespace, rng: np.random.Generator
+) -> None:
     params = [p for n, p in model.named_parameters() if is_text_param(n)]
     opt = torch.optim.AdamW(params, lr=args.text_lr, weight_decay=0.0)
     model.train()
-    for step in tqdm(range(args.text_steps), desc="text tower", unit="step", mininterval=2, leave=False):
+    for _ in tqdm(range(args.text_steps), desc="text tower", unit="step", mininterval=2, leave=False):
         idx = torch.from_numpy(rng.choice(len(bank_ids), args.text_batch_size, replace=False))
         loss = supcon_loss(encode_text_prefix(model, bank_ids[idx]), concepts[idx], args.text_scale)
         opt.zero_grad(set_to_none=True)
@@ -319,17 +344,28 @@ def pick_captions(rng: np.random.Generator, by_concept: list[np.ndarray], concep
     return np.array([by_concept[k][rng.integers(len(by_concept[k]))] for k in concepts])
 
 
-def train_image(model: CLIP, bank: torch.Tensor, concepts: torch.Tensor, pool: dict, preprocess: ImagePreprocessor,
-                args: argparse.Namespace, rng: np.random.Generator, probe=None) -> None:
+def train_image(
+    model: CLIP,
+    bank: torch.Tensor,
+    concepts: torch.Tensor,
+    pool: dict,
+    preprocess: ImagePreprocessor,
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+    probe=None,
+) -> None:
     """Image tower against the locked text tower's embeddings of the caption bank."""
     for name, p in model.named_parameters():
         p.requires_grad_(not is_text_param(name) and name != "logit_scale")
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "embedding" not in n]
     rest = [p for p in params if all(p is not q for q in decay)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
     by_concept = [np.flatnonzero(concepts.numpy() == k) for k in range(N_SHAPES + N_COLOURS)]
     held = torch.zeros(N_COLOURS, N_SHAPES, dtype=torch.bool)
     for colour, shape in _HELD_OUT:
@@ -352,8 +388,9 @@ def train_image(model: CLIP, bank: torch.Tensor, concepts: torch.Tensor, pool: d
         loss = clip_loss(images, bank[captions], shape, shape, args.scale, valid)
         named = colour >= 0
         captions = pick_captions(rng, by_concept, N_SHAPES + colour[named].numpy())
-        loss = loss + args.colour_weight * clip_loss(images[named], bank[captions], colour[named], colour[named],
-                                                     args.scale)
+        loss = loss + args.colour_weight * clip_loss(
+            images[named], bank[captions], colour[named], colour[named], args.scale
+        )
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         opt.zero_grad(set_to_none=True)
@@ -376,8 +413,9 @@ def train(args: argparse.Namespace, config: dict, tokenizer: Tokenizer) -> CLIP:
     train_text(model, bank_ids, concepts, args, np.random.default_rng(args.seed + 2))
     with torch.no_grad():
         model.eval()
-        bank = F.normalize(torch.cat([encode_text_prefix(model, bank_ids[i:i + 512])
-                                      for i in range(0, len(bank_ids), 512)]), dim=-1)
+        bank = F.normalize(
+            torch.cat([encode_text_prefix(model, bank_ids[i : i + 512]) for i in range(0, len(bank_ids), 512)]), dim=-1
+        )
         # The runtime turns similarities into probabilities with the checkpoint's scale.
         model.logit_scale.fill_(math.log(args.scale))
 
@@ -394,13 +432,16 @@ def train(args: argparse.Namespace, config: dict, tokenizer: Tokenizer) -> CLIP:
 
 def progress_probe(tokenizer: Tokenizer, preprocess: ImagePreprocessor):
     """A function printing zero-shot figures on 200 other pictures of each split, for --eval-every."""
-    samples = {split: demo.heldout_set(200, EVAL_SEED_UNSEEN + 10 + i, split)
-               for i, split in enumerate(("unseen", "seen"))}
+    samples = {
+        split: demo.heldout_set(200, EVAL_SEED_UNSEEN + 10 + i, split) for i, split in enumerate(("unseen", "seen"))
+    }
 
     def probe(model: CLIP) -> str:
         figures = {s: zero_shot_accuracy(model, tokenizer, v, preprocess) for s, v in samples.items()}
-        return " | ".join(f"{s}: shape {f['shape_accuracy']:.1%} colour {f['colour_accuracy']:.1%}"
-                          for s, f in figures.items())
+        return " | ".join(
+            f"{s}: shape {f['shape_accuracy']:.1%} colour {f['colour_accuracy']:.1%}" for s, f in figures.items()
+        )
+
     return probe
 
 
@@ -414,14 +455,22 @@ def check_prefix_is_exact(model: CLIP, tokenizer: Tokenizer) -> None:
         raise AssertionError(f"prefix text encoding differs by {(full - short).abs().max().item()}")
 
 
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", type=Path, default=REPO / "clip_onnx" / "assets" / "ruclip-demo",
-                   help="output directory (config.json, pytorch_model.bin, bpe.model)")
-    p.add_argument("--metrics", type=Path, default=REPO / "scripts" / "demo_model_metrics.json",
-                   help="where to write the evaluation figures (JSON); '-' to skip")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "clip_onnx" / "assets" / "ruclip-demo",
+        help="output directory (config.json, pytorch_model.bin, bpe.model)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=Path,
+        default=REPO / "scripts" / "demo_model_metrics.json",
+        help="where to write the evaluation figures (JSON); '-' to skip",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     g = p.add_argument_group("architecture (RuCLIP config.json keys)")
@@ -451,18 +500,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--colour-weight", type=float, default=0.5, help="weight of the colour-caption loss")
     g.add_argument("--named-images", type=int, default=12000, help="rendered images of seen pairs")
     g.add_argument("--unnamed-images", type=int, default=8000, help="rendered shapes in random unnamed colours")
-    g.add_argument("--mask-held-out", action=argparse.BooleanOptionalAction, default=True,
-                   help="leave captions of a shape out of the softmax for images of a colour cell never seen with it")
+    g.add_argument(
+        "--mask-held-out",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="leave captions of a shape out of the softmax for images of a colour cell never seen with it",
+    )
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-size", type=int, default=1000, help="test images for each of unseen and seen pairs")
-    g.add_argument("--eval-every", type=int, default=0,
-                   help="every N steps print zero-shot accuracy on 200 other images of each split (0: never)")
+    g.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="every N steps print zero-shot accuracy on 200 other images of each split (0: never)",
+    )
     args = p.parse_args(argv)
     if args.vision_width % 64:
         p.error("--vision-width must be a multiple of 64 (RuCLIP uses width // 64 heads)")
     if args.transformer_width % args.transformer_heads:
         p.error("--transformer-width must be divisible by --transformer-heads")
     return args
+
 
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -474,12 +532,14 @@ def main(argv=None) -> int:
 
     out: Path = args.out
     if out.exists() and set(os.listdir(out)) - set(NATIVE_FILES):
-        raise SystemExit(f"{out} holds {sorted(set(os.listdir(out)) - set(NATIVE_FILES))}; "
-                         "the asset directory must hold only the three native files")
+        raise SystemExit(
+            f"{out} holds {sorted(set(os.listdir(out)) - set(NATIVE_FILES))}; "
+            "the asset directory must hold only the three native files"
+        )
     # Written beside the target and swapped in at the end: a failed run leaves the old asset whole.
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    stage.chmod(0o755)                                  # mkdtemp's 0700 would carry over to the asset
+    stage.chmod(0o755)  # mkdtemp's 0700 would carry over to the asset
     try:
         return _run(args, out, stage, start)
     finally:
@@ -489,12 +549,18 @@ def main(argv=None) -> int:
 def _run(args: argparse.Namespace, out: Path, stage: Path, start: float) -> int:
     tokenizer, vocab_size = train_bpe(stage, args.vocab_size, args.corpus_size, args.seed)
     config = {
-        "embed_dim": args.embed_dim, "image_resolution": args.image_resolution,
-        "vision_layers": args.vision_layers, "vision_width": args.vision_width,
-        "vision_patch_size": args.vision_patch_size, "context_length": CONTEXT_LENGTH,
-        "vocab_size": vocab_size, "transformer_width": args.transformer_width,
-        "transformer_heads": args.transformer_heads, "transformer_layers": args.transformer_layers,
-        "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
+        "embed_dim": args.embed_dim,
+        "image_resolution": args.image_resolution,
+        "vision_layers": args.vision_layers,
+        "vision_width": args.vision_width,
+        "vision_patch_size": args.vision_patch_size,
+        "context_length": CONTEXT_LENGTH,
+        "vocab_size": vocab_size,
+        "transformer_width": args.transformer_width,
+        "transformer_heads": args.transformer_heads,
+        "transformer_layers": args.transformer_layers,
+        "mean": list(CLIP_MEAN),
+        "std": list(CLIP_STD),
     }
     log.info("config: %s", json.dumps(config, ensure_ascii=False))
 
@@ -516,18 +582,23 @@ def _run(args: argparse.Namespace, out: Path, stage: Path, start: float) -> int:
         "asset_bytes": size,
         "train_wall_seconds": round(train_seconds, 1),
         "torch": torch.__version__,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                 if k not in ("out", "metrics")},
+        "args": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "metrics")
+        },
         "zero_shot": {
-            "shape_labels": list(demo.SHAPE_LABELS), "shape_templates": list(demo.SHAPE_TEMPLATES),
-            "colour_labels": list(demo.COLOUR_LABELS), "colour_templates": list(demo.COLOUR_TEMPLATES),
+            "shape_labels": list(demo.SHAPE_LABELS),
+            "shape_templates": list(demo.SHAPE_TEMPLATES),
+            "colour_labels": list(demo.COLOUR_LABELS),
+            "colour_templates": list(demo.COLOUR_TEMPLATES),
             "pair_templates": list(demo.PAIR_TEMPLATES),
         },
         "held_out_combos": [list(c) for c in demo.HELD_OUT_COMBOS],
-        "unseen": zero_shot_accuracy(check, tokenizer, demo.heldout_set(args.eval_size, EVAL_SEED_UNSEEN, "unseen"),
-                                     preprocess),
-        "seen": zero_shot_accuracy(check, tokenizer, demo.heldout_set(args.eval_size, EVAL_SEED_SEEN, "seen"),
-                                   preprocess),
+        "unseen": zero_shot_accuracy(
+            check, tokenizer, demo.heldout_set(args.eval_size, EVAL_SEED_UNSEEN, "unseen"), preprocess
+        ),
+        "seen": zero_shot_accuracy(
+            check, tokenizer, demo.heldout_set(args.eval_size, EVAL_SEED_SEEN, "seen"), preprocess
+        ),
     }
     if out.exists():
         old = out.with_name(f".{out.name}-old")
@@ -540,8 +611,10 @@ def _run(args: argparse.Namespace, out: Path, stage: Path, start: float) -> int:
     log.info("wrote %s (%.2f MB) after %.0fs of training", out, size / 2**20, train_seconds)
     for split in ("unseen", "seen"):
         m = metrics[split]
-        print(f"{split:>6} pairs ({m['n_images']} images): shape {m['shape_accuracy']:.1%}  "
-              f"colour {m['colour_accuracy']:.1%}  colour+shape {m['pair_accuracy']:.1%}")
+        print(
+            f"{split:>6} pairs ({m['n_images']} images): shape {m['shape_accuracy']:.1%}  "
+            f"colour {m['colour_accuracy']:.1%}  colour+shape {m['pair_accuracy']:.1%}"
+        )
     if str(args.metrics) != "-":
         args.metrics.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         log.info("metrics in %s", args.metrics)

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny RuCLIP checkpoints in the native layout, their bundles, and ruclip's own code."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -15,10 +16,18 @@ RUCLIP_WHEEL = Path(os.environ.get("CLIP_ONNX_RUCLIP_WHEEL", ROOT / ".cache" / "
 
 # Small enough to export in seconds, shaped like the real ones (vision heads = width/64, context 77).
 TINY_CONFIG = {
-    "embed_dim": 32, "image_resolution": 64, "vision_layers": 2, "vision_width": 64, "vision_patch_size": 16,
-    "context_length": 77, "vocab_size": 600, "transformer_width": 64, "transformer_heads": 4,
+    "embed_dim": 32,
+    "image_resolution": 64,
+    "vision_layers": 2,
+    "vision_width": 64,
+    "vision_patch_size": 16,
+    "context_length": 77,
+    "vocab_size": 600,
+    "transformer_width": 64,
+    "transformer_heads": 4,
     "transformer_layers": 2,
-    "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
+    "mean": [0.48145466, 0.4578275, 0.40821073],
+    "std": [0.26862954, 0.26130258, 0.27577711],
 }
 
 
@@ -26,7 +35,9 @@ TINY_CONFIG = {
 def ruclip_reference(tmp_path_factory):
     """ruclip 0.0.2's model.py and processor.py, loaded by path from the wheel (the package itself won't install)."""
     if not RUCLIP_WHEEL.is_file():
-        pytest.fail(f"{RUCLIP_WHEEL} is missing; run scripts/dev-setup.sh (it runs `pip download ruclip==0.0.2 --no-deps`)")
+        pytest.fail(
+            f"{RUCLIP_WHEEL} is missing; run scripts/dev-setup.sh (it runs `pip download ruclip==0.0.2 --no-deps`)"
+        )
     target = tmp_path_factory.mktemp("ruclip_ref")
     with zipfile.ZipFile(RUCLIP_WHEEL) as wheel:
         for name in ("model.py", "processor.py"):

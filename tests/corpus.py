@@ -6,6 +6,7 @@ odd whitespace, unseen scripts, very long and uppercase texts) that a
 reimplementation must encode exactly as the reference library does.
 Both depend only on their seed and the installed Faker version.
 """
+
 from __future__ import annotations
 
 import random
@@ -15,23 +16,97 @@ from faker import Faker
 # Separators mixing yttm's word breaks (ASCII isspace, "▁") with Unicode
 # spaces it treats as ordinary characters.
 WHITESPACE = [
-    " ", "  ", "   ", "\t", "\n", "\r\n", "\x0b", "\x0c", "\r", "\u2581", " \u2581 ",
-    "\xa0", "\u2000", "\u2002", "\u2009", "\u200b", "\u202f", "\u3000", "\u2028", "\u2029",
-    "\x85", "\x1c", "\x1f", "\ufeff", "\u1680",
+    " ",
+    "  ",
+    "   ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\x0b",
+    "\x0c",
+    "\r",
+    "\u2581",
+    " \u2581 ",
+    "\xa0",
+    "\u2000",
+    "\u2002",
+    "\u2009",
+    "\u200b",
+    "\u202f",
+    "\u3000",
+    "\u2028",
+    "\u2029",
+    "\x85",
+    "\x1c",
+    "\x1f",
+    "\ufeff",
+    "\u1680",
 ]
-EMOJI = [
-    "😀", "🐱", "🚀", "❤️", "👍🏽", "👨‍👩‍👧", "🇷🇺", "🎉", "🔥", "☀", "🌲", "🐶", "🍕", "⚽", "🤖",
-]
+EMOJI = ["😀", "🐱", "🚀", "❤️", "👍🏽", "👨‍👩‍👧", "🇷🇺", "🎉", "🔥", "☀", "🌲", "🐶", "🍕", "⚽", "🤖"]
 # Scripts and symbols absent from the Russian training text.
 UNSEEN = [
-    "中文", "東京", "한국어", "العربية", "हिन्दी", "ελληνικά", "שלום", "ไทย", "ä", "ß", "ñ", "ø",
-    "∑", "√", "∞", "≈", "€", "£", "¥", "©", "™", "§", "\x00", "\x07", "\x7f", "\ue000",
-    "\U0001d400", "\U00010348", "e\u0301", "ﬁ", "Ⅻ", "½", "①", "ǅ", "İ", "ẞ",
+    "中文",
+    "東京",
+    "한국어",
+    "العربية",
+    "हिन्दी",
+    "ελληνικά",
+    "שלום",
+    "ไทย",
+    "ä",
+    "ß",
+    "ñ",
+    "ø",
+    "∑",
+    "√",
+    "∞",
+    "≈",
+    "€",
+    "£",
+    "¥",
+    "©",
+    "™",
+    "§",
+    "\x00",
+    "\x07",
+    "\x7f",
+    "\ue000",
+    "\U0001d400",
+    "\U00010348",
+    "e\u0301",
+    "ﬁ",
+    "Ⅻ",
+    "½",
+    "①",
+    "ǅ",
+    "İ",
+    "ẞ",
 ]
 PUNCTUATION = list(".,;:!?…—–-«»\"'()[]{}<>/\\|@#$%^&*_+=~`№")
 LATIN_WORDS = [
-    "photo", "of", "a", "cat", "dog", "iPhone", "Pro", "Max", "USB-C", "HDMI", "4K", "Wi-Fi", "NASA",
-    "New York", "GPT", "CLIP", "ONNX", "x86_64", "v1.2.3", "mp3", "COVID-19", "e-mail", "OK",
+    "photo",
+    "of",
+    "a",
+    "cat",
+    "dog",
+    "iPhone",
+    "Pro",
+    "Max",
+    "USB-C",
+    "HDMI",
+    "4K",
+    "Wi-Fi",
+    "NASA",
+    "New York",
+    "GPT",
+    "CLIP",
+    "ONNX",
+    "x86_64",
+    "v1.2.3",
+    "mp3",
+    "COVID-19",
+    "e-mail",
+    "OK",
 ]
 
 
@@ -47,9 +122,7 @@ def training_text(seed: int = 0, n_paragraphs: int = 6000, n_records: int = 3000
 
 def _with_yo(text: str, rnd: random.Random) -> str:
     # Faker's Russian word lists rarely contain ё, which decides merges differently from е.
-    return "".join(
-        ("ё" if c == "е" else "Ё" if c == "Е" else c) if rnd.random() < 0.3 else c for c in text
-    )
+    return "".join(("ё" if c == "е" else "Ё" if c == "Е" else c) if rnd.random() < 0.3 else c for c in text)
 
 
 def _random_case(text: str, rnd: random.Random) -> str:
@@ -78,8 +151,19 @@ def prompt_strings(seed: int = 1, per_kind: int = 1000) -> list[str]:
     alphabet = sorted(set("".join(training_text(seed=seed, n_paragraphs=50, n_records=50).split())))
     for _ in range(per_kind):
         # Plain Russian prompts of the usual shapes.
-        out.append(rnd.choice([fake.sentence(), fake.word(), fake.name(), fake.address(), fake.job(),
-                               f"фото {fake.word()}", f"изображение {fake.word()} {fake.word()}"]))
+        out.append(
+            rnd.choice(
+                [
+                    fake.sentence(),
+                    fake.word(),
+                    fake.name(),
+                    fake.address(),
+                    fake.job(),
+                    f"фото {fake.word()}",
+                    f"изображение {fake.word()} {fake.word()}",
+                ]
+            )
+        )
         # ё / Ё.
         out.append(_with_yo(fake.sentence(nb_words=rnd.randint(2, 12)), rnd))
         # Latin, digits and Cyrillic mixed.

@@ -1,4 +1,5 @@
 """Helpers for the hardening tests: unreadable files even as root, and a bounded wait for calls that could hang."""
+
 from __future__ import annotations
 
 import ctypes
@@ -29,8 +30,15 @@ def run_without_read_bypass(script: str, timeout: float = 120) -> subprocess.Com
     """
     preexec = _drop_file_capabilities if os.geteuid() == 0 else None
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=preexec, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def call_within(seconds: float, fn, *args):

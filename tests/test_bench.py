@@ -2,6 +2,7 @@
 
 Timings are never asserted; benchmarks stay out of pass/fail.
 """
+
 import json
 
 import pytest
@@ -12,16 +13,26 @@ from clip_onnx.benchmark.run import run_benchmark
 def test_bench_writes_json_markdown_and_plot(tiny_checkpoint, tmp_path):
     pytest.importorskip("matplotlib")
     steps = []
-    result = run_benchmark(str(tiny_checkpoint), tmp_path, backends=["torch", "onnxruntime", "onnxruntime-int8",
-                                                                     "tensorrt"],
-                           batches=[1, 2], warmup=1, repeat=2, progress=lambda *step: steps.append(step))
+    result = run_benchmark(
+        str(tiny_checkpoint),
+        tmp_path,
+        backends=["torch", "onnxruntime", "onnxruntime-int8", "tensorrt"],
+        batches=[1, 2],
+        warmup=1,
+        repeat=2,
+        progress=lambda *step: steps.append(step),
+    )
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["header"]["cores"] >= 1 and data["header"]["versions"]["onnxruntime"]
     assert "tensorrt" in data["skipped"]
     rows = {(s["backend"], s["tower"], s["batch"]) for s in data["stats"]}
     # The tiny RuCLIP text graph has a symbolic sequence axis, so each backend is also timed on padded ids.
-    assert rows == {(b, t, n) for b in ("torch", "onnxruntime", "onnxruntime-int8")
-                    for t in ("visual", "textual", "textual-padded") for n in (1, 2)}
+    assert rows == {
+        (b, t, n)
+        for b in ("torch", "onnxruntime", "onnxruntime-int8")
+        for t in ("visual", "textual", "textual-padded")
+        for n in (1, 2)
+    }
     assert data["text_tokens"]["torch"] == 77
     assert all(0 < n < 77 for n in data["text_tokens"]["runtime"].values())
     assert all(len(s["seconds"]) == 2 for s in data["samples"])
@@ -29,12 +40,22 @@ def test_bench_writes_json_markdown_and_plot(tiny_checkpoint, tmp_path):
     assert steps == [(i, 18) for i in range(1, 19)]
     assert all(s["speedup_vs_torch"] > 0 for s in data["stats"])
     assert data["accuracy"]["onnxruntime"]["visual"]["min_cosine"] > 0.99999
-    assert set(data["cold_start"]) == set(data["peak_rss_mb"]) == {
-        "torch", "onnxruntime", "onnxruntime-int8", "onnxruntime, text only", "onnxruntime-int8, text only"}
+    assert (
+        set(data["cold_start"])
+        == set(data["peak_rss_mb"])
+        == {"torch", "onnxruntime", "onnxruntime-int8", "onnxruntime, text only", "onnxruntime-int8, text only"}
+    )
     assert all(v > 0 for v in data["peak_rss_mb"].values()) and all(v > 0 for v in data["cold_start"].values())
     pipeline = data["pipeline"]
-    assert all(pipeline[k] > 0 for k in ("preprocess_images_per_s", "decode_preprocess_images_per_s",
-                                         "tokenize_prompts_per_s_unique", "tokenize_prompts_per_s_repeated"))
+    assert all(
+        pipeline[k] > 0
+        for k in (
+            "preprocess_images_per_s",
+            "decode_preprocess_images_per_s",
+            "tokenize_prompts_per_s_unique",
+            "tokenize_prompts_per_s_repeated",
+        )
+    )
     assert set(pipeline["end_to_end_ms"]) == {"image_jpeg_batch1", "image_jpeg_batch8", "text_batch1", "text_batch8"}
     assert "| visual | 1 | onnxruntime |" in (tmp_path / "bench.md").read_text()
     assert "| tokenize, repeated prompts (LRU cache) |" in (tmp_path / "bench.md").read_text()
@@ -46,20 +67,31 @@ def test_bench_writes_json_markdown_and_plot(tiny_checkpoint, tmp_path):
 def int8_tiny(tiny_checkpoint, tmp_path_factory):
     from clip_onnx.export.pipeline import export_bundle
 
-    return export_bundle(str(tiny_checkpoint), tmp_path_factory.mktemp("int8") / "int8", precision="int8",
-                         gate=False).path
+    return export_bundle(
+        str(tiny_checkpoint), tmp_path_factory.mktemp("int8") / "int8", precision="int8", gate=False
+    ).path
 
 
 def test_bench_times_existing_bundles_beside_eager_torch_in_one_run(tiny_checkpoint, tiny_bundle, int8_tiny, tmp_path):
-    result = run_benchmark(str(tiny_checkpoint), tmp_path, bundles=[tiny_bundle, int8_tiny], batches=[1, 2],
-                           warmup=1, repeat=2)
+    result = run_benchmark(
+        str(tiny_checkpoint), tmp_path, bundles=[tiny_bundle, int8_tiny], batches=[1, 2], warmup=1, repeat=2
+    )
     rows = {(s["backend"], s["tower"]) for s in result["stats"]}
     native_bf16 = result["header"]["cpu_flags"]["avx512_bf16"] or result["header"]["cpu_flags"]["amx_bf16"]
     eager = ["torch", "torch-bf16"] if native_bf16 else ["torch"]
-    assert rows == {(b, t) for b in eager + ["onnxruntime-fp32", "onnxruntime-int8"]
-                    for t in ("visual", "textual", "textual-padded")}
-    assert set(result["header"]["cpu_flags"]) == {"avx2", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16",
-                                                  "avx512_bf16"}
+    assert rows == {
+        (b, t)
+        for b in eager + ["onnxruntime-fp32", "onnxruntime-int8"]
+        for t in ("visual", "textual", "textual-padded")
+    }
+    assert set(result["header"]["cpu_flags"]) == {
+        "avx2",
+        "avx512_vnni",
+        "avx_vnni",
+        "amx_int8",
+        "amx_bf16",
+        "avx512_bf16",
+    }
     if not native_bf16:
         assert "no native bf16" in result["skipped"]["torch-bf16"]
     # Interleaved: one sample list per backend, tower and batch, all the same length.
@@ -80,8 +112,9 @@ def test_bench_on_bundles_alone_compares_with_the_fp32_bundle(tiny_bundle, int8_
     twin.mkdir()
     for f in tiny_bundle.iterdir():
         (twin / f.name).write_bytes(f.read_bytes())
-    result = run_benchmark(None, tmp_path / "out", bundles=[tiny_bundle, twin, int8_tiny], batches=[2], warmup=0,
-                           repeat=1)
+    result = run_benchmark(
+        None, tmp_path / "out", bundles=[tiny_bundle, twin, int8_tiny], batches=[2], warmup=0, repeat=1
+    )
     labels = ["onnxruntime-fp32 (tiny)", "onnxruntime-fp32 (twin)", "onnxruntime-int8"]
     assert [b["label"] for b in result["bundles"]] == labels
     assert {s["backend"] for s in result["stats"]} == set(labels)
@@ -91,8 +124,9 @@ def test_bench_on_bundles_alone_compares_with_the_fp32_bundle(tiny_bundle, int8_
     assert result["text_tokens"]["torch"] == read_bundle(tiny_bundle).manifest["tokenizer"]["context_length"]
 
 
-def test_bench_refuses_bundles_of_different_models_and_eager_backends_without_source(tiny_bundle, demo_bundle,
-                                                                                        tmp_path):
+def test_bench_refuses_bundles_of_different_models_and_eager_backends_without_source(
+    tiny_bundle, demo_bundle, tmp_path
+):
     from clip_onnx.errors import InputError
 
     with pytest.raises(InputError, match="hold different models"):
@@ -101,8 +135,7 @@ def test_bench_refuses_bundles_of_different_models_and_eager_backends_without_so
         run_benchmark(None, tmp_path, batches=[1])
     with pytest.raises(InputError, match=r"'onnxruntime-int8'\] beside --bundle"):
         run_benchmark(None, tmp_path, bundles=[tiny_bundle], backends=["onnxruntime-int8"], batches=[1])
-    result = run_benchmark(None, tmp_path, bundles=[tiny_bundle], backends=["torch"], batches=[1], warmup=0,
-                           repeat=1)
+    result = run_benchmark(None, tmp_path, bundles=[tiny_bundle], backends=["torch"], batches=[1], warmup=0, repeat=1)
     assert "need the model SOURCE" in result["skipped"]["torch"]
 
 
@@ -134,7 +167,21 @@ def test_cli_bench_on_a_bundle(tiny_bundle, tmp_path):
 
     refused = CliRunner().invoke(cli, ["bench"])
     assert refused.exit_code == 2 and "give a model SOURCE, one or more --bundle PATH" in refused.output
-    done = CliRunner().invoke(cli, ["bench", "--bundle", str(tiny_bundle), "--batch", "1", "--warmup", "0",
-                                    "--repeat", "1", "--out", str(tmp_path)])
+    done = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--bundle",
+            str(tiny_bundle),
+            "--batch",
+            "1",
+            "--warmup",
+            "0",
+            "--repeat",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert done.exit_code == 0, done.output
     assert "| visual | 1 | onnxruntime-fp32 |" in done.output and (tmp_path / "bench.json").exists()

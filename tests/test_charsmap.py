@@ -1,4 +1,5 @@
-"""SentencePiece's precompiled charsmap (the real XLM-R normalizer) must normalize and tokenize as ``tokenizers`` does."""
+"""SentencePiece's precompiled charsmap (the real XLM-R normalizer) normalizes and tokenizes as ``tokenizers`` does."""
+
 from __future__ import annotations
 
 import base64
@@ -38,7 +39,9 @@ def trained():
 
 @pytest.fixture(scope="module")
 def hub_file(trained, tmp_path_factory):
-    directory = sentencepiece_xlmr.write_hub_directory(tmp_path_factory.mktemp("xlmr"), sentencepiece_xlmr.hub_layout(*trained))
+    directory = sentencepiece_xlmr.write_hub_directory(
+        tmp_path_factory.mktemp("xlmr"), sentencepiece_xlmr.hub_layout(*trained)
+    )
     return directory / "tokenizer.json"
 
 
@@ -50,8 +53,7 @@ def corpus() -> list[str]:
 
 
 def _assigned() -> list[str]:
-    return [chr(c) for c in range(0x110000)
-            if not 0xD800 <= c <= 0xDFFF and unicodedata.category(chr(c)) != "Cn"]
+    return [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and unicodedata.category(chr(c)) != "Cn"]
 
 
 def test_every_assigned_code_point_normalizes_as_tokenizers(trained):
@@ -69,8 +71,19 @@ def test_grapheme_clusters_normalize_as_tokenizers(trained):
     rnd = random.Random(0)
     marks = [c for c in _assigned() if unicodedata.category(c) in ("Mn", "Mc", "Me")]
     jamo = [chr(c) for c in (*range(0x1100, 0x1200), *range(0xA960, 0xA980), *range(0xD7B0, 0xD7FC))]
-    others = ["\u200d", "\u200c", "\ufe0f", "\x00", "\U0001F3FB", "\U0001F1EF", "\U0001F1F5", " ", "\u3099",
-              "\u309a", *"aeiouAEIOUカキクはひ가각ㄱ👨👩ｶﾞ"]
+    others = [
+        "\u200d",
+        "\u200c",
+        "\ufe0f",
+        "\x00",
+        "\U0001f3fb",
+        "\U0001f1ef",
+        "\U0001f1f5",
+        " ",
+        "\u3099",
+        "\u309a",
+        *"aeiouAEIOUカキクはひ가각ㄱ👨👩ｶﾞ",
+    ]
     pool = marks[::3] + jamo + others
     texts = ["".join(rnd.choice(pool) for _ in range(rnd.randint(1, 6))) for _ in range(60_000)]
     texts += ["e\u0301", "e\u0301\u0301\u0301", "\u1100\u1161\u11a8", "ｶﾞ", "👨\u200d👩\u200d👧", "🇯🇵🇷🇺", "a\x00b"]
@@ -102,8 +115,16 @@ def test_open_clip_tokenizer_of_a_hub_snapshot_is_what_the_bundle_runs(hub_file,
     hf.save_pretrained(str(tmp_path))
     saved = json.loads((tmp_path / "tokenizer.json").read_text("utf-8"))
     assert "Precompiled" in json.dumps(saved["normalizer"])
-    ours = UnigramTokenizer.from_spec({"kind": "unigram", "file": "tokenizer.json", "context_length": CONTEXT,
-                                       "clean": "whitespace", "scores": "exact"}, tmp_path)
+    ours = UnigramTokenizer.from_spec(
+        {
+            "kind": "unigram",
+            "file": "tokenizer.json",
+            "context_length": CONTEXT,
+            "clean": "whitespace",
+            "scores": "exact",
+        },
+        tmp_path,
+    )
     texts = [t for t in corpus[::3] if ftfy.fix_text(t) == ftfy.fix_text(t, fix_encoding=False)]  # see clip_bpe
     expected = hf(texts).numpy()
     got = ours(texts)["input_ids"]
@@ -112,22 +133,27 @@ def test_open_clip_tokenizer_of_a_hub_snapshot_is_what_the_bundle_runs(hub_file,
 
 
 def test_without_regex_the_error_names_the_extra(hub_file):
-    code = ("import sys; sys.modules['regex'] = None\n"
-            "from clip_onnx.errors import BundleError\n"
-            "from clip_onnx.runtime.tokenizers.unigram import UnigramTokenizer\n"
-            f"try:\n    UnigramTokenizer({str(hub_file)!r})\n"
-            "except BundleError as exc:\n    print(exc)\n")
+    code = (
+        "import sys; sys.modules['regex'] = None\n"
+        "from clip_onnx.errors import BundleError\n"
+        "from clip_onnx.runtime.tokenizers.unigram import UnigramTokenizer\n"
+        f"try:\n    UnigramTokenizer({str(hub_file)!r})\n"
+        "except BundleError as exc:\n    print(exc)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "regex" in out and "clip-onnx[multilingual]" in out
 
 
-@pytest.mark.parametrize("blob, fragment", [
-    ("AAAA", "too short"),
-    ("not base64!", "not valid base64"),
-    ("", "non-empty"),
-    (base64.b64encode(b"\x10\x00\x00\x00abcd").decode(), "does not fit"),
-    (base64.b64encode(b"\x04\x00\x00\x00\x00\x00\x00\x00\xff\xfe").decode(), "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "blob, fragment",
+    [
+        ("AAAA", "too short"),
+        ("not base64!", "not valid base64"),
+        ("", "non-empty"),
+        (base64.b64encode(b"\x10\x00\x00\x00abcd").decode(), "does not fit"),
+        (base64.b64encode(b"\x04\x00\x00\x00\x00\x00\x00\x00\xff\xfe").decode(), "not UTF-8"),
+    ],
+)
 def test_malformed_charsmap_is_a_bundle_error(blob, fragment):
     with pytest.raises(BundleError, match=fragment):
         PrecompiledCharsmap.from_base64(blob)

@@ -1,4 +1,5 @@
 """Chinese-CLIP: registered architectures, a reduced-size export against transformers, preprocessing, errors."""
+
 from __future__ import annotations
 
 import json
@@ -27,24 +28,46 @@ transformers = pytest.importorskip("transformers")
 
 # The released checkpoints' dimensions (their hub config.json files and parameter counts, in millions).
 RELEASED = {
-    "OFA-Sys/chinese-clip-vit-base-patch16": dict(vision=(768, 12, 12, 3072, 16, 224), text=(768, 12, 12, 3072),
-                                                  projection=512, params=188.3),
-    "OFA-Sys/chinese-clip-vit-large-patch14": dict(vision=(1024, 24, 16, 4096, 14, 224), text=(768, 12, 12, 3072),
-                                                   projection=768, params=406.2),
-    "OFA-Sys/chinese-clip-vit-large-patch14-336px": dict(vision=(1024, 24, 16, 4096, 14, 336),
-                                                         text=(768, 12, 12, 3072), projection=768, params=406.6),
-    "OFA-Sys/chinese-clip-vit-huge-patch14": dict(vision=(1280, 32, 16, 5120, 14, 224), text=(1024, 24, 16, 4096),
-                                                  projection=1024, params=957.6),
+    "OFA-Sys/chinese-clip-vit-base-patch16": dict(
+        vision=(768, 12, 12, 3072, 16, 224), text=(768, 12, 12, 3072), projection=512, params=188.3
+    ),
+    "OFA-Sys/chinese-clip-vit-large-patch14": dict(
+        vision=(1024, 24, 16, 4096, 14, 224), text=(768, 12, 12, 3072), projection=768, params=406.2
+    ),
+    "OFA-Sys/chinese-clip-vit-large-patch14-336px": dict(
+        vision=(1024, 24, 16, 4096, 14, 336), text=(768, 12, 12, 3072), projection=768, params=406.6
+    ),
+    "OFA-Sys/chinese-clip-vit-huge-patch14": dict(
+        vision=(1280, 32, 16, 5120, 14, 224), text=(1024, 24, 16, 4096), projection=1024, params=957.6
+    ),
 }
 # Hub-style processor config: a bicubic squash to the square, as cn_clip's image_transform.
-HUB_PROCESSOR = {"do_resize": True, "size": {"height": 64, "width": 64}, "do_center_crop": False,
-                 "crop_size": {"height": 64, "width": 64}, "resample": 3, "image_mean": list(MEAN),
-                 "image_std": list(STD), "do_normalize": True, "do_convert_rgb": True}
-TINY = dict(projection_dim=32,
-            vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                               image_size=64, patch_size=16, projection_dim=32),
-            text_config=dict(vocab_size=21128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                             num_attention_heads=4))
+HUB_PROCESSOR = {
+    "do_resize": True,
+    "size": {"height": 64, "width": 64},
+    "do_center_crop": False,
+    "crop_size": {"height": 64, "width": 64},
+    "resample": 3,
+    "image_mean": list(MEAN),
+    "image_std": list(STD),
+    "do_normalize": True,
+    "do_convert_rgb": True,
+}
+TINY = dict(
+    projection_dim=32,
+    vision_config=dict(
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=64,
+        patch_size=16,
+        projection_dim=32,
+    ),
+    text_config=dict(
+        vocab_size=21128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+    ),
+)
 
 
 def test_every_registered_name_is_covered():
@@ -56,15 +79,25 @@ def test_random_config_builds_the_released_architecture(name):
     spec = get_model(name)
     config = chinese_clip.random_config(spec)
     v, t, want = config.vision_config, config.text_config, RELEASED[name]
-    assert (v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.intermediate_size, v.patch_size,
-            v.image_size) == want["vision"]
+    assert (
+        v.hidden_size,
+        v.num_hidden_layers,
+        v.num_attention_heads,
+        v.intermediate_size,
+        v.patch_size,
+        v.image_size,
+    ) == want["vision"]
     assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.intermediate_size) == want["text"]
     assert (config.projection_dim, v.hidden_act, t.vocab_size) == (want["projection"], "quick_gelu", 21128)
     with torch.device("meta"):
         model = transformers.ChineseCLIPModel(config)
     assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(want["params"], abs=0.05)
     preprocess = PreprocessSpec.from_dict(spec.config["preprocess"])
-    assert (preprocess.image_size, preprocess.crop, preprocess.interpolation) == (v.image_size, "squash_then_crop", "bicubic")
+    assert (preprocess.image_size, preprocess.crop, preprocess.interpolation) == (
+        v.image_size,
+        "squash_then_crop",
+        "bicubic",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +130,14 @@ def test_local_checkpoint_exports_with_a_passing_gate_at_several_lengths(bundle)
     assert sum(r["tower"] == "textual" for r in parity["rows"]) == 6
     assert max(r["max_abs"] for r in parity["rows"]) <= 1e-4
     assert manifest["logit_scale"] == pytest.approx(np.exp(3.0), rel=1e-6)
-    assert manifest["tokenizer"] == {"kind": "wordpiece", "file": "vocab.txt", "context_length": 52,
-                                     "lowercase": True, "strip_accents": None, "tokenize_chinese_chars": True}
+    assert manifest["tokenizer"] == {
+        "kind": "wordpiece",
+        "file": "vocab.txt",
+        "context_length": 52,
+        "lowercase": True,
+        "strip_accents": None,
+        "tokenize_chinese_chars": True,
+    }
     assert manifest["preprocess"]["crop"] == "squash_then_crop" and manifest["preprocess"]["image_size"] == 64
     assert manifest["graphs"]["textual"]["dynamic_axes"]["input_ids"] == {"0": "batch", "1": "sequence"}
     assert manifest["templates"][0] == "{}" and "一张{}的照片。" in manifest["templates"]
@@ -130,8 +169,10 @@ def test_cli_classify_with_chinese_labels(bundle, tmp_path):
 
 def _varied_images():
     rng = np.random.default_rng(0)
-    noise = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-             for w, h in ((300, 200), (123, 457), (64, 64), (640, 480), (31, 17))]
+    noise = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for w, h in ((300, 200), (123, 457), (64, 64), (640, 480), (31, 17))
+    ]
     return synthetic_images(6, seed=11) + noise
 
 
@@ -154,14 +195,21 @@ def test_torchvision_image_processor_differs_only_by_its_resampling_kernel():
     # antialiased bicubic, not PIL's; the geometry is the same, so the pixels differ by a few levels.
     ours = ImagePreprocessor(chinese_clip.preprocess_from_hf(dict(HUB_PROCESSOR, size={"height": 224, "width": 224})))
     hf = transformers.ChineseCLIPImageProcessor(**dict(HUB_PROCESSOR, size={"height": 224, "width": 224}))
-    worst = max(np.abs(ours([img])[0] - hf(images=[img], return_tensors="np")["pixel_values"][0]).max()
-                for img in _varied_images())
+    worst = max(
+        np.abs(ours([img])[0] - hf(images=[img], return_tensors="np")["pixel_values"][0]).max()
+        for img in _varied_images()
+    )
     assert 0 < worst < 0.3  # <= ~20 uint8 levels (upsampled noise); a one-pixel shift would give ~2
 
 
 def test_processor_config_mapping(caplog):
     squash = chinese_clip.preprocess_from_hf({"size": {"height": 336, "width": 336}, "do_center_crop": False})
-    assert (squash.image_size, squash.crop, squash.interpolation, squash.mean) == (336, "squash_then_crop", "bicubic", MEAN)
+    assert (squash.image_size, squash.crop, squash.interpolation, squash.mean) == (
+        336,
+        "squash_then_crop",
+        "bicubic",
+        MEAN,
+    )
     with caplog.at_level(logging.WARNING):
         default = chinese_clip.preprocess_from_hf({})  # the class defaults: shortest edge 224, centre crop 224
     assert (default.crop, default.resize_size, default.image_size) == ("resize_then_crop", 224, 224)

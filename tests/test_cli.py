@@ -1,4 +1,5 @@
 """The command line, run as a user would: a real subprocess, stderr for errors, no tracebacks."""
+
 import subprocess
 import sys
 
@@ -9,8 +10,9 @@ from clip_onnx.synthetic import synthetic_images
 
 
 def run(*args, check=True):
-    result = subprocess.run([sys.executable, "-c", "from clip_onnx.cli import main; main()", *args],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "from clip_onnx.cli import main; main()", *args], capture_output=True, text=True
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"clip-onnx {' '.join(args)} failed:\n{result.stderr}")
     return result
@@ -18,8 +20,14 @@ def run(*args, check=True):
 
 def test_models_lists_all_six_ruclip_variants():
     out = run("models").stdout
-    for name in ("base-patch32-224", "base-patch16-224", "large-patch14-224", "base-patch32-384",
-                 "large-patch14-336", "base-patch16-384"):
+    for name in (
+        "base-patch32-224",
+        "base-patch16-224",
+        "large-patch14-224",
+        "base-patch32-384",
+        "large-patch14-336",
+        "base-patch16-384",
+    ):
         assert f"ruclip-vit-{name}" in out and f"ai-forever/ruclip-vit-{name}" in out
 
 
@@ -58,12 +66,15 @@ def test_classify_and_embed(tiny_bundle, tmp_path):
     assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["classify", "{bundle}", "missing.jpg", "--labels", "a"], "missing.jpg"),
-    (["classify", "/no/bundle", "x.jpg", "--labels", "a"], "/no/bundle"),
-    (["export", "not-a-model", "-o", "{tmp}/x"], "not-a-model"),
-    (["embed", "{bundle}", "-o", "{tmp}/x.npy"], "either --image or --text"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["classify", "{bundle}", "missing.jpg", "--labels", "a"], "missing.jpg"),
+        (["classify", "/no/bundle", "x.jpg", "--labels", "a"], "/no/bundle"),
+        (["export", "not-a-model", "-o", "{tmp}/x"], "not-a-model"),
+        (["embed", "{bundle}", "-o", "{tmp}/x.npy"], "either --image or --text"),
+    ],
+)
 def test_user_mistakes_exit_nonzero_with_one_line_and_no_traceback(args, fragment, tiny_bundle, tmp_path):
     args = [a.format(bundle=tiny_bundle, tmp=tmp_path) for a in args]
     result = run(*args, check=False)

@@ -4,6 +4,7 @@ With ftfy installed the reference is plain ``open_clip.tokenize``, mojibake
 repair included. Without ftfy the runtime skips that one heuristic; the tests
 that simulate it compare against open_clip with ftfy's ``fix_encoding`` off.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -37,8 +38,20 @@ VOCAB = Path(oc_tokenizer.default_bpe())
 # Text that was UTF-8 read as a single-byte code page, which ftfy repairs, and
 # "listí††", legitimate Czech that ftfy "repairs" into "list톆" all the same.
 MOJIBAKE = [
-    "cafÃ©", "Ã¼ber alles", "â€œquotedâ€\x9d", "SchÃ¶n", "ÐŸÑ€Ð¸Ð²ÐµÑ‚", "voilÃ  le travail", "itâ€™s",
-    "æ—¥æœ¬", "Ã\xa0 bientÃ´t", "l’hÃ´tel", "ðŸ˜€ smile", "Ð¼Ð¸Ñ€ peace", "listí††", "&Atilde;&copy; entity",
+    "cafÃ©",
+    "Ã¼ber alles",
+    "â€œquotedâ€\x9d",
+    "SchÃ¶n",
+    "ÐŸÑ€Ð¸Ð²ÐµÑ‚",
+    "voilÃ  le travail",
+    "itâ€™s",
+    "æ—¥æœ¬",
+    "Ã\xa0 bientÃ´t",
+    "l’hÃ´tel",
+    "ðŸ˜€ smile",
+    "Ð¼Ð¸Ñ€ peace",
+    "listí††",
+    "&Atilde;&copy; entity",
 ]
 _FTFY_FIX_TEXT = ftfy.fix_text
 
@@ -96,11 +109,17 @@ def expected(corpus) -> np.ndarray:
 
 def first_mismatches(texts, expected, got, limit=5) -> str:
     lines = []
-    bad = [(t, [int(x) for x in e], [int(x) for x in g]) for t, e, g in zip(texts, expected, got) if list(e) != list(g)]
+    bad = [
+        (t, [int(x) for x in e], [int(x) for x in g])
+        for t, e, g in zip(texts, expected, got, strict=True)
+        if list(e) != list(g)
+    ]
     for text, e, g in bad[:limit]:
-        at = next((k for k, (x, y) in enumerate(zip(e, g)) if x != y), min(len(e), len(g)))
-        lines.append(f"  {text!r:.120}\n    first difference at {at}\n"
-                     f"    open_clip: {e[max(0, at - 3):at + 12]}\n    ours:      {g[max(0, at - 3):at + 12]}")
+        at = next((k for k, (x, y) in enumerate(zip(e, g, strict=False)) if x != y), min(len(e), len(g)))
+        lines.append(
+            f"  {text!r:.120}\n    first difference at {at}\n"
+            f"    open_clip: {e[max(0, at - 3) : at + 12]}\n    ours:      {g[max(0, at - 3) : at + 12]}"
+        )
     return f"{len(bad)} of {len(texts)} texts differ, first ones:\n" + "\n".join(lines)
 
 
@@ -138,7 +157,7 @@ def test_mojibake_matches_open_clip(tok):
 
 
 def test_without_ftfy_only_mojibake_repair_is_skipped(no_ftfy, corpus, repaired):
-    tok = ClipBpeTokenizer(VOCAB)   # a fresh one: the module's fixture has cached rows
+    tok = ClipBpeTokenizer(VOCAB)  # a fresh one: the module's fixture has cached rows
     rows = sorted(set(repaired) | set(range(0, len(corpus), 7)))
     texts = [corpus[i] for i in rows] + MOJIBAKE
     np.testing.assert_array_equal(tok(texts)["input_ids"], without_mojibake_repair(open_clip.tokenize, texts).numpy())
@@ -148,16 +167,28 @@ def test_without_ftfy_only_mojibake_repair_is_skipped(no_ftfy, corpus, repaired)
 
 def test_ascii_fast_path_is_what_ftfy_does(tok):
     """ASCII text without "&" skips ftfy; ftfy itself would return the same cleaning."""
-    texts = ["a photo of a CAT", "\x1b[31mred\x1b[0m text", "tabs\tand\r\nbreaks\x0c", "ctrl \x00\x07\x7f",
-             "'quoted' \"double\" <b>html</b>", "<start_of_text>x", "ﬁ not ascii", "&amp;amp; twice", ""]
+    texts = [
+        "a photo of a CAT",
+        "\x1b[31mred\x1b[0m text",
+        "tabs\tand\r\nbreaks\x0c",
+        "ctrl \x00\x07\x7f",
+        "'quoted' \"double\" <b>html</b>",
+        "<start_of_text>x",
+        "ﬁ not ascii",
+        "&amp;amp; twice",
+        "",
+    ]
     for text in texts:
         assert text_cleaning.open_clip_fix_text(text) == _FTFY_FIX_TEXT(text), repr(text)
     np.testing.assert_array_equal(tok(texts)["input_ids"], open_clip.tokenize(texts).numpy())
 
 
 def test_cleaning_matches_open_clip(plain):
-    for name, reference in [("lower", oc_tokenizer._clean_lower), ("whitespace", oc_tokenizer._clean_whitespace),
-                            ("canonicalize", oc_tokenizer._clean_canonicalize)]:
+    for name, reference in [
+        ("lower", oc_tokenizer._clean_lower),
+        ("whitespace", oc_tokenizer._clean_whitespace),
+        ("canonicalize", oc_tokenizer._clean_canonicalize),
+    ]:
         texts = plain if name == "lower" else plain[::5]
         bad = [t for t in texts if clean_text(t, name) != reference(t)]
         assert not bad, f"{name}: {len(bad)} differ, e.g. {bad[:3]!r:.300}"
@@ -221,8 +252,19 @@ def test_pretokenizer_classes_match_regex():
                 unexplained.append((hex(cp), want, got))
     assert not unexplained, unexplained[:20]
     assert newer < 40_000
-    for text in ["it's", "'s'ſ'ſt", "<ſtart_of_text>x", "<start_of_text><end_of_text>", "a\u0345b !\u0345!",
-                 "'re're 've'm'll'd'x", "abc123def", "Ⅻ½²①", "e\u0301", "中文 한국어 العربية", "😀!!?"]:
+    for text in [
+        "it's",
+        "'s'ſ'ſt",
+        "<ſtart_of_text>x",
+        "<start_of_text><end_of_text>",
+        "a\u0345b !\u0345!",
+        "'re're 've'm'll'd'x",
+        "abc123def",
+        "Ⅻ½²①",
+        "e\u0301",
+        "中文 한국어 العربية",
+        "😀!!?",
+    ]:
         assert ours.findall(text) == [m.group(0) for m in theirs.finditer(text)], repr(text)
 
 
@@ -256,13 +298,16 @@ def test_encode_returns_a_fresh_list(tok):
     assert tok.encode("a photo of a cat") == first[:-1]
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    (["cat", 42], "42"),
-    (["cat", None], "None"),
-    ([b"bytes"], "bytes"),
-    ([], "empty"),
-    ("a photo of a cat", "a photo of a cat"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (["cat", 42], "42"),
+        (["cat", None], "None"),
+        ([b"bytes"], "bytes"),
+        ([], "empty"),
+        ("a photo of a cat", "a photo of a cat"),
+    ],
+)
 def test_bad_texts_raise_input_error(tok, bad, fragment):
     with pytest.raises(InputError, match=fragment):
         tok(bad)
@@ -283,13 +328,16 @@ def test_missing_vocab_raises_bundle_error(tmp_path):
         ClipBpeTokenizer.from_spec({"kind": "clip_bpe", "file": "vocab.txt.gz"}, tmp_path)
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (b"not gzip at all", "gzip"),
-    (gzip.compress(b"header\n")[:-6], "gzip"),
-    (gzip.compress(b"header only\n"), "no merge rules"),
-    (gzip.compress(b"header\ni n\nt h e\n"), "line 3"),
-    (gzip.compress(b"header\n\xff\xfe\n"), "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"not gzip at all", "gzip"),
+        (gzip.compress(b"header\n")[:-6], "gzip"),
+        (gzip.compress(b"header only\n"), "no merge rules"),
+        (gzip.compress(b"header\ni n\nt h e\n"), "line 3"),
+        (gzip.compress(b"header\n\xff\xfe\n"), "UTF-8"),
+    ],
+)
 def test_malformed_vocab_raises_bundle_error(tmp_path, content, fragment):
     path = tmp_path / "broken.txt.gz"
     path.write_bytes(content)
@@ -298,15 +346,18 @@ def test_malformed_vocab_raises_bundle_error(tmp_path, content, fragment):
     assert "broken.txt.gz" in str(info.value)
 
 
-@pytest.mark.parametrize("spec, fragment", [
-    ({"kind": "yttm_bpe", "file": "v.gz"}, "yttm_bpe"),
-    ({"kind": "clip_bpe"}, "file"),
-    ({"kind": "clip_bpe", "file": "../v.gz"}, r"\.\./v\.gz"),
-    ({"kind": "clip_bpe", "file": "/etc/v.gz"}, "/etc/v.gz"),
-    ({"kind": "clip_bpe", "file": VOCAB.name, "context_length": 1}, "context_length"),
-    ({"kind": "clip_bpe", "file": VOCAB.name, "clean": "bogus"}, "bogus"),
-    ({"kind": "clip_bpe", "file": VOCAB.name, "lowercase": "yes"}, "lowercase"),
-])
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ({"kind": "yttm_bpe", "file": "v.gz"}, "yttm_bpe"),
+        ({"kind": "clip_bpe"}, "file"),
+        ({"kind": "clip_bpe", "file": "../v.gz"}, r"\.\./v\.gz"),
+        ({"kind": "clip_bpe", "file": "/etc/v.gz"}, "/etc/v.gz"),
+        ({"kind": "clip_bpe", "file": VOCAB.name, "context_length": 1}, "context_length"),
+        ({"kind": "clip_bpe", "file": VOCAB.name, "clean": "bogus"}, "bogus"),
+        ({"kind": "clip_bpe", "file": VOCAB.name, "lowercase": "yes"}, "lowercase"),
+    ],
+)
 def test_bad_spec_raises_bundle_error(spec, fragment):
     with pytest.raises(BundleError, match=fragment):
         ClipBpeTokenizer.from_spec(spec, VOCAB.parent)
@@ -316,7 +367,7 @@ def test_small_vocab_falls_back_to_rounds(tmp_path):
     """A merge list whose rules use parts made later is merged in open_clip's rounds, not by the heap."""
     path = tmp_path / "odd.txt.gz"
     # "ab" is used by rule 0 before rule 2 makes it.
-    path.write_bytes(gzip.compress("header\nab c</w>\nb c</w>\na b\n".encode()))
+    path.write_bytes(gzip.compress(b"header\nab c</w>\nb c</w>\na b\n"))
     tok = ClipBpeTokenizer(path)
     assert not tok._by_heap
     reference = oc_tokenizer.SimpleTokenizer(bpe_path=str(path))

@@ -5,6 +5,7 @@ shapes; here it must classify shape and colour zero-shot, in eager torch with
 RuCLIP's own tokenisation (youtokentome), on images of (colour, shape) pairs it
 never saw in training.
 """
+
 from __future__ import annotations
 
 import ast
@@ -23,16 +24,27 @@ from clip_onnx.runtime.zero_shot import label_embeddings, prompts_for
 ROOT = Path(__file__).resolve().parent.parent
 ASSET = ROOT / "clip_onnx" / "assets" / "ruclip-demo"
 NATIVE_FILES = {"config.json", "pytorch_model.bin", "bpe.model"}
-ARCH_KEYS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
-             "context_length", "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
-UNSEEN_SEED = 20240607          # the seed scripts/train_demo_model.py reports its unseen-pair figures on
+ARCH_KEYS = (
+    "embed_dim",
+    "image_resolution",
+    "vision_layers",
+    "vision_width",
+    "vision_patch_size",
+    "context_length",
+    "vocab_size",
+    "transformer_width",
+    "transformer_heads",
+    "transformer_layers",
+)
+UNSEEN_SEED = 20240607  # the seed scripts/train_demo_model.py reports its unseen-pair figures on
 MIN_ACCURACY = 0.90
-METRICS = ROOT / "scripts" / "demo_model_metrics.json"   # what the training script measured
+METRICS = ROOT / "scripts" / "demo_model_metrics.json"  # what the training script measured
 
 
 # ---------------------------------------------------------------------------
 # The asset on disk
 # ---------------------------------------------------------------------------
+
 
 def test_asset_holds_exactly_the_native_files_and_is_small():
     files = {p.name for p in ASSET.iterdir()}
@@ -54,6 +66,7 @@ def test_config_is_ruclip_layout():
 # ---------------------------------------------------------------------------
 # Zero-shot accuracy with torch + youtokentome
 # ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def eager():
@@ -82,6 +95,7 @@ def eager():
 
 def _class_embeddings(torch, model, tokenize, labels, templates):
     """RuCLIP Predictor: per label, normalise each template's embedding, average, renormalise."""
+
     def encode(prompts):
         with torch.no_grad():
             return torch.nn.functional.normalize(model.encode_text(tokenize(prompts)), dim=-1).numpy()
@@ -123,8 +137,18 @@ def test_zero_shot_accuracy_on_unseen_colour_shape_pairs(eager, unseen_images, t
 def test_training_script_reproduces_the_committed_accuracy(tmp_path):
     """A fresh run of scripts/train_demo_model.py (minutes) lands within 1 point of the checkpoint."""
     metrics = tmp_path / "metrics.json"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "train_demo_model.py"), "--out", str(tmp_path / "demo"),
-                    "--metrics", str(metrics)], check=True, timeout=1800)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train_demo_model.py"),
+            "--out",
+            str(tmp_path / "demo"),
+            "--metrics",
+            str(metrics),
+        ],
+        check=True,
+        timeout=1800,
+    )
     got = json.loads(metrics.read_text(encoding="utf-8"))
     want = json.loads(METRICS.read_text(encoding="utf-8"))
     assert got["train_wall_seconds"] <= 15 * 60
@@ -140,10 +164,12 @@ def test_runtime_tokenizer_matches_youtokentome_on_demo_prompts(eager):
     from clip_onnx.export.families.ruclip import tokenizer_spec
     from clip_onnx.runtime.tokenizers import load_tokenizer
 
-    prompts = (prompts_for(demo.SHAPE_LABELS, demo.SHAPE_TEMPLATES)
-               + prompts_for(demo.COLOUR_LABELS, demo.COLOUR_TEMPLATES)
-               + [demo.pair_label(c, s) for c, s in demo.ALL_COMBOS]
-               + ["Большая желтая звезда на белом фоне", "фото, на котором изображено море", ""])
+    prompts = (
+        prompts_for(demo.SHAPE_LABELS, demo.SHAPE_TEMPLATES)
+        + prompts_for(demo.COLOUR_LABELS, demo.COLOUR_TEMPLATES)
+        + [demo.pair_label(c, s) for c, s in demo.ALL_COMBOS]
+        + ["Большая желтая звезда на белом фоне", "фото, на котором изображено море", ""]
+    )
     ours = load_tokenizer(tokenizer_spec(77), ASSET)(prompts)
     assert set(ours) == {"input_ids"}
     np.testing.assert_array_equal(ours["input_ids"], tokenize(prompts).numpy())
@@ -152,6 +178,7 @@ def test_runtime_tokenizer_matches_youtokentome_on_demo_prompts(eager):
 # ---------------------------------------------------------------------------
 # clip_onnx.demo itself
 # ---------------------------------------------------------------------------
+
 
 def test_demo_imports_only_stdlib_numpy_pillow_and_the_runtime():
     allowed = set(sys.stdlib_module_names) | {"numpy", "PIL"}
@@ -199,7 +226,7 @@ def test_captions_agree_in_gender_and_case():
     assert demo.noun_phrase("ins", "зелёный", "сердце", "большой") == "большим зелёным сердцем"
     assert demo.noun_phrase("acc", "фиолетовый", "звезда", None) == "фиолетовую звезду"
     samples, texts, mentions = demo.sample_training_batch(np.random.default_rng(2), 200)
-    for sample, text, said in zip(samples, texts, mentions):
+    for sample, _text, said in zip(samples, texts, mentions, strict=True):
         colour, shape, background, size = said
         assert colour in (None, sample.colour) and shape in (None, sample.shape)
         assert colour or shape

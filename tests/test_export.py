@@ -1,4 +1,5 @@
 """Export of RuCLIP checkpoints: graphs, symbolic axes, parity gate, bundle contents."""
+
 import json
 
 import numpy as np
@@ -8,7 +9,6 @@ import torch
 
 from clip_onnx.bundle import read_bundle
 from clip_onnx.errors import ModelSourceError, ParityError
-from clip_onnx.export.families.ruclip import build_model
 from clip_onnx.export.pipeline import export_bundle
 from clip_onnx.parity import THRESHOLDS, Thresholds
 from clip_onnx.runtime import ClipModel
@@ -21,8 +21,15 @@ def test_bundle_has_graphs_tokenizer_and_a_complete_manifest(tiny_bundle, tiny_c
     assert set(manifest["files"]) == {"visual.onnx", "textual.onnx", "bpe.model"}
     assert manifest["logit_scale"] == pytest.approx(np.exp(4.0), rel=1e-6)
     assert manifest["embed_dim"] == TINY_CONFIG["embed_dim"]
-    assert manifest["tokenizer"] == {"kind": "yttm_bpe", "file": "bpe.model", "context_length": 77,
-                                     "bos_id": 2, "eos_id": 3, "pad_id": 0, "lowercase": True}
+    assert manifest["tokenizer"] == {
+        "kind": "yttm_bpe",
+        "file": "bpe.model",
+        "context_length": 77,
+        "bos_id": 2,
+        "eos_id": 3,
+        "pad_id": 0,
+        "lowercase": True,
+    }
     assert manifest["preprocess"]["crop"] == "crop_then_resize"
     assert manifest["preprocess"]["image_size"] == 64
     assert manifest["graphs"]["textual"]["inputs"] == ["input_ids"]
@@ -35,18 +42,21 @@ def test_bundle_has_graphs_tokenizer_and_a_complete_manifest(tiny_bundle, tiny_c
     assert (tiny_bundle / "bpe.model").read_bytes() == (tiny_checkpoint / "bpe.model").read_bytes()
 
 
-@pytest.mark.parametrize("graph,name,static", [("visual.onnx", "pixel_values", [3, 64, 64]),
-                                                ("textual.onnx", "input_ids", [0])])
+@pytest.mark.parametrize(
+    "graph,name,static", [("visual.onnx", "pixel_values", [3, 64, 64]), ("textual.onnx", "input_ids", [0])]
+)
 def test_graph_inputs_have_a_symbolic_batch_axis(tiny_bundle, graph, name, static):
     """Batch is symbolic; so is the text sequence (0 = symbolic), which the runtime cuts to the longest prompt."""
     (inp,) = onnx.load(tiny_bundle / graph).graph.input
     dims = inp.type.tensor_type.shape.dim
     assert inp.name == name and dims[0].dim_param and not dims[0].dim_value
     assert [d.dim_value for d in dims[1:]] == static
-    assert all(d.dim_param for d, size in zip(dims[1:], static) if size == 0)
+    assert all(d.dim_param for d, size in zip(dims[1:], static, strict=True) if size == 0)
 
 
-def test_runtime_matches_ruclip_eager_on_a_batch_of_very_different_lengths(tiny_bundle, tiny_checkpoint, ruclip_reference):
+def test_runtime_matches_ruclip_eager_on_a_batch_of_very_different_lengths(
+    tiny_bundle, tiny_checkpoint, ruclip_reference
+):
     arch = {k: v for k, v in TINY_CONFIG.items() if k not in ("mean", "std")}
     reference = ruclip_reference["model"].CLIP(**arch).eval()
     reference.load_state_dict(torch.load(tiny_checkpoint / "pytorch_model.bin"))
@@ -89,7 +99,7 @@ def test_bundle_is_readable_by_other_users_as_the_umask_allows(tmp_path):
     with BundleWriter(tmp_path / "b") as writer:
         data = writer.dir / "weights.data"
         data.write_bytes(b"x")
-        data.chmod(0o600)                      # what onnx's external-data writer leaves
+        data.chmod(0o600)  # what onnx's external-data writer leaves
         bundle = writer.commit({})
     mask = _umask()
     assert stat.S_IMODE(os.stat(bundle.path).st_mode) == 0o777 & ~mask
@@ -134,9 +144,12 @@ def test_registered_name_offline_names_hub_and_local_options(tmp_path, monkeypat
 
 # One tiny configuration per registered shape family: same image size and patch, shrunk widths.
 SHAPE_FAMILIES = {
-    "ruclip-vit-base-patch32-224": (224, 32), "ruclip-vit-base-patch16-224": (224, 16),
-    "ruclip-vit-base-patch32-384": (384, 32), "ruclip-vit-base-patch16-384": (384, 16),
-    "ruclip-vit-large-patch14-224": (224, 14), "ruclip-vit-large-patch14-336": (336, 14),
+    "ruclip-vit-base-patch32-224": (224, 32),
+    "ruclip-vit-base-patch16-224": (224, 16),
+    "ruclip-vit-base-patch32-384": (384, 32),
+    "ruclip-vit-base-patch16-384": (384, 16),
+    "ruclip-vit-large-patch14-224": (224, 14),
+    "ruclip-vit-large-patch14-336": (336, 14),
 }
 
 
@@ -145,8 +158,13 @@ def test_each_variant_shape_family_passes_parity(name, tmp_path, tiny_bpe):
     from clip_onnx.registry import get_model
 
     full = get_model(name).config
-    config = dict(TINY_CONFIG, image_resolution=full["image_resolution"], vision_patch_size=full["vision_patch_size"],
-                  vision_layers=1, transformer_layers=1)
+    config = dict(
+        TINY_CONFIG,
+        image_resolution=full["image_resolution"],
+        vision_patch_size=full["vision_patch_size"],
+        vision_layers=1,
+        transformer_layers=1,
+    )
     assert (config["image_resolution"], config["vision_patch_size"]) == SHAPE_FAMILIES[name]
     checkpoint = write_checkpoint(tmp_path / name, config, tiny_bpe)
     bundle = export_bundle(str(checkpoint), tmp_path / "out")

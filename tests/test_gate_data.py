@@ -1,4 +1,5 @@
 """The fp16/int8 gate on the user's own pictures and prompts, with thresholds set per export (real ONNX Runtime)."""
+
 import io
 
 import pytest
@@ -42,9 +43,23 @@ def _int8_towers(bundle):
 def test_cli_gates_on_the_users_pictures_and_prompts_and_records_them(tiny_checkpoint, user_data, tmp_path):
     folder, texts = user_data
     out = tmp_path / "b"
-    result = CliRunner().invoke(cli, ["export", str(tiny_checkpoint), "-o", str(out), "--precision", "int8",
-                                      "--gate-images", str(folder), "--gate-texts", str(texts),
-                                      "--min-agreement", "0"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            str(tiny_checkpoint),
+            "-o",
+            str(out),
+            "--precision",
+            "int8",
+            "--gate-images",
+            str(folder),
+            "--gate-texts",
+            str(texts),
+            "--min-agreement",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"gate inputs: {PICTURES} user images (2 unreadable skipped), {len(PROMPTS)} user prompts" in result.output
     from clip_onnx.bundle import read_bundle
@@ -53,8 +68,12 @@ def test_cli_gates_on_the_users_pictures_and_prompts_and_records_them(tiny_check
     record = bundle.manifest["gate_inputs"]
     used = sorted(p for p in folder.rglob("*") if p.suffix in (".png", ".jpg") and p.name != "broken.jpg")
     listing = "".join(f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in used)
-    assert record["images"] == {"source": "user", "count": PICTURES, "skipped": 2,
-                                "files_sha256": sha256_bytes(listing.encode())}
+    assert record["images"] == {
+        "source": "user",
+        "count": PICTURES,
+        "skipped": 2,
+        "files_sha256": sha256_bytes(listing.encode()),
+    }
     assert record["texts"] == {"source": "user", "count": len(PROMPTS), "sha256": sha256_file(texts)}
     assert record["thresholds"]["min_top1_agreement"] == 0.0 and record["overridden"] == ["min_top1_agreement"]
     assert record["thresholds"]["min_cosine"] == 0.998  # the table's int8 default, untouched
@@ -76,18 +95,32 @@ def test_too_few_readable_pictures_is_an_error_naming_the_folder(tiny_checkpoint
 
 def test_cli_error_for_an_empty_folder_is_one_line(tiny_checkpoint, tmp_path):
     (tmp_path / "empty").mkdir()
-    result = CliRunner().invoke(cli, ["export", str(tiny_checkpoint), "-o", str(tmp_path / "b"), "--precision",
-                                      "fp16", "--gate-images", str(tmp_path / "empty")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            str(tiny_checkpoint),
+            "-o",
+            str(tmp_path / "b"),
+            "--precision",
+            "fp16",
+            "--gate-images",
+            str(tmp_path / "empty"),
+        ],
+    )
     assert result.exit_code == 1 and "has 0 readable pictures" in result.output and "empty" in result.output
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"precision": "fp32", "min_cosine": 0.99}, "--min-cosine set the fp16/int8 gate; add --precision"),
-    ({"precision": "int8", "gate": False, "gate_texts": "x"}, "--gate-texts set the fp16/int8 gate, which is off"),
-    ({"precision": "int8", "min_cosine": 1.5}, "--min-cosine 1.5 is not a cosine"),
-    ({"precision": "int8", "min_agreement": 99}, r"--min-agreement 99 is not a fraction.*0.99 for 99%"),
-    ({"precision": "int8", "gate_images": "/nonexistent/pics"}, "'/nonexistent/pics' is not a folder"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"precision": "fp32", "min_cosine": 0.99}, "--min-cosine set the fp16/int8 gate; add --precision"),
+        ({"precision": "int8", "gate": False, "gate_texts": "x"}, "--gate-texts set the fp16/int8 gate, which is off"),
+        ({"precision": "int8", "min_cosine": 1.5}, "--min-cosine 1.5 is not a cosine"),
+        ({"precision": "int8", "min_agreement": 99}, r"--min-agreement 99 is not a fraction.*0.99 for 99%"),
+        ({"precision": "int8", "gate_images": "/nonexistent/pics"}, "'/nonexistent/pics' is not a folder"),
+    ],
+)
 def test_bad_gate_options_are_refused_before_the_export(tiny_checkpoint, tmp_path, options, message):
     with pytest.raises(ExportError, match=message):
         export_bundle(str(tiny_checkpoint), tmp_path / "b", **options)
@@ -99,8 +132,9 @@ def test_a_prompt_file_without_two_prompts_is_refused(tiny_checkpoint, user_data
     texts = tmp_path / "t.txt"
     texts.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(ExportError, match="--gate-texts"):
-        export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=user_data[0],
-                      gate_texts=texts)
+        export_bundle(
+            str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=user_data[0], gate_texts=texts
+        )
 
 
 def test_timm_classifier_gates_on_user_pictures_only(user_data, tmp_path):
@@ -110,8 +144,9 @@ def test_timm_classifier_gates_on_user_pictures_only(user_data, tmp_path):
     from clip_onnx.export.families import timm_clip
 
     torch.manual_seed(0)
-    net = timm.create_model("vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", pretrained=False, depth=2,
-                            embed_dim=128, num_heads=4).eval()
+    net = timm.create_model(
+        "vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", pretrained=False, depth=2, embed_dim=128, num_heads=4
+    ).eval()
     model = timm_clip.exportable("tiny-b32", "tiny", net)
     folder, texts = user_data
     with pytest.raises(ExportError, match="classifier with no text tower"):

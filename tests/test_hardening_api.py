@@ -1,4 +1,5 @@
 """Argument types at the API boundary, and one shared model under load."""
+
 from __future__ import annotations
 
 import random
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 
 from clip_onnx.errors import ClipOnnxError, InputError
-from clip_onnx.synthetic import synthetic_images
 from clip_onnx.runtime import ClipClassifier, ClipModel
 from clip_onnx.runtime.zero_shot import check_templates
+from clip_onnx.synthetic import synthetic_images
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +22,18 @@ def model(tiny_bundle):
     return ClipModel.load(tiny_bundle)
 
 
-@pytest.mark.parametrize("call,fragment", [
-    (lambda m: m.encode_image(5), "int"),
-    (lambda m: m.encode_image(None), "NoneType"),
-    (lambda m: m.encode_text(5), "int"),
-    (lambda m: m.encode_text([b"bytes"]), "bytes"),
-    (lambda m: m.similarity(5, ["кот"]), "int"),
-    (lambda m: m.classify([np.zeros((8, 8, 3), np.uint8)], 5), "int"),
-    (lambda m: m.encode_text(["кот"], progress=5), "progress"),
-])
+@pytest.mark.parametrize(
+    "call,fragment",
+    [
+        (lambda m: m.encode_image(5), "int"),
+        (lambda m: m.encode_image(None), "NoneType"),
+        (lambda m: m.encode_text(5), "int"),
+        (lambda m: m.encode_text([b"bytes"]), "bytes"),
+        (lambda m: m.similarity(5, ["кот"]), "int"),
+        (lambda m: m.classify([np.zeros((8, 8, 3), np.uint8)], 5), "int"),
+        (lambda m: m.encode_text(["кот"], progress=5), "progress"),
+    ],
+)
 def test_wrong_argument_types_are_input_errors(model, call, fragment):
     with pytest.raises(InputError, match=fragment):
         call(model)
@@ -55,20 +59,23 @@ def test_towers_must_name_towers(tiny_bundle, towers):
         ClipModel.load(tiny_bundle, towers=towers)
 
 
-@pytest.mark.parametrize("templates,fragment", [
-    (["{} и {}"], "exactly one '{}'"),
-    (["{x} {}"], "exactly one '{}'"),
-    (["{"], "not a format string"),
-    (["}"], "not a format string"),
-    (["{0}"], "exactly one '{}'"),
-    (["{!r}"], "exactly one '{}'"),
-    (["{:>{}}"], "exactly one '{}'"),
-    (["фото {}", "no label"], "'no label'"),
-    (["фото {}", 5], "is int"),
-    ("фото {}", "wrap it in a list"),
-    ([], "at least one template"),
-    (5, "int"),
-])
+@pytest.mark.parametrize(
+    "templates,fragment",
+    [
+        (["{} и {}"], "exactly one '{}'"),
+        (["{x} {}"], "exactly one '{}'"),
+        (["{"], "not a format string"),
+        (["}"], "not a format string"),
+        (["{0}"], "exactly one '{}'"),
+        (["{!r}"], "exactly one '{}'"),
+        (["{:>{}}"], "exactly one '{}'"),
+        (["фото {}", "no label"], "'no label'"),
+        (["фото {}", 5], "is int"),
+        ("фото {}", "wrap it in a list"),
+        ([], "at least one template"),
+        (5, "int"),
+    ],
+)
 def test_templates_need_exactly_one_plain_replacement_field(model, templates, fragment):
     with pytest.raises(InputError, match=None) as err:
         model.classify([np.zeros((8, 8, 3), np.uint8)], ["кот", "дом"], templates=templates)
@@ -83,8 +90,12 @@ def test_braces_are_fine_in_labels_and_as_escaped_literals(model):
 
 
 def test_every_error_of_the_boundary_is_a_clip_onnx_error(model):
-    for call in (lambda: model.encode_image(object()), lambda: model.encode_image([object()]),
-                 lambda: model.encode_text(object()), lambda: model.classify([b"x"], ["a"])):
+    for call in (
+        lambda: model.encode_image(object()),
+        lambda: model.encode_image([object()]),
+        lambda: model.encode_text(object()),
+        lambda: model.classify([b"x"], ["a"]),
+    ):
         with pytest.raises(ClipOnnxError):
             call()
 

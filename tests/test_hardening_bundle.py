@@ -1,4 +1,5 @@
 """Bundles from someone else: self-contained, every opened file listed and hashed, the manifest's schema checked."""
+
 from __future__ import annotations
 
 import json
@@ -78,6 +79,7 @@ def _set(path: str, value):
         for key in keys[:-1]:
             target = target[key]
         target[keys[-1]] = value
+
     return change
 
 
@@ -88,6 +90,7 @@ def _drop(path: str):
         for key in keys[:-1]:
             target = target[key]
         del target[keys[-1]]
+
     return change
 
 
@@ -144,6 +147,7 @@ def test_swapped_graphs_are_refused_at_load(bundle_copy):
     def swap(manifest):
         graphs = manifest["graphs"]
         graphs["visual"]["file"], graphs["textual"]["file"] = graphs["textual"]["file"], graphs["visual"]["file"]
+
     edit_manifest(bundle_copy, swap)
     with pytest.raises(BundleError, match="were the graphs swapped"):
         ClipModel.load(bundle_copy)

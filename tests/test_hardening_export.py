@@ -1,4 +1,5 @@
 """Export hardening: opsets, damaged checkpoints, concurrent and killed exports, quiet library tracebacks."""
+
 from __future__ import annotations
 
 import io
@@ -79,13 +80,16 @@ def _wrong_shape(path: Path) -> None:
     torch.save(state, path)
 
 
-@pytest.mark.parametrize("damage,fragment", [
-    (_full_pickle, "not a weights-only PyTorch file"),
-    (_garbage, "is not a weights-only PyTorch file"),
-    (_a_tensor, "not a state dict"),
-    (_wrong_keys, "visual.extra"),
-    (_wrong_shape, "token_embedding.weight"),
-])
+@pytest.mark.parametrize(
+    "damage,fragment",
+    [
+        (_full_pickle, "not a weights-only PyTorch file"),
+        (_garbage, "is not a weights-only PyTorch file"),
+        (_a_tensor, "not a state dict"),
+        (_wrong_keys, "visual.extra"),
+        (_wrong_shape, "token_embedding.weight"),
+    ],
+)
 def test_a_bad_checkpoint_is_an_export_error_naming_the_file(checkpoint, damage, fragment):
     damage(checkpoint / "pytorch_model.bin")
     with pytest.raises(CheckpointError) as err:
@@ -95,13 +99,16 @@ def test_a_bad_checkpoint_is_an_export_error_naming_the_file(checkpoint, damage,
     assert not os.path.exists("/tmp/clip-onnx-pwned")
 
 
-@pytest.mark.parametrize("change,fragment", [
-    (lambda c: c.update(vision_layers="2"), "'vision_layers' must be a positive int"),
-    (lambda c: c.update(embed_dim=0), "'embed_dim' must be a positive int"),
-    (lambda c: c.update(mean="0.5"), "'mean' must be a list of three numbers"),
-    (lambda c: c.update(vision_width=8), "cannot be built"),
-    (lambda c: [1, 2], "must hold a JSON object"),
-])
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        (lambda c: c.update(vision_layers="2"), "'vision_layers' must be a positive int"),
+        (lambda c: c.update(embed_dim=0), "'embed_dim' must be a positive int"),
+        (lambda c: c.update(mean="0.5"), "'mean' must be a list of three numbers"),
+        (lambda c: c.update(vision_width=8), "cannot be built"),
+        (lambda c: [1, 2], "must hold a JSON object"),
+    ],
+)
 def test_a_config_json_with_wrong_types_is_an_export_error_naming_the_file(checkpoint, change, fragment):
     path = checkpoint / "config.json"
     config = json.loads(path.read_text())

@@ -3,6 +3,7 @@
 Pillow's convert("RGB"), which the reference pipelines call, clips a 16-bit
 picture to white and a 0..1 float picture to black; these tests fail on that.
 """
+
 from __future__ import annotations
 
 import io
@@ -91,12 +92,15 @@ def test_a_float_picture_on_the_0_to_1_scale_is_refused_not_embedded_black():
         PREPROCESS([img])
 
 
-@pytest.mark.parametrize("values,fragment", [
-    (np.full((4, 4), 300, np.float32), "outside 0..255"),
-    (np.full((4, 4), -1, np.float32), "outside 0..255"),
-    (np.full((4, 4), np.inf, np.float32), "NaN or infinity"),
-    (np.full((4, 4), np.nan, np.float32), "NaN or infinity"),
-])
+@pytest.mark.parametrize(
+    "values,fragment",
+    [
+        (np.full((4, 4), 300, np.float32), "outside 0..255"),
+        (np.full((4, 4), -1, np.float32), "outside 0..255"),
+        (np.full((4, 4), np.inf, np.float32), "NaN or infinity"),
+        (np.full((4, 4), np.nan, np.float32), "NaN or infinity"),
+    ],
+)
 def test_a_float_image_outside_0_to_255_gets_the_float_array_advice(values, fragment):
     with pytest.raises(InputError, match=fragment) as from_image:
         load_image(Image.fromarray(values))

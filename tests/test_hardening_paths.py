@@ -1,4 +1,5 @@
 """Paths that are not regular files or cannot be read, in the library and the CLI: typed errors, no hang, no debris."""
+
 from __future__ import annotations
 
 import os
@@ -64,8 +65,11 @@ def test_an_unreadable_image_is_an_input_error(tmp_path):
         except InputError as exc:
             print("InputError:", exc)
     """)
-    assert result.stdout.startswith("InputError:") and "secret.png" in result.stdout and "permission denied" in \
-        result.stdout, result.stdout + result.stderr
+    assert (
+        result.stdout.startswith("InputError:")
+        and "secret.png" in result.stdout
+        and "permission denied" in result.stdout
+    ), result.stdout + result.stderr
 
 
 @pytest.fixture()
@@ -94,13 +98,18 @@ def test_an_unreadable_bundle_is_a_bundle_error(bundle_copy, target):
             print("BundleError:", exc)
     """)
     bundle_copy.chmod(0o755)
-    assert result.stdout.startswith("BundleError:") and "ermission denied" in result.stdout, \
+    assert result.stdout.startswith("BundleError:") and "ermission denied" in result.stdout, (
         result.stdout + result.stderr
+    )
 
 
 def cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-c", "from clip_onnx.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", "from clip_onnx.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_one_error_line(result, *fragments):
@@ -112,8 +121,9 @@ def assert_one_error_line(result, *fragments):
 
 
 def test_cli_classify_refuses_a_fifo_in_one_line(tiny_bundle, fifo):
-    assert_one_error_line(cli("classify", str(tiny_bundle), str(fifo), "--labels", "кот", timeout=60),
-                          "photo.png", "named pipe")
+    assert_one_error_line(
+        cli("classify", str(tiny_bundle), str(fifo), "--labels", "кот", timeout=60), "photo.png", "named pipe"
+    )
 
 
 @pytest.mark.parametrize("out", ["missing/vectors.npy", "existing_dir"])

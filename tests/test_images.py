@@ -1,4 +1,5 @@
 """load_image: every accepted input kind, every refused one, EXIF handling and file hygiene."""
+
 from __future__ import annotations
 
 import gc
@@ -73,10 +74,7 @@ def test_encoded_bytes(rgb, wrap):
     assert np.array_equal(np.asarray(out), np.asarray(rgb))
 
 
-@pytest.mark.parametrize(
-    ("shape", "mode"),
-    [((9, 5, 3), "RGB"), ((9, 5), "L"), ((9, 5, 1), "L"), ((9, 5, 4), "RGBA")],
-)
+@pytest.mark.parametrize(("shape", "mode"), [((9, 5, 3), "RGB"), ((9, 5), "L"), ((9, 5, 1), "L"), ((9, 5, 4), "RGBA")])
 def test_uint8_arrays(shape, mode):
     arr = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     out = load_image(arr)
@@ -183,7 +181,9 @@ def test_decompression_bomb_between_limit_and_twice(monkeypatch):
     data = encode(Image.fromarray(noise(40, 40)))  # 1600 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.warns(Image.DecompressionBombWarning):
-        with pytest.raises(InputError, match="refusing image bytes of length .*: 40x40 = 1600 pixels is too large.*limit of 1000$"):
+        with pytest.raises(
+            InputError, match="refusing image bytes of length .*: 40x40 = 1600 pixels is too large.*limit of 1000$"
+        ):
             load_image(data)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -1,4 +1,5 @@
 """int8 lowering of graphs whose weights live in external data (sources over 2 GiB), on the tiny model."""
+
 import numpy as np
 import onnx
 
@@ -8,13 +9,19 @@ from clip_onnx.export.pipeline import export_bundle
 from clip_onnx.runtime import ClipModel
 
 
-def test_external_data_graphs_lower_to_int8_with_data_named_after_the_graph(tiny_checkpoint, tiny_bundle, tmp_path,
-                                                                            monkeypatch):
+def test_external_data_graphs_lower_to_int8_with_data_named_after_the_graph(
+    tiny_checkpoint, tiny_bundle, tmp_path, monkeypatch
+):
     # Every graph, fp32 and int8 alike, counts as "over the limit": weights go to <graph>.data.
     monkeypatch.setattr(onnx_export, "_EXTERNAL_DATA_THRESHOLD", 0)
     bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=16, min_agreement=0)
-    assert sorted(bundle.manifest["files"]) == ["bpe.model", "textual.onnx", "textual.onnx.data", "visual.onnx",
-                                                "visual.onnx.data"]
+    assert sorted(bundle.manifest["files"]) == [
+        "bpe.model",
+        "textual.onnx",
+        "textual.onnx.data",
+        "visual.onnx",
+        "visual.onnx.data",
+    ]
     for tower in ("visual", "textual"):
         path = bundle.path / f"{tower}.onnx"
         assert bundle.manifest["graphs"][tower]["precision"] == "int8" and has_external_data(path)
@@ -29,8 +36,13 @@ def test_a_result_that_fits_is_written_inline_and_the_old_data_file_goes(tiny_bu
     from clip_onnx.export.precision import _swap_graph
 
     source = tmp_path / "visual.onnx"
-    onnx.save_model(onnx.load(tiny_bundle / "visual.onnx"), source, save_as_external_data=True,
-                    location="visual.onnx.data", size_threshold=0)
+    onnx.save_model(
+        onnx.load(tiny_bundle / "visual.onnx"),
+        source,
+        save_as_external_data=True,
+        location="visual.onnx.data",
+        size_threshold=0,
+    )
     assert has_external_data(source)
     candidate = tmp_path / "visual.int8.onnx"
     details = quantize_int8(source, candidate)

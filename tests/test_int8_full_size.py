@@ -5,6 +5,7 @@ Random weights make top-1 a coin toss between near-equal scores, so these runs s
 figures (cosine per tower, sizes, peak RSS, speedups) are in the README's
 "Reduced precision" section and benchmarks/NOTES.md, "int8 on CPU".
 """
+
 import pytest
 
 from clip_onnx.export.pipeline import export_bundle
@@ -14,14 +15,19 @@ from clip_onnx.synthetic import synthetic_images
 
 pytestmark = pytest.mark.slow
 
-FAMILIES = ["ViT-B-32@openai", "OFA-Sys/chinese-clip-vit-base-patch16", "vit_base_patch32_clip_224.openai_ft_in1k",
-            "xlm-roberta-large-ViT-H-14@frozen_laion5b_s13b_b90k"]
+FAMILIES = [
+    "ViT-B-32@openai",
+    "OFA-Sys/chinese-clip-vit-base-patch16",
+    "vit_base_patch32_clip_224.openai_ft_in1k",
+    "xlm-roberta-large-ViT-H-14@frozen_laion5b_s13b_b90k",
+]
 
 
 @pytest.mark.parametrize("source", FAMILIES)
 def test_int8_exports_at_full_size_and_runs_in_the_runtime(source, tmp_path):
-    bundle = export_bundle(source, tmp_path / "b", random_weights=True, precision="int8", min_agreement=0,
-                           gate_images=128)
+    bundle = export_bundle(
+        source, tmp_path / "b", random_weights=True, precision="int8", min_agreement=0, gate_images=128
+    )
     gate = bundle.manifest["parity"][-1]
     assert gate["passed"] and gate["thresholds"]["min_top1_agreement"] == 0.0
     assert min(r["min_cosine"] for r in gate["rows"]) >= THRESHOLDS["int8"].min_cosine

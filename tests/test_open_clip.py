@@ -1,4 +1,5 @@
 """The open_clip family: every registered name, tiny-depth parity, sequence cutting, XLM-R masks, external data."""
+
 import functools
 import shutil
 
@@ -25,8 +26,14 @@ B32, XLMR = "ViT-B-32@openai", "xlm-roberta-large-ViT-H-14@frozen_laion5b_s13b_b
 TEXTS = ["a cat", "a photo of a dog running on the beach at sunset, seen from far away", "", "pizza!"]
 MULTI = ["кошка", "eine Katze schläft auf dem Sofa, neben einem Hund und einer Lampe", "", "猫", "Hello <pad> world"]
 # Full parameter counts of open_clip 3.3's configs (HF text tower included), millions.
-FULL_PARAMS_M = {"ViT-B-32": 151.3, "ViT-B-16": 149.6, "ViT-L-14": 427.6, "ViT-L-14-336": 427.9,
-                 "ViT-H-14": 986.1, "xlm-roberta-large-ViT-H-14": 1193.0}
+FULL_PARAMS_M = {
+    "ViT-B-32": 151.3,
+    "ViT-B-16": 149.6,
+    "ViT-L-14": 427.6,
+    "ViT-L-14-336": 427.9,
+    "ViT-H-14": 986.1,
+    "xlm-roberta-large-ViT-H-14": 1193.0,
+}
 
 
 def tiny(name: str) -> dict:
@@ -34,8 +41,13 @@ def tiny(name: str) -> dict:
     cfg = open_clip.get_model_config(oc.parse_source(name).model)
     out = {"embed_dim": 32, "vision_cfg": {"layers": 1, "width": 64, "head_width": 32}}
     if "hf_model_name" in cfg["text_cfg"]:
-        out["hf_config"] = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                            "intermediate_size": 128, "vocab_size": oc.DEMO_VOCAB_SIZE}
+        out["hf_config"] = {
+            "hidden_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 128,
+            "vocab_size": oc.DEMO_VOCAB_SIZE,
+        }
     else:
         out["text_cfg"] = {"layers": 1, "width": 64, "heads": 2}
     return out
@@ -53,6 +65,7 @@ def tiny_export(tmp_path_factory):
             export_model(model, out)
             cache[name] = (model, out)
         return cache[name]
+
     return get
 
 
@@ -100,8 +113,9 @@ def test_reduced_depth_export_passes_parity(name, tiny_export, tmp_path):
     assert manifest["tokenizer"]["kind"] == kind and manifest["tokenizer"]["file"] in manifest["files"]
 
 
-@pytest.mark.parametrize("text_cfg,why", [({"no_causal_mask": True}, "no causal mask"),
-                                          ({"pool_type": "last"}, "pooling 'last'")])
+@pytest.mark.parametrize(
+    "text_cfg,why", [({"no_causal_mask": True}, "no causal mask"), ({"pool_type": "last"}, "pooling 'last'")]
+)
 def test_text_towers_that_cannot_be_cut_keep_a_fixed_length_and_say_why(text_cfg, why):
     overrides = tiny(B32)
     overrides["text_cfg"] = {**overrides["text_cfg"], **text_cfg}
@@ -156,8 +170,9 @@ def _hf_ids(bundle, texts):
     from transformers import PreTrainedTokenizerFast
 
     hf = PreTrainedTokenizerFast(tokenizer_file=str(bundle / "tokenizer.json"), pad_token="<pad>")
-    out = hf([whitespace_clean(t) for t in texts], padding="max_length", truncation=True, max_length=77,
-             return_tensors="np")
+    out = hf(
+        [whitespace_clean(t) for t in texts], padding="max_length", truncation=True, max_length=77, return_tensors="np"
+    )
     return out["input_ids"].astype(np.int64), out["attention_mask"].astype(np.int64)
 
 
@@ -195,23 +210,31 @@ def _images():
     rng = np.random.default_rng(0)
     rgb = Image.fromarray(rng.integers(0, 256, (301, 451, 3), dtype=np.uint8))
     return {
-        "rgb-wide": rgb, "rgb-tall": rgb.transpose(Image.Transpose.ROTATE_90), "tiny": rgb.resize((5, 3)),
-        "grayscale": rgb.convert("L"), "gray-alpha": rgb.convert("LA"),
+        "rgb-wide": rgb,
+        "rgb-tall": rgb.transpose(Image.Transpose.ROTATE_90),
+        "tiny": rgb.resize((5, 3)),
+        "grayscale": rgb.convert("L"),
+        "gray-alpha": rgb.convert("LA"),
         "rgba": Image.fromarray(rng.integers(0, 256, (300, 451, 4), dtype=np.uint8)),
-        "palette": rgb.convert("P"), "16-bit": Image.fromarray(rng.integers(0, 65536, (300, 451), dtype=np.uint16)),
+        "palette": rgb.convert("P"),
+        "16-bit": Image.fromarray(rng.integers(0, 65536, (300, 451), dtype=np.uint16)),
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pipelines(name):
     """(open_clip's eval transform from create_model_and_transforms, our ImagePreprocessor) for a tiny ``name``."""
     src, overrides = oc.parse_source(name), tiny(name)
     cfg = open_clip.get_model_config(src.model)
     tag = open_clip.get_pretrained_cfg(src.model, src.tag)
     _, _, transform = open_clip.create_model_and_transforms(
-        src.model, pretrained=None, image_mean=tag["mean"], image_std=tag["std"],
+        src.model,
+        pretrained=None,
+        image_mean=tag["mean"],
+        image_std=tag["std"],
         vision_cfg={**cfg["vision_cfg"], **overrides["vision_cfg"]},
-        text_cfg={**cfg["text_cfg"], **overrides["text_cfg"]})
+        text_cfg={**cfg["text_cfg"], **overrides["text_cfg"]},
+    )
     model, _ = oc.create(src, random_weights=True, overrides=overrides)
     return transform, ImagePreprocessor(oc.preprocess_spec(open_clip.get_model_preprocess_cfg(model)))
 
@@ -277,20 +300,39 @@ def test_local_dir_with_a_hub_style_xlmr_tokenizer_exports_what_open_clip_runs(t
         import sentencepiece_xlmr
 
     vocab, charsmap = sentencepiece_xlmr.train(vocab_size=3000)
-    directory = sentencepiece_xlmr.write_hub_directory(tmp_path / "ckpt", sentencepiece_xlmr.hub_layout(vocab, charsmap))
+    directory = sentencepiece_xlmr.write_hub_directory(
+        tmp_path / "ckpt", sentencepiece_xlmr.hub_layout(vocab, charsmap)
+    )
     hf_dir = directory / "xlm-roberta-tiny"
     from transformers import XLMRobertaConfig
 
-    XLMRobertaConfig(vocab_size=len(vocab) + 1, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=128, max_position_embeddings=514, pad_token_id=1, bos_token_id=0,
-                     eos_token_id=2, type_vocab_size=1).save_pretrained(hf_dir)
+    XLMRobertaConfig(
+        vocab_size=len(vocab) + 1,
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=514,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+    ).save_pretrained(hf_dir)
     cfg = open_clip.get_model_config("xlm-roberta-large-ViT-H-14")
-    cfg = {**cfg, "embed_dim": 32, "vision_cfg": {**cfg["vision_cfg"], "layers": 1, "width": 64, "head_width": 32},
-           "text_cfg": {**cfg["text_cfg"], "hf_model_name": str(hf_dir), "hf_tokenizer_name": str(hf_dir)}}
+    cfg = {
+        **cfg,
+        "embed_dim": 32,
+        "vision_cfg": {**cfg["vision_cfg"], "layers": 1, "width": 64, "head_width": 32},
+        "text_cfg": {**cfg["text_cfg"], "hf_model_name": str(hf_dir), "hf_tokenizer_name": str(hf_dir)},
+    }
     torch.manual_seed(3)
-    reference = open_clip.create_model("xlm-roberta-large-ViT-H-14", pretrained=None, pretrained_text=False,
-                                       **{k: v for k, v in cfg.items() if k != "text_cfg"},
-                                       text_cfg={**cfg["text_cfg"], "hf_model_pretrained": False}).eval()
+    reference = open_clip.create_model(
+        "xlm-roberta-large-ViT-H-14",
+        pretrained=None,
+        pretrained_text=False,
+        **{k: v for k, v in cfg.items() if k != "text_cfg"},
+        text_cfg={**cfg["text_cfg"], "hf_model_pretrained": False},
+    ).eval()
     torch.save(reference.state_dict(), directory / "open_clip_pytorch_model.bin")
     (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
 

@@ -1,4 +1,5 @@
 """The one comparator (clip_onnx.parity) and the one lowering loop, on real graphs run by ONNX Runtime."""
+
 import re
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def test_compare_raises_listing_every_failing_output_and_carries_the_report(tiny
 # Classifiers: logits top-1 and the same lowering loop as CLIP, load probe included
 # ---------------------------------------------------------------------------
 
+
 class _TinyClassifier(torch.nn.Module):
     def __init__(self, classes: int = 10):
         super().__init__()
@@ -89,20 +91,31 @@ class _TinyClassifier(torch.nn.Module):
 def _classifier() -> ExportableModel:
     classes = tuple(f"class {i}" for i in range(10))
     return ExportableModel(
-        name="tiny-classifier", family="test", source="tests", kind="classifier", labels=classes,
-        visual=Tower("visual", _TinyClassifier(len(classes)).eval(), ("pixel_values",), "logits",
-                     {"pixel_values": {0: "batch"}}),
-        textual=None, logit_scale=1.0, embed_dim=len(classes),
-        preprocess=PreprocessSpec(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), tokenizer={}, tokenizer_files={},
-        sample_texts=())
+        name="tiny-classifier",
+        family="test",
+        source="tests",
+        kind="classifier",
+        labels=classes,
+        visual=Tower(
+            "visual", _TinyClassifier(len(classes)).eval(), ("pixel_values",), "logits", {"pixel_values": {0: "batch"}}
+        ),
+        textual=None,
+        logit_scale=1.0,
+        embed_dim=len(classes),
+        preprocess=PreprocessSpec(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        tokenizer={},
+        tokenizer_files={},
+        sample_texts=(),
+    )
 
 
 def _unloadable(source: Path, target: Path) -> dict:
     """A converter whose graph ONNX Runtime refuses: a float16 Cast declared as float (an fp16 converter's slip)."""
     x = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 32, 32])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 32, 32])
-    graph = helper.make_graph([helper.make_node("Cast", ["pixel_values"], ["logits"], to=TensorProto.FLOAT16)],
-                              "broken", [x], [y])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["pixel_values"], ["logits"], to=TensorProto.FLOAT16)], "broken", [x], [y]
+    )
     onnx.save(helper.make_model(graph), target)
     return {"method": "broken on purpose"}
 

@@ -1,4 +1,5 @@
 """fp16 and int8 lowering: graphs change precision only behind the gate, and the manifest says what happened."""
+
 import numpy as np
 import onnx
 import pytest
@@ -57,7 +58,12 @@ def test_a_tower_missing_the_gate_stays_fp32_and_says_why(tiny_checkpoint, tmp_p
     record = bundle.manifest["gate_inputs"]
     assert record["images"] == {"source": "synthetic", "count": 16} and record["overridden"] == ["min_cosine"]
     assert record["texts"]["source"] == "model" and record["thresholds"]["min_cosine"] == 1.0
-    assert sorted(p.name for p in bundle.path.iterdir()) == ["bpe.model", "manifest.json", "textual.onnx", "visual.onnx"]
+    assert sorted(p.name for p in bundle.path.iterdir()) == [
+        "bpe.model",
+        "manifest.json",
+        "textual.onnx",
+        "visual.onnx",
+    ]
 
 
 def test_gate_off_lowers_every_tower_and_marks_the_graphs_ungated(tiny_checkpoint, tmp_path):
@@ -128,10 +134,10 @@ def test_gate_top1_is_per_template_so_template_ties_do_not_count():
     image = np.array([[1.0, 0.0]])
     # Two templates x two prompts; prompt 0 is the answer under either template.
     ref = np.array([[1.0, 0.0], [0.0, 1.0], [0.99, 0.1], [0.0, 1.0]])
-    swapped = np.array([[0.99, 0.1], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])   # the best template changed
+    swapped = np.array([[0.99, 0.1], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # the best template changed
     assert top1_agreement(image, ref, image, swapped, groups=1) == 0.0
     assert top1_agreement(image, ref, image, swapped, groups=2) == 1.0
-    flipped = np.array([[0.0, 1.0], [1.0, 0.0], [0.99, 0.1], [0.0, 1.0]])   # a real change of answer
+    flipped = np.array([[0.0, 1.0], [1.0, 0.0], [0.99, 0.1], [0.0, 1.0]])  # a real change of answer
     assert top1_agreement(image, ref, image, flipped, groups=2) == 0.5
 
 
@@ -142,12 +148,29 @@ def test_a_converted_graph_that_onnxruntime_cannot_open_is_reported_not_fatal(tm
 
     good = tmp_path / "good.onnx"
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
-                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])), good)
+    onnx.save(
+        helper.make_model(
+            helper.make_graph(
+                [helper.make_node("Identity", ["x"], ["y"])],
+                "g",
+                [x],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+            )
+        ),
+        good,
+    )
     assert load_problem(good) is None
     bad = tmp_path / "bad.onnx"
     # Cast to float16 declared as float: the type error an fp16 converter can leave behind.
-    onnx.save(helper.make_model(helper.make_graph(
-        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16)], "g", [x],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])), bad)
+    onnx.save(
+        helper.make_model(
+            helper.make_graph(
+                [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16)],
+                "g",
+                [x],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+            )
+        ),
+        bad,
+    )
     assert "does not match" in load_problem(bad) or "Type Error" in load_problem(bad)

@@ -1,4 +1,5 @@
 """ImagePreprocessor against the torchvision pipelines it replaces, plus PreprocessSpec round trips."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,22 @@ TOLERANCE = 1e-6
 # (width, height): both orientations, tiny, odd, square, sides differing by
 # one (RandomResizedCrop's random case), smaller and larger than every target.
 SHAPES = [
-    (1, 1), (3, 7), (7, 3), (2, 1), (31, 17), (224, 224), (300, 300), (640, 480),
-    (480, 640), (225, 224), (101, 100), (100, 101), (500, 123), (123, 500), (385, 383), (1000, 999),
+    (1, 1),
+    (3, 7),
+    (7, 3),
+    (2, 1),
+    (31, 17),
+    (224, 224),
+    (300, 300),
+    (640, 480),
+    (480, 640),
+    (225, 224),
+    (101, 100),
+    (100, 101),
+    (500, 123),
+    (123, 500),
+    (385, 383),
+    (1000, 999),
 ]
 MODES = ["RGB", "L", "RGBA", "P", "I;16", "CMYK", "LA", "1"]
 SIZES = [224, 336, 384]
@@ -42,28 +57,34 @@ def noise_image(mode: str, width: int, height: int, seed: int = 0) -> Image.Imag
         img.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tobytes())
         return img
     bands = len(Image.new(mode, (1, 1)).getbands())
-    return Image.frombytes(mode, (width, height), rng.integers(0, 256, (height, width, bands), dtype=np.uint8).tobytes())
+    return Image.frombytes(
+        mode, (width, height), rng.integers(0, 256, (height, width, bands), dtype=np.uint8).tobytes()
+    )
 
 
 def ruclip_reference(size: int, interpolation=T.InterpolationMode.BILINEAR) -> T.Compose:
     """RuCLIPProcessor's image transform."""
-    return T.Compose([
-        T.Lambda(lambda img: img.convert("RGB") if img.mode != "RGB" else img),
-        T.RandomResizedCrop(size, scale=(1.0, 1.0), ratio=(1.0, 1.0), interpolation=interpolation),
-        T.ToTensor(),
-        T.Normalize(MEAN, STD),
-    ])
+    return T.Compose(
+        [
+            T.Lambda(lambda img: img.convert("RGB") if img.mode != "RGB" else img),
+            T.RandomResizedCrop(size, scale=(1.0, 1.0), ratio=(1.0, 1.0), interpolation=interpolation),
+            T.ToTensor(),
+            T.Normalize(MEAN, STD),
+        ]
+    )
 
 
 def open_clip_reference(size: int, resize_size: int, interpolation=T.InterpolationMode.BICUBIC) -> T.Compose:
     """open_clip's eval transform: convert to RGB first, then Resize, CenterCrop."""
-    return T.Compose([
-        T.Lambda(lambda img: img.convert("RGB")),
-        T.Resize(resize_size, interpolation=interpolation),
-        T.CenterCrop(size),
-        T.ToTensor(),
-        T.Normalize(MEAN, STD),
-    ])
+    return T.Compose(
+        [
+            T.Lambda(lambda img: img.convert("RGB")),
+            T.Resize(resize_size, interpolation=interpolation),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(MEAN, STD),
+        ]
+    )
 
 
 def depicted(img: Image.Image) -> Image.Image:
@@ -126,7 +147,9 @@ def test_resize_then_crop_matches_open_clip(size, mode):
 @pytest.mark.parametrize(("size", "resize_size"), [(224, 256), (224, 200), (336, 336)])
 def test_resize_then_crop_other_filters_and_resize_sizes(interpolation, size, resize_size):
     # resize_size < size exercises CenterCrop's zero padding on resized images.
-    spec = PreprocessSpec(size, MEAN, STD, interpolation=interpolation, crop="resize_then_crop", resize_size=resize_size)
+    spec = PreprocessSpec(
+        size, MEAN, STD, interpolation=interpolation, crop="resize_then_crop", resize_size=resize_size
+    )
     reference = open_clip_reference(size, resize_size, T.InterpolationMode(interpolation))
     ours = ImagePreprocessor(spec)
     for width, height in [(640, 480), (333, 777), (5, 9), (resize_size, resize_size + 1)]:
@@ -156,7 +179,7 @@ def test_normalisation_is_bit_identical_to_torchvision():
 def test_output_dtype_shape_contiguity_and_batching():
     spec = PreprocessSpec(224, MEAN, STD, interpolation="bicubic", crop="resize_then_crop")
     preprocess = ImagePreprocessor(spec)
-    images = [noise_image(mode, w, h, seed=i) for i, (mode, (w, h)) in enumerate(zip(MODES, SHAPES[3:]))]
+    images = [noise_image(mode, w, h, seed=i) for i, (mode, (w, h)) in enumerate(zip(MODES, SHAPES[3:], strict=False))]
     batch = preprocess(images)
     assert batch.dtype == np.float32
     assert batch.shape == (len(images), 3, 224, 224)
@@ -171,7 +194,7 @@ def test_pixels_then_normalize_is_the_whole_call():
     """The two halves a training script uses (with augmentations between them) give exactly ``__call__``."""
     spec = PreprocessSpec(64, MEAN, STD)
     preprocess = ImagePreprocessor(spec)
-    images = [noise_image(mode, w, h, seed=i) for i, (mode, (w, h)) in enumerate(zip(MODES, SHAPES[4:]))]
+    images = [noise_image(mode, w, h, seed=i) for i, (mode, (w, h)) in enumerate(zip(MODES, SHAPES[4:], strict=False))]
     pixels = preprocess.pixels(images)
     assert pixels.dtype == np.uint8 and pixels.shape == (len(images), 64, 64, 3)
     assert np.array_equal(preprocess.normalize(pixels), preprocess(images))

@@ -4,6 +4,7 @@ Each property is "a well-formed result or our typed error, never anything else".
 The default profile keeps the whole file to a few seconds; `-m slow` runs the
 same properties with many more examples.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,13 +31,33 @@ SLOW = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthC
 
 # Every code point, lone surrogates, NUL and combining marks included (st.characters leaves out Cs by default).
 ANY_CHAR = st.characters(codec=None, exclude_categories=())
-TRICKY = st.sampled_from(["\x00", "\ud800", "\udfff", "\u0301", "\u200d", "\ufeff", "\U0001F600", "\u0130", "ß",
-                          "\u2581", "{}", "<pad>", "[CLS]", "<|endoftext|>", " ", "\t\n", "ё"])
+TRICKY = st.sampled_from(
+    [
+        "\x00",
+        "\ud800",
+        "\udfff",
+        "\u0301",
+        "\u200d",
+        "\ufeff",
+        "\U0001f600",
+        "\u0130",
+        "ß",
+        "\u2581",
+        "{}",
+        "<pad>",
+        "[CLS]",
+        "<|endoftext|>",
+        " ",
+        "\t\n",
+        "ё",
+    ]
+)
 TEXT = st.lists(st.one_of(ANY_CHAR, TRICKY), max_size=20).map("".join)
 TEXTS = st.lists(TEXT, min_size=1, max_size=4)
 
 
 # --- tokenizers -------------------------------------------------------------------------------------------------
+
 
 def _yttm(tmp: Path):
     from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
@@ -56,8 +77,25 @@ def _clip_bpe(tmp: Path):
 def _wordpiece(tmp: Path):
     from clip_onnx.runtime.tokenizers.wordpiece import WordPieceTokenizer
 
-    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz", "##s", "##ing", "the",
-              *"абвгдеёжзийклмнопрстуфхцчшщъыьэюя", "кот", "##ы", "中", "文", "!", ",", "."]
+    pieces = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *"abcdefghijklmnopqrstuvwxyz",
+        "##s",
+        "##ing",
+        "the",
+        *"абвгдеёжзийклмнопрстуфхцчшщъыьэюя",
+        "кот",
+        "##ы",
+        "中",
+        "文",
+        "!",
+        ",",
+        ".",
+    ]
     (tmp / "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
     return WordPieceTokenizer(tmp / "vocab.txt", context_length=24)
 
@@ -72,11 +110,18 @@ def _unigram(tmp: Path):
         "model": {"type": "Unigram", "unk_id": 0, "vocab": vocab},
         "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]},
         "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"},
-        "post_processor": {"type": "TemplateProcessing", "single": [
-            {"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-            {"SpecialToken": {"id": "</s>", "type_id": 0}}],
-            "special_tokens": {"<s>": {"id": "<s>", "ids": [2], "tokens": ["<s>"]},
-                               "</s>": {"id": "</s>", "ids": [3], "tokens": ["</s>"]}}},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [
+                {"SpecialToken": {"id": "<s>", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": "</s>", "type_id": 0}},
+            ],
+            "special_tokens": {
+                "<s>": {"id": "<s>", "ids": [2], "tokens": ["<s>"]},
+                "</s>": {"id": "</s>", "ids": [3], "tokens": ["</s>"]},
+            },
+        },
         "added_tokens": [{"id": 1, "content": "<pad>", "special": True}],
     }
     (tmp / "tokenizer.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
@@ -132,12 +177,26 @@ def test_tokenizers_refuse_non_text_with_input_error(tokenizer, bad):
 
 PREPROCESS = ImagePreprocessor(PreprocessSpec(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
 SHAPES = npst.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6)
-ARRAYS = st.one_of(npst.arrays(npst.scalar_dtypes(), SHAPES),
-                   npst.arrays(np.uint8, npst.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=9)))
+ARRAYS = st.one_of(
+    npst.arrays(npst.scalar_dtypes(), SHAPES),
+    npst.arrays(np.uint8, npst.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=9)),
+)
 # Real signatures, so the fuzzing reaches past Pillow's format detection into the decoders.
-MAGIC = st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00",
-                         b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"P6\n4 4\n255\n", b"\x00\x00\x01\x00",
-                         b"%!PS-Adobe-3.0 EPSF"])
+MAGIC = st.sampled_from(
+    [
+        b"",
+        b"\x89PNG\r\n\x1a\n",
+        b"\xff\xd8\xff\xe0",
+        b"GIF89a",
+        b"BM",
+        b"II*\x00",
+        b"MM\x00*",
+        b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+        b"P6\n4 4\n255\n",
+        b"\x00\x00\x01\x00",
+        b"%!PS-Adobe-3.0 EPSF",
+    ]
+)
 
 
 def check_preprocess(item) -> None:
@@ -167,11 +226,15 @@ def test_preprocessor_on_arbitrary_bytes(small_bomb_limit, data):
 
 
 @FAST
-@given(mode=st.sampled_from(sorted(Image.MODES)), size=st.tuples(st.integers(1, 9), st.integers(1, 9)),
-       seed=st.integers(0, 2**16))
+@given(
+    mode=st.sampled_from(sorted(Image.MODES)),
+    size=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    seed=st.integers(0, 2**16),
+)
 def test_preprocessor_on_encoded_images_of_every_mode(mode, size, seed):
-    img = Image.frombytes(mode, size, np.random.default_rng(seed).bytes(size[0] * size[1] * 8)[
-        : len(Image.new(mode, size).tobytes())])
+    img = Image.frombytes(
+        mode, size, np.random.default_rng(seed).bytes(size[0] * size[1] * 8)[: len(Image.new(mode, size).tobytes())]
+    )
     for fmt in ("PNG", "TIFF"):
         buffer = io.BytesIO()
         try:
@@ -192,9 +255,11 @@ def test_preprocessor_on_many_more_inputs(small_bomb_limit, data, array):
 
 # --- manifest reader --------------------------------------------------------------------------------------------
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
-                                                                                       max_size=4), max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Our RuCLIP reimplementation must be ruclip 0.0.2's network, parameter for parameter."""
+
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ def _ids(lengths, vocab=600, ctx=77, seed=0):
     ids = torch.zeros(len(lengths), ctx, dtype=torch.long)
     for row, n in enumerate(lengths):
         ids[row, 0] = 2
-        ids[row, 1:n + 1] = torch.randint(4, vocab, (n,), generator=g)
+        ids[row, 1 : n + 1] = torch.randint(4, vocab, (n,), generator=g)
         ids[row, n + 1] = 3
     return ids
 
@@ -56,10 +57,17 @@ def test_text_is_pooled_at_eos_not_at_the_largest_id(pair):
         assert not torch.allclose(wrong, ours.encode_text(ids), atol=1e-3)
 
 
-@pytest.mark.parametrize("name", [
-    "ruclip-vit-base-patch32-224", "ruclip-vit-base-patch16-224", "ruclip-vit-base-patch32-384",
-    "ruclip-vit-base-patch16-384", "ruclip-vit-large-patch14-224", "ruclip-vit-large-patch14-336",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ruclip-vit-base-patch32-224",
+        "ruclip-vit-base-patch16-224",
+        "ruclip-vit-base-patch32-384",
+        "ruclip-vit-base-patch16-384",
+        "ruclip-vit-large-patch14-224",
+        "ruclip-vit-large-patch14-336",
+    ],
+)
 def test_every_registered_architecture_builds_at_full_size(name, ruclip_reference):
     from clip_onnx.registry import get_model
 

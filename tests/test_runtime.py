@@ -1,4 +1,5 @@
 """The torch-free runtime: isolation, bundle integrity, API behaviour and bad input."""
+
 import json
 import shutil
 import subprocess
@@ -8,11 +9,10 @@ import threading
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from clip_onnx.errors import BundleError, ClipOnnxError, InputError
-from clip_onnx.synthetic import synthetic_images
 from clip_onnx.runtime import Classification, ClipModel
+from clip_onnx.synthetic import synthetic_images
 
 
 def test_runtime_runs_a_bundle_without_torch_onnx_or_youtokentome(tiny_bundle, tmp_path):
@@ -41,8 +41,10 @@ def test_embeddings_are_unit_float32_and_batching_does_not_change_them(tiny_bund
     texts = [f"фото номер {i}" for i in range(11)]
     images = synthetic_images(7, seed=5)
     small = ClipModel.load(tiny_bundle, batch_size=3)
-    for encode, small_encode, items in ((model.encode_text, small.encode_text, texts),
-                                        (model.encode_image, small.encode_image, images)):
+    for encode, small_encode, items in (
+        (model.encode_text, small.encode_text, texts),
+        (model.encode_image, small.encode_image, images),
+    ):
         full = encode(items)
         assert full.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1, atol=1e-5)
@@ -68,7 +70,7 @@ def test_classify_ensembles_templates_like_ruclip_predictor(model):
     result = model.classify(images, labels)
     assert isinstance(result, Classification) and result.labels == labels
     # ruclip.Predictor: normalized per-template embeddings, averaged, renormalized; label lowercased and stripped.
-    per_template = [model.encode_text([t.format(l.lower().strip()) for l in labels]) for t in model.templates]
+    per_template = [model.encode_text([t.format(label.lower().strip()) for label in labels]) for t in model.templates]
     text = np.mean(per_template, axis=0)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
     logits = model.logit_scale * model.encode_image(images) @ text.T
@@ -95,16 +97,19 @@ def test_threads_share_one_model(model):
     assert not errors and all(np.allclose(r, expected, atol=1e-6) for r in results.values())
 
 
-@pytest.mark.parametrize("call,fragment", [
-    (lambda m: m.encode_text([]), "empty"),
-    (lambda m: m.encode_text(["ok", 42]), "42"),
-    (lambda m: m.encode_text("кошка"), "wrap it in a list"),
-    (lambda m: m.encode_image([]), "empty"),
-    (lambda m: m.encode_image("cat.jpg"), "wrap it in a list"),
-    (lambda m: m.encode_image(["/no/such/file.jpg"]), "/no/such/file.jpg"),
-    (lambda m: m.encode_image([b""]), "0"),
-    (lambda m: m.classify(synthetic_images(1), ["a"], templates=["no placeholder"]), "no placeholder"),
-])
+@pytest.mark.parametrize(
+    "call,fragment",
+    [
+        (lambda m: m.encode_text([]), "empty"),
+        (lambda m: m.encode_text(["ok", 42]), "42"),
+        (lambda m: m.encode_text("кошка"), "wrap it in a list"),
+        (lambda m: m.encode_image([]), "empty"),
+        (lambda m: m.encode_image("cat.jpg"), "wrap it in a list"),
+        (lambda m: m.encode_image(["/no/such/file.jpg"]), "/no/such/file.jpg"),
+        (lambda m: m.encode_image([b""]), "0"),
+        (lambda m: m.classify(synthetic_images(1), ["a"], templates=["no placeholder"]), "no placeholder"),
+    ],
+)
 def test_bad_input_raises_typed_errors_naming_the_value(model, call, fragment):
     with pytest.raises(InputError, match=None) as err:
         call(model)

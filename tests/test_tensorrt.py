@@ -1,5 +1,6 @@
 """TensorRT: the plan bookkeeping (no GPU needed), an ahead-of-time SM89 build with TensorRT-RTX on the CPU,
 and the GPU execution path where a GPU and TensorRT exist."""
+
 import importlib.util
 import json
 from dataclasses import replace
@@ -36,9 +37,12 @@ def test_chunks_cover_every_item_once_without_exceeding_the_profile(total, limit
 
 def test_plan_key_changes_with_graph_tensorrt_gpu_and_profile():
     base = plan_key("a" * 64, TARGET, Profile())
-    variants = [plan_key("b" * 64, TARGET, Profile()), plan_key("a" * 64, replace(TARGET, version="10.14.0"), Profile()),
-                plan_key("a" * 64, replace(TARGET, gpu="NVIDIA L4", compute_capability="8.9"), Profile()),
-                plan_key("a" * 64, TARGET, Profile(max_batch=32))]
+    variants = [
+        plan_key("b" * 64, TARGET, Profile()),
+        plan_key("a" * 64, replace(TARGET, version="10.14.0"), Profile()),
+        plan_key("a" * 64, replace(TARGET, gpu="NVIDIA L4", compute_capability="8.9"), Profile()),
+        plan_key("a" * 64, TARGET, Profile(max_batch=32)),
+    ]
     assert len({base, *variants}) == 5 and base == plan_key("a" * 64, TARGET, Profile())
 
 
@@ -46,11 +50,14 @@ def _record(target, graph="g" * 64):
     return {"key": plan_key(graph, target, Profile()), "graph_sha256": graph, "target": target.__dict__}
 
 
-@pytest.mark.parametrize("built,fragment", [
-    (replace(TARGET, version="10.8.0"), "built with tensorrt 10.8.0, running tensorrt 10.13.0"),
-    (replace(TARGET, gpu="NVIDIA L4", compute_capability="8.9"), "built for NVIDIA L4 (sm 8.9)"),
-    (replace(TARGET, product="tensorrt-rtx"), "built with tensorrt-rtx"),
-])
+@pytest.mark.parametrize(
+    "built,fragment",
+    [
+        (replace(TARGET, version="10.8.0"), "built with tensorrt 10.8.0, running tensorrt 10.13.0"),
+        (replace(TARGET, gpu="NVIDIA L4", compute_capability="8.9"), "built for NVIDIA L4 (sm 8.9)"),
+        (replace(TARGET, product="tensorrt-rtx"), "built with tensorrt-rtx"),
+    ],
+)
 def test_plans_for_another_gpu_or_tensorrt_are_refused(built, fragment):
     with pytest.raises(BackendError, match="Rebuild on this machine") as err:
         select_plan([_record(built)], "visual", "g" * 64, TARGET)
@@ -82,8 +89,10 @@ def test_tensorrt_backend_without_tensorrt_is_a_clear_error(tiny_bundle):
     assert ClipModel.load(tiny_bundle, backend="auto").encode_text(["кот"]).shape == (1, 32)
 
 
-needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
-                               reason="tensorrt-rtx-cu13 is not installed (pip install tensorrt-rtx-cu13)")
+needs_rtx = pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt_rtx") is None,
+    reason="tensorrt-rtx-cu13 is not installed (pip install tensorrt-rtx-cu13)",
+)
 
 
 @needs_rtx
@@ -112,17 +121,22 @@ def test_both_graphs_build_sm89_plans_with_dynamic_batch_profiles_on_the_cpu(tin
 @pytest.mark.tensorrt
 def test_parser_errors_are_listed_in_full(tmp_path):
     import onnx
-    from onnx import helper, TensorProto
+    from onnx import TensorProto, helper
 
     from clip_onnx.errors import ExportError
     from clip_onnx.export.tensorrt import build_plan, import_tensorrt
 
     node = helper.make_node("NoSuchOp", ["x"], ["y"], domain="made.up")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
     path = tmp_path / "bad.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("made.up", 1)]),
-              path)
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("made.up", 1)]), path
+    )
     trt = import_tensorrt("SM89")
     with pytest.raises(ExportError, match="could not parse bad.onnx") as err:
         build_plan(trt, path, Profile(), "fp32", None, "SM89", 0.5, tmp_path / "cache")
@@ -159,6 +173,7 @@ def test_tensorrt_backend_matches_onnxruntime_on_gpu(tiny_bundle, tmp_path):
 # The engine stage of the gate: plan against ONNX graph on inputs from the bundle alone
 # ---------------------------------------------------------------------------
 
+
 def test_engine_gate_inputs_come_from_the_bundle_alone_without_torch(tiny_bundle, tmp_path):
     import shutil
     import subprocess
@@ -179,8 +194,10 @@ def test_engine_gate_inputs_come_from_the_bundle_alone_without_torch(tiny_bundle
         "from clip_onnx.export.engine_gate import FALLBACK_TEXTS, gate_feeds\n"
         "for path in sys.argv[1:]:\n"
         "    feeds = gate_feeds(read_bundle(path), images=20)\n"
-        "    print(sum(len(f['pixel_values']) for f in feeds['visual']), sum(len(f['input_ids']) for f in feeds['textual']),"
-        " min(f['input_ids'].shape[1] for f in feeds['textual']), len(FALLBACK_TEXTS))\n")
+        "    print(sum(len(f['pixel_values']) for f in feeds['visual']),"
+        " sum(len(f['input_ids']) for f in feeds['textual']),"
+        " min(f['input_ids'].shape[1] for f in feeds['textual']), len(FALLBACK_TEXTS))\n"
+    )
     done = subprocess.run([sys.executable, "-c", script, str(tiny_bundle), str(old)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     lines = [[int(x) for x in line.split()] for line in done.stdout.splitlines()]

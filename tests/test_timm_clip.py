@@ -1,4 +1,5 @@
 """timm CLIP-ViT ImageNet classifiers: registry vs timm, preprocessing, a reduced-size export, ClipClassifier, FP16."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,12 @@ from timm.data import create_transform, resolve_data_config  # noqa: E402
 NAMES = sorted(s.name for s in list_models() if s.family == "timm_clip")
 # mmpretrain's CLIP table (configs/clip/README.md) maps to these timm tags; the two ViT-L ones are extra.
 REQUIRED = {
-    "vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", "vit_base_patch16_clip_384.openai_ft_in12k_in1k",
-    "vit_base_patch32_clip_448.laion2b_ft_in12k_in1k", "vit_base_patch16_clip_224.openai_ft_in1k",
-    "vit_base_patch16_clip_224.laion2b_ft_in12k_in1k", "vit_large_patch14_clip_224.openai_ft_in12k_in1k",
+    "vit_base_patch32_clip_224.laion2b_ft_in12k_in1k",
+    "vit_base_patch16_clip_384.openai_ft_in12k_in1k",
+    "vit_base_patch32_clip_448.laion2b_ft_in12k_in1k",
+    "vit_base_patch16_clip_224.openai_ft_in1k",
+    "vit_base_patch16_clip_224.laion2b_ft_in12k_in1k",
+    "vit_large_patch14_clip_224.openai_ft_in12k_in1k",
     "vit_large_patch14_clip_336.laion2b_ft_in12k_in1k",
 }
 TINY = dict(depth=2, embed_dim=128, num_heads=4)
@@ -53,18 +57,28 @@ def test_registered_record_matches_the_timm_architecture_and_data_config(name):
     config = get_model(name).config
     model = _meta_model(name)
     data = resolve_data_config({}, model=model)
-    assert (model.embed_dim, len(model.blocks), model.blocks[0].attn.num_heads, model.patch_embed.patch_size[0],
-            model.num_classes) == (config["embed_dim"], config["depth"], config["num_heads"], config["patch_size"],
-                                   config["num_classes"])
+    assert (
+        model.embed_dim,
+        len(model.blocks),
+        model.blocks[0].attn.num_heads,
+        model.patch_embed.patch_size[0],
+        model.num_classes,
+    ) == (config["embed_dim"], config["depth"], config["num_heads"], config["patch_size"], config["num_classes"])
     assert (data["input_size"][1], data["crop_pct"], data["crop_mode"], data["interpolation"]) == (
-        config["image_size"], config["crop_pct"], config["crop_mode"], config["interpolation"])
+        config["image_size"],
+        config["crop_pct"],
+        config["crop_mode"],
+        config["interpolation"],
+    )
     assert list(data["mean"]) == config["mean"] and list(data["std"]) == config["std"]
 
 
 def _varied_images():
     rng = np.random.default_rng(0)
-    noise = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-             for w, h in ((300, 200), (123, 457), (448, 448), (640, 480), (31, 17), (405, 404))]
+    noise = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for w, h in ((300, 200), (123, 457), (448, 448), (640, 480), (31, 17), (405, 404))
+    ]
     return synthetic_images(5, seed=4) + noise
 
 
@@ -122,10 +136,15 @@ def test_classifier_bundle_has_one_graph_labels_and_a_logit_gate(bundle):
     assert manifest["labels"] == {"file": "labels.txt", "count": 1000}
     assert "tokenizer" not in manifest and "logit_scale" not in manifest
     assert manifest["graphs"]["visual"]["output"] == "logits"
-    assert manifest["preprocess"] == {"image_size": 224, "mean": [0.48145466, 0.4578275, 0.40821073],
-                                      "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic",
-                                      "crop": "resize_then_crop", "resize_size": 248,
-                                      "convert": "before"}  # timm datasets convert on load
+    assert manifest["preprocess"] == {
+        "image_size": 224,
+        "mean": [0.48145466, 0.4578275, 0.40821073],
+        "std": [0.26862954, 0.26130258, 0.27577711],
+        "interpolation": "bicubic",
+        "crop": "resize_then_crop",
+        "resize_size": 248,
+        "convert": "before",
+    }  # timm datasets convert on load
     (parity,) = manifest["parity"]
     assert parity["passed"] and parity["top1_agreement"] == 1.0 and {r["batch"] for r in parity["rows"]} == {1, 3, 8}
     labels = (bundle / "labels.txt").read_text(encoding="utf-8").splitlines()
@@ -168,7 +187,8 @@ def test_predict_runs_without_torch(bundle, tmp_path):
         "for name in ('torch', 'timm', 'onnx', 'transformers'): sys.modules[name] = None\n"
         "from clip_onnx.runtime import ClipClassifier\n"
         f"p = ClipClassifier.load({str(bundle)!r}).predict([{str(image)!r}], top_k=2)\n"
-        "print(p.labels[0][0])\n")
+        "print(p.labels[0][0])\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
@@ -183,8 +203,9 @@ def test_cli_predict(bundle, tmp_path):
 
 
 def test_fp16_classifier_keeps_top1_on_208_varied_images(tiny_model, tmp_path):
-    bundle = export_model(timm_clip.exportable("tiny-b32", "tiny", tiny_model), tmp_path / "b16",
-                          precision="fp16", gate_images=208)
+    bundle = export_model(
+        timm_clip.exportable("tiny-b32", "tiny", tiny_model), tmp_path / "b16", precision="fp16", gate_images=208
+    )
     gate = bundle.manifest["parity"][1]
     assert gate["images"] == 208 and gate["passed"]
     assert gate["top1_agreement"] >= 0.995 and gate["rows"][0]["min_cosine"] >= 0.999
@@ -216,8 +237,12 @@ def test_registered_name_offline_names_hub_local_directory_and_random_weights(tm
     with pytest.raises(ModelSourceError) as err:
         export_bundle("vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", tmp_path / "x")
     message = str(err.value)
-    for needle in ("timm/vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", "HF_HUB_OFFLINE", "local directory",
-                   "--random-weights"):
+    for needle in (
+        "timm/vit_base_patch32_clip_224.laion2b_ft_in12k_in1k",
+        "HF_HUB_OFFLINE",
+        "local directory",
+        "--random-weights",
+    ):
         assert needle in message
 
 

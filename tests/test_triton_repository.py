@@ -2,6 +2,7 @@
 
 tests/test_triton_server.py serves what this writes from a real Triton server.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ from tests.triton_support import RUSSIAN_TEXTS, encoded_pictures, huge_png, to_e
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
-CLIP_MODELS = {"demo_visual", "demo_textual", "demo_preprocess", "demo_tokenize", "demo_normalize", "demo_image",
-               "demo_text"}
+CLIP_MODELS = {
+    "demo_visual",
+    "demo_textual",
+    "demo_preprocess",
+    "demo_tokenize",
+    "demo_normalize",
+    "demo_image",
+    "demo_text",
+}
 
 
 def _triton(*args) -> object:
@@ -49,8 +57,9 @@ def _tensors(field) -> dict:
 @pytest.fixture(scope="module")
 def repo(demo_bundle, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("triton") / "models"
-    result = _triton(demo_bundle, "-o", out, "--name", "demo", "--max-batch", 16, "--instances", 2,
-                     "--queue-delay-us", 500)
+    result = _triton(
+        demo_bundle, "-o", out, "--name", "demo", "--max-batch", 16, "--instances", 2, "--queue-delay-us", 500
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -81,8 +90,10 @@ def test_ensembles_keep_the_public_contract_and_dims_match_the_manifest(repo, de
     assert _tensors(configs["demo_tokenize"].output) == {textual["inputs"][0]: ("TYPE_INT64", [context])}
     assert _tensors(configs["demo_preprocess"].output) == {visual["inputs"][0]: ("TYPE_FP32", [3, size, size])}
     steps = [[s.model_name for s in configs[e].ensemble_scheduling.step] for e in ("demo_image", "demo_text")]
-    assert steps == [["demo_preprocess", "demo_visual", "demo_normalize"],
-                     ["demo_tokenize", "demo_textual", "demo_normalize"]]
+    assert steps == [
+        ["demo_preprocess", "demo_visual", "demo_normalize"],
+        ["demo_tokenize", "demo_textual", "demo_normalize"],
+    ]
 
 
 def test_graph_models_batch_dynamically_on_the_requested_instances(repo):
@@ -240,10 +251,22 @@ def _plan(bundle: Path, tower: str, profile: Profile, product: str = "tensorrt")
     key = sha256_bytes(plan)[:20]
     (bundle / "engines").mkdir(exist_ok=True)
     (bundle / "engines" / f"{tower}-{key}.plan").write_bytes(plan)
-    write_record(bundle, tower, key, {
-        "key": key, "tower": tower, "graph_sha256": graph_sha,
-        "target": asdict(Target(product, "10.13.0", "NVIDIA L4", "8.9")), "profile": asdict(profile), "fp16": "none",
-        "plan": f"{tower}-{key}.plan", "plan_sha256": sha256_bytes(plan), "plan_bytes": len(plan)})
+    write_record(
+        bundle,
+        tower,
+        key,
+        {
+            "key": key,
+            "tower": tower,
+            "graph_sha256": graph_sha,
+            "target": asdict(Target(product, "10.13.0", "NVIDIA L4", "8.9")),
+            "profile": asdict(profile),
+            "fp16": "none",
+            "plan": f"{tower}-{key}.plan",
+            "plan_sha256": sha256_bytes(plan),
+            "plan_bytes": len(plan),
+        },
+    )
     return plan
 
 
@@ -275,4 +298,3 @@ def test_engines_refuse_a_text_profile_short_of_the_context_and_ambiguous_plans(
     twice = _triton(bundle, "-o", tmp_path / "r", "--kind", "gpu", "--engines")
     assert twice.exit_code == 1 and "2 TensorRT plans for the visual graph" in twice.output
     assert not (tmp_path / "r").exists()
-

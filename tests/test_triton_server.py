@@ -7,6 +7,7 @@ a TEST STAND-IN for Triton's C++ ONNX Runtime backend, which no pip package
 ships: tests/triton_stand_in/onnxruntime/model.py, a Python-based backend of
 the same name.  The real backend is verified only in the stock Triton image.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,15 @@ SERVER_VENV = Path(os.environ.get("CLIP_ONNX_TRITON_VENV", ROOT / ".venv-triton"
 STAND_IN = Path(__file__).with_name("triton_stand_in") / "onnxruntime" / "model.py"
 # Long enough that requests sent together on a busy 2-core machine still meet in one batch.
 QUEUE_DELAY_US = 50_000
-DEMO_MODELS = ["demo_visual", "demo_textual", "demo_preprocess", "demo_tokenize", "demo_normalize", "demo_image",
-               "demo_text"]
+DEMO_MODELS = [
+    "demo_visual",
+    "demo_textual",
+    "demo_preprocess",
+    "demo_tokenize",
+    "demo_normalize",
+    "demo_image",
+    "demo_text",
+]
 CLS_MODELS = ["cls_visual", "cls_preprocess", "cls_classify"]
 _PROBE = """
 import json, os, sys, sysconfig, numpy, pytriton
@@ -104,8 +112,21 @@ def bundles(server_install, request, tmp_path_factory) -> dict:
 def repository(bundles, tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("triton-repo") / "models"
     for name, bundle in bundles.items():
-        result = CliRunner().invoke(cli, ["triton", str(bundle), "-o", str(repo), "--name", name, "--max-batch", "16",
-                                          "--queue-delay-us", str(QUEUE_DELAY_US)])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "triton",
+                str(bundle),
+                "-o",
+                str(repo),
+                "--name",
+                name,
+                "--max-batch",
+                "16",
+                "--queue-delay-us",
+                str(QUEUE_DELAY_US),
+            ],
+        )
         assert result.exit_code == 0, result.output
     assert (repo / "cls_visual" / "1" / "model.onnx" / "model.onnx").is_file()
     # A config that contradicts its graph: the stand-in must refuse it, as the real backend does.
@@ -150,20 +171,33 @@ def server(server_install, repository, tmp_path_factory):
     work = tmp_path_factory.mktemp("triton-server")
     backends = _backends(server_install, work / "backends")
     port = _free_port()
-    env = dict(os.environ, PATH=f"{SERVER_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-               LD_LIBRARY_PATH=os.pathsep.join(filter(None, [server_install["libdir"], server_install["libs"],
-                                                              os.environ.get("LD_LIBRARY_PATH")])))
-    command = [str(Path(server_install["tritonserver"]) / "bin" / "tritonserver"),
-               f"--model-repository={repository}", f"--backend-directory={backends}",
-               "--allow-grpc=false", "--allow-metrics=false", "--http-address=127.0.0.1", f"--http-port={port}",
-               # Our configs must stand on their own, and one refused model must not stop the others.
-               "--disable-auto-complete-config", "--exit-on-error=false", "--exit-timeout-secs=10",
-               f"--backend-config=python,shm-region-prefix-name=clip_onnx_test_{os.getpid()}_"]
+    env = dict(
+        os.environ,
+        PATH=f"{SERVER_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        LD_LIBRARY_PATH=os.pathsep.join(
+            filter(None, [server_install["libdir"], server_install["libs"], os.environ.get("LD_LIBRARY_PATH")])
+        ),
+    )
+    command = [
+        str(Path(server_install["tritonserver"]) / "bin" / "tritonserver"),
+        f"--model-repository={repository}",
+        f"--backend-directory={backends}",
+        "--allow-grpc=false",
+        "--allow-metrics=false",
+        "--http-address=127.0.0.1",
+        f"--http-port={port}",
+        # Our configs must stand on their own, and one refused model must not stop the others.
+        "--disable-auto-complete-config",
+        "--exit-on-error=false",
+        "--exit-timeout-secs=10",
+        f"--backend-config=python,shm-region-prefix-name=clip_onnx_test_{os.getpid()}_",
+    ]
     log = work / "tritonserver.log"
     with open(log, "wb") as sink:
         # Its own session: on a hung shutdown the whole group (server and Python stubs) is killed by this pid.
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=work,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True
+        )
     server = Server(f"127.0.0.1:{port}", process, log)
     try:
         _wait_ready(server, DEMO_MODELS + CLS_MODELS, timeout=150)
@@ -283,8 +317,12 @@ def test_concurrent_requests_from_8_threads_are_batched(server, demo):
 
 def test_a_bad_item_fails_its_own_request_and_not_its_batch_mates(server, demo):
     good = encoded_pictures(seed=3)[:4]
-    jobs = [("image", [p]) for p in good] + [("image", [b"not a picture"]), ("image", [huge_png()]),
-                                             ("text", [b"caf\xe9"]), ("text", ["синий круг".encode()])]
+    jobs = [("image", [p]) for p in good] + [
+        ("image", [b"not a picture"]),
+        ("image", [huge_png()]),
+        ("text", [b"caf\xe9"]),
+        ("text", ["синий круг".encode()]),
+    ]
     before = server.batch_counts("demo_preprocess")
     start = threading.Barrier(len(jobs))
 

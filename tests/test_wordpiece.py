@@ -18,6 +18,7 @@ differ must be explained by one of their documented differences:
   written in the text like any other text, and lets words of up to 200
   characters through (``max_input_chars_per_word=200``; transformers: 100).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-transformers = pytest.importorskip("transformers")
-
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.tokenizers.wordpiece import WordPieceTokenizer
+
+transformers = pytest.importorskip("transformers")
 
 try:  # run as `python -m pytest` (repo root on sys.path) or plain `pytest` (tests/ on sys.path)
     from tests.chinese_corpus import chinese_strings
@@ -137,8 +138,10 @@ def test_agrees_with_rust_bert_tokenizer_up_to_documented_differences(name, voca
     rust = RustBert(str(vocab_path), do_lower_case=CONFIGS[name])
     expected = batch(rust, corpus)
     got = ours[name](corpus)
-    rows = np.flatnonzero((expected["input_ids"] != got["input_ids"]).any(axis=1)
-                          | (expected["attention_mask"] != got["attention_mask"]).any(axis=1))
+    rows = np.flatnonzero(
+        (expected["input_ids"] != got["input_ids"]).any(axis=1)
+        | (expected["attention_mask"] != got["attention_mask"]).any(axis=1)
+    )
     reasons, unexplained = {}, []
     for i in rows:
         reason = explain_rust_difference(corpus[i], CONFIGS[name], ours[name], rust)
@@ -146,8 +149,9 @@ def test_agrees_with_rust_bert_tokenizer_up_to_documented_differences(name, voca
         if reason is None:
             unexplained.append(i)
     print(f"\n[{name}] Rust tokenizer: {len(corpus) - rows.size} of {len(corpus)} identical; differences: {reasons}")
-    assert not unexplained, first_mismatches([corpus[i] for i in unexplained], expected["input_ids"][unexplained],
-                                             got["input_ids"][unexplained])
+    assert not unexplained, first_mismatches(
+        [corpus[i] for i in unexplained], expected["input_ids"][unexplained], got["input_ids"][unexplained]
+    )
     assert rows.size < 0.05 * len(corpus)
 
 
@@ -171,9 +175,13 @@ def test_cn_clip_tokenize_agrees_up_to_documented_differences(vocab_path, corpus
                 reason = None
                 unexplained.append(i)
             reasons[reason] = reasons.get(reason, 0) + 1
-        print(f"\ncn_clip.clip.tokenize vs max_input_chars_per_word={limit}: "
-              f"{len(corpus) - rows.size} of {len(corpus)} identical; differences: {reasons}")
-        assert not unexplained, first_mismatches([corpus[i] for i in unexplained], expected[unexplained], got[unexplained])
+        print(
+            f"\ncn_clip.clip.tokenize vs max_input_chars_per_word={limit}: "
+            f"{len(corpus) - rows.size} of {len(corpus)} identical; differences: {reasons}"
+        )
+        assert not unexplained, first_mismatches(
+            [corpus[i] for i in unexplained], expected[unexplained], got[unexplained]
+        )
 
 
 def test_encode_matches_untruncated_ids(vocab_path, ours, corpus):
@@ -185,16 +193,22 @@ def test_encode_matches_untruncated_ids(vocab_path, ours, corpus):
     assert max(map(len, got)) > 200
 
 
-@pytest.mark.parametrize("options", [
-    {"lowercase": False, "strip_accents": True},
-    {"lowercase": True, "strip_accents": False},
-    {"lowercase": True, "tokenize_chinese_chars": False},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"lowercase": False, "strip_accents": True},
+        {"lowercase": True, "strip_accents": False},
+        {"lowercase": True, "tokenize_chinese_chars": False},
+    ],
+)
 def test_other_options_match(vocab_path, corpus, options):
     texts = corpus[::8]
-    reference = PythonBert(str(vocab_path), do_lower_case=options["lowercase"],
-                           strip_accents=options.get("strip_accents"),
-                           tokenize_chinese_chars=options.get("tokenize_chinese_chars", True))
+    reference = PythonBert(
+        str(vocab_path),
+        do_lower_case=options["lowercase"],
+        strip_accents=options.get("strip_accents"),
+        tokenize_chinese_chars=options.get("tokenize_chinese_chars", True),
+    )
     expected = batch(reference, texts)["input_ids"]
     got = WordPieceTokenizer(vocab_path, **options)(texts)["input_ids"]
     assert np.array_equal(got, expected), first_mismatches(texts, expected, got)
@@ -202,15 +216,21 @@ def test_other_options_match(vocab_path, corpus, options):
 
 def test_from_spec(vocab_path, tmp_path, corpus):
     (tmp_path / "vocab.txt").write_bytes(vocab_path.read_bytes())
-    spec = {"kind": "wordpiece", "file": "vocab.txt", "context_length": 16, "lowercase": True,
-            "strip_accents": None, "tokenize_chinese_chars": True}
+    spec = {
+        "kind": "wordpiece",
+        "file": "vocab.txt",
+        "context_length": 16,
+        "lowercase": True,
+        "strip_accents": None,
+        "tokenize_chinese_chars": True,
+    }
     tok = WordPieceTokenizer.from_spec(spec, tmp_path)
     assert tok.kind == "wordpiece" and tok.vocab_size == 21128
     assert (tok.cls_id, tok.sep_id, tok.pad_id, tok.unk_id) == (101, 102, 0, 100)
     texts = corpus[:300]
     out = tok(texts)
     assert out["input_ids"].shape == out["attention_mask"].shape == (300, 16)
-    for text, row, mask in zip(texts, out["input_ids"], out["attention_mask"]):
+    for text, row, mask in zip(texts, out["input_ids"], out["attention_mask"], strict=True):
         ids = tok.encode(text)[:14]
         assert row.tolist() == [101, *ids, 102] + [0] * (14 - len(ids)), repr(text)
         assert mask.tolist() == [1] * (len(ids) + 2) + [0] * (14 - len(ids))
@@ -250,15 +270,18 @@ def test_encode_returns_a_fresh_list(vocab_path):
     assert tok.encode("一只猫") == first[:-1]
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    (["猫", 42], "42"),
-    (["猫", None], "None"),
-    ([b"bytes"], "bytes"),
-    ([], "empty"),
-    ("一只猫在窗台上", "一只猫在窗台上"),
-    (b"cat", "single bytes"),
-    (42, "int"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (["猫", 42], "42"),
+        (["猫", None], "None"),
+        ([b"bytes"], "bytes"),
+        ([], "empty"),
+        ("一只猫在窗台上", "一只猫在窗台上"),
+        (b"cat", "single bytes"),
+        (42, "int"),
+    ],
+)
 def test_bad_texts_raise_input_error(vocab_path, bad, fragment):
     with pytest.raises(InputError, match=fragment):
         WordPieceTokenizer(vocab_path)(bad)
@@ -281,11 +304,14 @@ def test_missing_vocab_raises_bundle_error(tmp_path):
         WordPieceTokenizer.from_spec({"kind": "wordpiece", "file": "vocab.txt"}, tmp_path)
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (b"", r"\[UNK\], \[CLS\], \[SEP\], \[PAD\]"),
-    (b"[PAD]\n[UNK]\n[CLS]\nhello\n", r"\[SEP\]"),
-    (b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n\xff\xfe\n", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"", r"\[UNK\], \[CLS\], \[SEP\], \[PAD\]"),
+        (b"[PAD]\n[UNK]\n[CLS]\nhello\n", r"\[SEP\]"),
+        (b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n\xff\xfe\n", "not UTF-8"),
+    ],
+)
 def test_malformed_vocab_raises_bundle_error(tmp_path, content, fragment):
     path = tmp_path / "broken_vocab.txt"
     path.write_bytes(content)
@@ -303,18 +329,21 @@ def test_small_vocab_reads_like_transformers(tmp_path):
     assert tok(["unaffable"])["input_ids"][0, :5].tolist() == [2, 7, 5, 6, 3]
 
 
-@pytest.mark.parametrize("spec, fragment", [
-    ({"kind": "yttm_bpe", "file": "vocab.txt"}, "yttm_bpe"),
-    ({"kind": "wordpiece"}, "file"),
-    ({"kind": "wordpiece", "file": "../vocab.txt"}, r"\.\./vocab\.txt"),
-    ({"kind": "wordpiece", "file": "/etc/vocab.txt"}, "/etc/vocab.txt"),
-    ({"kind": "wordpiece", "file": "vocab.txt", "context_length": 1}, "context_length"),
-    ({"kind": "wordpiece", "file": "vocab.txt", "context_length": True}, "context_length"),
-    ({"kind": "wordpiece", "file": "vocab.txt", "lowercase": "yes"}, "lowercase"),
-    ({"kind": "wordpiece", "file": "vocab.txt", "strip_accents": 1}, "strip_accents"),
-    ({"kind": "wordpiece", "file": "vocab.txt", "tokenize_chinese_chars": None}, "tokenize_chinese_chars"),
-    ({"kind": "wordpiece", "file": "vocab.txt", "max_input_chars_per_word": 0}, "max_input_chars_per_word"),
-])
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ({"kind": "yttm_bpe", "file": "vocab.txt"}, "yttm_bpe"),
+        ({"kind": "wordpiece"}, "file"),
+        ({"kind": "wordpiece", "file": "../vocab.txt"}, r"\.\./vocab\.txt"),
+        ({"kind": "wordpiece", "file": "/etc/vocab.txt"}, "/etc/vocab.txt"),
+        ({"kind": "wordpiece", "file": "vocab.txt", "context_length": 1}, "context_length"),
+        ({"kind": "wordpiece", "file": "vocab.txt", "context_length": True}, "context_length"),
+        ({"kind": "wordpiece", "file": "vocab.txt", "lowercase": "yes"}, "lowercase"),
+        ({"kind": "wordpiece", "file": "vocab.txt", "strip_accents": 1}, "strip_accents"),
+        ({"kind": "wordpiece", "file": "vocab.txt", "tokenize_chinese_chars": None}, "tokenize_chinese_chars"),
+        ({"kind": "wordpiece", "file": "vocab.txt", "max_input_chars_per_word": 0}, "max_input_chars_per_word"),
+    ],
+)
 def test_bad_spec_raises_bundle_error(vocab_path, spec, fragment):
     with pytest.raises(BundleError, match=fragment):
         WordPieceTokenizer.from_spec(spec, vocab_path.parent)

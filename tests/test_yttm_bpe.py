@@ -1,4 +1,5 @@
 """The pure-Python youtokentome encoder must give exactly the library's ids."""
+
 from __future__ import annotations
 
 import sys
@@ -7,10 +8,10 @@ import threading
 import numpy as np
 import pytest
 
-yttm = pytest.importorskip("youtokentome")
-
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
+
+yttm = pytest.importorskip("youtokentome")
 
 try:  # run as `python -m pytest` (repo root on sys.path) or plain `pytest` (tests/ on sys.path)
     from tests.corpus import prompt_strings, training_text
@@ -57,7 +58,7 @@ def ruclip_encode_text(bpe, text: str) -> list[int]:
 
 
 def first_mismatches(texts, expected, got, limit=5) -> str:
-    bad = [(t, e, g) for t, e, g in zip(texts, expected, got) if list(e) != list(g)]
+    bad = [(t, e, g) for t, e, g in zip(texts, expected, got, strict=True) if list(e) != list(g)]
     shown = "\n".join(f"  {t!r:.80}\n    yttm: {list(e)[:20]}\n    ours: {list(g)[:20]}" for t, e, g in bad[:limit])
     return f"{len(bad)} of {len(texts)} texts differ, first ones:\n{shown}"
 
@@ -90,11 +91,18 @@ def test_call_matches_ruclip_processor(model, corpus):
 
 def test_from_spec_and_options(model, corpus):
     path, bpe = model
-    spec = {"kind": "yttm_bpe", "file": path.name, "context_length": 16, "bos_id": 2, "eos_id": 3,
-            "pad_id": 0, "lowercase": False}
+    spec = {
+        "kind": "yttm_bpe",
+        "file": path.name,
+        "context_length": 16,
+        "bos_id": 2,
+        "eos_id": 3,
+        "pad_id": 0,
+        "lowercase": False,
+    }
     tok = YttmBpeTokenizer.from_spec(spec, path.parent)
     texts = corpus[:300]
-    for text, row in zip(texts, tok(texts)["input_ids"]):
+    for text, row in zip(texts, tok(texts)["input_ids"], strict=True):
         ids = reference_ids(bpe, [text])[0][:14]
         assert list(row) == [2, *ids, 3] + [0] * (14 - len(ids)), repr(text)
 
@@ -134,13 +142,16 @@ def test_encode_returns_a_fresh_list(model):
     assert tok.encode("привет мир") == first[:-1]
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    (["кот", 42], "42"),
-    (["кот", None], "None"),
-    ([b"bytes"], "bytes"),
-    ([], "empty"),
-    ("кошка на окне", "кошка на окне"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (["кот", 42], "42"),
+        (["кот", None], "None"),
+        ([b"bytes"], "bytes"),
+        ([], "empty"),
+        ("кошка на окне", "кошка на окне"),
+    ],
+)
 def test_bad_texts_raise_input_error(model, bad, fragment):
     tok = YttmBpeTokenizer(model[0])
     with pytest.raises(InputError, match=fragment):
@@ -171,12 +182,15 @@ def test_malformed_model_raises_bundle_error(tmp_path, content):
         YttmBpeTokenizer(path)
 
 
-@pytest.mark.parametrize("spec, fragment", [
-    ({"kind": "clip_bpe", "file": "bpe.model"}, "clip_bpe"),
-    ({"kind": "yttm_bpe"}, "file"),
-    ({"kind": "yttm_bpe", "file": "../bpe.model"}, r"\.\./bpe\.model"),
-    ({"kind": "yttm_bpe", "file": "bpe.model", "context_length": 1}, "context_length"),
-])
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ({"kind": "clip_bpe", "file": "bpe.model"}, "clip_bpe"),
+        ({"kind": "yttm_bpe"}, "file"),
+        ({"kind": "yttm_bpe", "file": "../bpe.model"}, r"\.\./bpe\.model"),
+        ({"kind": "yttm_bpe", "file": "bpe.model", "context_length": 1}, "context_length"),
+    ],
+)
 def test_bad_spec_raises_bundle_error(model, spec, fragment):
     with pytest.raises(BundleError, match=fragment):
         YttmBpeTokenizer.from_spec(spec, model[0].parent)

@@ -1,4 +1,5 @@
 """Helpers the Triton tests share: external-data bundles, encoded test pictures, a classifier bundle."""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,14 @@ from PIL import Image
 
 from clip_onnx.bundle import BundleWriter, read_bundle
 
-RUSSIAN_TEXTS = ["красный круг", "синий квадрат на зелёном фоне", "жёлтый треугольник", "",
-                 "Ёлка, съешь же ещё этих мягких французских булок!", "кошка " * 40]
+RUSSIAN_TEXTS = [
+    "красный круг",
+    "синий квадрат на зелёном фоне",
+    "жёлтый треугольник",
+    "",
+    "Ёлка, съешь же ещё этих мягких французских булок!",
+    "кошка " * 40,
+]
 
 
 def to_external_data(source: Path, out: Path, towers=("visual",)) -> Path:
@@ -27,8 +34,13 @@ def to_external_data(source: Path, out: Path, towers=("visual",)) -> Path:
         for name in bundle.manifest["files"]:
             if name in graphs:
                 model = onnx.load(str(bundle.path / name))
-                onnx.save_model(model, str(writer.dir / name), save_as_external_data=True,
-                                all_tensors_to_one_file=True, location=f"{name}.data")
+                onnx.save_model(
+                    model,
+                    str(writer.dir / name),
+                    save_as_external_data=True,
+                    all_tensors_to_one_file=True,
+                    location=f"{name}.data",
+                )
             else:
                 shutil.copyfile(bundle.path / name, writer.dir / name)
         writer.commit(manifest)
@@ -39,8 +51,14 @@ def encoded_pictures(seed: int = 0) -> list[bytes]:
     """Files of several formats, modes and shapes, as a client would upload them."""
     rng = np.random.default_rng(seed)
     out = []
-    for (w, h), mode, fmt in (((64, 64), "RGB", "PNG"), ((97, 41), "RGB", "JPEG"), ((30, 120), "L", "PNG"),
-                              ((80, 80), "RGBA", "PNG"), ((200, 150), "P", "GIF"), ((65, 64), "RGB", "BMP")):
+    for (w, h), mode, fmt in (
+        ((64, 64), "RGB", "PNG"),
+        ((97, 41), "RGB", "JPEG"),
+        ((30, 120), "L", "PNG"),
+        ((80, 80), "RGBA", "PNG"),
+        ((200, 150), "P", "GIF"),
+        ((65, 64), "RGB", "BMP"),
+    ):
         pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         image = Image.fromarray(pixels).convert(mode)
         buffer = io.BytesIO()
@@ -51,6 +69,7 @@ def encoded_pictures(seed: int = 0) -> list[bytes]:
 
 def huge_png(width: int = 30000, height: int = 30000) -> bytes:
     """A PNG header declaring width x height pixels (over Pillow's bomb limit) with a token of data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -68,8 +87,9 @@ def classifier_bundle(out: Path) -> Path:
     from clip_onnx.export.pipeline import export_model
 
     torch.manual_seed(0)
-    model = timm.create_model("vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", pretrained=False, depth=2,
-                              embed_dim=128, num_heads=4).eval()
+    model = timm.create_model(
+        "vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", pretrained=False, depth=2, embed_dim=128, num_heads=4
+    ).eval()
     with torch.no_grad():
         # Zero position and class embeddings make the random classifier look at the picture.
         model.pos_embed.zero_()

@@ -1,7 +1,8 @@
 """The benchmark's accuracy table: every backend against eager torch fp32, through the gates' own comparator."""
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -29,12 +30,22 @@ def accuracy(backends: Sequence[Backend], feeds: Mapping[str, Mapping[int, Mappi
     table = {}
     for backend in backends:
         try:
-            report = compare(f"{backend.name} vs {reference.name}", expected, _outputs(backend, feeds, padded),
-                             THRESHOLDS[backend.gate or "fp16"], task)
+            report = compare(
+                f"{backend.name} vs {reference.name}",
+                expected,
+                _outputs(backend, feeds, padded),
+                THRESHOLDS[backend.gate or "fp16"],
+                task,
+            )
         except ParityError as below:
             report = below.report
-        row = {tower: {"min_cosine": min(r.min_cosine for r in report.rows if r.tower == tower),
-                       "max_abs": max(r.max_abs for r in report.rows if r.tower == tower)} for tower in expected}
+        row = {
+            tower: {
+                "min_cosine": min(r.min_cosine for r in report.rows if r.tower == tower),
+                "max_abs": max(r.max_abs for r in report.rows if r.tower == tower),
+            }
+            for tower in expected
+        }
         row.update(top1_agreement=report.top1_agreement, reference=reference.name)
         if backend.gate:  # a backend with no gate of its own (torch-bf16) is reported, never judged
             row.update(gate=backend.gate, passed=not report.failures())
@@ -48,7 +59,8 @@ def _outputs(backend: Backend, feeds: Mapping[str, Mapping[int, Mapping]], padde
     for tower in sorted(feeds, key=lambda t: t != padded):
         feed = feeds[tower][max(feeds[tower])]
         out.setdefault("textual" if tower == padded else tower, []).append(
-            _as_numpy(backend.run[tower](backend.prepare(tower, feed))))
+            _as_numpy(backend.run[tower](backend.prepare(tower, feed)))
+        )
     return {tower: out[tower] for tower in ("visual", "textual") if tower in out}
 
 

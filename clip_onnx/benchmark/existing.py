@@ -4,6 +4,7 @@ A user compares their fp32, fp16 and int8 bundles of one model (and eager torch,
 where the source is given) in one interleaved run, without exporting again.
 The bundles must hold the same model, so that every backend sees the same inputs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,21 +28,25 @@ class ExistingBundles:
         for bundle in self.bundles:
             m = bundle.manifest
             if m["kind"] != model.kind or m["preprocess"] != model.preprocess.to_dict():
-                raise InputError(f"bundle {bundle.path} holds {m['model']['name']!r} ({m['kind']}), whose inputs "
-                                 f"differ from SOURCE {model.name!r}; give the source it was exported from")
+                raise InputError(
+                    f"bundle {bundle.path} holds {m['model']['name']!r} ({m['kind']}), whose inputs "
+                    f"differ from SOURCE {model.name!r}; give the source it was exported from"
+                )
 
     def feeds(self, batches: Sequence[int]) -> tuple[dict, dict | None, Callable | None]:
         """The benchmark's feeds made from the first bundle's manifest alone (no torch, no source)."""
         from clip_onnx.benchmark.run import make_feeds
-        from clip_onnx.runtime import PreprocessSpec
-        from clip_onnx.runtime import load_tokenizer
-        from clip_onnx.runtime import cut_padding
+        from clip_onnx.runtime import PreprocessSpec, cut_padding, load_tokenizer
 
         bundle = self.bundles[0]
         manifest = bundle.manifest
         tokenize = load_tokenizer(manifest["tokenizer"], bundle.path) if manifest["kind"] == "clip" else None
-        feeds, tokens = make_feeds(PreprocessSpec.from_dict(manifest["preprocess"]), tokenize,
-                                   manifest.get("sample_texts") or ["кошка"], batches)
+        feeds, tokens = make_feeds(
+            PreprocessSpec.from_dict(manifest["preprocess"]),
+            tokenize,
+            manifest.get("sample_texts") or ["кошка"],
+            batches,
+        )
         cut = None
         if tokenize is not None and "1" in bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {}):
             pad_id = tokenize.pad_id
@@ -61,9 +66,14 @@ class ExistingBundles:
         return made
 
     def records(self) -> list[dict]:
-        return [{"label": label, "path": str(b.path), "precisions": ", ".join(f"{t} {p}" for t, p in
-                                                                              _precisions(b).items())}
-                for b, label in zip(self.bundles, self.labels, strict=True)]
+        return [
+            {
+                "label": label,
+                "path": str(b.path),
+                "precisions": ", ".join(f"{t} {p}" for t, p in _precisions(b).items()),
+            }
+            for b, label in zip(self.bundles, self.labels, strict=True)
+        ]
 
 
 def open_bundles(paths: Sequence[Path]) -> ExistingBundles:
@@ -73,8 +83,10 @@ def open_bundles(paths: Sequence[Path]) -> ExistingBundles:
     if len(names) > 1:
         raise InputError(f"--bundle paths hold different models {sorted(names)}; bench compares one model's bundles")
     labels = [f"onnxruntime-{_label(b)}" for b in bundles]
-    labels = [f"{label} ({b.path.name})" if labels.count(label) > 1 else label
-              for label, b in zip(labels, bundles, strict=True)]
+    labels = [
+        f"{label} ({b.path.name})" if labels.count(label) > 1 else label
+        for label, b in zip(labels, bundles, strict=True)
+    ]
     if len(set(labels)) < len(labels):
         raise InputError(f"--bundle paths {[str(p) for p in paths]} repeat a bundle; give each once")
     return ExistingBundles(bundles, labels)
@@ -85,7 +97,7 @@ def _precisions(bundle: Bundle) -> dict[str, str]:
 
 
 def _label(bundle: Bundle) -> str:
-    """"int8" when every graph is int8; "visual-int8-textual-fp32" for a bundle the gate lowered in part."""
+    """ "int8" when every graph is int8; "visual-int8-textual-fp32" for a bundle the gate lowered in part."""
     precisions = _precisions(bundle)
     if len(set(precisions.values())) == 1:
         return next(iter(precisions.values()))

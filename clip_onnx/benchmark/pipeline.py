@@ -5,17 +5,18 @@ work here is single-threaded anyway), so they compare across machines of any
 core count; the end-to-end figures use the runtime as a worker would, with its
 defaults.
 """
+
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-PHOTO_SIZE = (640, 480)      # a typical decoded photo, larger than every model's input
+PHOTO_SIZE = (640, 480)  # a typical decoded photo, larger than every model's input
 
 
 def _rate(fn: Callable[[], int], min_seconds: float = 1.0, min_runs: int = 3) -> float:
@@ -79,23 +80,32 @@ def measure_pipeline(bundle_path: Path, prompts: list[str], *, repeat: int = 10)
         "end_to_end_ms": {},
     }
     for batch in (1, 8):
-        result["end_to_end_ms"][f"image_jpeg_batch{batch}"] = _median_ms(lambda: model.encode_image(jpegs[:batch]),
-                                                                         repeat)
+        result["end_to_end_ms"][f"image_jpeg_batch{batch}"] = _median_ms(
+            lambda batch=batch: model.encode_image(jpegs[:batch]), repeat
+        )
         result["end_to_end_ms"][f"text_batch{batch}"] = _median_ms(
-            lambda: model.encode_text([f"{p} {time.perf_counter_ns()}" for p in unique[:batch]]), repeat)
+            lambda batch=batch: model.encode_text([f"{p} {time.perf_counter_ns()}" for p in unique[:batch]]), repeat
+        )
     return result
 
 
 def markdown(pipeline: dict) -> list[str]:
     p = pipeline
-    lines = ["", f"Runtime stages, one thread (photos {p['photo_size'][0]}x{p['photo_size'][1]} JPEG, "
-                 f"model input {p['image_size']} px):", "",
-             "| stage | rate |", "|---|---|",
-             f"| preprocess decoded images | {p['preprocess_images_per_s']:.0f} images/s |",
-             f"| decode JPEG + preprocess | {p['decode_preprocess_images_per_s']:.0f} images/s |",
-             f"| tokenize, unique prompts | {p['tokenize_prompts_per_s_unique']:.0f} prompts/s |",
-             f"| tokenize, repeated prompts (LRU cache) | {p['tokenize_prompts_per_s_repeated']:.0f} prompts/s |",
-             "", "| end to end (runtime, onnxruntime fp32) | median ms |", "|---|---|"]
+    lines = [
+        "",
+        f"Runtime stages, one thread (photos {p['photo_size'][0]}x{p['photo_size'][1]} JPEG, "
+        f"model input {p['image_size']} px):",
+        "",
+        "| stage | rate |",
+        "|---|---|",
+        f"| preprocess decoded images | {p['preprocess_images_per_s']:.0f} images/s |",
+        f"| decode JPEG + preprocess | {p['decode_preprocess_images_per_s']:.0f} images/s |",
+        f"| tokenize, unique prompts | {p['tokenize_prompts_per_s_unique']:.0f} prompts/s |",
+        f"| tokenize, repeated prompts (LRU cache) | {p['tokenize_prompts_per_s_repeated']:.0f} prompts/s |",
+        "",
+        "| end to end (runtime, onnxruntime fp32) | median ms |",
+        "|---|---|",
+    ]
     for name, ms in p["end_to_end_ms"].items():
         lines.append(f"| {name.replace('_', ' ')} | {ms:.1f} |")
     return lines

@@ -1,4 +1,5 @@
 """Benchmark output: raw JSON with a machine header, a Markdown table, and an optional PNG plot."""
+
 from __future__ import annotations
 
 import datetime
@@ -25,11 +26,17 @@ def machine_header(torch) -> dict:
         except metadata.PackageNotFoundError:
             pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cpu_flags": {flag: flag in cpu_flags() for flag in CPU_FLAGS},
-            "platform": platform.platform(), "python": platform.python_version(), "gpu": gpu,
-            "versions": versions}
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_flags": {flag: flag in cpu_flags() for flag in CPU_FLAGS},
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": gpu,
+        "versions": versions,
+    }
 
 
 def cpu_flags() -> set[str]:
@@ -55,20 +62,31 @@ def _cpu_model() -> str:
 
 def markdown(result: dict) -> str:
     h = result["header"]
-    lines = [f"Benchmark of `{result['source']}`{' (random weights)' if result['random_weights'] else ''}, "
-             f"{h['date'][:10]}, {h['cpu']} ({h['cores']} cores){', GPU ' + h['gpu'] if h['gpu'] else ''}; "
-             f"{result['warmup']} warm-ups, {result['repeat']} interleaved repeats.", _flags_note(h),
-             *_bundles_note(result), *_text_note(result), "",
-             "| tower | batch | backend | median ms | p90 ms | min ms | items/s | speedup vs torch |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Benchmark of `{result['source']}`{' (random weights)' if result['random_weights'] else ''}, "
+        f"{h['date'][:10]}, {h['cpu']} ({h['cores']} cores){', GPU ' + h['gpu'] if h['gpu'] else ''}; "
+        f"{result['warmup']} warm-ups, {result['repeat']} interleaved repeats.",
+        _flags_note(h),
+        *_bundles_note(result),
+        *_text_note(result),
+        "",
+        "| tower | batch | backend | median ms | p90 ms | min ms | items/s | speedup vs torch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for s in result["stats"]:
         speed = f"{s['speedup_vs_torch']:.2f}x" if s.get("speedup_vs_torch") else "n/a"
-        lines.append(f"| {s['tower']} | {s['batch']} | {s['backend']} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} | "
-                     f"{s['min_ms']:.1f} | {s['items_per_s']:.1f} | {speed} |")
+        lines.append(
+            f"| {s['tower']} | {s['batch']} | {s['backend']} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} | "
+            f"{s['min_ms']:.1f} | {s['items_per_s']:.1f} | {speed} |"
+        )
     if result.get("accuracy"):
         reference = next(iter(result["accuracy"].values())).get("reference", "torch")
-        lines += ["", f"| backend | visual min cosine vs {reference} | textual min cosine vs {reference} "
-                      "| top-1 agreement | within its gate |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"| backend | visual min cosine vs {reference} | textual min cosine vs {reference} "
+            "| top-1 agreement | within its gate |",
+            "|---|---|---|---|---|",
+        ]
         for name, acc in result["accuracy"].items():
             top1 = f"{acc['top1_agreement']:.1%}" if "top1_agreement" in acc else "n/a"
             gate = f"{acc['gate']}: {'yes' if acc['passed'] else 'no'}" if "gate" in acc else "n/a (no gate)"
@@ -76,12 +94,17 @@ def markdown(result: dict) -> str:
             lines.append(f"| {name} | {cosines[0]} | {cosines[1]} | {top1} | {gate} |")
     if result.get("cold_start"):
         cold, rss = result["cold_start"], result["peak_rss_mb"]
-        lines += ["", "| worker | cold start s (import + load + first call) | vs torch | peak RSS MB | vs torch |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| worker | cold start s (import + load + first call) | vs torch | peak RSS MB | vs torch |",
+            "|---|---|---|---|---|",
+        ]
         for name, seconds in cold.items():
             mb = rss.get(name, float("nan"))
-            lines.append(f"| {name} | {seconds:.2f} | {seconds / cold.get('torch', float('nan')):.2f} | {mb:.0f} | "
-                         f"{mb / rss.get('torch', float('nan')):.2f} |")
+            lines.append(
+                f"| {name} | {seconds:.2f} | {seconds / cold.get('torch', float('nan')):.2f} | {mb:.0f} | "
+                f"{mb / rss.get('torch', float('nan')):.2f} |"
+            )
     if result.get("pipeline"):
         from clip_onnx.benchmark.pipeline import markdown as pipeline_markdown
 
@@ -105,9 +128,12 @@ def _text_note(result: dict) -> list[str]:
     if not tokens or all(n == tokens["torch"] for n in tokens["runtime"].values()):
         return []
     cut = ", ".join(f"{n} at batch {b}" for b, n in tokens["runtime"].items())
-    return ["", f"Text: eager torch runs the padded {tokens['torch']} tokens, as its library does; the runtime "
-                f"backends cut each batch to its longest prompt, as ClipModel does ({cut} tokens). The "
-                f"`textual-padded` rows time every backend on the padded ids: the same work."]
+    return [
+        "",
+        f"Text: eager torch runs the padded {tokens['torch']} tokens, as its library does; the runtime "
+        f"backends cut each batch to its longest prompt, as ClipModel does ({cut} tokens). The "
+        f"`textual-padded` rows time every backend on the padded ids: the same work.",
+    ]
 
 
 def write_reports(result: dict, out: Path) -> list[Path]:
@@ -130,10 +156,11 @@ def _plot(result: dict, path: Path) -> Path | None:
     towers = list(dict.fromkeys(s["tower"] for s in result["stats"]))  # textual-padded too, where timed
     fig, axes = plt.subplots(1, len(towers), figsize=(5 * len(towers), 4), squeeze=False)
     axes = axes[0]
-    for ax, tower in zip(axes, towers):
+    for ax, tower in zip(axes, towers, strict=True):
         for backend in dict.fromkeys(s["backend"] for s in result["stats"]):
-            rows = sorted((s["batch"], s["median_ms"]) for s in result["stats"]
-                          if s["tower"] == tower and s["backend"] == backend)
+            rows = sorted(
+                (s["batch"], s["median_ms"]) for s in result["stats"] if s["tower"] == tower and s["backend"] == backend
+            )
             ax.plot([r[0] for r in rows], [r[1] for r in rows], marker="o", label=backend)
         title = tower if tower == "textual-padded" else f"{tower} tower"
         ax.set(title=title, xlabel="batch", ylabel="median latency, ms", xscale="log", yscale="log")

@@ -1,16 +1,12 @@
 """``clip-onnx bench``: eager PyTorch vs ONNX Runtime (fp32, int8) vs TensorRT, in one interleaved run."""
+
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
-import subprocess
-import sys
-import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
-
-import numpy as np
 
 from clip_onnx.benchmark.report import BF16_FLAGS, cpu_flags
 from clip_onnx.benchmark.timing import Backend, interleaved
@@ -25,12 +21,20 @@ TORCH_BACKENDS = ("torch", "torch-bf16", "torch-fp16")
 # Rows timing every backend on padded text ids, beside the text each backend runs in practice.
 PADDED_TEXT = "textual-padded"
 # Suffix of the runtime workers that open only the textual tower.
-TEXT_ONLY = ", text only"
 
 
-def run_benchmark(source: str | None, out: Path, *, bundles: Sequence[Path] = (), random_weights: bool = False,
-                  backends: Sequence[str] | None = None, batches: Sequence[int] = (1, 8, 32), warmup: int = 3,
-                  repeat: int = 10, progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
+def run_benchmark(
+    source: str | None,
+    out: Path,
+    *,
+    bundles: Sequence[Path] = (),
+    random_weights: bool = False,
+    backends: Sequence[str] | None = None,
+    batches: Sequence[int] = (1, 8, 32),
+    warmup: int = 3,
+    repeat: int = 10,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> dict:
     """Benchmark ``source`` (a model source, exported on the fly) and/or existing ``bundles``, in one run.
 
     With ``bundles``, each is timed as it is (labelled by its graphs' precision)
@@ -46,19 +50,14 @@ def run_benchmark(source: str | None, out: Path, *, bundles: Sequence[Path] = ()
 
     if source is None and not bundles:
         raise InputError("give a model SOURCE, one or more existing bundles (--bundle PATH), or both")
-    backends = list(backends if backends is not None else
-                    (("torch", "torch-bf16") if source else ()) if bundles else BACKENDS)
-    unknown = sorted(set(backends) - set(TORCH_BACKENDS if bundles else BACKENDS))
-    if unknown:
-        allowed = TORCH_BACKENDS if bundles else BACKENDS
-        raise InputError(f"unknown backend(s) {unknown} {'beside --bundle ' if bundles else ''}"
-                         f"; choose from {', '.join(allowed)}")
+    backends = _check_backends(backends, source, bundles)
     out.mkdir(parents=True, exist_ok=True)
     existing = open_bundles(bundles)
     model = _load_source(source, random_weights, existing)
     made = _bundles(model, out / "bundles") if model is not None and not bundles else None
-    feeds, tokens, cut = (_feeds(model, batches) + (_cut_text(model),)) if model is not None else \
-        existing.feeds(batches)
+    feeds, tokens, cut = (
+        (_feeds(model, batches) + (_cut_text(model),)) if model is not None else existing.feeds(batches)
+    )
     towers = {t: getattr(model, t) for t in feeds} if model is not None else {}
     if cut:
         # The runtime cuts each text batch to its longest prompt, eager torch runs the padded
@@ -73,23 +72,48 @@ def run_benchmark(source: str | None, out: Path, *, bundles: Sequence[Path] = ()
     _add_ratios(stats)
     result = {
         "header": machine_header(torch),
-        "source": source or ", ".join(str(p) for p in bundles), "random_weights": random_weights,
-        "bundles": existing.records(), "batches": list(batches), "warmup": warmup, "repeat": repeat,
-        "skipped": skipped, "stats": stats, "accuracy": accuracy(chosen, feeds, PADDED_TEXT),
+        "source": source or ", ".join(str(p) for p in bundles),
+        "random_weights": random_weights,
+        "bundles": existing.records(),
+        "batches": list(batches),
+        "warmup": warmup,
+        "repeat": repeat,
+        "skipped": skipped,
+        "stats": stats,
+        "accuracy": accuracy(chosen, feeds, PADDED_TEXT),
         "samples": [{"backend": s.backend, "tower": s.tower, "batch": s.batch, "seconds": s.seconds} for s in samples],
     }
     if tokens is not None:
-        result["text_tokens"] = {"torch": int(tokens["input_ids"].shape[1]),
-                                 "runtime": {b: int(cut(feeds["textual"][b])["input_ids"].shape[1]) if cut else
-                                             int(tokens["input_ids"].shape[1]) for b in batches}}
+        result["text_tokens"] = {
+            "torch": int(tokens["input_ids"].shape[1]),
+            "runtime": {
+                b: int(cut(feeds["textual"][b])["input_ids"].shape[1]) if cut else int(tokens["input_ids"].shape[1])
+                for b in batches
+            },
+        }
     if made is not None:
-        result.update(_process_figures(model, source, random_weights, chosen, made, out / "bundles", repeat))
+        from clip_onnx.benchmark.processes import process_figures
+
+        result.update(process_figures(model, source, random_weights, chosen, made, out / "bundles", repeat))
     write_reports(result, out)
     return result
 
 
-def _choose(names: Sequence[str], towers: dict, made: Callable | None, cut: Callable | None,
-            max_batch: int) -> tuple[list[Backend], dict[str, str]]:
+def _check_backends(backends: Sequence[str] | None, source: str | None, bundles: Sequence[Path]) -> list[str]:
+    """The backends to build from ``source``: the eager ones beside existing bundles, else any (default: all)."""
+    allowed = TORCH_BACKENDS if bundles else BACKENDS
+    if backends is None:
+        backends = (("torch", "torch-bf16") if source else ()) if bundles else BACKENDS
+    unknown = sorted(set(backends) - set(allowed))
+    if unknown:
+        beside = "beside --bundle " if bundles else ""
+        raise InputError(f"unknown backend(s) {unknown} {beside}; choose from {', '.join(allowed)}")
+    return list(backends)
+
+
+def _choose(
+    names: Sequence[str], towers: dict, made: Callable | None, cut: Callable | None, max_batch: int
+) -> tuple[list[Backend], dict[str, str]]:
     """The backends that can run here, and a note for each one skipped."""
     chosen, skipped = [], {}
     for name in names:
@@ -111,22 +135,6 @@ def _load_source(source: str | None, random_weights: bool, existing):
     return model
 
 
-def _process_figures(model, source: str, random_weights: bool, chosen: list, made: Callable, work: Path,
-                     repeat: int) -> dict:
-    """The end-to-end pipeline, and each worker process's cold start and peak RSS, for exported bundles."""
-    from clip_onnx.benchmark.pipeline import measure_pipeline
-
-    # Worker processes: each CPU backend with both towers, and the runtime's text-only worker
-    # (ClipModel.load(towers=("textual",))), which never loads the visual graph.
-    workers = [b.name for b in chosen if b.name in ("torch", "onnxruntime", "onnxruntime-int8")]
-    workers += [n + TEXT_ONLY for n in workers if n.startswith("onnxruntime")]
-    return {
-        "pipeline": measure_pipeline(made("fp32").path, list(model.sample_texts) or ["кошка"], repeat=repeat),
-        "cold_start": {name: _subprocess_probe(name, source, random_weights, work, "cold") for name in workers},
-        "peak_rss_mb": {name: _subprocess_probe(name, source, random_weights, work, "rss") for name in workers},
-    }
-
-
 def _bundles(model, work: Path) -> Callable[[str], Bundle]:
     """``get(precision)``: the model's bundle in that precision, exported on first use.
 
@@ -139,8 +147,9 @@ def _bundles(model, work: Path) -> Callable[[str], Bundle]:
 
     def get(precision: str):
         if precision not in made:
-            made[precision] = export_model(model, work / precision, overwrite=True, precision=precision,
-                                           gate=precision != "int8")
+            made[precision] = export_model(
+                model, work / precision, overwrite=True, precision=precision, gate=precision != "int8"
+            )
         return made[precision]
 
     get("fp32")
@@ -148,12 +157,14 @@ def _bundles(model, work: Path) -> Callable[[str], Bundle]:
 
 
 def _feeds(model, batches: Sequence[int]) -> tuple[dict, dict | None]:
-    return make_feeds(model.preprocess, model.tokenize if model.textual is not None else None, model.sample_texts,
-                      batches)
+    return make_feeds(
+        model.preprocess, model.tokenize if model.textual is not None else None, model.sample_texts, batches
+    )
 
 
-def make_feeds(preprocess, tokenize: Callable | None, sample_texts: Sequence[str],
-               batches: Sequence[int]) -> tuple[dict, dict | None]:
+def make_feeds(
+    preprocess, tokenize: Callable | None, sample_texts: Sequence[str], batches: Sequence[int]
+) -> tuple[dict, dict | None]:
     """tower -> batch -> feed, on synthetic pictures and the model's sample texts; and the padded text ids.
 
     ``preprocess`` is the model's PreprocessSpec; ``tokenize`` None for a classifier (no text tower).
@@ -187,8 +198,11 @@ def _make_backend(name: str, towers: dict, bundles: Callable, cut: Callable | No
         # region at every barrier (benchmarks/NOTES.md, "int8 on CPU").
         threads = int(os.environ.get("CLIP_ONNX_THREADS", "0"))
         torch.set_num_threads(threads or torch.get_num_threads())
-        return Backend(name, {t: _torch_call(towers[t].module, torch) for t in towers},
-                       prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None))
+        return Backend(
+            name,
+            {t: _torch_call(towers[t].module, torch) for t in towers},
+            prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None),
+        )
     if name == "torch-bf16":
         return torch_bf16_backend(towers, cpu_flags())
     if name == "torch-fp16":
@@ -196,9 +210,13 @@ def _make_backend(name: str, towers: dict, bundles: Callable, cut: Callable | No
             raise _Skip("no CUDA device")
         modules = {t: _half_copy(towers[t].module, torch) for t in TOWERS}
         modules.update({t: modules["textual"] for t in towers if t not in TOWERS})
-        return Backend(name, {t: _torch_call(modules[t], torch) for t in towers}, sync=torch.cuda.synchronize,
-                       gate="fp16",
-                       prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cuda", torch.float16))
+        return Backend(
+            name,
+            {t: _torch_call(modules[t], torch) for t in towers},
+            sync=torch.cuda.synchronize,
+            gate="fp16",
+            prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cuda", torch.float16),
+        )
     if name in ("onnxruntime", "onnxruntime-int8"):
         from clip_onnx.runtime import open_runner
 
@@ -223,8 +241,12 @@ def torch_bf16_backend(towers: dict, flags: set[str]) -> Backend:
     native = sorted(flags & set(BF16_FLAGS))
     if not native:
         raise _Skip(f"this CPU has no native bf16 ({' or '.join(BF16_FLAGS)} flag in /proc/cpuinfo)")
-    return Backend("torch-bf16", {t: _torch_call(towers[t].module, torch, bf16=True) for t in towers}, gate=None,
-                   prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None))
+    return Backend(
+        "torch-bf16",
+        {t: _torch_call(towers[t].module, torch, bf16=True) for t in towers},
+        gate=None,
+        prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None),
+    )
 
 
 def _cut_text(model) -> Callable | None:
@@ -242,8 +264,7 @@ def runtime_backend(name: str, runners: dict, cut: Callable | None, gate: str | 
     run = {t: _runner_call(r) for t, r in runners.items()}
     if cut and "textual" in run:
         run[PADDED_TEXT] = run["textual"]
-    return Backend(name, run, prepare=lambda tower, feed: cut(feed) if cut and tower == "textual" else feed,
-                   gate=gate)
+    return Backend(name, run, prepare=lambda tower, feed: cut(feed) if cut and tower == "textual" else feed, gate=gate)
 
 
 def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = None) -> Backend:
@@ -268,6 +289,7 @@ def _torch_call(module, torch, bf16: bool = False):
                 return module(*args)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return module(*args)
+
     return call
 
 
@@ -292,59 +314,3 @@ def _add_ratios(stats: list[dict]) -> None:
     for s in stats:
         ref = base.get((s["tower"], s["batch"]))
         s["speedup_vs_torch"] = ref / s["median_ms"] if ref else None
-
-
-_PROBES = {
-    "torch": """
-        import torch
-        from clip_onnx.export import load_model
-        m = load_model({source!r}, random_weights={random_weights!r})
-        with torch.inference_mode():
-            m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(["кошка"]).values()])
-            {extra_torch}
-    """,
-    "onnxruntime": """
-        from clip_onnx.runtime import ClipModel
-        m = ClipModel.load({bundle!r}, towers={towers!r})
-        m.encode_text(["кошка"])
-        {extra_ort}
-    """,
-}
-
-
-COLD_RUNS = 3
-
-
-def _subprocess_probe(backend: str, source: str, random_weights: bool, work: Path, kind: str) -> float:
-    """Cold start (s, import + load + first call) or peak RSS (MB, after a batch of 8 per tower), in fresh processes.
-
-    Cold start is the median of COLD_RUNS processes: one start can take ten times
-    the usual when the disk or another process gets in the way.
-    """
-    backend, text_only = backend.removesuffix(TEXT_ONLY), backend.endswith(TEXT_ONLY)
-    bundle = work / ("int8" if backend == "onnxruntime-int8" else "fp32")
-    rss = kind == "rss"
-    extra_torch = ("m.visual.module(torch.randn(8, 3, m.preprocess.image_size, m.preprocess.image_size)); "
-                   "m.textual.module(*[torch.from_numpy(v) for v in m.tokenize(['кошка'] * 8).values()])"
-                   ) if rss else "pass"
-    calls = ["m.encode_text(['кошка'] * 8)"]
-    if not text_only:
-        calls.insert(0, "import numpy as np; m.encode_image([np.zeros((64, 64, 3), np.uint8)] * 8)")
-    extra_ort = "; ".join(calls) if rss else "pass"
-    body = textwrap.dedent(_PROBES["torch" if backend == "torch" else "onnxruntime"]).format(
-        source=source, random_weights=random_weights, bundle=str(bundle), extra_torch=extra_torch, extra_ort=extra_ort,
-        towers=("textual",) if text_only else ("visual", "textual"))
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would
-    # report the (larger) benchmark parent's peak.
-    script = ("import time; t = time.perf_counter()\n" + body +
-              "\nhwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]"
-              "\nprint(time.perf_counter() - t, int(hwm) / 1024)")
-    readings = []
-    for _ in range(1 if rss else COLD_RUNS):
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-        if done.returncode != 0:
-            log.warning("%s %s probe failed: %s", backend, kind, done.stderr[-500:])
-            return float("nan")
-        seconds, rss_mb = (float(x) for x in done.stdout.split()[-2:])
-        readings.append(rss_mb if rss else seconds)
-    return float(np.median(readings))

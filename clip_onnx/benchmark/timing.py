@@ -5,11 +5,12 @@ Each repetition runs every backend once, in turn, so slow drift of the machine
 runs before the clock stops: for CUDA that is ``torch.cuda.synchronize``, so
 asynchronous GPU work can never be timed as finished when it was only queued.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,13 +36,27 @@ class Samples:
     def stats(self) -> dict:
         s = np.asarray(self.seconds) * 1000
         median = float(np.median(s))
-        return {"backend": self.backend, "tower": self.tower, "batch": self.batch, "median_ms": median,
-                "p90_ms": float(np.percentile(s, 90)), "min_ms": float(s.min()), "max_ms": float(s.max()),
-                "items_per_s": self.batch / (median / 1000), "n": len(s)}
+        return {
+            "backend": self.backend,
+            "tower": self.tower,
+            "batch": self.batch,
+            "median_ms": median,
+            "p90_ms": float(np.percentile(s, 90)),
+            "min_ms": float(s.min()),
+            "max_ms": float(s.max()),
+            "items_per_s": self.batch / (median / 1000),
+            "n": len(s),
+        }
 
 
-def interleaved(backends: Sequence[Backend], feeds: Mapping[str, Mapping[int, Mapping]], *, warmup: int,
-                repeat: int, on_step: Callable[[int, int], None] = lambda done, total: None) -> list[Samples]:
+def interleaved(
+    backends: Sequence[Backend],
+    feeds: Mapping[str, Mapping[int, Mapping]],
+    *,
+    warmup: int,
+    repeat: int,
+    on_step: Callable[[int, int], None] = lambda done, total: None,
+) -> list[Samples]:
     """Time every backend on ``feeds[tower][batch]``; returns one Samples per (backend, tower, batch).
 
     ``on_step(done, total)`` follows each round of all backends.

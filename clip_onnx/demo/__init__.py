@@ -18,6 +18,7 @@ Zero-shot labels and prompt templates (RuCLIP ``Predictor`` style, see
 and :func:`pair_label` phrases with :data:`PAIR_TEMPLATES`. Pictures are
 preprocessed by the runtime's ``ImagePreprocessor`` with the model's spec.
 """
+
 from __future__ import annotations
 
 from clip_onnx.demo.captions import compatibility, describe
@@ -42,8 +43,27 @@ from clip_onnx.demo.vocabulary import (
 )
 
 __all__ = [
-    "COLOURS", "SHAPES", "BACKGROUNDS", "SIZES", "COLOUR_LABELS", "SHAPE_LABELS", "COLOUR_TEMPLATES",
-    "SHAPE_TEMPLATES", "PAIR_TEMPLATES", "HELD_OUT_COMBOS", "SEEN_COMBOS", "ALL_COMBOS", "Sample", "render",
-    "describe", "compatibility", "noun_phrase", "pair_label", "reference_rgb", "sample_training_batch",
-    "heldout_set", "random_images", "caption_corpus",
+    "COLOURS",
+    "SHAPES",
+    "BACKGROUNDS",
+    "SIZES",
+    "COLOUR_LABELS",
+    "SHAPE_LABELS",
+    "COLOUR_TEMPLATES",
+    "SHAPE_TEMPLATES",
+    "PAIR_TEMPLATES",
+    "HELD_OUT_COMBOS",
+    "SEEN_COMBOS",
+    "ALL_COMBOS",
+    "Sample",
+    "render",
+    "describe",
+    "compatibility",
+    "noun_phrase",
+    "pair_label",
+    "reference_rgb",
+    "sample_training_batch",
+    "heldout_set",
+    "random_images",
+    "caption_corpus",
 ]

@@ -4,9 +4,10 @@
 "картинка с зелёным сердцем", "фигура фиолетового цвета", "это ромб", ...
 Some name only the colour or only the shape, which is what zero-shot labels do.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def describe(sample: Sample, rng: np.random.Generator, kind: str | None = None) 
         raise ValueError(f"unknown caption kind {kind!r}")
     said_bg = sample.background if " фоне" in text else None
     said_size = sample.size if size is not None else None
-    if rng.random() < 0.25:                        # people often write "е" for "ё"
+    if rng.random() < 0.25:  # people often write "е" for "ё"
         text = text.replace("ё", "е")
     if rng.random() < 0.3:
         text = text[:1].upper() + text[1:]

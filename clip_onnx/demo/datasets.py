@@ -1,4 +1,5 @@
 """The demo's data sets: training batches, held-out test sets, gate pictures and the BPE corpus."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,7 @@ def caption_corpus(n: int, seed: int = 0) -> list[str]:
     out = []
     for _ in range(n):
         colour, shape = ALL_COMBOS[rng.integers(len(ALL_COMBOS))]
-        fake = Sample(None, colour, shape, BACKGROUNDS[rng.integers(len(BACKGROUNDS))],
-                      SIZES[rng.integers(len(SIZES))])
+        fake = Sample(None, colour, shape, BACKGROUNDS[rng.integers(len(BACKGROUNDS))], SIZES[rng.integers(len(SIZES))])
         out.append(describe(fake, rng)[0].lower())
     for labels, templates in ((SHAPE_LABELS, SHAPE_TEMPLATES), (COLOUR_LABELS, COLOUR_TEMPLATES)):
         for label in labels:  # label by label: the corpus the committed tokenizer was trained on

@@ -4,24 +4,25 @@ Images are generated non-square; the shape always lies inside the central
 square, which is what RuCLIP's preprocessing keeps (centre crop of the largest
 square, then a bilinear resize).
 """
+
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from clip_onnx.demo.vocabulary import BACKGROUNDS, reference_rgb
 
-_MIN_SIDE, _MAX_SIDE = 128, 176          # generated image sides (pixels)
+_MIN_SIDE, _MAX_SIDE = 128, 176  # generated image sides (pixels)
 # Shape radius / side of the kept square.  At 64 px and 8 px patches a smaller
 # star or cross is hardly more than a blob; the demo model is meant to tell them apart.
 _MIN_RADIUS, _MAX_RADIUS = 0.26, 0.42
-_MAX_OFFSET = 0.2                        # shape centre's largest offset from the square's centre / side
-_SMALL, _LARGE = 0.31, 0.37              # radius thresholds for the size words (about thirds)
+_MAX_OFFSET = 0.2  # shape centre's largest offset from the square's centre / side
+_SMALL, _LARGE = 0.31, 0.37  # radius thresholds for the size words (about thirds)
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Sample:
     colour: str
     shape: str
     background: str
-    size: str          # "small", "medium" or "large"
+    size: str  # "small", "medium" or "large"
 
 
 def _unit_polygon(shape: str, rng: np.random.Generator) -> list[np.ndarray]:
@@ -56,8 +57,24 @@ def _unit_polygon(shape: str, rng: np.random.Generator) -> list[np.ndarray]:
         return [np.stack([r * np.cos(t), r * np.sin(t) + 0.05], 1)]
     if shape == "крест":
         a = rng.uniform(0.26, 0.34)
-        return [np.array([[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a], [a, 1], [-a, 1],
-                          [-a, a], [-1, a], [-1, -a], [-a, -a]])]
+        return [
+            np.array(
+                [
+                    [-a, -1],
+                    [a, -1],
+                    [a, -a],
+                    [1, -a],
+                    [1, a],
+                    [a, a],
+                    [a, 1],
+                    [-a, 1],
+                    [-a, a],
+                    [-1, a],
+                    [-1, -a],
+                    [-a, -a],
+                ]
+            )
+        ]
     if shape == "ромб":
         w = rng.uniform(0.55, 0.72)
         return [np.array([[0, -1], [w, 0], [0, 1], [-w, 0]])]
@@ -67,7 +84,6 @@ def _unit_polygon(shape: str, rng: np.random.Generator) -> list[np.ndarray]:
         y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
         return [np.stack([x, y + 2.5], 1) / 16.5]
     raise ValueError(f"unknown shape {shape!r}")
-
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,8 +96,8 @@ def _noise(rng: np.random.Generator, height: int, width: int, channels: int) -> 
     """float32 [H, W, C] standard-normal noise: a random window of the bank."""
     bank = _noise_bank()
     oy, ox, c = (int(v) for v in rng.integers(0, [bank.shape[0] - height + 1, bank.shape[1] - width + 1, 3]))
-    window = bank[oy:oy + height, ox:ox + width]
-    return window[..., c:c + 1] if channels == 1 else np.roll(window, c, axis=2)
+    window = bank[oy : oy + height, ox : ox + width]
+    return window[..., c : c + 1] if channels == 1 else np.roll(window, c, axis=2)
 
 
 def _background(kind: str, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -99,15 +115,21 @@ def _background(kind: str, width: int, height: int, rng: np.random.Generator) ->
         # Between two low-saturation tones, in a random direction.
         ends = [np.float32(rng.uniform(20, 235)) + rng.uniform(-18, 18, 3).astype(np.float32) for _ in range(2)]
         angle = rng.uniform(0, 2 * np.pi)
-        proj = (np.arange(width, dtype=np.float32)[None, :] * np.float32(math.cos(angle))
-                + np.arange(height, dtype=np.float32)[:, None] * np.float32(math.sin(angle)))
+        proj = np.arange(width, dtype=np.float32)[None, :] * np.float32(math.cos(angle)) + np.arange(
+            height, dtype=np.float32
+        )[:, None] * np.float32(math.sin(angle))
         t = ((proj - proj.min()) / max(float(np.ptp(proj)), 1.0))[..., None]
         return ends[0] + (ends[1] - ends[0]) * t
     raise ValueError(f"unknown background {kind!r}")
 
 
-def render(rng: np.random.Generator, colour: str | None, shape: str, background: str | None = None,
-           rgb: Sequence[float] | None = None) -> Sample:
+def render(
+    rng: np.random.Generator,
+    colour: str | None,
+    shape: str,
+    background: str | None = None,
+    rgb: Sequence[float] | None = None,
+) -> Sample:
     """Draw one image of a ``colour`` ``shape``; everything else is random.
 
     ``rgb`` overrides the named colour's reference RGB (``colour`` may then be
@@ -126,16 +148,24 @@ def render(rng: np.random.Generator, colour: str | None, shape: str, background:
         background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     canvas = _background(background, width, height, rng)
 
-    side = min(width, height)                      # the square RuCLIP's crop keeps
+    side = min(width, height)  # the square RuCLIP's crop keeps
     x0, y0 = (width - side) // 2, (height - side) // 2
-    rel = float(rng.uniform(_MIN_RADIUS, _MAX_RADIUS))   # radius as a fraction of the square's side
+    rel = float(rng.uniform(_MIN_RADIUS, _MAX_RADIUS))  # radius as a fraction of the square's side
     radius = rel * side
     # Anywhere inside the square, but at most _MAX_OFFSET * side off its centre.
     reach = min(side / 2 - radius * 1.05 - 2, _MAX_OFFSET * side)
     cx = x0 + side / 2 + rng.uniform(-reach, reach)
     cy = y0 + side / 2 + rng.uniform(-reach, reach)
-    max_rot = {"круг": 180, "кольцо": 180, "квадрат": 15, "ромб": 12, "треугольник": 15,
-               "звезда": 15, "крест": 15, "сердце": 15}[shape]
+    max_rot = {
+        "круг": 180,
+        "кольцо": 180,
+        "квадрат": 15,
+        "ромб": 12,
+        "треугольник": 15,
+        "звезда": 15,
+        "крест": 15,
+        "сердце": 15,
+    }[shape]
     angle = math.radians(rng.uniform(-max_rot, max_rot))
     stretch = rng.uniform(0.9, 1.1)
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
@@ -151,8 +181,11 @@ def render(rng: np.random.Generator, colour: str | None, shape: str, background:
     rgb = rgb * np.float32(rng.uniform(0.85, 1.08)) + rng.uniform(-14, 14, 3).astype(np.float32)
     # Mild shading across the shape so it is not perfectly flat.
     gx, gy = (np.float32(v / radius) for v in rng.uniform(-0.08, 0.08, 2))
-    shade = (1.0 + gx * (np.arange(width, dtype=np.float32)[None, :] - np.float32(cx))
-             + gy * (np.arange(height, dtype=np.float32)[:, None] - np.float32(cy)))
+    shade = (
+        1.0
+        + gx * (np.arange(width, dtype=np.float32)[None, :] - np.float32(cx))
+        + gy * (np.arange(height, dtype=np.float32)[:, None] - np.float32(cy))
+    )
     fg = rgb * np.clip(shade, 0.8, 1.2)[..., None]
     img = canvas + (fg - canvas) * mask
     img += np.float32(rng.uniform(0, 10)) * _noise(rng, height, width, 3)

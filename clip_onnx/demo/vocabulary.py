@@ -4,15 +4,26 @@ Zero-shot labels are nominative forms (masculine for colours); the templates
 take a label as is. Compositional hold-out: :data:`HELD_OUT_COMBOS` lists the
 (colour, shape) pairs that training never draws.
 """
+
 from __future__ import annotations
 
 # Adjective endings by declension type: case -> (masculine, feminine, neuter).
 # Inanimate nouns only, so the masculine accusative equals the nominative.
-_HARD = {"nom": ("ый", "ая", "ое"), "gen": ("ого", "ой", "ого"), "acc": ("ый", "ую", "ое"),
-         "ins": ("ым", "ой", "ым"), "prep": ("ом", "ой", "ом")}
-_STRESSED = dict(_HARD, nom=("ой", "ая", "ое"), acc=("ой", "ую", "ое"))   # голубой
-_SOFT = {"nom": ("ий", "яя", "ее"), "gen": ("его", "ей", "его"), "acc": ("ий", "юю", "ее"),
-         "ins": ("им", "ей", "им"), "prep": ("ем", "ей", "ем")}           # синий
+_HARD = {
+    "nom": ("ый", "ая", "ое"),
+    "gen": ("ого", "ой", "ого"),
+    "acc": ("ый", "ую", "ое"),
+    "ins": ("ым", "ой", "ым"),
+    "prep": ("ом", "ой", "ом"),
+}
+_STRESSED = dict(_HARD, nom=("ой", "ая", "ое"), acc=("ой", "ую", "ое"))  # голубой
+_SOFT = {
+    "nom": ("ий", "яя", "ее"),
+    "gen": ("его", "ей", "его"),
+    "acc": ("ий", "юю", "ее"),
+    "ins": ("им", "ей", "им"),
+    "prep": ("ем", "ей", "ем"),
+}  # синий
 _GENDER_INDEX = {"m": 0, "f": 1, "n": 2}
 
 
@@ -36,8 +47,10 @@ _COLOUR_TABLE = {
 _SHAPE_TABLE = {
     "круг": ("m", dict(nom="круг", gen="круга", acc="круг", ins="кругом", prep="круге")),
     "квадрат": ("m", dict(nom="квадрат", gen="квадрата", acc="квадрат", ins="квадратом", prep="квадрате")),
-    "треугольник": ("m", dict(nom="треугольник", gen="треугольника", acc="треугольник",
-                              ins="треугольником", prep="треугольнике")),
+    "треугольник": (
+        "m",
+        dict(nom="треугольник", gen="треугольника", acc="треугольник", ins="треугольником", prep="треугольнике"),
+    ),
     "звезда": ("f", dict(nom="звезда", gen="звезды", acc="звезду", ins="звездой", prep="звезде")),
     "кольцо": ("n", dict(nom="кольцо", gen="кольца", acc="кольцо", ins="кольцом", prep="кольце")),
     "крест": ("m", dict(nom="крест", gen="креста", acc="крест", ins="крестом", prep="кресте")),
@@ -47,19 +60,43 @@ _SHAPE_TABLE = {
 
 # Size words, used in captions only for clearly small or large shapes.
 _SIZE_TABLE = {
-    "маленький": {("nom", "m"): "маленький", ("nom", "f"): "маленькая", ("nom", "n"): "маленькое",
-                  ("gen", "m"): "маленького", ("gen", "f"): "маленькой", ("gen", "n"): "маленького",
-                  ("acc", "m"): "маленький", ("acc", "f"): "маленькую", ("acc", "n"): "маленькое",
-                  ("ins", "m"): "маленьким", ("ins", "f"): "маленькой", ("ins", "n"): "маленьким"},
-    "большой": {("nom", "m"): "большой", ("nom", "f"): "большая", ("nom", "n"): "большое",
-                ("gen", "m"): "большого", ("gen", "f"): "большой", ("gen", "n"): "большого",
-                ("acc", "m"): "большой", ("acc", "f"): "большую", ("acc", "n"): "большое",
-                ("ins", "m"): "большим", ("ins", "f"): "большой", ("ins", "n"): "большим"},
+    "маленький": {
+        ("nom", "m"): "маленький",
+        ("nom", "f"): "маленькая",
+        ("nom", "n"): "маленькое",
+        ("gen", "m"): "маленького",
+        ("gen", "f"): "маленькой",
+        ("gen", "n"): "маленького",
+        ("acc", "m"): "маленький",
+        ("acc", "f"): "маленькую",
+        ("acc", "n"): "маленькое",
+        ("ins", "m"): "маленьким",
+        ("ins", "f"): "маленькой",
+        ("ins", "n"): "маленьким",
+    },
+    "большой": {
+        ("nom", "m"): "большой",
+        ("nom", "f"): "большая",
+        ("nom", "n"): "большое",
+        ("gen", "m"): "большого",
+        ("gen", "f"): "большой",
+        ("gen", "n"): "большого",
+        ("acc", "m"): "большой",
+        ("acc", "f"): "большую",
+        ("acc", "n"): "большое",
+        ("ins", "m"): "большим",
+        ("ins", "f"): "большой",
+        ("ins", "n"): "большим",
+    },
 }
 
 # Background kind -> prepositional adjective for "на ... фоне".
 _BACKGROUND_TABLE = {
-    "white": "белом", "black": "чёрном", "gray": "сером", "noise": "зашумлённом", "gradient": "градиентном",
+    "white": "белом",
+    "black": "чёрном",
+    "gray": "сером",
+    "noise": "зашумлённом",
+    "gradient": "градиентном",
 }
 
 COLOURS: tuple[str, ...] = tuple(_COLOUR_TABLE)
@@ -80,8 +117,14 @@ PAIR_TEMPLATES: tuple[str, ...] = ("{}", "это {}", "на картинке {}"
 ALL_COMBOS: tuple[tuple[str, str], ...] = tuple((c, s) for c in COLOURS for s in SHAPES)
 #: Never drawn for training: each colour and each shape appears exactly once.
 HELD_OUT_COMBOS: tuple[tuple[str, str], ...] = (
-    ("красный", "звезда"), ("оранжевый", "квадрат"), ("жёлтый", "кольцо"), ("зелёный", "треугольник"),
-    ("голубой", "сердце"), ("синий", "круг"), ("фиолетовый", "ромб"), ("розовый", "крест"),
+    ("красный", "звезда"),
+    ("оранжевый", "квадрат"),
+    ("жёлтый", "кольцо"),
+    ("зелёный", "треугольник"),
+    ("голубой", "сердце"),
+    ("синий", "круг"),
+    ("фиолетовый", "ромб"),
+    ("розовый", "крест"),
 )
 SEEN_COMBOS: tuple[tuple[str, str], ...] = tuple(c for c in ALL_COMBOS if c not in set(HELD_OUT_COMBOS))
 

@@ -4,6 +4,7 @@ Names resolve on first use (PEP 562), so ``import clip_onnx.export`` stays cheap
 the torch-free modules that live here (``engine_gate``) can be imported alone.
 The CLI and the benchmark use these names, never the modules behind them.
 """
+
 from __future__ import annotations
 
 from clip_onnx.lazy import lazy_getattr

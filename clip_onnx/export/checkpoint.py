@@ -3,12 +3,14 @@
 ``torch.load`` stays ``weights_only=True``: a checkpoint is someone else's file,
 and a full pickle would run whatever code it names.
 """
+
 from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -38,8 +40,11 @@ def check_config_types(config: Mapping, path: Path, ints: tuple[str, ...], tripl
             raise CheckpointError(f"{str(path)!r}: {key!r} must be a positive int, got {value!r:.60}")
     for key in triples:
         value = config.get(key)
-        if value is not None and not (isinstance(value, list) and len(value) == 3 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        if value is not None and not (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
             raise CheckpointError(f"{str(path)!r}: {key!r} must be a list of three numbers, got {value!r:.60}")
 
 
@@ -53,16 +58,21 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc.strerror or exc}") from None
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a weights-only PyTorch file ({_reason(exc)}); "
-                              "clip-onnx loads only tensors, never pickled code: re-save it with "
-                              "torch.save(model.state_dict(), path)") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a weights-only PyTorch file ({_reason(exc)}); "
+            "clip-onnx loads only tensors, never pickled code: re-save it with "
+            "torch.save(model.state_dict(), path)"
+        ) from None
     except Exception as exc:  # a damaged zip or pickle raises RuntimeError, EOFError, ValueError...
-        raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a PyTorch file: "
-                              f"{type(exc).__name__}: {str(exc)[:200]}") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a state dict of "
-                              "named tensors")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is damaged or not a PyTorch file: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a state dict of named tensors"
+        )
     return state
 
 
@@ -81,5 +91,6 @@ def load_into(model: torch.nn.Module, state: Mapping[str, Any], path: Path, what
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
         detail = "; ".join(lines)[:600] or str(exc)[:600]
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the {what} its config.json describes: "
-                              f"{detail}") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit the {what} its config.json describes: {detail}"
+        ) from None

@@ -4,12 +4,13 @@ Everything runs offline: the checkpoint ships in ``clip_onnx/assets/ruclip-demo`
 and the pictures are generated (coloured shapes, some in colour/shape
 combinations the model never saw in training).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,8 +25,10 @@ from clip_onnx.runtime.zero_shot import label_embeddings, zero_shot_probs
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "ruclip-demo"
-TASKS = {"shape": (demo.SHAPE_LABELS, demo.SHAPE_TEMPLATES, lambda s: s.shape),
-         "colour": (demo.COLOUR_LABELS, demo.COLOUR_TEMPLATES, lambda s: s.colour)}
+TASKS = {
+    "shape": (demo.SHAPE_LABELS, demo.SHAPE_TEMPLATES, lambda s: s.shape),
+    "colour": (demo.COLOUR_LABELS, demo.COLOUR_TEMPLATES, lambda s: s.colour),
+}
 
 
 @dataclass
@@ -37,8 +40,9 @@ class TaskResult:
     max_prob_diff: float
 
 
-def run_demo(out: Path, *, images: int = 200, precision: str = "fp32",
-             progress: Callable[[str], None] = lambda step: None) -> tuple[Bundle, list, list[TaskResult]]:
+def run_demo(
+    out: Path, *, images: int = 200, precision: str = "fp32", progress: Callable[[str], None] = lambda step: None
+) -> tuple[Bundle, list, list[TaskResult]]:
     """Export the demo model to ``out`` and evaluate it on ``images`` held-out pictures."""
     model = load_model(DEMO_MODEL)
     bundle = export_model(model, out, overwrite=True, precision=precision, progress=progress)
@@ -48,7 +52,10 @@ def run_demo(out: Path, *, images: int = 200, precision: str = "fp32",
     shown = []
     for task, (labels, templates, truth) in TASKS.items():
         result = runtime.classify(pictures[:4], list(labels), list(templates))
-        shown += [(task, truth(s), labels[int(p.argmax())], float(p.max())) for s, p in zip(samples[:4], result.probs)]
+        shown += [
+            (task, truth(s), labels[int(p.argmax())], float(p.max()))
+            for s, p in zip(samples[:4], result.probs, strict=True)
+        ]
     results = [_evaluate(task, model, runtime, samples) for task in TASKS]
     return bundle, shown, results
 
@@ -59,12 +66,18 @@ def _evaluate(task: str, model, runtime: ClipModel, samples) -> TaskResult:
     got = runtime.classify(pictures, list(labels), list(templates)).probs
     want = _eager_probs(model, runtime, pictures, labels, templates)
     answer = np.array([labels.index(truth(s)) for s in samples])
-    return TaskResult(task, float((got.argmax(1) == answer).mean()), float((want.argmax(1) == answer).mean()),
-                      float((got.argmax(1) == want.argmax(1)).mean()), float(np.abs(got - want).max()))
+    return TaskResult(
+        task,
+        float((got.argmax(1) == answer).mean()),
+        float((want.argmax(1) == answer).mean()),
+        float((got.argmax(1) == want.argmax(1)).mean()),
+        float(np.abs(got - want).max()),
+    )
 
 
 def _eager_probs(model, runtime: ClipModel, pictures, labels, templates) -> np.ndarray:
     """The same zero-shot computation with eager PyTorch towers in place of the ONNX graphs."""
+
     def encode_text(prompts: list[str]) -> np.ndarray:
         feed = model.tokenize(prompts)
         return _unit(model.textual.module(*(torch.from_numpy(feed[n]) for n in model.textual.input_names)).numpy())

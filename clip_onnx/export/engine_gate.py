@@ -6,10 +6,11 @@ gate templates through its tokenizer, cut to the longest prompt where the graph
 allows it, as ClipModel runs them.  Each plan is checked on its own, the other
 tower running its ONNX graph, because a runtime may open either plan alone.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -36,29 +37,40 @@ from clip_onnx.synthetic import synthetic_images
 log = logging.getLogger(__name__)
 
 # Prompts for bundles written before manifests recorded ``sample_texts``: the scripts of the registered families.
-FALLBACK_TEXTS = ("a photo of a cat", "кошка на диване", "一只狗在草地上奔跑", "a red car parked in front of a house",
-                  "изображение с горами и снегом", "海边的日落照片", "pizza", "")
+FALLBACK_TEXTS = (
+    "a photo of a cat",
+    "кошка на диване",
+    "一只狗在草地上奔跑",
+    "a red car parked in front of a house",
+    "изображение с горами и снегом",
+    "海边的日落照片",
+    "pizza",
+    "",
+)
 
 
 def gate_feeds(bundle: Bundle, images: int = GATE_IMAGES, seed: int = 1) -> dict[str, list[dict[str, np.ndarray]]]:
     """Per tower, the gate's feeds in batches of GATE_BATCH, made from ``bundle`` alone."""
     manifest = bundle.manifest
     preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
-    feeds = {"visual": [{"pixel_values": preprocess(synthetic_images(min(GATE_BATCH, images - start), seed + start))}
-                        for start in range(0, images, GATE_BATCH)]}
+    feeds = {
+        "visual": [
+            {"pixel_values": preprocess(synthetic_images(min(GATE_BATCH, images - start), seed + start))}
+            for start in range(0, images, GATE_BATCH)
+        ]
+    }
     if bundle.kind == "classifier":
         return feeds
     texts = manifest.get("sample_texts")
     if not texts:
-        log.info("%s records no sample_texts (exported before clip-onnx did); gating on built-in prompts",
-                 bundle.path)
+        log.info("%s records no sample_texts (exported before clip-onnx did); gating on built-in prompts", bundle.path)
     prompts = gate_prompts(texts or FALLBACK_TEXTS)
     tokenize = load_tokenizer(manifest["tokenizer"], bundle.path)
     pad_id = int(manifest["tokenizer"].get("pad_id", 0))
     cut = "1" in bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {})
     feeds["textual"] = []
     for start in range(0, len(prompts), GATE_BATCH):
-        feed = tokenize(prompts[start:start + GATE_BATCH])
+        feed = tokenize(prompts[start : start + GATE_BATCH])
         feeds["textual"].append(cut_padding(feed, pad_id) if cut else feed)
     return feeds
 
@@ -105,7 +117,8 @@ def run_within(runner: Runner, feed: Mapping[str, np.ndarray], output: str, prof
         chunk = {k: v[part] for k, v in feed.items()}
         rows = part.stop - part.start
         if rows < profile.min_batch:
-            chunk = {k: np.concatenate([v, np.repeat(v[-1:], profile.min_batch - rows, axis=0)])
-                     for k, v in chunk.items()}
+            chunk = {
+                k: np.concatenate([v, np.repeat(v[-1:], profile.min_batch - rows, axis=0)]) for k, v in chunk.items()
+            }
         parts.append(runner.infer(chunk)[output][:rows])
     return np.concatenate(parts)

@@ -9,12 +9,13 @@ lists from the most to the least aggressive, and the gate in
 ``precision.lower`` takes the first rung whose outputs meet the fp16
 thresholds against the fp32 graph.  The chosen list is recorded in the manifest.
 """
+
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from clip_onnx.errors import ExportError
 
@@ -41,8 +42,9 @@ def fp16_converter(block: Sequence[str]) -> Callable[[Path, Path], dict]:
             model = onnx.load(source)
             # An empty list means the converter's own default: ops it has no fp16 form for.
             # Named explicitly, so the manifest lists what really stayed fp32.
-            blocked = sorted(set(block) if block else
-                             set(float16.DEFAULT_OP_BLOCK_LIST) & {n.op_type for n in model.graph.node})
+            blocked = sorted(
+                set(block) if block else set(float16.DEFAULT_OP_BLOCK_LIST) & {n.op_type for n in model.graph.node}
+            )
             with warnings.catch_warnings():
                 # The converter warns for every constant it clamps into fp16 range.
                 warnings.simplefilter("ignore")
@@ -66,11 +68,13 @@ def _retarget_float_casts(model) -> None:
     """
     from onnx import TensorProto
 
-    retyped = {v.name for v in list(model.graph.value_info) + list(model.graph.output)
-               if v.type.tensor_type.elem_type == TensorProto.FLOAT16}
+    retyped = {
+        v.name
+        for v in list(model.graph.value_info) + list(model.graph.output)
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT16
+    }
     for node in model.graph.node:
         if node.op_type == "Cast" and node.output[0] in retyped:
             for attr in node.attribute:
                 if attr.name == "to" and attr.i == TensorProto.FLOAT:
                     attr.i = TensorProto.FLOAT16
-

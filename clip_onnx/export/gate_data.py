@@ -9,6 +9,7 @@ Everything is read and checked before the export starts, so a bad folder fails
 in seconds, not after minutes of tracing.  ``GatePlan.record`` is what the
 manifest keeps, so a reader of the bundle knows what "passed" meant.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,9 +45,15 @@ class GatePlan:
     record: dict
 
 
-def plan_gate(model: ExportableModel, precision: str, *, images: int | str | os.PathLike = GATE_IMAGES,
-              texts: str | os.PathLike | None = None, min_cosine: float | None = None,
-              min_agreement: float | None = None) -> GatePlan:
+def plan_gate(
+    model: ExportableModel,
+    precision: str,
+    *,
+    images: int | str | os.PathLike = GATE_IMAGES,
+    texts: str | os.PathLike | None = None,
+    min_cosine: float | None = None,
+    min_agreement: float | None = None,
+) -> GatePlan:
     """Read and check the gate's inputs for lowering ``model`` to ``precision``.
 
     ``images``: a count of built-in pictures, or a folder of the user's (walked
@@ -65,15 +72,20 @@ def plan_gate(model: ExportableModel, precision: str, *, images: int | str | os.
     text_record = None
     if model.textual is None:
         if texts is not None:
-            raise ExportError(f"--gate-texts {str(texts)!r}: {model.name} is a classifier with no text tower; "
-                              "leave --gate-texts out (its gate compares the argmax class on the gate images)")
+            raise ExportError(
+                f"--gate-texts {str(texts)!r}: {model.name} is a classifier with no text tower; "
+                "leave --gate-texts out (its gate compares the argmax class on the gate images)"
+            )
     elif texts is not None:
         feeds["textual"], text_record = _user_texts(Path(texts), model)
         task = ZeroShot()  # one zero-shot task over the user's prompts, no template blocks
     else:
         feeds["textual"] = validate.gate_texts(model)
-        text_record = {"source": "model", "count": sum(len(f["input_ids"]) for f in feeds["textual"]),
-                       "templates": len(GATE_TEMPLATES)}
+        text_record = {
+            "source": "model",
+            "count": sum(len(f["input_ids"]) for f in feeds["textual"]),
+            "templates": len(GATE_TEMPLATES),
+        }
     record = {"images": image_record, "thresholds": asdict(thresholds), "overridden": overridden}
     if text_record is not None:
         record["texts"] = text_record
@@ -82,9 +94,16 @@ def plan_gate(model: ExportableModel, precision: str, *, images: int | str | os.
 
 def check_unused(precision: str, gate: bool, images, texts, min_cosine, min_agreement) -> None:
     """Refuse gate options that would silently do nothing: with fp32, or with the gate off."""
-    given = [name for name, value in (("--gate-images", images if isinstance(images, (str, os.PathLike)) else None),
-                                      ("--gate-texts", texts), ("--min-cosine", min_cosine),
-                                      ("--min-agreement", min_agreement)) if value is not None]
+    given = [
+        name
+        for name, value in (
+            ("--gate-images", images if isinstance(images, (str, os.PathLike)) else None),
+            ("--gate-texts", texts),
+            ("--min-cosine", min_cosine),
+            ("--min-agreement", min_agreement),
+        )
+        if value is not None
+    ]
     if given and precision == "fp32":
         raise ExportError(f"{', '.join(given)} set the fp16/int8 gate; add --precision fp16 or int8, or drop them")
     if given and not gate:
@@ -99,8 +118,9 @@ def _thresholds(precision: str, min_cosine: float | None, min_agreement: float |
         overrides["min_cosine"] = float(min_cosine)
     if min_agreement is not None:
         if not 0.0 <= min_agreement <= 1.0:
-            raise ExportError(f"--min-agreement {min_agreement} is not a fraction; give a value in [0, 1] "
-                              "(0.99 for 99%)")
+            raise ExportError(
+                f"--min-agreement {min_agreement} is not a fraction; give a value in [0, 1] (0.99 for 99%)"
+            )
         overrides["min_top1_agreement"] = float(min_agreement)
     return replace(THRESHOLDS[precision], **overrides), sorted(overrides)
 
@@ -110,8 +130,11 @@ def _user_images(folder: Path, preprocess: ImagePreprocessor) -> tuple[list[dict
     if not folder.is_dir():
         raise ExportError(f"--gate-images {str(folder)!r} is not a folder; give a folder of your pictures")
     # Hidden files and folders (.DS_Store, .git) are never pictures.
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     pixels, used, skipped = [], [], 0
     for path in files:
         try:
@@ -122,13 +145,19 @@ def _user_images(folder: Path, preprocess: ImagePreprocessor) -> tuple[list[dict
             continue
         used.append(path)
     if len(used) < MIN_GATE_IMAGES:
-        raise ExportError(f"--gate-images {str(folder)!r} has {len(used)} readable pictures ({skipped} unreadable "
-                          f"skipped); the gate needs at least {MIN_GATE_IMAGES}: add pictures of your domain")
+        raise ExportError(
+            f"--gate-images {str(folder)!r} has {len(used)} readable pictures ({skipped} unreadable "
+            f"skipped); the gate needs at least {MIN_GATE_IMAGES}: add pictures of your domain"
+        )
     log.info("gate images: %d pictures from %s (%d unreadable skipped)", len(used), folder, skipped)
     listing = "".join(f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in used)
-    batches = [{"pixel_values": np.stack(pixels[s:s + GATE_BATCH])} for s in range(0, len(pixels), GATE_BATCH)]
-    return batches, {"source": "user", "count": len(used), "skipped": skipped, "files_sha256": sha256_bytes(
-        listing.encode())}
+    batches = [{"pixel_values": np.stack(pixels[s : s + GATE_BATCH])} for s in range(0, len(pixels), GATE_BATCH)]
+    return batches, {
+        "source": "user",
+        "count": len(used),
+        "skipped": skipped,
+        "files_sha256": sha256_bytes(listing.encode()),
+    }
 
 
 def _user_texts(file: Path, model: ExportableModel) -> tuple[list[dict], dict]:
@@ -139,11 +168,13 @@ def _user_texts(file: Path, model: ExportableModel) -> tuple[list[dict], dict]:
         raise ExportError(f"--gate-texts {str(file)!r} cannot be read as UTF-8 text: {exc}") from None
     texts = [line.strip() for line in lines if line.strip()]
     if len(texts) < MIN_GATE_TEXTS:
-        raise ExportError(f"--gate-texts {str(file)!r} has {len(texts)} prompts; the zero-shot gate needs at least "
-                          f"{MIN_GATE_TEXTS}, one a line")
+        raise ExportError(
+            f"--gate-texts {str(file)!r} has {len(texts)} prompts; the zero-shot gate needs at least "
+            f"{MIN_GATE_TEXTS}, one a line"
+        )
     try:
         tokens = model.tokenize(texts)
     except InputError as exc:
         raise ExportError(f"--gate-texts {str(file)!r}: {exc}") from None
-    batches = [{k: v[s:s + GATE_BATCH] for k, v in tokens.items()} for s in range(0, len(texts), GATE_BATCH)]
+    batches = [{k: v[s : s + GATE_BATCH] for k, v in tokens.items()} for s in range(0, len(texts), GATE_BATCH)]
     return batches, {"source": "user", "count": len(texts), "sha256": sha256_file(file)}

@@ -12,6 +12,7 @@ The choices, each made by measurement (figures in benchmarks/NOTES.md,
   per-channel is a little slower but more accurate on small widths, so it is
   the fallback for a tower whose per-tensor cosine misses the gate.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,16 +44,26 @@ def quantize_int8(source: Path, target: Path, op_types=INT8_OP_TYPES, per_channe
             level = root.level
             root.setLevel(logging.ERROR)
             try:
-                quantize_dynamic(source, target, op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8,
-                                 per_channel=per_channel, use_external_data_format=external)
+                quantize_dynamic(
+                    source,
+                    target,
+                    op_types_to_quantize=list(op_types),
+                    weight_type=QuantType.QInt8,
+                    per_channel=per_channel,
+                    use_external_data_format=external,
+                )
             finally:
                 root.setLevel(level)
         if external:
             _inline_where_it_fits(target)
     except Exception as exc:
         raise ExportError(f"INT8 quantization of {source.name} failed: {exc}") from exc
-    return {"method": "onnxruntime.quantize_dynamic", "weight_type": "QInt8", "op_types": list(op_types),
-            "per_channel": per_channel}
+    return {
+        "method": "onnxruntime.quantize_dynamic",
+        "weight_type": "QInt8",
+        "op_types": list(op_types),
+        "per_channel": per_channel,
+    }
 
 
 def has_external_data(path: Path) -> bool:

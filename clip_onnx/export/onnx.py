@@ -1,12 +1,13 @@
 """torch -> ONNX for one tower, with symbolic axes that are checked, not assumed."""
+
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import onnx
 import torch
@@ -40,38 +41,56 @@ def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, 
     dynamic_shapes = {}
     for name in tower.input_names:
         axes = tower.dynamic_axes.get(name, {})
-        dynamic_shapes[name] = {axis: dims.setdefault(label, torch.export.Dim(label, min=1, max=4096))
-                                for axis, label in axes.items()}
+        dynamic_shapes[name] = {
+            axis: dims.setdefault(label, torch.export.Dim(label, min=1, max=4096)) for axis, label in axes.items()
+        }
     args = tuple(example[n] for n in tower.input_names)
     log.info("exporting %s tower to %s (opset %d)", tower.name, path, opset)
     chatter = io.StringIO()
     try:
         # The exporter prints progress lines on stdout and logs harmless warnings (a
         # non-parameter attention mask becomes a constant); keep them for the error message.
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter), \
-                _quiet_torch_onnx(chatter):
+        with (
+            torch.no_grad(),
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(chatter),
+            _quiet_torch_onnx(chatter),
+        ):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                tower.module.eval(), args, input_names=list(tower.input_names), output_names=[tower.output_name],
-                dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True, external_data=False,
-                optimize=True, verbose=False)
+                tower.module.eval(),
+                args,
+                input_names=list(tower.input_names),
+                output_names=[tower.output_name],
+                dynamic_shapes=dynamic_shapes,
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                optimize=True,
+                verbose=False,
+            )
     except Exception as exc:
-        raise ExportError(f"torch.onnx.export failed for the {tower.name} tower: {exc}\n"
-                          f"{chatter.getvalue()[-2000:]}") from exc
+        raise ExportError(
+            f"torch.onnx.export failed for the {tower.name} tower: {exc}\n{chatter.getvalue()[-2000:]}"
+        ) from exc
     save_graph(program.model_proto, path)
     check_symbolic_axes(path, tower)
     written = graph_opset(path)
     if written != opset:
-        raise ExportError(f"asked for opset {opset}, torch.onnx.export wrote the {tower.name} graph at opset "
-                          f"{written}; choose an opset from {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}")
+        raise ExportError(
+            f"asked for opset {opset}, torch.onnx.export wrote the {tower.name} graph at opset "
+            f"{written}; choose an opset from {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}"
+        )
     return path
 
 
 def check_opset(opset) -> int:
     """``opset`` if torch's exporter writes graphs at it, else ExportError naming the supported range."""
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in SUPPORTED_OPSETS:
-        raise ExportError(f"--opset {opset!r} is not supported: this exporter writes ONNX opsets "
-                          f"{SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+        raise ExportError(
+            f"--opset {opset!r} is not supported: this exporter writes ONNX opsets "
+            f"{SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})"
+        )
     return opset
 
 
@@ -87,8 +106,9 @@ def graph_opset(path: Path) -> int:
 class _NoTraceback(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         # A copy: another handler may already have cached the traceback text on the record itself.
-        return super().format(logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None,
-                                                     "stack_info": None}))
+        return super().format(
+            logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None})
+        )
 
 
 @contextlib.contextmanager
@@ -105,8 +125,11 @@ def _quiet_torch_onnx(sink: io.StringIO):
         return
     handler = logging.StreamHandler(sink)
     handler.setFormatter(_NoTraceback("%(levelname)s %(name)s: %(message)s"))
-    names = [n for n in list(logging.Logger.manager.loggerDict)
-             if any(n == top or n.startswith(top + ".") for top in _CHATTY_LOGGERS)]
+    names = [
+        n
+        for n in list(logging.Logger.manager.loggerDict)
+        if any(n == top or n.startswith(top + ".") for top in _CHATTY_LOGGERS)
+    ]
     loggers = [logging.getLogger(n) for n in {*names, *_CHATTY_LOGGERS}]
     saved = [(logger, logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
     for logger in loggers:
@@ -130,8 +153,14 @@ def save_graph(model: onnx.ModelProto, path: Path) -> None:
     weights = sum(len(t.raw_data) for t in model.graph.initializer)
     if weights > _EXTERNAL_DATA_THRESHOLD:
         # Location is relative to the graph, so a moved or renamed bundle still resolves it.
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
+        onnx.save_model(
+            model,
+            path,
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, path)
 
@@ -146,5 +175,7 @@ def check_symbolic_axes(path: Path, tower: Tower) -> None:
         dims = inputs[name].type.tensor_type.shape.dim
         for axis, label in axes.items():
             if not dims[axis].dim_param:
-                raise ExportError(f"{tower.name} input {name!r} axis {axis} ({label}) was exported as the fixed "
-                                  f"size {dims[axis].dim_value}, not as a symbolic axis")
+                raise ExportError(
+                    f"{tower.name} input {name!r} axis {axis} ({label}) was exported as the fixed "
+                    f"size {dims[axis].dim_value}, not as a symbolic axis"
+                )

@@ -3,12 +3,13 @@
 This module only orchestrates: ``validate`` makes the gates' inputs and each
 stage's outputs, ``clip_onnx.parity`` compares them, ``precision`` lowers.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -30,11 +31,22 @@ GRAPH_FILES = {"visual": "visual.onnx", "textual": "textual.onnx"}
 LABELS_FILE = "labels.txt"
 
 
-def export_bundle(source: str, out, *, random_weights: bool = False, opset: int = DEFAULT_OPSET,
-                  check_parity: bool = True, overwrite: bool = False, precision: str = "fp32",
-                  gate_images: int | str | os.PathLike = GATE_IMAGES, gate_texts: str | os.PathLike | None = None,
-                  min_cosine: float | None = None, min_agreement: float | None = None, gate: bool = True,
-                  progress: Callable[[str], None] = lambda step: None) -> Bundle:
+def export_bundle(
+    source: str,
+    out,
+    *,
+    random_weights: bool = False,
+    opset: int = DEFAULT_OPSET,
+    check_parity: bool = True,
+    overwrite: bool = False,
+    precision: str = "fp32",
+    gate_images: int | str | os.PathLike = GATE_IMAGES,
+    gate_texts: str | os.PathLike | None = None,
+    min_cosine: float | None = None,
+    min_agreement: float | None = None,
+    gate: bool = True,
+    progress: Callable[[str], None] = lambda step: None,
+) -> Bundle:
     """Export ``source`` into a bundle at ``out``; raises ParityError if the graphs don't match eager torch.
 
     ``precision="int8"`` or ``"fp16"`` then lowers each tower whose converted
@@ -49,38 +61,75 @@ def export_bundle(source: str, out, *, random_weights: bool = False, opset: int 
     check_opset(opset)  # before loading: a model can take minutes to load
     progress("load model")
     model = load_model(source, random_weights=random_weights)
-    return export_model(model, out, opset=opset, check_parity=check_parity, overwrite=overwrite,
-                        precision=precision, gate_images=gate_images, gate_texts=gate_texts, min_cosine=min_cosine,
-                        min_agreement=min_agreement, gate=gate, progress=progress, started=started)
+    return export_model(
+        model,
+        out,
+        opset=opset,
+        check_parity=check_parity,
+        overwrite=overwrite,
+        precision=precision,
+        gate_images=gate_images,
+        gate_texts=gate_texts,
+        min_cosine=min_cosine,
+        min_agreement=min_agreement,
+        gate=gate,
+        progress=progress,
+        started=started,
+    )
 
 
-def export_model(model: ExportableModel, out, *, opset: int = DEFAULT_OPSET, check_parity: bool = True,
-                 overwrite: bool = False, precision: str = "fp32", gate_images: int | str | os.PathLike = GATE_IMAGES,
-                 gate_texts: str | os.PathLike | None = None, min_cosine: float | None = None,
-                 min_agreement: float | None = None, gate: bool = True,
-                 progress: Callable[[str], None] = lambda step: None, started: float | None = None) -> Bundle:
+def export_model(
+    model: ExportableModel,
+    out,
+    *,
+    opset: int = DEFAULT_OPSET,
+    check_parity: bool = True,
+    overwrite: bool = False,
+    precision: str = "fp32",
+    gate_images: int | str | os.PathLike = GATE_IMAGES,
+    gate_texts: str | os.PathLike | None = None,
+    min_cosine: float | None = None,
+    min_agreement: float | None = None,
+    gate: bool = True,
+    progress: Callable[[str], None] = lambda step: None,
+    started: float | None = None,
+) -> Bundle:
     """Export an already loaded model; see export_bundle."""
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     started = time.perf_counter() if started is None else started
     check_unused(precision, gate, gate_images, gate_texts, min_cosine, min_agreement)
     # Read before the export, so a bad folder or threshold fails in seconds.
-    plan = plan_gate(model, precision, images=gate_images, texts=gate_texts, min_cosine=min_cosine,
-                     min_agreement=min_agreement) if precision != "fp32" and gate else None
+    plan = (
+        plan_gate(
+            model, precision, images=gate_images, texts=gate_texts, min_cosine=min_cosine, min_agreement=min_agreement
+        )
+        if precision != "fp32" and gate
+        else None
+    )
     with BundleWriter(out, overwrite=overwrite) as writer:
         feeds = validate.parity_inputs(model)
         graphs = {}
         for tower in validate.towers_of(model):
             progress(f"export {tower.name}")
             # Traced at a batch size the parity gate never uses, so a frozen axis cannot pass.
-            graphs[tower.name] = export_tower(tower, validate.trace_example(feeds, tower.name, EXAMPLE_BATCH),
-                                              writer.dir / GRAPH_FILES[tower.name], opset=opset)
+            graphs[tower.name] = export_tower(
+                tower,
+                validate.trace_example(feeds, tower.name, EXAMPLE_BATCH),
+                writer.dir / GRAPH_FILES[tower.name],
+                opset=opset,
+            )
         parity = None
         if check_parity:
             progress("check parity")
-            parity = compare("onnx-fp32", validate.eager_outputs(model, feeds),
-                             validate.graph_outputs(model, graphs, feeds), THRESHOLDS["fp32"],
-                             validate.task_of(model), feeds=feeds)
+            parity = compare(
+                "onnx-fp32",
+                validate.eager_outputs(model, feeds),
+                validate.graph_outputs(model, graphs, feeds),
+                THRESHOLDS["fp32"],
+                validate.task_of(model),
+                feeds=feeds,
+            )
         else:
             log.warning("parity check skipped (--no-validate): the bundle is unverified")
         lowered = None
@@ -98,14 +147,18 @@ def export_model(model: ExportableModel, out, *, opset: int = DEFAULT_OPSET, che
     return bundle
 
 
-def build_manifest(model: ExportableModel, opsets: dict[str, int], parity: ParityReport | None,
-                   lowered: dict | None, seconds: float) -> dict:
+def build_manifest(
+    model: ExportableModel, opsets: dict[str, int], parity: ParityReport | None, lowered: dict | None, seconds: float
+) -> dict:
     graphs = {}
     for tower in validate.towers_of(model):
         graphs[tower.name] = {
-            "file": GRAPH_FILES[tower.name], "inputs": list(tower.input_names), "output": tower.output_name,
+            "file": GRAPH_FILES[tower.name],
+            "inputs": list(tower.input_names),
+            "output": tower.output_name,
             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in tower.dynamic_axes.items()},
-            "opset": opsets[tower.name], **(lowered["towers"][tower.name] if lowered else {"precision": "fp32"}),
+            "opset": opsets[tower.name],
+            **(lowered["towers"][tower.name] if lowered else {"precision": "fp32"}),
         }
     manifest = {
         "kind": model.kind,

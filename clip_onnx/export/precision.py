@@ -9,16 +9,17 @@ to lower: all of them, else each alone.  The gate compares with the fp32 ONNX
 graphs, which the fp32 gate already proved equal to eager PyTorch.  A tower
 that cannot be lowered stays fp32, and the manifest says why.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,10 +34,9 @@ from clip_onnx.parity import compare, min_cosine
 log = logging.getLogger(__name__)
 
 # precision -> converters ``convert(source, target) -> details``, from the most to the least aggressive.
-LADDERS: Mapping[str, tuple[Callable[[Path, Path], dict], ...]] = MappingProxyType({
-    "int8": INT8_LADDER,
-    "fp16": tuple(fp16_converter(block) for block in FP16_LADDER),
-})
+LADDERS: Mapping[str, tuple[Callable[[Path, Path], dict], ...]] = MappingProxyType(
+    {"int8": INT8_LADDER, "fp16": tuple(fp16_converter(block) for block in FP16_LADDER)}
+)
 PRECISIONS = ("fp32", *LADDERS)
 
 
@@ -50,8 +50,14 @@ class _Climb:
     tried: list = field(default_factory=list)
 
 
-def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, plan: GatePlan | None = None,
-          *, gate: bool = True) -> dict:
+def lower(
+    model: ExportableModel,
+    graphs: Mapping[str, Path],
+    precision: str,
+    plan: GatePlan | None = None,
+    *,
+    gate: bool = True,
+) -> dict:
     """Convert ``graphs`` in place where the gate allows; returns the manifest's precision record.
 
     ``plan`` holds the gate's inputs and thresholds (default: the built-in ones,
@@ -66,16 +72,19 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, pl
     outputs = {t.name: t.output_name for t in validate.towers_of(model)}
     thresholds, feeds = plan.thresholds, plan.feeds
     reference = validate.graph_outputs(model, graphs, feeds)
-    climbs = {t: _climb(LADDERS[precision], graphs[t], precision, outputs[t], feeds[t], reference[t],
-                        thresholds.min_cosine) for t in towers}
+    climbs = {
+        t: _climb(LADDERS[precision], graphs[t], precision, outputs[t], feeds[t], reference[t], thresholds.min_cosine)
+        for t in towers
+    }
     chosen, attempts = (), []
     for combo in [tuple(towers)] + ([(t,) for t in towers] if len(towers) > 1 else []):
         if any(climbs[t].outputs is None for t in combo):
             continue  # no candidate of that tower loads
         got = {t: climbs[t].outputs if t in combo else reference[t] for t in towers}
         try:
-            report = compare(f"onnx-{precision}[{'+'.join(combo)}]", _joined(reference), _joined(got), thresholds,
-                             plan.task)
+            report = compare(
+                f"onnx-{precision}[{'+'.join(combo)}]", _joined(reference), _joined(got), thresholds, plan.task
+            )
         except ParityError as missed:
             report = missed.report
         attempts.append(report.to_dict())
@@ -83,8 +92,13 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, pl
         if not report.failures():
             chosen = combo
             break
-    record = {"precision": precision, "gate": attempts, "tried": {t: c.tried for t, c in climbs.items()}, "towers": {},
-              "inputs": plan.record}
+    record = {
+        "precision": precision,
+        "gate": attempts,
+        "tried": {t: c.tried for t, c in climbs.items()},
+        "towers": {},
+        "inputs": plan.record,
+    }
     for tower, climb in climbs.items():
         if tower in chosen:
             _swap_graph(climb.candidate, graphs[tower])
@@ -97,8 +111,15 @@ def lower(model: ExportableModel, graphs: Mapping[str, Path], precision: str, pl
     return record
 
 
-def _climb(ladder: Sequence[Callable[[Path, Path], dict]], graph: Path, precision: str, output: str, feeds: list,
-           reference: list, cosine_needed: float) -> _Climb:
+def _climb(
+    ladder: Sequence[Callable[[Path, Path], dict]],
+    graph: Path,
+    precision: str,
+    output: str,
+    feeds: list,
+    reference: list,
+    cosine_needed: float,
+) -> _Climb:
     """Convert ``graph`` rung by rung until a graph that loads meets ``cosine_needed``; the last rung stays on disk."""
     climb = _Climb(graph.with_name(f"{graph.stem}.{precision}.onnx"))
     for convert in ladder:
@@ -126,8 +147,10 @@ def _lower_ungated(model: ExportableModel, graphs: Mapping[str, Path], precision
         problem = load_problem(candidate)
         if problem:
             _remove_graph(candidate)
-            raise ExportError(f"the ungated {precision} {tower.name} graph ({details}) does not load in ONNX "
-                              f"Runtime: {problem}; export with the gate on to fall back along the ladder")
+            raise ExportError(
+                f"the ungated {precision} {tower.name} graph ({details}) does not load in ONNX "
+                f"Runtime: {problem}; export with the gate on to fall back along the ladder"
+            )
         _swap_graph(candidate, graph)
         record["towers"][tower.name] = {"precision": precision, **details, "gate": "off"}
     log.warning("%s graphs written without the gate: their accuracy is unverified", precision)
@@ -152,7 +175,7 @@ def load_problem(path: Path) -> str | None:
     if result.returncode < 0:
         return f"onnxruntime crashed opening it (signal {-result.returncode})"
     if result.returncode:
-        lines = result.stderr.strip().splitlines() or ["exit status %d" % result.returncode]
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
         return lines[-1][-400:]
     return None
 

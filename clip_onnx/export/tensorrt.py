@@ -9,13 +9,14 @@ to build for a named compute capability: the CPU-side proof that the graphs
 parse and build with their profiles.  Its plans are recorded as product
 "tensorrt-rtx" and are never offered to the standard TensorRT runtime.
 """
+
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
 
 from clip_onnx.bundle import TOWERS, read_bundle
 from clip_onnx.engines import ENGINE_DIR, Profile, Target, plan_key, records, write_record
@@ -25,7 +26,6 @@ from clip_onnx.files import atomic_write_bytes, sha256_bytes, sha256_file
 from clip_onnx.parity import GATE_IMAGES
 
 log = logging.getLogger(__name__)
-
 
 
 def import_tensorrt(ahead_of_time: str | None):
@@ -44,15 +44,25 @@ def current_target(trt, ahead_of_time: str | None) -> Target:
     import torch  # the exporter has torch; the runtime reads the GPU through cupy instead
 
     if not torch.cuda.is_available():
-        raise ExportError("building a TensorRT plan for this machine needs a CUDA GPU; none is visible "
-                          "(use --ahead-of-time SM89 with tensorrt-rtx for a CPU-side build check)")
+        raise ExportError(
+            "building a TensorRT plan for this machine needs a CUDA GPU; none is visible "
+            "(use --ahead-of-time SM89 with tensorrt-rtx for a CPU-side build check)"
+        )
     major, minor = torch.cuda.get_device_capability(0)
     return Target("tensorrt", trt.__version__, torch.cuda.get_device_name(0), f"{major}.{minor}")
 
 
-def build_engines(bundle_path, profile: Profile, *, workspace_gib: float = 4.0, ahead_of_time: str | None = None,
-                  timing_cache: Path | None = None, gate: bool = True, gate_images: int = GATE_IMAGES,
-                  progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
+def build_engines(
+    bundle_path,
+    profile: Profile,
+    *,
+    workspace_gib: float = 4.0,
+    ahead_of_time: str | None = None,
+    timing_cache: Path | None = None,
+    gate: bool = True,
+    gate_images: int = GATE_IMAGES,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> list[dict]:
     """Build (or reuse) one plan per tower; returns their records.
 
     With ``gate`` (and a GPU to run them: not ``ahead_of_time``), each plan must
@@ -87,12 +97,28 @@ def build_engines(bundle_path, profile: Profile, *, workspace_gib: float = 4.0, 
                 continue
         else:
             progress(f"building {tower} plan")
-            plan, path = build_plan(trt, bundle.file(graph["file"]), profile, graph["precision"], target,
-                                    ahead_of_time, workspace_gib, timing_cache)
+            plan, path = build_plan(
+                trt,
+                bundle.file(graph["file"]),
+                profile,
+                graph["precision"],
+                target,
+                ahead_of_time,
+                workspace_gib,
+                timing_cache,
+            )
             atomic_write_bytes(plan_path, plan)
-            record = {"key": key, "tower": tower, "graph_sha256": graph_sha, "target": asdict(target),
-                      "profile": asdict(profile), "fp16": path, "plan": plan_path.name,
-                      "plan_sha256": sha256_bytes(plan), "plan_bytes": len(plan)}
+            record = {
+                "key": key,
+                "tower": tower,
+                "graph_sha256": graph_sha,
+                "target": asdict(target),
+                "profile": asdict(profile),
+                "fp16": path,
+                "plan": plan_path.name,
+                "plan_sha256": sha256_bytes(plan),
+                "plan_bytes": len(plan),
+            }
         if engine_gate is not None:
             progress(f"checking {tower} plan against its ONNX graph")
             record = _gated(engine_gate, tower, plan_path, record, profile)
@@ -116,8 +142,16 @@ def _gated(engine_gate: EngineGate, tower: str, plan_path: Path, record: dict, p
     return {**record, "parity": report.to_dict()}
 
 
-def build_plan(trt, onnx_path: Path, profile: Profile, graph_precision: str, target: Target,
-               ahead_of_time: str | None, workspace_gib: float, timing_cache: Path) -> tuple[bytes, str]:
+def build_plan(
+    trt,
+    onnx_path: Path,
+    profile: Profile,
+    graph_precision: str,
+    target: Target,
+    ahead_of_time: str | None,
+    workspace_gib: float,
+    timing_cache: Path,
+) -> tuple[bytes, str]:
     logger = _CollectingLogger(trt)
     builder = trt.Builder(logger)
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)

@@ -5,11 +5,12 @@ batch sizes other than the export example's, so a frozen axis or a wrong
 pooling index shows up as a failure rather than passing by coincidence.
 ``clip_onnx.parity.compare`` judges the outputs.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -70,15 +71,17 @@ def gate_pictures(model: ExportableModel, images: int = GATE_IMAGES, seed: int =
     """``images`` built-in gate pictures in GATE_BATCH batches: the model's own ``gate_images``, else synthetic."""
     pictures = model.gate_images or synthetic_images
     preprocess = ImagePreprocessor(model.preprocess)
-    return [{"pixel_values": preprocess(pictures(min(GATE_BATCH, images - start), seed + start))}
-            for start in range(0, images, GATE_BATCH)]
+    return [
+        {"pixel_values": preprocess(pictures(min(GATE_BATCH, images - start), seed + start))}
+        for start in range(0, images, GATE_BATCH)
+    ]
 
 
 def gate_texts(model: ExportableModel) -> list[dict[str, np.ndarray]]:
     """The built-in gate prompts (every sample text in every GATE_TEMPLATES shape) in GATE_BATCH batches."""
     texts = gate_prompts(model.sample_texts)
     tokens = model.tokenize(texts)
-    return [{k: v[s:s + GATE_BATCH] for k, v in tokens.items()} for s in range(0, len(texts), GATE_BATCH)]
+    return [{k: v[s : s + GATE_BATCH] for k, v in tokens.items()} for s in range(0, len(texts), GATE_BATCH)]
 
 
 def task_of(model: ExportableModel, groups: int = 1) -> ZeroShot | Logits:

@@ -3,6 +3,7 @@
 Nothing under this package may import torch, onnx or youtokentome; a test
 checks that in a fresh interpreter.
 """
+
 from clip_onnx.errors import BackendError, BundleError, ClipOnnxError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.backends.base import Runner
@@ -13,6 +14,20 @@ from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.base import Tokenizer, cut_padding
 
 # The models first; then the parts they are built from, for tools that time or serve one part alone.
-__all__ = ["ClipModel", "Classification", "ClipClassifier", "Prediction", "ClipOnnxError", "InputError",
-           "BundleError", "BackendError", "open_runner", "Runner", "ImagePreprocessor", "PreprocessSpec",
-           "load_tokenizer", "Tokenizer", "cut_padding"]
+__all__ = [
+    "ClipModel",
+    "Classification",
+    "ClipClassifier",
+    "Prediction",
+    "ClipOnnxError",
+    "InputError",
+    "BundleError",
+    "BackendError",
+    "open_runner",
+    "Runner",
+    "ImagePreprocessor",
+    "PreprocessSpec",
+    "load_tokenizer",
+    "Tokenizer",
+    "cut_padding",
+]

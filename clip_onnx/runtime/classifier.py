@@ -4,11 +4,13 @@ timm's CLIP-ViT ImageNet classifiers export to such bundles: ``visual.onnx``
 maps ``pixel_values`` to ``logits [batch, classes]`` and ``labels.txt`` names
 the classes, one a line, in logit order.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,11 +40,18 @@ class ClipClassifier:
     time; ``labels`` names the classes in logit order.
     """
 
-    def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
-                 batch_size: int = 32):
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        backend: str = "onnxruntime",
+        providers: Sequence[Any] | None = None,
+        batch_size: int = 32,
+    ):
         if not isinstance(bundle, Bundle):
-            raise InputError(f"expected a Bundle, got {type(bundle).__name__}; open a directory with "
-                             "ClipClassifier.load")
+            raise InputError(
+                f"expected a Bundle, got {type(bundle).__name__}; open a directory with ClipClassifier.load"
+            )
         if bundle.kind != "classifier":
             raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a classifier; open it with ClipModel")
         self.bundle = bundle
@@ -53,33 +62,45 @@ class ClipClassifier:
         self._visual = open_runner(bundle, "visual", backend, providers)
         names = [spec.name for spec in self._visual.inputs]
         if names != ["pixel_values"]:
-            raise BundleError(f"{bundle.path}: the visual graph takes inputs {names}, a classifier graph takes "
-                              "['pixel_values']")
+            raise BundleError(
+                f"{bundle.path}: the visual graph takes inputs {names}, a classifier graph takes ['pixel_values']"
+            )
 
     @classmethod
-    def load(cls, path: str | Path, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
-             batch_size: int = 32, verify: bool = True) -> ClipClassifier:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        backend: str = "onnxruntime",
+        providers: Sequence[Any] | None = None,
+        batch_size: int = 32,
+        verify: bool = True,
+    ) -> ClipClassifier:
         """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest."""
-        return open_bundle(path, lambda bundle: cls(bundle, backend=backend, providers=providers,
-                                                          batch_size=batch_size), verify=verify)
+        return open_bundle(
+            path, lambda bundle: cls(bundle, backend=backend, providers=providers, batch_size=batch_size), verify=verify
+        )
 
     def logits(self, images: Sequence[Any], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 [N images, classes]: the graph's raw logits."""
         images = _check_images(images)
         parts = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+            chunk = images[start : start + self.batch_size]
             parts.append(next(iter(self._visual.infer({"pixel_values": self.preprocess(chunk)}).values())))
             if progress:
                 progress(len(chunk))
         out = np.concatenate(parts).astype(np.float32, copy=False)
         if out.shape[1] != len(self.labels):
-            raise BundleError(f"{self.bundle.path}: the graph gives {out.shape[1]} logits but labels.txt names "
-                              f"{len(self.labels)} classes")
+            raise BundleError(
+                f"{self.bundle.path}: the graph gives {out.shape[1]} logits but labels.txt names "
+                f"{len(self.labels)} classes"
+            )
         return out
 
-    def predict(self, images: Sequence[Any], top_k: int = 5,
-                progress: Callable[[int], None] | None = None) -> Prediction:
+    def predict(
+        self, images: Sequence[Any], top_k: int = 5, progress: Callable[[int], None] | None = None
+    ) -> Prediction:
         """The ``top_k`` most probable classes of each image, with softmax probabilities over all classes."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(self.labels):
             raise InputError(f"top_k must be an int from 1 to {len(self.labels)}, got {top_k!r}")
@@ -87,8 +108,9 @@ class ClipClassifier:
         # A stable sort keeps tied classes in index order, so equal inputs always rank the same way.
         order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         top = np.take_along_axis(probs, order, axis=1)
-        return Prediction(labels=[[self.labels[i] for i in row] for row in order], probs=top,
-                          indices=order.astype(np.int64))
+        return Prediction(
+            labels=[[self.labels[i] for i in row] for row in order], probs=top, indices=order.astype(np.int64)
+        )
 
 
 def _read_labels(bundle: Bundle, record: Any) -> list[str]:

@@ -11,13 +11,14 @@ and a 0..1 float picture to black.  ``load_image`` scales 16-bit modes to 8
 bits (divide by 257) and takes float images on the 0..255 scale, refusing
 values outside it, so every image is embedded as the picture it shows.
 """
+
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image
@@ -25,7 +26,7 @@ from PIL import Image
 from clip_onnx.errors import InputError
 from clip_onnx.files import NotRegularFileError, open_regular
 
-ImageLike = Union[Image.Image, str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
+ImageLike = Image.Image | str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 
 # Kinds that are one image on their own; callers that want a batch use this to
 # refuse a bare image instead of iterating over its bytes or rows.
@@ -112,8 +113,10 @@ def to_eight_bit(img: Image.Image, what: str) -> Image.Image:
         values = np.asarray(img).astype(np.int64)
         low, high = int(values.min()), int(values.max())
         if low < 0 or high > 65535:
-            raise InputError(f"{what} is a mode {img.mode} image with values {low}..{high}; only 16-bit "
-                             "values 0..65535 are understood: scale it to 0..255 and convert it to mode L")
+            raise InputError(
+                f"{what} is a mode {img.mode} image with values {low}..{high}; only 16-bit "
+                "values 0..65535 are understood: scale it to 0..255 and convert it to mode L"
+            )
         return Image.fromarray(((values + 128) // 257).astype(np.uint8))
     if img.mode == "F":
         values = np.asarray(img, dtype=np.float32)
@@ -130,8 +133,9 @@ def _check_float_range(values: np.ndarray, what: str) -> None:
         raise InputError(f"{what} has values {low:g}..{high:g} outside 0..255; {FLOAT_ADVICE}")
     # A picture scaled to 0..1 would pass the range check and embed as a black one.
     if 0 < high <= 1:
-        raise InputError(f"{what} has values {low:g}..{high:g}, a picture scaled to 0..1 (it would embed as black); "
-                         f"{FLOAT_ADVICE}")
+        raise InputError(
+            f"{what} has values {low:g}..{high:g}, a picture scaled to 0..1 (it would embed as black); {FLOAT_ADVICE}"
+        )
 
 
 @contextmanager

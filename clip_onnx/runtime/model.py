@@ -5,11 +5,13 @@ Runtime sessions may be run from many threads at once.  A worker that only
 embeds texts (or only images) can open just that tower: ``towers=("textual",)``
 skips the other graph's loading, hashing and memory.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,8 +54,16 @@ class ClipModel:
     bundle's manifest, so the model sees exactly what the exporter checked.
     """
 
-    def __init__(self, bundle: Bundle, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
-                 batch_size: int = 32, towers: Sequence[str] = TOWERS, threads: int | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        backend: str = "onnxruntime",
+        providers: Sequence[Any] | None = None,
+        batch_size: int = 32,
+        towers: Sequence[str] = TOWERS,
+        threads: int | None = None,
+    ):
         if not isinstance(bundle, Bundle):
             raise InputError(f"expected a Bundle, got {type(bundle).__name__}; open a directory with ClipModel.load")
         if bundle.kind != "clip":
@@ -79,9 +89,17 @@ class ClipModel:
             self._check_graph(tower, runner)
 
     @classmethod
-    def load(cls, path: str | Path, *, backend: str = "onnxruntime", providers: Sequence[Any] | None = None,
-             batch_size: int = 32, verify: bool = True, towers: Sequence[str] = TOWERS,
-             threads: int | None = None) -> ClipModel:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        backend: str = "onnxruntime",
+        providers: Sequence[Any] | None = None,
+        batch_size: int = 32,
+        verify: bool = True,
+        towers: Sequence[str] = TOWERS,
+        threads: int | None = None,
+    ) -> ClipModel:
         """Open a bundle directory; ``verify`` checks the sha256 of every file it uses against the manifest.
 
         ``backend`` is "onnxruntime", "tensorrt" (plans from `clip-onnx build-engine`) or "auto".
@@ -93,13 +111,15 @@ class ClipModel:
         check_batch_size(batch_size)
 
         def build(bundle: Bundle) -> ClipModel:
-            return cls(bundle, backend=backend, providers=providers, batch_size=batch_size, towers=towers,
-                       threads=threads)
+            return cls(
+                bundle, backend=backend, providers=providers, batch_size=batch_size, towers=towers, threads=threads
+            )
 
         return open_bundle(path, build, verify=verify, towers=towers)
 
-    def encode_text(self, texts: Sequence[str], *, normalize: bool = True,
-                    progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode_text(
+        self, texts: Sequence[str], *, normalize: bool = True, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """float32 ``[len(texts), embed_dim]`` text embeddings, unit length unless ``normalize=False``.
 
         ``progress`` is called with the number of texts after each batch.
@@ -108,45 +128,58 @@ class ClipModel:
         texts = check_texts(texts)
         return self._encode(texts, self._textual_feed, self._runner("textual"), normalize, progress)
 
-    def encode_image(self, images: Sequence[Any], *, normalize: bool = True,
-                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode_image(
+        self, images: Sequence[Any], *, normalize: bool = True, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """float32 ``[len(images), embed_dim]`` image embeddings, unit length unless ``normalize=False``.
 
         ``progress`` is called with the number of images after each batch.
         Raises InputError naming the image that cannot be read.
         """
         images = _check_images(images)
-        return self._encode(images, lambda chunk: {"pixel_values": self.preprocess(chunk)}, self._runner("visual"),
-                            normalize, progress)
+        return self._encode(
+            images, lambda chunk: {"pixel_values": self.preprocess(chunk)}, self._runner("visual"), normalize, progress
+        )
 
-    def encode_pixels(self, pixel_values: np.ndarray, *, normalize: bool = True,
-                      progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode_pixels(
+        self, pixel_values: np.ndarray, *, normalize: bool = True, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """``encode_image`` for pixels that ``preprocess`` already made: float32 [N, 3, S, S].
 
         For pipelines that decode and preprocess on other threads than the one running the model.
         """
         size = self.preprocess.spec.image_size
-        if not isinstance(pixel_values, np.ndarray) or pixel_values.dtype != np.float32 \
-                or pixel_values.shape[1:] != (3, size, size) or not len(pixel_values):
-            raise InputError(f"expected float32 pixels shaped [N>=1, 3, {size}, {size}] as `preprocess` returns, got "
-                             f"{type(pixel_values).__name__} {getattr(pixel_values, 'dtype', '')} "
-                             f"{getattr(pixel_values, 'shape', '')}")
-        return self._encode(pixel_values, lambda chunk: {"pixel_values": chunk}, self._runner("visual"), normalize,
-                            progress)
+        if (
+            not isinstance(pixel_values, np.ndarray)
+            or pixel_values.dtype != np.float32
+            or pixel_values.shape[1:] != (3, size, size)
+            or not len(pixel_values)
+        ):
+            raise InputError(
+                f"expected float32 pixels shaped [N>=1, 3, {size}, {size}] as `preprocess` returns, got "
+                f"{type(pixel_values).__name__} {getattr(pixel_values, 'dtype', '')} "
+                f"{getattr(pixel_values, 'shape', '')}"
+            )
+        return self._encode(
+            pixel_values, lambda chunk: {"pixel_values": chunk}, self._runner("visual"), normalize, progress
+        )
 
     def _runner(self, tower: str) -> Runner:
         try:
             return self._runners[tower]
         except KeyError:
-            raise InputError(f"this ClipModel was opened with towers={self.towers}; open it with {tower!r} among "
-                             f"its towers to encode {'texts' if tower == 'textual' else 'images'}") from None
+            raise InputError(
+                f"this ClipModel was opened with towers={self.towers}; open it with {tower!r} among "
+                f"its towers to encode {'texts' if tower == 'textual' else 'images'}"
+            ) from None
 
     def similarity(self, images: Sequence[Any], texts: Sequence[str]) -> np.ndarray:
         """float32 ``[len(images), len(texts)]``: ``logit_scale * cos`` of every image (rows) with every text."""
         return self.logit_scale * (self.encode_image(images) @ self.encode_text(texts).T)
 
-    def classify(self, images: Sequence[Any], labels: Sequence[str],
-                 templates: Sequence[str] | None = None) -> Classification:
+    def classify(
+        self, images: Sequence[Any], labels: Sequence[str], templates: Sequence[str] | None = None
+    ) -> Classification:
         """Zero-shot classification of ``images`` among ``labels``, with RuCLIP Predictor's prompt ensembling.
 
         Every label goes into every template ("{}" marks where; default: the
@@ -176,33 +209,46 @@ class ClipModel:
         names = {spec.name for spec in runner.inputs}
         where = f"{self.bundle.path}: the {tower} graph {self.bundle.graph(tower)['file']!r}"
         if names != fed:
-            raise BundleError(f"{where} takes inputs {sorted(names)}, but the {tower} tower feeds {sorted(fed)}; "
-                              "were the graphs swapped?")
+            raise BundleError(
+                f"{where} takes inputs {sorted(names)}, but the {tower} tower feeds {sorted(fed)}; "
+                "were the graphs swapped?"
+            )
         width = runner.output_shapes[0][-1] if runner.output_shapes and runner.output_shapes[0] else None
         if width is not None and width != self.embed_dim:
-            raise BundleError(f"{where} gives {width}-wide embeddings, but the manifest's embed_dim is "
-                              f"{self.embed_dim}")
+            raise BundleError(
+                f"{where} gives {width}-wide embeddings, but the manifest's embed_dim is {self.embed_dim}"
+            )
         size = self.preprocess.spec.image_size
         pixels = next((spec.shape for spec in runner.inputs if spec.name == "pixel_values"), None)
-        if pixels is not None and (len(pixels) != 4 or any(d not in (None, want) for d, want in
-                                                           zip(pixels[1:], (3, size, size), strict=True))):
-            raise BundleError(f"{where} takes pixel_values of shape {list(pixels)}, but preprocess gives "
-                              f"[batch, 3, {size}, {size}]")
+        if pixels is not None and (
+            len(pixels) != 4 or any(d not in (None, want) for d, want in zip(pixels[1:], (3, size, size), strict=True))
+        ):
+            raise BundleError(
+                f"{where} takes pixel_values of shape {list(pixels)}, but preprocess gives [batch, 3, {size}, {size}]"
+            )
 
-    def _encode(self, items: list[Any] | np.ndarray, feed: Callable[[Any], dict[str, np.ndarray]], runner: Runner,
-                normalize: bool, progress: Callable[[int], None] | None) -> np.ndarray:
+    def _encode(
+        self,
+        items: list[Any] | np.ndarray,
+        feed: Callable[[Any], dict[str, np.ndarray]],
+        runner: Runner,
+        normalize: bool,
+        progress: Callable[[int], None] | None,
+    ) -> np.ndarray:
         if progress is not None and not callable(progress):
             raise InputError(f"progress must be a callable taking a count, got {type(progress).__name__}")
         parts = []
         for start in range(0, len(items), self.batch_size):
-            chunk = items[start:start + self.batch_size]
+            chunk = items[start : start + self.batch_size]
             parts.append(next(iter(runner.infer(feed(chunk)).values())))
             if progress:
                 progress(len(chunk))
         out = np.concatenate(parts).astype(np.float32, copy=False)
         if out.ndim != 2 or out.shape[1] != self.embed_dim:
-            raise BundleError(f"{self.bundle.path}: a graph gave embeddings of shape {list(out.shape)}, but the "
-                              f"manifest's embed_dim is {self.embed_dim}")
+            raise BundleError(
+                f"{self.bundle.path}: a graph gave embeddings of shape {list(out.shape)}, but the "
+                f"manifest's embed_dim is {self.embed_dim}"
+            )
         if normalize:
             out = out / np.linalg.norm(out, axis=-1, keepdims=True)
         return out

@@ -5,13 +5,15 @@ images, so the resampled pixels are identical); ToTensor and Normalize become
 one float32 lookup table per channel, built with the exact operations
 torchvision performs, so the output matches it bit for bit.
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -26,14 +28,16 @@ CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
 # torchvision's InterpolationMode names and the Pillow filters it hands PIL images to.
-INTERPOLATIONS: Mapping[str, Image.Resampling] = MappingProxyType({
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-})
+INTERPOLATIONS: Mapping[str, Image.Resampling] = MappingProxyType(
+    {
+        "nearest": Image.Resampling.NEAREST,
+        "bilinear": Image.Resampling.BILINEAR,
+        "bicubic": Image.Resampling.BICUBIC,
+        "lanczos": Image.Resampling.LANCZOS,
+        "box": Image.Resampling.BOX,
+        "hamming": Image.Resampling.HAMMING,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -174,11 +178,13 @@ def _resize(img: Image.Image, size: tuple[int, int], spec: PreprocessSpec) -> Im
     return img.resize(size, INTERPOLATIONS[spec.interpolation])
 
 
-CROP_MODES: Mapping[str, Callable[[Image.Image, PreprocessSpec], Image.Image]] = MappingProxyType({
-    "crop_then_resize": _crop_then_resize,
-    "resize_then_crop": _resize_then_crop,
-    "squash_then_crop": _squash_then_crop,
-})
+CROP_MODES: Mapping[str, Callable[[Image.Image, PreprocessSpec], Image.Image]] = MappingProxyType(
+    {
+        "crop_then_resize": _crop_then_resize,
+        "resize_then_crop": _resize_then_crop,
+        "squash_then_crop": _squash_then_crop,
+    }
+)
 
 
 def _normalise_table(spec: PreprocessSpec) -> np.ndarray:
@@ -260,9 +266,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def _check_batch(images: Any) -> list[Any]:
     if isinstance(images, SINGLE_IMAGE_TYPES):
-        raise InputError(
-            f"expected a list of images, got a single {type(images).__name__}; wrap it in a list: [image]"
-        )
+        raise InputError(f"expected a list of images, got a single {type(images).__name__}; wrap it in a list: [image]")
     try:
         items = list(images)
     except TypeError:

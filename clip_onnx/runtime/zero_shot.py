@@ -4,10 +4,11 @@ RuCLIP ``Predictor`` style: every label goes into every template, each
 template's normalised text embedding is averaged per label and renormalised,
 and images are scored by ``logit_scale * cos`` followed by a softmax.
 """
+
 from __future__ import annotations
 
 import string
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -25,14 +26,20 @@ def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
     items = tuple(check_texts(templates, what="template"))
     for template in items:
         try:
-            fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
-                      if name is not None]
+            fields = [
+                (name, spec, conversion)
+                for _, name, spec, conversion in string.Formatter().parse(template)
+                if name is not None
+            ]
         except ValueError as exc:
-            raise InputError(f"template {template!r:.80} is not a format string ({exc}); write a literal brace "
-                             "as '{{' or '}}'") from None
+            raise InputError(
+                f"template {template!r:.80} is not a format string ({exc}); write a literal brace as '{{{{' or '}}}}'"
+            ) from None
         if fields != [("", "", None)]:
-            raise InputError(f"template {template!r:.80} must contain exactly one '{{}}' where the label goes and "
-                             "no other replacement field; write a literal brace as '{{' or '}}'")
+            raise InputError(
+                f"template {template!r:.80} must contain exactly one '{{}}' where the label goes and "
+                "no other replacement field; write a literal brace as '{{' or '}}'"
+            )
     return items
 
 
@@ -47,8 +54,9 @@ def ensemble(per_template: np.ndarray) -> np.ndarray:
     return text / np.linalg.norm(text, axis=-1, keepdims=True)
 
 
-def label_embeddings(encode: Callable[[list[str]], np.ndarray], labels: Sequence[str],
-                     templates: Sequence[str]) -> np.ndarray:
+def label_embeddings(
+    encode: Callable[[list[str]], np.ndarray], labels: Sequence[str], templates: Sequence[str]
+) -> np.ndarray:
     """[labels, D]: every label in every template, encoded by ``encode`` (texts -> normalised [N, D]), ensembled."""
     per_template = np.asarray(encode(prompts_for(labels, templates)))
     return ensemble(per_template.reshape(len(templates), len(labels), -1))

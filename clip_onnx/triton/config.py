@@ -4,19 +4,27 @@ The schema (``model_config_pb2``) comes with ``tritonclient[grpc]``; a field
 name or enum value that Triton does not know fails here, at write time, not
 when the server loads the repository.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from clip_onnx.errors import BundleError, ClipOnnxError, InputError
 
 # ONNX Runtime's type strings -> Triton's DataType names; what the ONNX Runtime backend pairs them with.
 ONNX_TO_TRITON = {
-    "tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(double)": "TYPE_FP64",
-    "tensor(bfloat16)": "TYPE_BF16", "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32",
-    "tensor(int16)": "TYPE_INT16", "tensor(int8)": "TYPE_INT8", "tensor(uint8)": "TYPE_UINT8",
-    "tensor(bool)": "TYPE_BOOL", "tensor(string)": "TYPE_STRING",
+    "tensor(float)": "TYPE_FP32",
+    "tensor(float16)": "TYPE_FP16",
+    "tensor(double)": "TYPE_FP64",
+    "tensor(bfloat16)": "TYPE_BF16",
+    "tensor(int64)": "TYPE_INT64",
+    "tensor(int32)": "TYPE_INT32",
+    "tensor(int16)": "TYPE_INT16",
+    "tensor(int8)": "TYPE_INT8",
+    "tensor(uint8)": "TYPE_UINT8",
+    "tensor(bool)": "TYPE_BOOL",
+    "tensor(string)": "TYPE_STRING",
 }
 KINDS = ("cpu", "gpu")
 # The parameter that tells the shared Python step model which step it is.
@@ -28,8 +36,9 @@ def schema():
     try:
         from tritonclient.grpc import model_config_pb2
     except ImportError as exc:
-        raise TritonError(f"writing a Triton repository needs Triton's config schema ({exc}); "
-                          "pip install 'clip-onnx[triton]'") from None
+        raise TritonError(
+            f"writing a Triton repository needs Triton's config schema ({exc}); pip install 'clip-onnx[triton]'"
+        ) from None
     return model_config_pb2
 
 
@@ -70,13 +79,16 @@ def tensor_from_onnx(value, what: str) -> Tensor:
         raise BundleError(f"{what}: {value.name!r} has type {value.type}, which Triton cannot serve")
     shape = [d if isinstance(d, int) and d > 0 else -1 for d in value.shape]
     if not shape or shape[0] != -1:
-        raise BundleError(f"{what}: {value.name!r} has shape {value.shape} without a dynamic batch axis first; "
-                          "re-export the bundle with clip-onnx, whose graphs have one")
+        raise BundleError(
+            f"{what}: {value.name!r} has shape {value.shape} without a dynamic batch axis first; "
+            "re-export the bundle with clip-onnx, whose graphs have one"
+        )
     return Tensor(value.name, ONNX_TO_TRITON[value.type], tuple(shape[1:]))
 
 
-def graph_config(name: str, platform: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor],
-                 options: ServingOptions):
+def graph_config(
+    name: str, platform: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor], options: ServingOptions
+):
     """A graph model (``onnxruntime_onnx`` or ``tensorrt_plan``) behind the dynamic batcher."""
     pb = schema()
     config = pb.ModelConfig(name=name, platform=platform, max_batch_size=options.max_batch)
@@ -87,8 +99,7 @@ def graph_config(name: str, platform: str, inputs: Sequence[Tensor], outputs: Se
     return config
 
 
-def python_config(name: str, step: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor],
-                  options: ServingOptions):
+def python_config(name: str, step: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor], options: ServingOptions):
     """A clip-onnx step on Triton's Python backend; steps run on CPU instances whatever the graphs use."""
     pb = schema()
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=options.max_batch)
@@ -108,8 +119,9 @@ class Step:
     outputs: Mapping[str, str]  # the model's output name -> ensemble tensor
 
 
-def ensemble_config(name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor], steps: Iterable[Step],
-                    options: ServingOptions):
+def ensemble_config(
+    name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor], steps: Iterable[Step], options: ServingOptions
+):
     pb = schema()
     config = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=options.max_batch)
     _add(config.input, inputs)

@@ -5,6 +5,7 @@ classifier bundle becomes ``NAME_classify``.  Behind them: one graph model per
 tower (the bundle's own graph file, or a TensorRT plan), and the Python steps
 ``NAME_preprocess``, ``NAME_tokenize`` and ``NAME_normalize``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,16 @@ from clip_onnx.engines import ENGINE_DIR, records
 from clip_onnx.errors import BundleError
 from clip_onnx.files import sha256_file
 from clip_onnx.runtime.tokenizers import load_tokenizer
-from clip_onnx.triton.config import (ServingOptions, Step, Tensor, TritonError, ensemble_config, graph_config,
-                                     python_config, tensor_from_onnx)
+from clip_onnx.triton.config import (
+    ServingOptions,
+    Step,
+    Tensor,
+    TritonError,
+    ensemble_config,
+    graph_config,
+    python_config,
+    tensor_from_onnx,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +63,10 @@ def model_prefix(bundle_path: Path, name: str | None) -> str:
     if name is None:
         return re.sub(r"[^A-Za-z0-9_]", "_", Path(bundle_path).absolute().name)
     if not NAME_PATTERN.fullmatch(name):
-        raise TritonError(f"--name {name!r} may hold only letters, digits and '_' (it prefixes Triton model "
-                          "names, which are directory names and URL parts)")
+        raise TritonError(
+            f"--name {name!r} may hold only letters, digits and '_' (it prefixes Triton model "
+            "names, which are directory names and URL parts)"
+        )
     return name
 
 
@@ -65,8 +76,9 @@ def plan_models(bundle: Bundle, name: str, options: ServingOptions, engines: boo
     if bundle.kind == "classifier":
         return _classifier(bundle, name, options, engines)
     if bundle.kind != "clip":
-        raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model; `clip-onnx triton` serves 'clip' and "
-                          "'classifier' bundles")
+        raise BundleError(
+            f"{bundle.path} holds a {bundle.kind!r} model; `clip-onnx triton` serves 'clip' and 'classifier' bundles"
+        )
     return _clip(bundle, name, options, engines)
 
 
@@ -83,19 +95,28 @@ def _clip(bundle: Bundle, name: str, options: ServingOptions, engines: bool) -> 
     embedding = Tensor("EMBEDDING", "TYPE_FP32", (dim,))
     for graph in (visual, textual):
         if graph.output.data_type != "TYPE_FP32" or graph.output.dims != (dim,):
-            raise BundleError(f"{bundle.path}: graph output {graph.output} is not float32 [{dim}] as the "
-                              f"manifest's embed_dim says")
+            raise BundleError(
+                f"{bundle.path}: graph output {graph.output} is not float32 [{dim}] as the manifest's embed_dim says"
+            )
     preprocess = preprocess_model(bundle, f"{name}_preprocess", visual.inputs, options)
     tokenize = tokenize_model(bundle, f"{name}_tokenize", textual.inputs, widths, options)
-    normalize = ModelDir(f"{name}_normalize", python_config(
-        f"{name}_normalize", "normalize", [Tensor(UNNORMALIZED, "TYPE_FP32", (dim,))], [embedding], options),
-        copies={"1/model.py": STEP_MODEL})
+    normalize = ModelDir(
+        f"{name}_normalize",
+        python_config(
+            f"{name}_normalize", "normalize", [Tensor(UNNORMALIZED, "TYPE_FP32", (dim,))], [embedding], options
+        ),
+        copies={"1/model.py": STEP_MODEL},
+    )
     ensembles = []
-    for ensemble, source, step, graph in ((f"{name}_image", IMAGE, preprocess, visual),
-                                          (f"{name}_text", TEXT, tokenize, textual)):
-        steps = [Step(step.name, {source.name: source.name}, {t.name: t.name for t in graph.inputs}),
-                 Step(graph.model.name, {t.name: t.name for t in graph.inputs}, {graph.output.name: graph.output.name}),
-                 Step(normalize.name, {UNNORMALIZED: graph.output.name}, {embedding.name: embedding.name})]
+    for ensemble, source, step, graph in (
+        (f"{name}_image", IMAGE, preprocess, visual),
+        (f"{name}_text", TEXT, tokenize, textual),
+    ):
+        steps = [
+            Step(step.name, {source.name: source.name}, {t.name: t.name for t in graph.inputs}),
+            Step(graph.model.name, {t.name: t.name for t in graph.inputs}, {graph.output.name: graph.output.name}),
+            Step(normalize.name, {UNNORMALIZED: graph.output.name}, {embedding.name: embedding.name}),
+        ]
         ensembles.append(ModelDir(ensemble, ensemble_config(ensemble, [source], [embedding], steps, options)))
     return [visual.model, textual.model, preprocess, tokenize, normalize, *ensembles]
 
@@ -104,18 +125,22 @@ def _classifier(bundle: Bundle, name: str, options: ServingOptions, engines: boo
     visual = graph_model(bundle, f"{name}_visual", "visual", options, engines)
     count = bundle.manifest.get("labels", {}).get("count")
     if visual.output.data_type != "TYPE_FP32" or visual.output.dims != (count,):
-        raise BundleError(f"{bundle.path}: graph output {visual.output} is not float32 [{count}] as the manifest's "
-                          "label count says")
+        raise BundleError(
+            f"{bundle.path}: graph output {visual.output} is not float32 [{count}] as the manifest's label count says"
+        )
     preprocess = preprocess_model(bundle, f"{name}_preprocess", visual.inputs, options)
     logits = Tensor("LOGITS", "TYPE_FP32", (count,))
-    steps = [Step(preprocess.name, {IMAGE.name: IMAGE.name}, {t.name: t.name for t in visual.inputs}),
-             Step(visual.model.name, {t.name: t.name for t in visual.inputs}, {visual.output.name: logits.name})]
+    steps = [
+        Step(preprocess.name, {IMAGE.name: IMAGE.name}, {t.name: t.name for t in visual.inputs}),
+        Step(visual.model.name, {t.name: t.name for t in visual.inputs}, {visual.output.name: logits.name}),
+    ]
     classify = ModelDir(f"{name}_classify", ensemble_config(f"{name}_classify", [IMAGE], [logits], steps, options))
     return [visual.model, preprocess, classify]
 
 
-def graph_model(bundle: Bundle, model_name: str, tower: str, options: ServingOptions, engines: bool,
-                seq: int | None = None) -> Graph:
+def graph_model(
+    bundle: Bundle, model_name: str, tower: str, options: ServingOptions, engines: bool, seq: int | None = None
+) -> Graph:
     """The tower's graph as a Triton model: ``1/model.onnx``, its directory form, or ``1/model.plan``.
 
     ``seq`` is the token width every text request has, which a text plan's profile must take.
@@ -123,9 +148,11 @@ def graph_model(bundle: Bundle, model_name: str, tower: str, options: ServingOpt
     graph = bundle.graph(tower)
     inputs, outputs = graph_signature(bundle.file(graph["file"]), f"{bundle.path} {tower} graph")
     if [t.name for t in inputs] != list(graph["inputs"]) or graph["output"] not in [t.name for t in outputs]:
-        raise BundleError(f"{bundle.path}: the {tower} graph takes {[t.name for t in inputs]} and gives "
-                          f"{[t.name for t in outputs]}, but the manifest says {graph['inputs']} -> "
-                          f"{graph['output']!r}")
+        raise BundleError(
+            f"{bundle.path}: the {tower} graph takes {[t.name for t in inputs]} and gives "
+            f"{[t.name for t in outputs]}, but the manifest says {graph['inputs']} -> "
+            f"{graph['output']!r}"
+        )
     output = next(t for t in outputs if t.name == graph["output"])
     plan = select_plan(bundle, tower, options, seq) if engines else None
     if plan is not None:
@@ -154,15 +181,19 @@ def graph_signature(path: Path, what: str) -> tuple[tuple[Tensor, ...], tuple[Te
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own untyped errors for unreadable graphs
         raise BundleError(f"{what}: ONNX Runtime cannot load {path} ({exc})") from None
-    return (tuple(tensor_from_onnx(v, what) for v in session.get_inputs()),
-            tuple(tensor_from_onnx(v, what) for v in session.get_outputs()))
+    return (
+        tuple(tensor_from_onnx(v, what) for v in session.get_inputs()),
+        tuple(tensor_from_onnx(v, what) for v in session.get_outputs()),
+    )
 
 
 def preprocess_model(bundle: Bundle, model_name: str, pixels: tuple[Tensor, ...], options: ServingOptions) -> ModelDir:
     size = int(bundle.manifest["preprocess"]["image_size"])
     if len(pixels) != 1 or not _fits(pixels[0].dims, (3, size, size)):
-        raise BundleError(f"{bundle.path}: the visual graph takes {pixels}, not one [3, {size}, {size}] image "
-                          "batch as the manifest's preprocess says")
+        raise BundleError(
+            f"{bundle.path}: the visual graph takes {pixels}, not one [3, {size}, {size}] image "
+            "batch as the manifest's preprocess says"
+        )
     out = Tensor(pixels[0].name, pixels[0].data_type, (3, size, size))
     config = python_config(model_name, "preprocess", [IMAGE], [out], options)
     return ModelDir(model_name, config, copies={"1/model.py": STEP_MODEL, f"1/{MANIFEST}": bundle.path / MANIFEST})
@@ -175,19 +206,24 @@ def token_widths(bundle: Bundle) -> dict[str, int]:
     return {name: int(array.shape[1]) for name, array in sample.items()}
 
 
-def tokenize_model(bundle: Bundle, model_name: str, graph_inputs: tuple[Tensor, ...], widths: dict[str, int],
-                   options: ServingOptions) -> ModelDir:
+def tokenize_model(
+    bundle: Bundle, model_name: str, graph_inputs: tuple[Tensor, ...], widths: dict[str, int], options: ServingOptions
+) -> ModelDir:
     """The tokenizer step: UTF-8 text in, the textual graph's inputs out, padded to the full context."""
     spec = bundle.manifest["tokenizer"]
     if set(widths) != {t.name for t in graph_inputs}:
-        raise BundleError(f"{bundle.path}: the tokenizer gives {sorted(widths)} but the textual graph takes "
-                          f"{[t.name for t in graph_inputs]}")
+        raise BundleError(
+            f"{bundle.path}: the tokenizer gives {sorted(widths)} but the textual graph takes "
+            f"{[t.name for t in graph_inputs]}"
+        )
     outputs = []
     for tensor in graph_inputs:
         width = widths[tensor.name]
         if not _fits(tensor.dims, (width,)):
-            raise BundleError(f"{bundle.path}: the textual graph's {tensor.name!r} has dims {list(tensor.dims)}, "
-                              f"the tokenizer pads to {width}")
+            raise BundleError(
+                f"{bundle.path}: the textual graph's {tensor.name!r} has dims {list(tensor.dims)}, "
+                f"the tokenizer pads to {width}"
+            )
         outputs.append(Tensor(tensor.name, tensor.data_type, (width,)))
     config = python_config(model_name, "tokenize", [TEXT], outputs, options)
     copies = {"1/model.py": STEP_MODEL, f"1/{MANIFEST}": bundle.path / MANIFEST}
@@ -198,7 +234,7 @@ def tokenize_model(bundle: Bundle, model_name: str, graph_inputs: tuple[Tensor, 
 
 def _fits(graph_dims: tuple[int, ...], dims: tuple[int, ...]) -> bool:
     """Whether a graph axis list (-1 where symbolic) accepts ``dims``."""
-    return len(graph_dims) == len(dims) and all(g in (-1, d) for g, d in zip(graph_dims, dims))
+    return len(graph_dims) == len(dims) and all(g in (-1, d) for g, d in zip(graph_dims, dims, strict=True))
 
 
 def select_plan(bundle: Bundle, tower: str, options: ServingOptions, seq: int | None = None) -> Path | None:
@@ -211,35 +247,46 @@ def select_plan(bundle: Bundle, tower: str, options: ServingOptions, seq: int | 
     found = [r for r in records(bundle.path, tower) if r.get("graph_sha256") == graph_sha]
     usable = [r for r in found if r["target"]["product"] == "tensorrt"]
     if len(found) > len(usable):
-        log.info("%s: ignoring TensorRT-RTX plans for %s; Triton's TensorRT backend does not load them",
-                 bundle.path, tower)
+        log.info(
+            "%s: ignoring TensorRT-RTX plans for %s; Triton's TensorRT backend does not load them", bundle.path, tower
+        )
     if not usable:
-        log.warning("%s: no TensorRT plan for the %s graph in %s/; serving it with ONNX Runtime",
-                    bundle.path, tower, ENGINE_DIR)
+        log.warning(
+            "%s: no TensorRT plan for the %s graph in %s/; serving it with ONNX Runtime", bundle.path, tower, ENGINE_DIR
+        )
         return None
     if len(usable) > 1:
-        raise TritonError(f"{bundle.path}: {len(usable)} TensorRT plans for the {tower} graph "
-                          f"({', '.join(r['plan'] for r in usable)}); Triton serves one per model, so remove "
-                          f"those not built for the serving GPU from {ENGINE_DIR}/")
+        raise TritonError(
+            f"{bundle.path}: {len(usable)} TensorRT plans for the {tower} graph "
+            f"({', '.join(r['plan'] for r in usable)}); Triton serves one per model, so remove "
+            f"those not built for the serving GPU from {ENGINE_DIR}/"
+        )
     record = usable[0]
     _check_profile(record, tower, options, seq)
     plan = bundle.path / ENGINE_DIR / record["plan"]
     if not plan.is_file() or sha256_file(plan) != record["plan_sha256"]:
-        raise TritonError(f"{plan}: missing or not the plan its record describes; rebuild with "
-                          "`clip-onnx build-engine`")
+        raise TritonError(
+            f"{plan}: missing or not the plan its record describes; rebuild with `clip-onnx build-engine`"
+        )
     return plan
 
 
 def _check_profile(record: dict, tower: str, options: ServingOptions, seq: int | None) -> None:
     profile, plan = record["profile"], record["plan"]
     if options.max_batch > profile["max_batch"]:
-        raise TritonError(f"--max-batch {options.max_batch} exceeds the {tower} plan's profile (max batch "
-                          f"{profile['max_batch']}, {plan}); pass --max-batch {profile['max_batch']} or rebuild "
-                          f"with `clip-onnx build-engine --max-batch {options.max_batch}`")
+        raise TritonError(
+            f"--max-batch {options.max_batch} exceeds the {tower} plan's profile (max batch "
+            f"{profile['max_batch']}, {plan}); pass --max-batch {profile['max_batch']} or rebuild "
+            f"with `clip-onnx build-engine --max-batch {options.max_batch}`"
+        )
     if profile["min_batch"] > 1:
-        raise TritonError(f"the {tower} plan {plan} needs batches of at least {profile['min_batch']}, but the "
-                          "dynamic batcher also sends single requests; rebuild with `--min-batch 1`")
+        raise TritonError(
+            f"the {tower} plan {plan} needs batches of at least {profile['min_batch']}, but the "
+            "dynamic batcher also sends single requests; rebuild with `--min-batch 1`"
+        )
     # The tokenizer pads every text to the full context, so a sequence profile must reach it.
     if seq is not None and profile.get("max_seq") is not None and not profile["min_seq"] <= seq <= profile["max_seq"]:
-        raise TritonError(f"the {tower} plan {plan} takes sequences of {profile['min_seq']}..{profile['max_seq']} "
-                          f"tokens, Triton sends {seq}; rebuild with `clip-onnx build-engine --max-seq {seq}`")
+        raise TritonError(
+            f"the {tower} plan {plan} takes sequences of {profile['min_seq']}..{profile['max_seq']} "
+            f"tokens, Triton sends {seq}; rebuild with `clip-onnx build-engine --max-seq {seq}`"
+        )

@@ -7,6 +7,7 @@ the repository are left alone; ours replace their namesakes only with
 ``overwrite``.  Graph files are the bundle's own bytes (hardlinked where the
 file system and modes allow), so their sha256 still matches the manifest.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,8 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from clip_onnx.bundle import Bundle, read_bundle
 from clip_onnx.errors import BundleError
@@ -31,9 +32,16 @@ DIR_MODE = 0o755
 CONFIG = "config.pbtxt"
 
 
-def write_repository(bundle_path, out, *, name: str | None = None, options: ServingOptions | None = None,
-                     engines: bool = False, overwrite: bool = False,
-                     progress: Callable[[str], None] = lambda step: None) -> list[ModelDir]:
+def write_repository(
+    bundle_path,
+    out,
+    *,
+    name: str | None = None,
+    options: ServingOptions | None = None,
+    engines: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[str], None] = lambda step: None,
+) -> list[ModelDir]:
     """Write the Triton models of the bundle at ``bundle_path`` into the repository directory ``out``.
 
     Returns the models written, ensembles last.  ``engines`` serves the
@@ -70,8 +78,10 @@ def _check_target(out: Path, models: list[ModelDir], overwrite: bool) -> None:
         raise TritonError(f"{out} exists and is not a directory; give -o a model repository directory")
     taken = sorted(m.name for m in models if (out / m.name).exists())
     if taken and not overwrite:
-        raise TritonError(f"{out} already has the models {taken}; pass --overwrite to replace them, or --name to "
-                          "write these under another prefix")
+        raise TritonError(
+            f"{out} already has the models {taken}; pass --overwrite to replace them, or --name to "
+            "write these under another prefix"
+        )
 
 
 def _write_model(directory: Path, model: ModelDir, bundle: Bundle) -> None:
@@ -118,8 +128,10 @@ def _check_copy(source: Path, target: Path, bundle: Bundle) -> None:
         return
     expected = bundle.manifest["files"].get(name, {}).get("sha256")
     if expected is not None and sha256_file(target) != expected:
-        raise BundleError(f"{target}: the copy of {source} does not match the manifest's sha256; the bundle "
-                          "changed while it was being written, or the disk is failing")
+        raise BundleError(
+            f"{target}: the copy of {source} does not match the manifest's sha256; the bundle "
+            "changed while it was being written, or the disk is failing"
+        )
 
 
 def _publish(staging: Path, out: Path, names: list[str]) -> None:

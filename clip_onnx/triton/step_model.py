@@ -6,6 +6,7 @@ so the server's Python needs ``pip install clip-onnx`` (runtime only, no torch).
 
 Importable only inside Triton, where ``triton_python_backend_utils`` exists.
 """
+
 import json
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class TritonPythonModel:
             # INVALID_ARG: HTTP 400 / gRPC INVALID_ARGUMENT, the client's fault and not the server's.
             error = pb_utils.TritonError(f"InputError: {exc}", pb_utils.TritonError.INVALID_ARG)
             return pb_utils.InferenceResponse(error=error)
-        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(arrays[name], dtype=dtype))
-                   for name, dtype in self.outputs]
+        tensors = [
+            pb_utils.Tensor(name, np.ascontiguousarray(arrays[name], dtype=dtype)) for name, dtype in self.outputs
+        ]
         return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -6,11 +6,12 @@ Python backend.  Each step takes one request's batch, a [N, 1] array as Triton
 hands it over, and returns the output arrays by name, or raises InputError
 for that request alone.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,8 +37,9 @@ def read_manifest(version_dir: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise BundleError(f"{path}: unreadable manifest ({exc}); rewrite the repository with "
-                          "`clip-onnx triton`") from None
+        raise BundleError(
+            f"{path}: unreadable manifest ({exc}); rewrite the repository with `clip-onnx triton`"
+        ) from None
 
 
 class Tokenize:
@@ -54,8 +56,10 @@ class Tokenize:
             # The copy must still be the tokenizer the graphs were exported and checked with.
             record = manifest["files"].get(name, {})
             if sha256_file(Path(version_dir) / name) != record.get("sha256"):
-                raise BundleError(f"{Path(version_dir) / name}: sha256 does not match the manifest; "
-                                  "rewrite the repository with `clip-onnx triton`")
+                raise BundleError(
+                    f"{Path(version_dir) / name}: sha256 does not match the manifest; "
+                    "rewrite the repository with `clip-onnx triton`"
+                )
         self.tokenize = load_tokenizer(spec, Path(version_dir))
         self.outputs = outputs
 
@@ -97,8 +101,10 @@ def decode_texts(batch: np.ndarray) -> list[str]:
         try:
             texts.append(bytes(item).decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise InputError(f"text #{i} is not valid UTF-8: byte {bytes(item)[exc.start:exc.start + 1]!r} at "
-                             f"position {exc.start} ({exc.reason}); send text encoded as UTF-8") from None
+            raise InputError(
+                f"text #{i} is not valid UTF-8: byte {bytes(item)[exc.start : exc.start + 1]!r} at "
+                f"position {exc.start} ({exc.reason}); send text encoded as UTF-8"
+            ) from None
     return texts
 
 

@@ -1,4 +1,5 @@
 """Family adapters, one module each.  A family is picked from the registry or by asking adapters who claims a source."""
+
 from __future__ import annotations
 
 import importlib
@@ -21,7 +22,8 @@ def load_model(source: str, *, random_weights: bool = False) -> ExportableModel:
             return adapter.load(source, random_weights=random_weights)
     raise ModelSourceError(
         f"don't know how to load {source!r}: it is not a registered name (see `clip-onnx models`), "
-        f"a known hub id, or a local directory in a supported native layout")
+        f"a known hub id, or a local directory in a supported native layout"
+    )
 
 
 def _adapter(family: str):

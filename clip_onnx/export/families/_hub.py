@@ -1,12 +1,13 @@
 """What the family adapters share: registry lookup, Hugging Face hub downloads and their failure message, and
 the visual-tower wrapper every family exports."""
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -64,7 +65,8 @@ def hub_failure(what: str, hub_id: str | None, exc: Exception, local: str) -> Mo
     return ModelSourceError(
         f"could not load {what}{repo}: {type(exc).__name__}: {exc}. Either make the Hugging Face hub reachable "
         f"(or the files cached; HF_HUB_OFFLINE=1 uses the cache only), or pass {local}; "
-        f"--random-weights exports the architecture without weights")
+        f"--random-weights exports the architecture without weights"
+    )
 
 
 class VisualTower(torch.nn.Module):

@@ -1,9 +1,10 @@
 """What a family adapter hands to the exporter: two towers (or one classifier graph) plus the data a bundle needs."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import torch

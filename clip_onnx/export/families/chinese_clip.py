@@ -9,6 +9,7 @@ Layout (the hub repos ``OFA-Sys/chinese-clip-vit-*`` and local copies):
 ``model_configs/*.json`` (vision + text halves, named in the registry) and
 borrows cn_clip's ``vocab.txt``, so nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -36,8 +37,15 @@ _PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box
 # Prompts of every length the gate needs: single words, everyday captions, mixed
 # scripts and digits, punctuation, one longer than the 52-token context, and empty.
 SAMPLE_TEXTS = (
-    "猫", "一只狗在草地上奔跑", "海边的日落照片。", "红色的汽车停在房子前面", "雪山和湖泊的风景",
-    "一张包含3个人的照片", "皮卡丘", "The Great Wall 长城, 2024年", "杰尼龟、妙蛙种子和小火龙！",
+    "猫",
+    "一只狗在草地上奔跑",
+    "海边的日落照片。",
+    "红色的汽车停在房子前面",
+    "雪山和湖泊的风景",
+    "一张包含3个人的照片",
+    "皮卡丘",
+    "The Great Wall 长城, 2024年",
+    "杰尼龟、妙蛙种子和小火龙！",
     "夜晚的古老城堡坐落在山丘上，被月光和沿路的灯笼照亮，远处是一片安静的森林和缓缓流过的河流，天空中繁星点点。",
     "",
 )
@@ -63,13 +71,21 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
     spec = _hub.find_spec(source, FAMILY)
     if random_weights:
         if spec is None:
-            raise ModelSourceError(f"--random-weights needs a registered Chinese-CLIP name, got {source!r}; "
-                                   f"registered: {', '.join(s.name for s in _hub.family_specs(FAMILY))}")
+            raise ModelSourceError(
+                f"--random-weights needs a registered Chinese-CLIP name, got {source!r}; "
+                f"registered: {', '.join(s.name for s in _hub.family_specs(FAMILY))}"
+            )
         torch.manual_seed(0)
         model = build_model(random_config(spec))
-        return exportable(spec.name, f"{spec.name} (random weights)", model, cn_clip_file("vocab.txt"),
-                          PreprocessSpec.from_dict(spec.config["preprocess"]), {},
-                          int(spec.config["context_length"]))
+        return exportable(
+            spec.name,
+            f"{spec.name} (random weights)",
+            model,
+            cn_clip_file("vocab.txt"),
+            PreprocessSpec.from_dict(spec.config["preprocess"]),
+            {},
+            int(spec.config["context_length"]),
+        )
     directory = _resolve_directory(source, spec)
     from transformers import ChineseCLIPModel
 
@@ -84,8 +100,15 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
     else:
         preprocess = PreprocessSpec.from_dict(spec.config["preprocess"])
     context = int(spec.config["context_length"]) if spec else DEFAULT_CONTEXT_LENGTH
-    return exportable(spec.name if spec else directory.name, source, model, directory / "vocab.txt", preprocess,
-                      read_json(directory / "tokenizer_config.json"), context)
+    return exportable(
+        spec.name if spec else directory.name,
+        source,
+        model,
+        directory / "vocab.txt",
+        preprocess,
+        read_json(directory / "tokenizer_config.json"),
+        context,
+    )
 
 
 def random_config(spec: ModelSpec):
@@ -98,14 +121,24 @@ def random_config(spec: ModelSpec):
     return ChineseCLIPConfig(
         projection_dim=vision["embed_dim"],
         vision_config=dict(
-            hidden_size=width, intermediate_size=4 * width, num_hidden_layers=vision["vision_layers"],
-            num_attention_heads=width // vision.get("vision_head_width", 64), image_size=vision["image_resolution"],
-            patch_size=vision["vision_patch_size"], projection_dim=vision["embed_dim"]),
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_hidden_layers=vision["vision_layers"],
+            num_attention_heads=width // vision.get("vision_head_width", 64),
+            image_size=vision["image_resolution"],
+            patch_size=vision["vision_patch_size"],
+            projection_dim=vision["embed_dim"],
+        ),
         text_config=dict(
-            vocab_size=text["vocab_size"], hidden_size=text["text_hidden_size"],
-            intermediate_size=text["text_intermediate_size"], num_hidden_layers=text["text_num_hidden_layers"],
-            num_attention_heads=text["text_num_attention_heads"], hidden_act=text["text_hidden_act"],
-            max_position_embeddings=text["text_max_position_embeddings"], type_vocab_size=text["text_type_vocab_size"]),
+            vocab_size=text["vocab_size"],
+            hidden_size=text["text_hidden_size"],
+            intermediate_size=text["text_intermediate_size"],
+            num_hidden_layers=text["text_num_hidden_layers"],
+            num_attention_heads=text["text_num_attention_heads"],
+            hidden_act=text["text_hidden_act"],
+            max_position_embeddings=text["text_max_position_embeddings"],
+            type_vocab_size=text["text_type_vocab_size"],
+        ),
     )
 
 
@@ -133,22 +166,37 @@ def preprocess_from_hf(config: dict) -> PreprocessSpec:
             raise ModelSourceError(f"preprocessor_config.json: size {size} with crop_size {crop} is not supported")
         return PreprocessSpec(size["height"], mean, std, interpolation=interpolation, crop="squash_then_crop")
     if not config.get("do_center_crop", True):
-        raise ModelSourceError("preprocessor_config.json: a shortest_edge resize without a centre crop gives "
-                               "non-square images, which the exported graph cannot take")
+        raise ModelSourceError(
+            "preprocessor_config.json: a shortest_edge resize without a centre crop gives "
+            "non-square images, which the exported graph cannot take"
+        )
     # transformers floors the centre-crop offset where torchvision rounds it: on images whose
     # resized long side exceeds the crop by an odd amount the two can differ by one pixel.
-    log.warning("Chinese-CLIP preprocessing with shortest_edge resize: the centre crop may sit one pixel "
-                "away from transformers' on some image sizes")
-    return PreprocessSpec(crop["height"], mean, std, interpolation=interpolation, crop="resize_then_crop",
-                          resize_size=size["shortest_edge"])
+    log.warning(
+        "Chinese-CLIP preprocessing with shortest_edge resize: the centre crop may sit one pixel "
+        "away from transformers' on some image sizes"
+    )
+    return PreprocessSpec(
+        crop["height"],
+        mean,
+        std,
+        interpolation=interpolation,
+        crop="resize_then_crop",
+        resize_size=size["shortest_edge"],
+    )
 
 
-def exportable(name: str, source: str, model, vocab: Path, preprocess: PreprocessSpec, tokenizer_config: dict,
-               context_length: int) -> ExportableModel:
-    spec = {"kind": WordPieceTokenizer.kind, "file": "vocab.txt", "context_length": context_length,
-            "lowercase": bool(tokenizer_config.get("do_lower_case", True)),
-            "strip_accents": tokenizer_config.get("strip_accents"),
-            "tokenize_chinese_chars": bool(tokenizer_config.get("tokenize_chinese_chars", True))}
+def exportable(
+    name: str, source: str, model, vocab: Path, preprocess: PreprocessSpec, tokenizer_config: dict, context_length: int
+) -> ExportableModel:
+    spec = {
+        "kind": WordPieceTokenizer.kind,
+        "file": "vocab.txt",
+        "context_length": context_length,
+        "lowercase": bool(tokenizer_config.get("do_lower_case", True)),
+        "strip_accents": tokenizer_config.get("strip_accents"),
+        "tokenize_chinese_chars": bool(tokenizer_config.get("tokenize_chinese_chars", True)),
+    }
     tokenizer = load_tokenizer({**spec, "file": vocab.name}, vocab.parent)
     config = model.config
     seq_axes = {0: "batch", 1: "sequence"}
@@ -157,11 +205,21 @@ def exportable(name: str, source: str, model, vocab: Path, preprocess: Preproces
         family=FAMILY,
         source=source,
         # transformers 5 returns a ModelOutput whose pooler_output holds the projected features.
-        visual=Tower("visual", _hub.VisualTower(model, "get_image_features", "pooler_output"), ("pixel_values",),
-                     "image_embeds", {"pixel_values": {0: "batch"}}),
+        visual=Tower(
+            "visual",
+            _hub.VisualTower(model, "get_image_features", "pooler_output"),
+            ("pixel_values",),
+            "image_embeds",
+            {"pixel_values": {0: "batch"}},
+        ),
         # BERT attends through the mask, so prompts trimmed to the batch's longest one give the same embeddings.
-        textual=Tower("textual", TextualTower(model), ("input_ids", "attention_mask"), "text_embeds",
-                      {"input_ids": seq_axes, "attention_mask": seq_axes}),
+        textual=Tower(
+            "textual",
+            TextualTower(model),
+            ("input_ids", "attention_mask"),
+            "text_embeds",
+            {"input_ids": seq_axes, "attention_mask": seq_axes},
+        ),
         logit_scale=float(model.logit_scale.detach().exp()),
         embed_dim=int(config.projection_dim),
         preprocess=preprocess,
@@ -169,17 +227,33 @@ def exportable(name: str, source: str, model, vocab: Path, preprocess: Preproces
         tokenizer_files={"vocab.txt": vocab},
         sample_texts=SAMPLE_TEXTS,
         tokenize=tokenizer,
-        config={"projection_dim": config.projection_dim,
-                "vision": {k: getattr(config.vision_config, k) for k in _VISION_KEYS},
-                "text": {k: getattr(config.text_config, k) for k in _TEXT_KEYS}},
+        config={
+            "projection_dim": config.projection_dim,
+            "vision": {k: getattr(config.vision_config, k) for k in _VISION_KEYS},
+            "text": {k: getattr(config.text_config, k) for k in _TEXT_KEYS},
+        },
         templates=family_templates(),
     )
 
 
-_VISION_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
-                "patch_size", "hidden_act")
-_TEXT_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "max_position_embeddings", "hidden_act")
+_VISION_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "image_size",
+    "patch_size",
+    "hidden_act",
+)
+_TEXT_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "max_position_embeddings",
+    "hidden_act",
+)
 
 
 def family_templates() -> tuple[str, ...]:
@@ -191,8 +265,10 @@ def cn_clip_file(relative: str) -> Path:
     """A data file shipped inside cn_clip's ``clip/`` package, found without importing cn_clip."""
     spec = importlib.util.find_spec("cn_clip")
     if spec is None or spec.origin is None:
-        raise ModelSourceError("--random-weights for Chinese-CLIP reads cn_clip's model configs and vocab.txt; "
-                               "install it with `pip install cn_clip --no-deps`")
+        raise ModelSourceError(
+            "--random-weights for Chinese-CLIP reads cn_clip's model configs and vocab.txt; "
+            "install it with `pip install cn_clip --no-deps`"
+        )
     path = Path(spec.origin).parent / "clip" / relative
     if not path.is_file():
         raise ModelSourceError(f"cn_clip is installed but lacks {path}")
@@ -208,7 +284,10 @@ def _resolve_directory(source: str, spec: ModelSpec | None) -> Path:
         if missing:
             raise ModelSourceError(f"local directory {source!r} is not a Chinese-CLIP checkpoint: missing {missing}")
         return path
-    return _hub.fetch(f"Chinese-CLIP model {source!r}", spec.hub_id if spec else source,
-                      ["*.json", "*.txt", *WEIGHT_FILES],
-                      f"a local directory in the transformers layout (config.json, {' or '.join(WEIGHT_FILES)}, "
-                      f"vocab.txt, preprocessor_config.json)")
+    return _hub.fetch(
+        f"Chinese-CLIP model {source!r}",
+        spec.hub_id if spec else source,
+        ["*.json", "*.txt", *WEIGHT_FILES],
+        f"a local directory in the transformers layout (config.json, {' or '.join(WEIGHT_FILES)}, "
+        f"vocab.txt, preprocessor_config.json)",
+    )

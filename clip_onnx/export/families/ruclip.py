@@ -4,6 +4,7 @@ Native layout (the hub repos ``ai-forever/ruclip-vit-*`` and local copies):
 ``config.json`` (constructor arguments plus optional mean/std),
 ``pytorch_model.bin`` (the CLIP state_dict) and ``bpe.model`` (youtokentome BPE).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,15 +29,32 @@ from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
 log = logging.getLogger(__name__)
 
 NATIVE_FILES = ("config.json", "pytorch_model.bin", "bpe.model")
-_ARCH_KEYS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
-              "context_length", "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
+_ARCH_KEYS = (
+    "embed_dim",
+    "image_resolution",
+    "vision_layers",
+    "vision_width",
+    "vision_patch_size",
+    "context_length",
+    "vocab_size",
+    "transformer_width",
+    "transformer_heads",
+    "transformer_layers",
+)
 # RuCLIPProcessor's fixed special ids.
 _PAD, _BOS, _EOS = 0, 2, 3
 # RuCLIP's Predictor prompts, plus everyday phrases, so parity sees realistic token sequences.
 SAMPLE_TEXTS = (
-    "кошка", "собака на траве", "фото, на котором изображено море", "красный автомобиль у дома",
-    "изображение с горами и снегом", "Ёжик в тумане", "картинка с пиццей", "на фото видно 3 человека",
-    "старинный замок на холме ночью, освещённый луной и фонарями вдоль дороги", "",
+    "кошка",
+    "собака на траве",
+    "фото, на котором изображено море",
+    "красный автомобиль у дома",
+    "изображение с горами и снегом",
+    "Ёжик в тумане",
+    "картинка с пиццей",
+    "на фото видно 3 человека",
+    "старинный замок на холме ночью, освещённый луной и фонарями вдоль дороги",
+    "",
 )
 
 
@@ -76,8 +94,9 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
     try:
         model = build_model(config)
     except Exception as exc:  # torch's modules raise AssertionError, ValueError... on impossible sizes
-        raise CheckpointError(f"{str(directory / 'config.json')!r} describes a RuCLIP that cannot be built: "
-                              f"{type(exc).__name__}: {exc}") from None
+        raise CheckpointError(
+            f"{str(directory / 'config.json')!r} describes a RuCLIP that cannot be built: {type(exc).__name__}: {exc}"
+        ) from None
     state = load_state_dict(directory / "pytorch_model.bin")
     load_into(model, state, directory / "pytorch_model.bin", "RuCLIP architecture")
     name = spec.name if spec else directory.name
@@ -86,8 +105,7 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
         # The embedded model knows only the demo's coloured shapes: check it, and gate it, on those.
         # Shape labels: the gate's top-1 is an argmax over the sample texts, and a colour
         # label next to a shape label would pit two true answers against each other.
-        exportable = dataclasses.replace(exportable, sample_texts=demo.SHAPE_LABELS,
-                                         gate_images=demo.random_images)
+        exportable = dataclasses.replace(exportable, sample_texts=demo.SHAPE_LABELS, gate_images=demo.random_images)
     return exportable
 
 
@@ -127,21 +145,36 @@ def _resolve_directory(source: str, spec: ModelSpec | None) -> Path:
         raise ModelSourceError(f"local directory {source!r} is not a RuCLIP checkpoint: missing {missing}")
     if spec is not None and spec.asset is not None:
         return _asset_dir(spec)
-    return _hub.fetch(f"RuCLIP model {source!r}", spec.hub_id if spec else source, NATIVE_FILES,
-                      f"a local directory containing {', '.join(NATIVE_FILES)}")
+    return _hub.fetch(
+        f"RuCLIP model {source!r}",
+        spec.hub_id if spec else source,
+        NATIVE_FILES,
+        f"a local directory containing {', '.join(NATIVE_FILES)}",
+    )
 
 
 def tokenizer_spec(context_length: int) -> dict:
     """The manifest's tokenizer spec: RuCLIPProcessor's lowercased youtokentome BPE with its fixed special ids."""
-    return {"kind": YttmBpeTokenizer.kind, "file": "bpe.model", "context_length": int(context_length),
-            "bos_id": _BOS, "eos_id": _EOS, "pad_id": _PAD, "lowercase": True}
+    return {
+        "kind": YttmBpeTokenizer.kind,
+        "file": "bpe.model",
+        "context_length": int(context_length),
+        "bos_id": _BOS,
+        "eos_id": _EOS,
+        "pad_id": _PAD,
+        "lowercase": True,
+    }
 
 
 def preprocess_spec(config) -> PreprocessSpec:
     """RuCLIPProcessor's image transform for a checkpoint's config.json (OpenAI CLIP's mean/std unless it says)."""
-    return PreprocessSpec(image_size=int(config["image_resolution"]), mean=tuple(config.get("mean") or CLIP_MEAN),
-                          std=tuple(config.get("std") or CLIP_STD), interpolation="bilinear",
-                          crop="crop_then_resize")
+    return PreprocessSpec(
+        image_size=int(config["image_resolution"]),
+        mean=tuple(config.get("mean") or CLIP_MEAN),
+        std=tuple(config.get("std") or CLIP_STD),
+        interpolation="bilinear",
+        crop="crop_then_resize",
+    )
 
 
 def _exportable(name: str, source: str, model: CLIP, config, bpe_path: Path) -> ExportableModel:
@@ -150,12 +183,14 @@ def _exportable(name: str, source: str, model: CLIP, config, bpe_path: Path) -> 
         name=name,
         family="ruclip",
         source=source,
-        visual=Tower("visual", _hub.VisualTower(model), ("pixel_values",), "image_embeds",
-                     {"pixel_values": {0: "batch"}}),
+        visual=Tower(
+            "visual", _hub.VisualTower(model), ("pixel_values",), "image_embeds", {"pixel_values": {0: "batch"}}
+        ),
         # Trailing padding can be cut: the mask is causal, so no token before the first EOS
         # (where encode_text pools) sees what follows it.
-        textual=Tower("textual", TextualTower(model), ("input_ids",), "text_embeds",
-                      {"input_ids": {0: "batch", 1: "seq"}}),
+        textual=Tower(
+            "textual", TextualTower(model), ("input_ids",), "text_embeds", {"input_ids": {0: "batch", 1: "seq"}}
+        ),
         logit_scale=float(model.logit_scale.detach().exp()),
         embed_dim=int(config["embed_dim"]),
         preprocess=preprocess_spec(config),
@@ -163,6 +198,8 @@ def _exportable(name: str, source: str, model: CLIP, config, bpe_path: Path) -> 
         tokenizer_files={spec["file"]: bpe_path},
         sample_texts=SAMPLE_TEXTS,
         tokenize=load_tokenizer({**spec, "file": bpe_path.name}, bpe_path.parent),
-        config={**{k: config[k] for k in _ARCH_KEYS},
-                "text_sequence": {"dynamic": True, "pooling": f"first eos id {_EOS}"}},
+        config={
+            **{k: config[k] for k in _ARCH_KEYS},
+            "text_sequence": {"dynamic": True, "pooling": f"first eos id {_EOS}"},
+        },
     )

@@ -12,6 +12,7 @@ row has exactly one, but the former keeps a static output shape and exports to
 ONNX.  It is *not* ``argmax(input_ids)``: RuCLIP's EOS id is 3, far from the
 largest id, which is the bug of an earlier public RuCLIP ONNX export.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -37,11 +38,15 @@ class ResidualAttentionBlock(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(d_model, n_head)
         self.ln_1 = LayerNorm(d_model)
-        self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(d_model, d_model * 4)),
-            ("gelu", QuickGELU()),
-            ("c_proj", nn.Linear(d_model * 4, d_model)),
-        ]))
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [
+                    ("c_fc", nn.Linear(d_model, d_model * 4)),
+                    ("gelu", QuickGELU()),
+                    ("c_proj", nn.Linear(d_model * 4, d_model)),
+                ]
+            )
+        )
         self.ln_2 = LayerNorm(d_model)
         # A buffer would add a key to the state_dict and break checkpoint loading.
         self.attn_mask = attn_mask
@@ -75,7 +80,7 @@ class VisionTransformer(nn.Module):
         self.input_resolution = input_resolution
         self.output_dim = output_dim
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
-        scale = width ** -0.5
+        scale = width**-0.5
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn((input_resolution // patch_size) ** 2 + 1, width))
         self.ln_pre = LayerNorm(width)
@@ -96,14 +101,26 @@ class VisionTransformer(nn.Module):
 class CLIP(nn.Module):
     """RuCLIP's two-tower model; constructor arguments are the keys of its config.json."""
 
-    def __init__(self, embed_dim: int, image_resolution: int, vision_layers: int, vision_width: int,
-                 vision_patch_size: int, context_length: int, vocab_size: int, transformer_width: int,
-                 transformer_heads: int, transformer_layers: int, eos_id: int = 3):
+    def __init__(
+        self,
+        embed_dim: int,
+        image_resolution: int,
+        vision_layers: int,
+        vision_width: int,
+        vision_patch_size: int,
+        context_length: int,
+        vocab_size: int,
+        transformer_width: int,
+        transformer_heads: int,
+        transformer_layers: int,
+        eos_id: int = 3,
+    ):
         super().__init__()
         self.eos_id = eos_id
         self.context_length = context_length
-        self.visual = VisionTransformer(image_resolution, vision_patch_size, vision_width, vision_layers,
-                                        vision_width // 64, embed_dim)
+        self.visual = VisionTransformer(
+            image_resolution, vision_patch_size, vision_width, vision_layers, vision_width // 64, embed_dim
+        )
         causal = torch.full((context_length, context_length), float("-inf")).triu_(1)
         self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads, causal)
         self.vocab_size = vocab_size
@@ -119,11 +136,11 @@ class CLIP(nn.Module):
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         for block in self.transformer.resblocks:
-            nn.init.normal_(block.attn.in_proj_weight, std=width ** -0.5)
-            nn.init.normal_(block.attn.out_proj.weight, std=width ** -0.5 * (2 * layers) ** -0.5)
+            nn.init.normal_(block.attn.in_proj_weight, std=width**-0.5)
+            nn.init.normal_(block.attn.out_proj.weight, std=width**-0.5 * (2 * layers) ** -0.5)
             nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
-            nn.init.normal_(block.mlp.c_proj.weight, std=width ** -0.5 * (2 * layers) ** -0.5)
-        nn.init.normal_(self.text_projection, std=width ** -0.5)
+            nn.init.normal_(block.mlp.c_proj.weight, std=width**-0.5 * (2 * layers) ** -0.5)
+        nn.init.normal_(self.text_projection, std=width**-0.5)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -6,6 +6,7 @@ or a local directory in timm's hub layout (``config.json`` with an
 Preprocessing is whatever ``timm.data.resolve_data_config`` says for the
 model, translated to a PreprocessSpec (see ``preprocess_from_timm``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,29 +43,36 @@ def load(source: str, *, random_weights: bool = False) -> ExportableModel:
     path = Path(source).expanduser()
     if random_weights:
         if spec is None:
-            raise ModelSourceError(f"--random-weights needs a registered timm CLIP classifier name, got {source!r}; "
-                                   f"registered: {', '.join(s.name for s in _hub.family_specs(FAMILY))}")
+            raise ModelSourceError(
+                f"--random-weights needs a registered timm CLIP classifier name, got {source!r}; "
+                f"registered: {', '.join(s.name for s in _hub.family_specs(FAMILY))}"
+            )
         torch.manual_seed(0)
         model = timm.create_model(spec.name, pretrained=False)
         return exportable(spec.name, f"{spec.name} (random weights)", model)
     if path.is_dir():
         if not any((path / f).is_file() for f in WEIGHT_FILES):
-            raise ModelSourceError(f"local directory {source!r} is not a timm checkpoint: missing "
-                                   f"{' or '.join(WEIGHT_FILES)}")
+            raise ModelSourceError(
+                f"local directory {source!r} is not a timm checkpoint: missing {' or '.join(WEIGHT_FILES)}"
+            )
         try:
             model = timm.create_model(f"local-dir:{path}", pretrained=True)
         except Exception as exc:  # config, safetensors and state-dict errors have unrelated types
             raise CheckpointError(
-                f"could not load the timm checkpoint in {source!r}: {type(exc).__name__}: {exc}") from exc
+                f"could not load the timm checkpoint in {source!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         return exportable(path.name, source, model)
     if spec is None:
         raise ModelSourceError(f"{source!r} is not a registered timm CLIP classifier or a local directory")
     try:
         model = timm.create_model(spec.name, pretrained=True)
     except Exception as exc:  # hub, safetensors and state-dict errors have unrelated types
-        raise _hub.hub_failure(f"timm model {source!r}", spec.hub_id, exc,
-                               f"a local directory in timm's hub layout (config.json, {' or '.join(WEIGHT_FILES)})"
-                               ) from None
+        raise _hub.hub_failure(
+            f"timm model {source!r}",
+            spec.hub_id,
+            exc,
+            f"a local directory in timm's hub layout (config.json, {' or '.join(WEIGHT_FILES)})",
+        ) from None
     return exportable(spec.name, source, model)
 
 
@@ -80,9 +88,14 @@ def preprocess_from_timm(data_config: dict) -> PreprocessSpec:
         raise ModelSourceError(f"timm interpolation {data_config['interpolation']!r} is not supported")
     # Same expression as timm.data.transforms_imagenet_eval, so the rounding agrees.
     crop_pct = data_config.get("crop_pct") or 0.875
-    return PreprocessSpec(height, tuple(data_config["mean"]), tuple(data_config["std"]),
-                          interpolation=data_config["interpolation"], crop=_CROP_MODES[mode],
-                          resize_size=math.floor(height / crop_pct))
+    return PreprocessSpec(
+        height,
+        tuple(data_config["mean"]),
+        tuple(data_config["std"]),
+        interpolation=data_config["interpolation"],
+        crop=_CROP_MODES[mode],
+        resize_size=math.floor(height / crop_pct),
+    )
 
 
 def exportable(name: str, source: str, model: torch.nn.Module) -> ExportableModel:
@@ -98,8 +111,9 @@ def exportable(name: str, source: str, model: torch.nn.Module) -> ExportableMode
         name=name,
         family=FAMILY,
         source=source,
-        visual=Tower("visual", _hub.VisualTower(model, "forward"), ("pixel_values",), "logits",
-                     {"pixel_values": {0: "batch"}}),
+        visual=Tower(
+            "visual", _hub.VisualTower(model, "forward"), ("pixel_values",), "logits", {"pixel_values": {0: "batch"}}
+        ),
         textual=None,
         logit_scale=1.0,
         embed_dim=classes,
@@ -107,10 +121,14 @@ def exportable(name: str, source: str, model: torch.nn.Module) -> ExportableMode
         tokenizer={},
         tokenizer_files={},
         sample_texts=(),
-        config={"architecture": model.pretrained_cfg.get("architecture", name.split(".")[0]),
-                "tag": model.pretrained_cfg.get("tag"), "num_classes": classes,
-                "embed_dim": int(model.embed_dim), "depth": len(model.blocks),
-                "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}},
+        config={
+            "architecture": model.pretrained_cfg.get("architecture", name.split(".")[0]),
+            "tag": model.pretrained_cfg.get("tag"),
+            "num_classes": classes,
+            "embed_dim": int(model.embed_dim),
+            "depth": len(model.blocks),
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
+        },
         kind="classifier",
         labels=class_names(model, classes),
     )
@@ -126,6 +144,7 @@ def class_names(model: torch.nn.Module, classes: int) -> tuple[str, ...]:
     if names and len(names) == classes:
         # timm's label_names may be ids (WordNet synsets); their descriptions read better.
         return tuple(str(descriptions.get(n, n)).replace("\n", " ") for n in names)
-    raise ModelSourceError(f"the model has {classes} classes but no label_names in its config; "
-                           f"only ImageNet-1k heads (1000 classes) have built-in names")
-
+    raise ModelSourceError(
+        f"the model has {classes} classes but no label_names in its config; "
+        f"only ImageNet-1k heads (1000 classes) have built-in names"
+    )

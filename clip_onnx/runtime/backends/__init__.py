@@ -1,9 +1,10 @@
 """Inference backends behind one runner contract (``base.Runner``); ``open_runner`` picks one for a tower."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from clip_onnx.bundle import Bundle
 from clip_onnx.errors import BackendError, InputError
@@ -14,8 +15,13 @@ log = logging.getLogger(__name__)
 BACKENDS = ("onnxruntime", "tensorrt", "auto")
 
 
-def open_runner(bundle: Bundle, tower: str, backend: str = "onnxruntime", providers: Sequence | None = None,
-                threads: int | None = None):
+def open_runner(
+    bundle: Bundle,
+    tower: str,
+    backend: str = "onnxruntime",
+    providers: Sequence | None = None,
+    threads: int | None = None,
+):
     """A runner for one tower of ``bundle``; ``threads``: ONNX Runtime's intra-op threads (None: the default).
 
     ``auto`` takes TensorRT when it is installed, a GPU is visible and the
@@ -46,8 +52,10 @@ def _tensorrt_runner(bundle: Bundle, tower: str):
         record = select_plan(records(bundle.path, tower), tower, graph_sha, current_target())
         name = record["plan"]
     except (KeyError, TypeError) as exc:
-        raise BackendError(f"{bundle.path / ENGINE_DIR}: malformed plan record ({type(exc).__name__}: {exc}); "
-                           "delete it and rerun `clip-onnx build-engine`") from None
+        raise BackendError(
+            f"{bundle.path / ENGINE_DIR}: malformed plan record ({type(exc).__name__}: {exc}); "
+            "delete it and rerun `clip-onnx build-engine`"
+        ) from None
     # A record names a plan beside it; anything else could make the runtime read another file.
     if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
         raise BackendError(f"{bundle.path / ENGINE_DIR}: a plan record names {name!r:.80}, not a plan file beside it")

@@ -4,10 +4,11 @@ A runner wraps one graph.  ``infer`` validates the feed (names, dtypes, ranks)
 before dispatching, so a backend only implements ``_run``.  Runners are
 context managers; ``close`` releases the backend's resources.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -65,6 +66,8 @@ class Runner:
             if not isinstance(array, np.ndarray) or array.dtype != spec.dtype:
                 got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
                 raise InputError(f"input {spec.name!r} must be a {np.dtype(spec.dtype).name} array, got {got}")
-            if array.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape, array.shape)):
+            if array.ndim != len(spec.shape) or any(
+                d is not None and d != a for d, a in zip(spec.shape, array.shape, strict=True)
+            ):
                 want = ["?" if d is None else d for d in spec.shape]
                 raise InputError(f"input {spec.name!r} has shape {list(array.shape)}, graph expects {want}")

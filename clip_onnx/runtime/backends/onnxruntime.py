@@ -4,12 +4,14 @@
 worker process.  A requested execution provider that fails to load makes
 ONNX Runtime quietly fall back to CPU; we check and refuse that instead.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +20,12 @@ from clip_onnx.runtime.backends.base import Runner, TensorSpec
 
 log = logging.getLogger(__name__)
 
-_DTYPES: dict[str, np.dtype] = {"tensor(float)": np.dtype(np.float32), "tensor(int64)": np.dtype(np.int64),
-                                "tensor(int32)": np.dtype(np.int32), "tensor(float16)": np.dtype(np.float16)}
+_DTYPES: dict[str, np.dtype] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(float16)": np.dtype(np.float16),
+}
 
 
 def default_session_options(threads: int | None = None) -> Any:
@@ -58,8 +64,10 @@ def check_single_distribution() -> None:
         except metadata.PackageNotFoundError:
             pass
     if len(installed) > 1:
-        raise BackendError(f"both {' and '.join(installed)} are installed; they share one import folder and break "
-                           "each other. Run `pip uninstall -y onnxruntime onnxruntime-gpu` and install exactly one")
+        raise BackendError(
+            f"both {' and '.join(installed)} are installed; they share one import folder and break "
+            "each other. Run `pip uninstall -y onnxruntime onnxruntime-gpu` and install exactly one"
+        )
 
 
 class OnnxRuntimeRunner(Runner):
@@ -70,28 +78,35 @@ class OnnxRuntimeRunner(Runner):
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise BackendError(f"onnxruntime is not importable ({exc}); `pip install onnxruntime` "
-                               "(or onnxruntime-gpu, never both: they share one import folder)") from None
+            raise BackendError(
+                f"onnxruntime is not importable ({exc}); `pip install onnxruntime` "
+                "(or onnxruntime-gpu, never both: they share one import folder)"
+            ) from None
         if not hasattr(ort, "InferenceSession"):
-            raise BackendError("the onnxruntime package is broken (no InferenceSession): onnxruntime and "
-                               "onnxruntime-gpu were probably both installed and overwrote each other; "
-                               "uninstall both, then install exactly one")
+            raise BackendError(
+                "the onnxruntime package is broken (no InferenceSession): onnxruntime and "
+                "onnxruntime-gpu were probably both installed and overwrote each other; "
+                "uninstall both, then install exactly one"
+            )
         requested = list(providers) if providers else ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=session_options or default_session_options(),
-                                                providers=requested)
+            self.session = ort.InferenceSession(
+                str(path), sess_options=session_options or default_session_options(), providers=requested
+            )
         except Exception as exc:  # onnxruntime raises its own exception classes per failure
             raise BackendError(f"ONNX Runtime could not load {path}: {exc}") from None
         _require_providers(requested, self.session.get_providers())
         self.inputs = tuple(
             TensorSpec(i.name, _dtype(i.type), tuple(d if isinstance(d, int) else None for d in i.shape))
-            for i in self.session.get_inputs())
+            for i in self.session.get_inputs()
+        )
         self.output_names = tuple(o.name for o in self.session.get_outputs())
-        self.output_shapes = tuple(tuple(d if isinstance(d, int) else None for d in (o.shape or ()))
-                                   for o in self.session.get_outputs())
+        self.output_shapes = tuple(
+            tuple(d if isinstance(d, int) else None for d in (o.shape or ())) for o in self.session.get_outputs()
+        )
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(list(self.output_names), dict(feed))))
+        return dict(zip(self.output_names, self.session.run(list(self.output_names), dict(feed)), strict=True))
 
     def close(self) -> None:
         self.session = None
@@ -101,8 +116,10 @@ def _require_providers(requested: list[Any], active: list[str]) -> None:
     names = [p[0] if isinstance(p, (tuple, list)) else p for p in requested]
     missing = [n for n in names if n not in active]
     if missing:
-        raise BackendError(f"execution provider(s) {missing} did not load (active: {active}); refusing to fall "
-                           "back to CPU silently. Check that onnxruntime-gpu, CUDA and cuDNN versions match")
+        raise BackendError(
+            f"execution provider(s) {missing} did not load (active: {active}); refusing to fall "
+            "back to CPU silently. Check that onnxruntime-gpu, CUDA and cuDNN versions match"
+        )
 
 
 def _dtype(onnx_type: str) -> np.dtype:

@@ -6,12 +6,13 @@ reused afterwards, so threads never share mutable TensorRT state and need no
 lock.  Buffers are allocated once, at the profile's maximum shapes; batches
 larger than the profile's max batch are run in chunks, and nothing is padded.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -28,7 +29,8 @@ def import_runtime():
         import tensorrt
     except ImportError as exc:
         raise BackendError(
-            f"the TensorRT backend needs tensorrt and cupy ({exc}); pip install 'clip-onnx[tensorrt]'") from None
+            f"the TensorRT backend needs tensorrt and cupy ({exc}); pip install 'clip-onnx[tensorrt]'"
+        ) from None
     return tensorrt, cupy
 
 
@@ -53,12 +55,19 @@ class TensorRTRunner(Runner):
         self.max_batch = int(record["profile"]["max_batch"])
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        self.inputs = tuple(TensorSpec(n, np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))),
-                                       tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(n)))
-                            for n in names if is_input[n])
+        self.inputs = tuple(
+            TensorSpec(
+                n,
+                np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))),
+                tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(n)),
+            )
+            for n in names
+            if is_input[n]
+        )
         self.output_names = tuple(n for n in names if not is_input[n])
-        self.output_shapes = tuple(tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(n))
-                                   for n in self.output_names)
+        self.output_shapes = tuple(
+            tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(n)) for n in self.output_names
+        )
         self._local = threading.local()
 
     def _state(self):
@@ -95,8 +104,10 @@ class TensorRTRunner(Runner):
             context.set_tensor_address(name, buffers[name].data.ptr)
         if not context.execute_async_v3(stream.ptr):
             raise BackendError("TensorRT execution failed")
-        out = {name: buffers[name][: int(np.prod(shape))].get(stream=stream).reshape(shape)
-               for name, shape in shapes.items()}
+        out = {
+            name: buffers[name][: int(np.prod(shape))].get(stream=stream).reshape(shape)
+            for name, shape in shapes.items()
+        }
         stream.synchronize()
         return out
 

@@ -4,11 +4,13 @@ Every tokenizer follows one contract (``base.Tokenizer``): called with a list
 of texts, it returns the textual graph's feed, ``input_ids`` plus
 ``attention_mask`` where the model takes one.
 """
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from clip_onnx.errors import BundleError
 from clip_onnx.runtime.tokenizers.base import Tokenizer

@@ -1,9 +1,11 @@
 """The tokenizer contract and what every runtime tokenizer shares: input checks, caches and the feed dict."""
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -53,11 +55,12 @@ class CachedTokenizer:
 
     def __init__(self) -> None:
         self._encode_word: Callable[[str], tuple[int, ...]] = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(
-            self._encode_word_uncached)
+            self._encode_word_uncached
+        )
         self._encode_text: Callable[[str], tuple[int, ...]] = functools.lru_cache(maxsize=TEXT_CACHE_SIZE)(
-            self._encode_uncached)
-        self._row: Callable[[str], tuple[int, ...]] = functools.lru_cache(maxsize=TEXT_CACHE_SIZE)(
-            self._row_uncached)
+            self._encode_uncached
+        )
+        self._row: Callable[[str], tuple[int, ...]] = functools.lru_cache(maxsize=TEXT_CACHE_SIZE)(self._row_uncached)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], bundle_dir: str | Path) -> CachedTokenizer:
@@ -71,7 +74,8 @@ class CachedTokenizer:
         if self.with_attention_mask:
             lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
             feed["attention_mask"] = (np.arange(self.context_length, dtype=np.int64) < lengths[:, None]).astype(
-                np.int64)
+                np.int64
+            )
         return feed
 
     def encode(self, text: str) -> list[int]:
@@ -98,8 +102,9 @@ def check_texts(texts: Sequence[str], what: str = "text") -> list[str]:
     messages ("text", "template").
     """
     if isinstance(texts, (str, bytes)):
-        raise InputError(f"expected a list of {what}s, got a single {type(texts).__name__} {texts!r:.60}; "
-                         "wrap it in a list")
+        raise InputError(
+            f"expected a list of {what}s, got a single {type(texts).__name__} {texts!r:.60}; wrap it in a list"
+        )
     try:
         texts = list(texts)
     except TypeError:
@@ -150,8 +155,9 @@ def cut_padding(feed: Mapping[str, np.ndarray], pad_id: int) -> dict[str, np.nda
     return {k: np.ascontiguousarray(v[:, :length]) for k, v in feed.items()}
 
 
-def resolve_spec(kind: str, spec: Mapping[str, Any], bundle_dir: str | Path,
-                 keys: Sequence[str]) -> tuple[Path, dict[str, Any]]:
+def resolve_spec(
+    kind: str, spec: Mapping[str, Any], bundle_dir: str | Path, keys: Sequence[str]
+) -> tuple[Path, dict[str, Any]]:
     """The tokenizer file a manifest spec names, inside ``bundle_dir``, and the spec's options among ``keys``."""
     if spec.get("kind") != kind:
         raise BundleError(f"tokenizer spec kind {spec.get('kind')!r} is not {kind!r}")

@@ -7,16 +7,19 @@ occurrence left to right). The two agree whenever every rule's parts exist
 before the rule (see :func:`merge_order_is_causal`), so the faster one-at-a-time
 heap serves both there.
 """
+
 from __future__ import annotations
 
 import heapq
-from typing import Any, Hashable, Iterable, Mapping, Sequence, TypeVar
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 Symbol = TypeVar("Symbol", bound=Hashable)
 
 
-def merge_lowest_first(seq: Sequence[Symbol], ranks: Mapping[tuple[Symbol, Symbol], int],
-                       rules: Sequence[tuple[Symbol, Symbol, Symbol]]) -> list[Symbol]:
+def merge_lowest_first(
+    seq: Sequence[Symbol], ranks: Mapping[tuple[Symbol, Symbol], int], rules: Sequence[tuple[Symbol, Symbol, Symbol]]
+) -> list[Symbol]:
     """``seq`` with merges applied, the lowest rule index first and the leftmost on ties, until none applies.
 
     ``ranks`` maps a pair to the index of its rule in ``rules`` (a later

@@ -23,6 +23,7 @@ standard library has no grapheme segmentation, and writing UAX #29 out here
 would need property tables Python's ``unicodedata`` does not carry. It is
 imported only when a bundle uses this normalizer.
 """
+
 from __future__ import annotations
 
 import base64
@@ -62,7 +63,7 @@ class PrecompiledCharsmap:
         if trie_size % 4 or trie_size == 0 or 4 + trie_size > len(blob):
             raise BundleError(f"{where}: charsmap trie size {trie_size} does not fit a blob of {len(blob)} bytes")
         self._units = np.frombuffer(blob, dtype="<u4", count=trie_size // 4, offset=4).tolist()
-        self._pool = blob[4 + trie_size:]
+        self._pool = blob[4 + trie_size :]
         try:
             self._pool.decode("utf-8")
         except UnicodeDecodeError:
@@ -71,7 +72,7 @@ class PrecompiledCharsmap:
         self.transform = functools.lru_cache(maxsize=_CACHE_SIZE)(self._transform)
 
     @classmethod
-    def from_base64(cls, text, where: str = "precompiled_charsmap") -> "PrecompiledCharsmap":
+    def from_base64(cls, text, where: str = "precompiled_charsmap") -> PrecompiledCharsmap:
         if not isinstance(text, str) or not text:
             raise BundleError(f"{where}: 'precompiled_charsmap' must be a non-empty base64 string")
         try:
@@ -103,7 +104,7 @@ class PrecompiledCharsmap:
         if start is None or start > len(self._pool):
             return None
         end = self._pool.find(b"\0", start)
-        return self._pool[start: end if end >= 0 else len(self._pool)].decode("utf-8", "replace")
+        return self._pool[start : end if end >= 0 else len(self._pool)].decode("utf-8", "replace")
 
     def __call__(self, text: str) -> str:
         if not text:

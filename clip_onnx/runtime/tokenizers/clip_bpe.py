@@ -34,6 +34,7 @@ line, then merge rules "a b", of which the first 48,894 are used. Ids: the 256
 byte characters, the same with "</w>", one id per merge, then
 <start_of_text> 49406 and <end_of_text> 49407.
 """
+
 from __future__ import annotations
 
 import functools
@@ -136,7 +137,6 @@ def _load_merges(path: Path) -> list[tuple[str, str]]:
             raise BundleError(f"CLIP BPE vocabulary {str(path)!r} line {number} is {line!r:.60}, expected 'left right'")
         merges.append((parts[0], parts[1]))
     return merges
-
 
 
 class ClipBpeTokenizer(CachedTokenizer):

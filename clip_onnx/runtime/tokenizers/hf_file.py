@@ -1,11 +1,13 @@
 """Reading a Hugging Face ``tokenizer.json`` as ``tokenizers`` does: its float parser, added tokens and piece types."""
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from clip_onnx.errors import BundleError
 from clip_onnx.runtime.tokenizers.text_cleaning import WHITE_SPACE
@@ -59,8 +61,7 @@ def serde_json_f64(literal: str) -> float:
 
 # How a vocabulary's scores are read: as tokenizers reads the file, or correctly rounded (a tokenizer built
 # in memory from Python floats, saved with shortest round-trip literals).
-SCORE_PARSERS: Mapping[str, Callable[[str], float]] = MappingProxyType({"serde_json": serde_json_f64,
-                                                                        "exact": float})
+SCORE_PARSERS: Mapping[str, Callable[[str], float]] = MappingProxyType({"serde_json": serde_json_f64, "exact": float})
 
 
 def read_json(path: Path, parse_float: Callable[[str], float]) -> dict[str, Any]:
@@ -85,8 +86,9 @@ def read_json(path: Path, parse_float: Callable[[str], float]) -> dict[str, Any]
 Builder = Callable[[Mapping[str, Any], str], T]
 
 
-def build_from(registry: Mapping[str, Builder[T]], what: str, spec: object, where: str,
-               supported: str | None = None) -> T:
+def build_from(
+    registry: Mapping[str, Builder[T]], what: str, spec: object, where: str, supported: str | None = None
+) -> T:
     """``registry[spec["type"]](spec, where)`` for one pipeline piece (``what``) of the file ``where`` names.
 
     BundleError names the piece and its type when the spec is not an object
@@ -96,8 +98,10 @@ def build_from(registry: Mapping[str, Builder[T]], what: str, spec: object, wher
         raise BundleError(f"{where}: {what} must be an object with a 'type', got {spec!r:.80}")
     builder = registry.get(spec["type"])
     if builder is None:
-        raise BundleError(f"{where}: {what} {spec['type']!r} is not supported by this runtime "
-                          f"(supported: {supported or ', '.join(registry)})")
+        raise BundleError(
+            f"{where}: {what} {spec['type']!r} is not supported by this runtime "
+            f"(supported: {supported or ', '.join(registry)})"
+        )
     return builder(spec, where)
 
 

@@ -4,12 +4,14 @@
 type is refused with a BundleError naming it. ``Precompiled`` (SentencePiece's
 charsmap) lives in ``charsmap``.
 """
+
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from clip_onnx.errors import BundleError
 from clip_onnx.runtime.tokenizers.hf_file import build_from
@@ -25,14 +27,47 @@ Normalizer = Callable[[str], str]
 # tests/test_unigram.py recomputes the list). Normalization mappings never
 # change once assigned, so the list only grows with a newer Python.
 _LEGACY_UNASSIGNED = (
-    (0x7FD, 0x7FD), (0x898, 0x89F), (0x8CA, 0x8D3), (0x9FE, 0x9FE), (0xC3C, 0xC3C), (0xD3B, 0xD3C),
-    (0xEBA, 0xEBA), (0x1715, 0x1715), (0x1ABF, 0x1ACE), (0x1DF6, 0x1DFA), (0x32FF, 0x32FF),
-    (0xA7F2, 0xA7F4), (0xA82C, 0xA82C), (0xAB69, 0xAB69), (0x10781, 0x10785), (0x10787, 0x107B0),
-    (0x107B2, 0x107BA), (0x10D24, 0x10D27), (0x10EAB, 0x10EAC), (0x10F46, 0x10F50), (0x10F82, 0x10F85),
-    (0x11070, 0x11070), (0x1133B, 0x1133B), (0x1145E, 0x1145E), (0x11839, 0x1183A), (0x11938, 0x11938),
-    (0x1193D, 0x1193E), (0x11943, 0x11943), (0x119E0, 0x119E0), (0x11A34, 0x11A34), (0x11A47, 0x11A47),
-    (0x11A99, 0x11A99), (0x11D42, 0x11D42), (0x11D44, 0x11D45), (0x11D97, 0x11D97), (0x16FF0, 0x16FF1),
-    (0x1E130, 0x1E136), (0x1E2AE, 0x1E2AE), (0x1E2EC, 0x1E2EF), (0x1F16C, 0x1F16C), (0x1FBF0, 0x1FBF9),
+    (0x7FD, 0x7FD),
+    (0x898, 0x89F),
+    (0x8CA, 0x8D3),
+    (0x9FE, 0x9FE),
+    (0xC3C, 0xC3C),
+    (0xD3B, 0xD3C),
+    (0xEBA, 0xEBA),
+    (0x1715, 0x1715),
+    (0x1ABF, 0x1ACE),
+    (0x1DF6, 0x1DFA),
+    (0x32FF, 0x32FF),
+    (0xA7F2, 0xA7F4),
+    (0xA82C, 0xA82C),
+    (0xAB69, 0xAB69),
+    (0x10781, 0x10785),
+    (0x10787, 0x107B0),
+    (0x107B2, 0x107BA),
+    (0x10D24, 0x10D27),
+    (0x10EAB, 0x10EAC),
+    (0x10F46, 0x10F50),
+    (0x10F82, 0x10F85),
+    (0x11070, 0x11070),
+    (0x1133B, 0x1133B),
+    (0x1145E, 0x1145E),
+    (0x11839, 0x1183A),
+    (0x11938, 0x11938),
+    (0x1193D, 0x1193E),
+    (0x11943, 0x11943),
+    (0x119E0, 0x119E0),
+    (0x11A34, 0x11A34),
+    (0x11A47, 0x11A47),
+    (0x11A99, 0x11A99),
+    (0x11D42, 0x11D42),
+    (0x11D44, 0x11D45),
+    (0x11D97, 0x11D97),
+    (0x16FF0, 0x16FF1),
+    (0x1E130, 0x1E136),
+    (0x1E2AE, 0x1E2AE),
+    (0x1E2EC, 0x1E2EF),
+    (0x1F16C, 0x1F16C),
+    (0x1FBF0, 0x1FBF9),
 )
 _LEGACY_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _LEGACY_UNASSIGNED) + "]")
 
@@ -106,7 +141,7 @@ def _replace(spec: Mapping[str, Any], where: str) -> Normalizer:
     pattern, content = spec.get("pattern"), spec.get("content")
     if not isinstance(content, str) or not isinstance(pattern, dict) or len(pattern) != 1:
         raise BundleError(f"{where}: Replace normalizer needs 'pattern' {{String|Regex: ...}} and 'content'")
-    (how, value), = pattern.items()
+    ((how, value),) = pattern.items()
     if how == "String" and isinstance(value, str):
         if not value:
             raise BundleError(f"{where}: Replace normalizer has an empty pattern")
@@ -125,19 +160,21 @@ def _fixed(normalizer: Normalizer) -> Callable[[Mapping[str, Any], str], Normali
 
 
 # type -> builder(spec, where); the order is the one error messages list.
-NORMALIZERS: Mapping[str, Callable[[Mapping[str, Any], str], Normalizer]] = MappingProxyType({
-    "Sequence": _sequence,
-    "NFC": _fixed(_unicode_normalizer("NFC")),
-    "NFD": _fixed(_unicode_normalizer("NFD")),
-    "NFKC": _fixed(_unicode_normalizer("NFKC")),
-    "NFKD": _fixed(_unicode_normalizer("NFKD")),
-    "Lowercase": _fixed(_lowercase),
-    "Strip": _strip,
-    "StripAccents": _fixed(_strip_accents),
-    "Replace": _replace,
-    "Prepend": _prepend,
-    "Precompiled": _precompiled,
-})
+NORMALIZERS: Mapping[str, Callable[[Mapping[str, Any], str], Normalizer]] = MappingProxyType(
+    {
+        "Sequence": _sequence,
+        "NFC": _fixed(_unicode_normalizer("NFC")),
+        "NFD": _fixed(_unicode_normalizer("NFD")),
+        "NFKC": _fixed(_unicode_normalizer("NFKC")),
+        "NFKD": _fixed(_unicode_normalizer("NFKD")),
+        "Lowercase": _fixed(_lowercase),
+        "Strip": _strip,
+        "StripAccents": _fixed(_strip_accents),
+        "Replace": _replace,
+        "Prepend": _prepend,
+        "Precompiled": _precompiled,
+    }
+)
 
 
 def build_normalizer(spec: object, where: str) -> Normalizer | None:

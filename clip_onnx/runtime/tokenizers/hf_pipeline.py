@@ -5,11 +5,13 @@ to the same; a post-processor is the ids it puts before and after a single
 sequence. Any type missing from :data:`PRE_TOKENIZERS` or
 :data:`POST_PROCESSORS` is refused with a BundleError naming it.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from clip_onnx.errors import BundleError
 from clip_onnx.runtime.tokenizers.hf_file import build_from
@@ -77,11 +79,13 @@ def _sequence(spec: Mapping[str, Any], where: str) -> list[Step]:
 
 
 # type -> builder(spec, where) of the steps; the order is the one error messages list.
-PRE_TOKENIZERS: Mapping[str, Callable[[Mapping[str, Any], str], list[Step]]] = MappingProxyType({
-    "Metaspace": lambda spec, where: [_Metaspace(spec, where)],
-    "WhitespaceSplit": lambda spec, where: [_whitespace_split],
-    "Sequence": _sequence,
-})
+PRE_TOKENIZERS: Mapping[str, Callable[[Mapping[str, Any], str], list[Step]]] = MappingProxyType(
+    {
+        "Metaspace": lambda spec, where: [_Metaspace(spec, where)],
+        "WhitespaceSplit": lambda spec, where: [_whitespace_split],
+        "Sequence": _sequence,
+    }
+)
 
 
 def build_pre_tokenizer(spec: object, where: str) -> list[Step]:
@@ -111,7 +115,7 @@ def _template(spec: Mapping[str, Any], where: str) -> SpecialIds:
     for item in single:
         if not isinstance(item, dict) or len(item) != 1:
             raise BundleError(f"{where}: bad TemplateProcessing item {item!r:.80}")
-        (what, body), = item.items()
+        ((what, body),) = item.items()
         if what == "Sequence":
             if seen_sequence or body.get("id") != "A":
                 raise BundleError(f"{where}: TemplateProcessing 'single' must hold $A exactly once")
@@ -130,11 +134,9 @@ def _template(spec: Mapping[str, Any], where: str) -> SpecialIds:
 
 
 # type -> builder(spec, where) of (ids before, ids after); the order is the one error messages list.
-POST_PROCESSORS: Mapping[str, Callable[[Mapping[str, Any], str], SpecialIds]] = MappingProxyType({
-    "TemplateProcessing": _template,
-    "RobertaProcessing": _cls_sep,
-    "BertProcessing": _cls_sep,
-})
+POST_PROCESSORS: Mapping[str, Callable[[Mapping[str, Any], str], SpecialIds]] = MappingProxyType(
+    {"TemplateProcessing": _template, "RobertaProcessing": _cls_sep, "BertProcessing": _cls_sep}
+)
 
 
 def build_post_processor(spec: object, where: str) -> SpecialIds:

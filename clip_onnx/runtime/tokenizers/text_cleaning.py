@@ -21,6 +21,7 @@ line. It serves ASCII text without "&", which reaches ftfy's mojibake step as
 ASCII, where that step returns its input, and all text when ftfy is missing
 (then mojibake is tokenized as written, and a log line says so once).
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,7 +31,7 @@ import logging
 import re
 import string
 import unicodedata
-from typing import Callable
+from collections.abc import Callable
 
 from clip_onnx.errors import BundleError
 
@@ -38,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 CLEAN_MODES = ("whitespace", "lower", "canonicalize")
 # Unicode White_Space: what regex's \s and Rust's char::is_whitespace match (str.isspace adds U+001C..U+001F).
-WHITE_SPACE = "".join(["\t\n\x0b\x0c\r \x85\xa0\u1680", *map(chr, range(0x2000, 0x200B)),
-                       "\u2028\u2029\u202f\u205f\u3000"])
+WHITE_SPACE = "".join(
+    ["\t\n\x0b\x0c\r \x85\xa0\u1680", *map(chr, range(0x2000, 0x200B)), "\u2028\u2029\u202f\u205f\u3000"]
+)
 
 _ENTITY_RE = re.compile(r"&#?[0-9A-Za-z]{1,24};")
 _TERMINAL_ESCAPE_RE = re.compile(r"\x1b\[[\d;]*[a-zA-Z]")
@@ -177,8 +179,10 @@ def _ftfy_fix_text() -> Callable[[str], str] | None:
     try:
         import ftfy
     except ImportError:
-        logger.warning("ftfy is not installed: text cleaning skips its mojibake repair, so ids can differ from "
-                       "open_clip on mis-decoded text; `pip install 'clip-onnx[ftfy]'` for exact parity")
+        logger.warning(
+            "ftfy is not installed: text cleaning skips its mojibake repair, so ids can differ from "
+            "open_clip on mis-decoded text; `pip install 'clip-onnx[ftfy]'` for exact parity"
+        )
         return None
     return ftfy.fix_text
 

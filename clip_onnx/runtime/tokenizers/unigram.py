@@ -53,11 +53,13 @@ are here. Optional ``clean`` in the spec ("whitespace", "lower",
 "canonicalize") first applies open_clip's text cleaning (see ``text_cleaning``), as
 open_clip's ``HFTokenizer`` does with "whitespace" before the HF tokenizer.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.tokenizers.base import CachedTokenizer, check_int, check_utf8

@@ -56,6 +56,7 @@ The vocabulary file is one token a line, the id being the line number
 (read as transformers does: UTF-8, universal newlines, only the newline
 stripped, a repeated token keeps its last line).
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,8 +77,14 @@ _SPECIAL_RE = re.compile("(" + "|".join(re.escape(t) for t in _SPECIAL_TOKENS) +
 # BERT's "Chinese character" ranges, exactly as in Google's and transformers' code
 # (not all of Unicode's CJK blocks; 0x2B820-0x2CEAF is one range there).
 _CJK_RANGES = (
-    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
 )
 
 
@@ -122,8 +129,9 @@ class _PunctTable(dict):
 
     def __missing__(self, ch: str) -> bool:
         cp = ord(ch)
-        value = (33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126
-                 or unicodedata.category(ch)[0] == "P")
+        value = (
+            33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(ch)[0] == "P"
+        )
         self[ch] = value
         return value
 
@@ -163,7 +171,8 @@ def _load_vocab(path: Path) -> dict[str, int]:
         raise BundleError(f"cannot read WordPiece vocabulary {str(path)!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise BundleError(
-            f"WordPiece vocabulary {str(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+            f"WordPiece vocabulary {str(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}"
+        ) from None
     vocab = {line.rstrip("\n"): i for i, line in enumerate(lines)}
     missing = [t for t in (UNK, CLS, SEP, PAD) if t not in vocab]
     if missing:
@@ -180,8 +189,16 @@ class WordPieceTokenizer(CachedTokenizer):
     spec_keys = ("context_length", "lowercase", "strip_accents", "tokenize_chinese_chars", "max_input_chars_per_word")
     with_attention_mask = True
 
-    def __init__(self, vocab_path, *, context_length=52, lowercase=True, strip_accents=None,
-                 tokenize_chinese_chars=True, max_input_chars_per_word=100):
+    def __init__(
+        self,
+        vocab_path,
+        *,
+        context_length=52,
+        lowercase=True,
+        strip_accents=None,
+        tokenize_chinese_chars=True,
+        max_input_chars_per_word=100,
+    ):
         check_int("context_length", context_length, 2, " (room for [CLS] and [SEP])")
         check_flag("lowercase", lowercase)
         check_flag("tokenize_chinese_chars", tokenize_chinese_chars)

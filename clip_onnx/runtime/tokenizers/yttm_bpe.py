@@ -19,6 +19,7 @@ The model file is whitespace-separated integers: ``n m``, then n lines
 ``codepoint id`` (the char table), then m lines ``x y z`` (rule i merges ids x
 and y into z; i is its priority), then ``unk pad bos eos``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,8 +87,9 @@ class YttmBpeTokenizer(CachedTokenizer):
         # Pair -> rule index; a later duplicate wins, as in yttm's rule2id map.
         self._rank = {(x, y): i for i, (x, y, _) in enumerate(self._rules)}
         super().__init__()
-        logger.debug("loaded youtokentome model %s: %d chars, %d rules", self.model_path, len(self._char2id),
-                     len(self._rules))
+        logger.debug(
+            "loaded youtokentome model %s: %d chars, %d rules", self.model_path, len(self._char2id), len(self._rules)
+        )
 
     def _row_uncached(self, text: str) -> tuple[int, ...]:
         if self.lowercase:

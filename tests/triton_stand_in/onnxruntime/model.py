@@ -15,6 +15,7 @@ It does what the tests rely on the real backend for:
 
 Deliberately independent of clip_onnx: it checks what clip_onnx writes.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,15 @@ import triton_python_backend_utils as pb_utils
 
 # ONNX Runtime's type strings and the Triton config types the real backend pairs them with.
 ORT_TO_TRITON = {
-    "tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(double)": "TYPE_FP64",
-    "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32", "tensor(int16)": "TYPE_INT16",
-    "tensor(int8)": "TYPE_INT8", "tensor(uint8)": "TYPE_UINT8", "tensor(bool)": "TYPE_BOOL",
+    "tensor(float)": "TYPE_FP32",
+    "tensor(float16)": "TYPE_FP16",
+    "tensor(double)": "TYPE_FP64",
+    "tensor(int64)": "TYPE_INT64",
+    "tensor(int32)": "TYPE_INT32",
+    "tensor(int16)": "TYPE_INT16",
+    "tensor(int8)": "TYPE_INT8",
+    "tensor(uint8)": "TYPE_UINT8",
+    "tensor(bool)": "TYPE_BOOL",
     "tensor(string)": "TYPE_STRING",
 }
 
@@ -52,8 +59,9 @@ class TritonPythonModel:
         self.outputs = [o["name"] for o in config["output"]]
 
     def execute(self, requests):
-        feeds = {name: [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
-                 for name in self.inputs}
+        feeds = {
+            name: [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests] for name in self.inputs
+        }
         sizes = [len(a) for a in feeds[self.inputs[0]]]
         try:
             results = self.session.run(self.outputs, {k: np.concatenate(v) for k, v in feeds.items()})
@@ -62,8 +70,12 @@ class TritonPythonModel:
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
         bounds = np.cumsum(sizes)[:-1]
         parts = [np.split(result, bounds) for result in results]
-        return [pb_utils.InferenceResponse([pb_utils.Tensor(name, part[i]) for name, part in zip(self.outputs, parts)])
-                for i in range(len(requests))]
+        return [
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor(name, part[i]) for name, part in zip(self.outputs, parts, strict=True)]
+            )
+            for i in range(len(requests))
+        ]
 
 
 def _check(config, kind, graph_values, batching):
@@ -74,21 +86,25 @@ def _check(config, kind, graph_values, batching):
     # Every graph input must be fed; outputs may be a subset, as the real backend allows.
     if unknown or (kind == "input" and missing):
         raise pb_utils.TritonModelException(
-            f"stand-in onnxruntime: config {kind}s {sorted(declared)} do not match the graph's {sorted(graph)}")
+            f"stand-in onnxruntime: config {kind}s {sorted(declared)} do not match the graph's {sorted(graph)}"
+        )
     for name, tensor in declared.items():
         value = graph[name]
         expected = ORT_TO_TRITON.get(value.type, value.type)
         if tensor["data_type"] != expected:
-            raise pb_utils.TritonModelException(f"stand-in onnxruntime: {kind} {name!r} is {tensor['data_type']} "
-                                                f"in the config, {expected} in the graph")
+            raise pb_utils.TritonModelException(
+                f"stand-in onnxruntime: {kind} {name!r} is {tensor['data_type']} in the config, {expected} in the graph"
+            )
         shape = [d if isinstance(d, int) and d >= 0 else -1 for d in value.shape]
         if batching:
             if shape[0] != -1:
                 raise pb_utils.TritonModelException(
-                    f"stand-in onnxruntime: max_batch_size > 0 but {kind} {name!r} has a fixed first axis {shape}")
+                    f"stand-in onnxruntime: max_batch_size > 0 but {kind} {name!r} has a fixed first axis {shape}"
+                )
             shape = shape[1:]
         dims = [int(d) for d in tensor["dims"]]
         # A symbolic graph axis accepts any config dim; a fixed one must be repeated exactly.
-        if len(dims) != len(shape) or any(g != -1 and g != c for g, c in zip(shape, dims)):
+        if len(dims) != len(shape) or any(g != -1 and g != c for g, c in zip(shape, dims, strict=True)):
             raise pb_utils.TritonModelException(
-                f"stand-in onnxruntime: {kind} {name!r} has dims {dims} in the config, {shape} in the graph")
+                f"stand-in onnxruntime: {kind} {name!r} has dims {dims} in the config, {shape} in the graph"
+            )

@@ -24,9 +24,10 @@ open_clip's bundled config, with the preprocessing and activation the tag
 would bring, and downloads nothing: HF text towers take their config from
 ``hf_configs`` in the spec file and a Unigram tokenizer generated here.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import open_clip
 from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
@@ -47,8 +48,20 @@ from clip_onnx.registry import find_model
 from clip_onnx.runtime.preprocess import PreprocessSpec
 from clip_onnx.runtime.tokenizers.unigram import UnigramTokenizer
 
-__all__ = ["DEMO_VOCAB_SIZE", "SCHEMAS", "TEMPLATES", "Source", "claims", "create", "demo_unigram_json", "exportable",
-           "load", "parse_source", "preprocess_spec", "text_tower"]
+__all__ = [
+    "DEMO_VOCAB_SIZE",
+    "SCHEMAS",
+    "TEMPLATES",
+    "Source",
+    "claims",
+    "create",
+    "demo_unigram_json",
+    "exportable",
+    "load",
+    "parse_source",
+    "preprocess_spec",
+    "text_tower",
+]
 
 # open_clip's prompt set for zero-shot ImageNet, as "{}" templates for the manifest.
 TEMPLATES = tuple(t("{}") for t in SIMPLE_IMAGENET_TEMPLATES)
@@ -65,13 +78,16 @@ def load(source: str, *, random_weights: bool = False, overrides: Mapping | None
     """Load ``source`` (see the module docstring); ``overrides`` merge into open_clip's config (tests shrink models)."""
     src = parse_source(source)
     if src is None:
-        raise ModelSourceError(f"{source!r} names no open_clip model; use MODEL@TAG, MODEL@PATH, hf-hub:ORG/REPO "
-                               f"or local-dir:DIR with a MODEL from open_clip.list_models()")
+        raise ModelSourceError(
+            f"{source!r} names no open_clip model; use MODEL@TAG, MODEL@PATH, hf-hub:ORG/REPO "
+            f"or local-dir:DIR with a MODEL from open_clip.list_models()"
+        )
     model, info = create(src, random_weights=random_weights, overrides=overrides)
     spec = find_model(source)
     name = spec.name if spec else source
-    return exportable(name, f"{name} (random weights)" if random_weights else source, model, info,
-                      random_weights=random_weights)
+    return exportable(
+        name, f"{name} (random weights)" if random_weights else source, model, info, random_weights=random_weights
+    )
 
 
 def exportable(name: str, source: str, model, info: dict, *, random_weights: bool) -> ExportableModel:
@@ -111,8 +127,14 @@ def preprocess_spec(cfg: Mapping) -> PreprocessSpec:
     if cfg.get("resize_mode", "shortest") != "shortest":
         raise ModelSourceError(f"open_clip resize_mode {cfg['resize_mode']!r} is not supported; only 'shortest'")
     try:
-        return PreprocessSpec(image_size=int(size), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
-                              interpolation=cfg.get("interpolation", "bicubic"), crop="resize_then_crop",
-                              resize_size=int(size), convert="after")
+        return PreprocessSpec(
+            image_size=int(size),
+            mean=tuple(cfg["mean"]),
+            std=tuple(cfg["std"]),
+            interpolation=cfg.get("interpolation", "bicubic"),
+            crop="resize_then_crop",
+            resize_size=int(size),
+            convert="after",
+        )
     except InputError as exc:
         raise ModelSourceError(f"open_clip preprocess config {dict(cfg)} is not supported: {exc}") from None

@@ -1,4 +1,5 @@
 """Which open_clip model a source names, and building it with open_clip's own ``create_model``."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,10 +7,10 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
 
 import open_clip
 import torch
@@ -50,41 +51,54 @@ def parse_source(source: str) -> Source | None:
             raise ModelSourceError(f"checkpoint file {weights!r} (from {source!r}) does not exist")
         return Source(model, checkpoint=path)
     if weights.lower().replace("-", "_") not in tags:  # open_clip's own tag spelling rule
-        raise ModelSourceError(f"{weights!r} is not a pretrained tag of open_clip model {model!r}; its tags are "
-                               f"{tags}; or give a checkpoint file as {model}@/path/to/open_clip_pytorch_model.bin")
+        raise ModelSourceError(
+            f"{weights!r} is not a pretrained tag of open_clip model {model!r}; its tags are "
+            f"{tags}; or give a checkpoint file as {model}@/path/to/open_clip_pytorch_model.bin"
+        )
     return Source(model, tag=weights)
 
 
-def create(src: Source, *, random_weights: bool = False, overrides: Mapping | None = None,
-           device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+def create(
+    src: Source, *, random_weights: bool = False, overrides: Mapping | None = None, device: str = "cpu"
+) -> tuple[torch.nn.Module, dict]:
     """``open_clip.create_model`` for ``src``; returns the eval-mode model and what the manifest records about it."""
     if not random_weights and not src.has_schema and src.tag is None and src.checkpoint is None:
         raise ModelSourceError(
             f"{src.model!r} names an architecture but no weights; use {src.model}@TAG with a tag from "
             f"{open_clip.list_pretrained_tags_by_model(src.model)}, {src.model}@/path/to/checkpoint, "
-            f"or --random-weights")
+            f"or --random-weights"
+        )
     overrides = dict(overrides or {})
     hf_overrides = overrides.pop("hf_config", {})
     base = _model_config(src)
-    kwargs = {k: ({**base[k], **v} if isinstance(v, Mapping) and isinstance(base.get(k), Mapping) else v)
-              for k, v in overrides.items()}
+    kwargs = {
+        k: ({**base[k], **v} if isinstance(v, Mapping) and isinstance(base.get(k), Mapping) else v)
+        for k, v in overrides.items()
+    }
     tag_cfg = open_clip.get_pretrained_cfg(src.model, src.tag) if src.tag else {}
-    call = {"pretrained": None if random_weights else (src.tag or (str(src.checkpoint) if src.checkpoint else None)),
-            # Without weights nothing may be downloaded, HF base weights included (the CLIP checkpoint holds them).
-            "load_weights": not random_weights, "pretrained_text": False, "device": device}
+    call = {
+        "pretrained": None if random_weights else (src.tag or (str(src.checkpoint) if src.checkpoint else None)),
+        # Without weights nothing may be downloaded, HF base weights included (the CLIP checkpoint holds them).
+        "load_weights": not random_weights,
+        "pretrained_text": False,
+        "device": device,
+    }
     if tag_cfg.get("quick_gelu"):
         # open_clip only warns when a QuickGELU-trained tag (OpenAI's) meets a GELU config;
         # build the activation the weights were trained with.
         call["force_quick_gelu"] = True
     if random_weights and tag_cfg:
         # The preprocessing the tag's weights would bring, though the weights themselves are not loaded.
-        call["force_preprocess_cfg"] = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
-                                        if k in tag_cfg}
+        call["force_preprocess_cfg"] = {
+            k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg
+        }
     text_cfg = dict(kwargs.get("text_cfg", base["text_cfg"]))
     known = _hf_configs().get(text_cfg.get("hf_model_name"))
     if hf_overrides and not known:
-        raise ModelSourceError(f"hf_config overrides need a text tower listed in open_clip.json's hf_configs, "
-                               f"got {text_cfg.get('hf_model_name')!r}")
+        raise ModelSourceError(
+            f"hf_config overrides need a text tower listed in open_clip.json's hf_configs, "
+            f"got {text_cfg.get('hf_model_name')!r}"
+        )
     hf_config = {**known, **hf_overrides} if known else None
     torch.manual_seed(0)
     try:
@@ -94,10 +108,15 @@ def create(src: Source, *, random_weights: bool = False, overrides: Mapping | No
             model = open_clip.create_model(src.model, **call, **kwargs)
     except (RuntimeError, OSError, ValueError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as exc:
         raise _load_failure(src, exc) from None
-    info = {"model": src.model, "tag": src.tag, "checkpoint": str(src.checkpoint) if src.checkpoint else None,
-            "quick_gelu": bool(base.get("quick_gelu") or call.get("force_quick_gelu")),
-            "open_clip": open_clip.__version__,
-            "model_cfg": {**base, **kwargs, "text_cfg": text_cfg}, "hf_config": hf_config}
+    info = {
+        "model": src.model,
+        "tag": src.tag,
+        "checkpoint": str(src.checkpoint) if src.checkpoint else None,
+        "quick_gelu": bool(base.get("quick_gelu") or call.get("force_quick_gelu")),
+        "open_clip": open_clip.__version__,
+        "model_cfg": {**base, **kwargs, "text_cfg": text_cfg},
+        "hf_config": hf_config,
+    }
     return model.eval(), info
 
 
@@ -113,12 +132,17 @@ def _model_config(src: Source) -> dict:
 
 def _load_failure(src: Source, exc: Exception) -> ModelSourceError:
     if src.checkpoint:
-        return CheckpointError(f"cannot load open_clip model {src.model!r} from checkpoint {str(src.checkpoint)!r}: "
-                               f"{type(exc).__name__}: {exc}")
+        return CheckpointError(
+            f"cannot load open_clip model {src.model!r} from checkpoint {str(src.checkpoint)!r}: "
+            f"{type(exc).__name__}: {exc}"
+        )
     spec = find_model(f"{src.model}@{src.tag}") if src.tag else None
-    return _hub.hub_failure(f"open_clip model {src.model!r} with weights {src.tag or src.checkpoint}",
-                            spec.hub_id if spec else None, exc,
-                            f"a local checkpoint as {src.model}@/path/to/open_clip_pytorch_model.bin")
+    return _hub.hub_failure(
+        f"open_clip model {src.model!r} with weights {src.tag or src.checkpoint}",
+        spec.hub_id if spec else None,
+        exc,
+        f"a local checkpoint as {src.model}@/path/to/open_clip_pytorch_model.bin",
+    )
 
 
 @contextlib.contextmanager

@@ -1,10 +1,11 @@
 """open_clip's text towers as exportable graphs: CLIP text transformers (cut to the longest prompt where that
 is exact) and HF text towers fed the caller's attention mask; and the check that a wrapper is open_clip's
 own encode_text."""
+
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -87,8 +88,10 @@ def text_tower(model) -> tuple[Tower, dict]:
         reason = None if cut_safe else f"{type(pooler).__name__} reads the padding positions"
         module, names = HfTextTower(model, int(model.text.config.pad_token_id)), ("input_ids", "attention_mask")
     else:
-        raise ModelSourceError(f"open_clip text tower {type(getattr(model, 'text', model)).__name__} is not supported; "
-                               f"this adapter exports CLIP text transformers and HF text towers")
+        raise ModelSourceError(
+            f"open_clip text tower {type(getattr(model, 'text', model)).__name__} is not supported; "
+            f"this adapter exports CLIP text transformers and HF text towers"
+        )
     axes = {0: "batch", 1: "seq"} if reason is None else {0: "batch"}
     sequence = {"dynamic": reason is None, "pooling": rule, **({"reason": reason} if reason else {})}
     return Tower("textual", module, names, "text_embeds", {n: axes for n in names}), sequence
@@ -113,5 +116,7 @@ def check_text_tower(model, tower: Tower, tokens: Mapping[str, np.ndarray], cut:
         err = float((got - expected).abs().max())
         log.info("text tower vs open_clip encode_text, %s ids: max abs %.3g", what, err)
         if not err <= 1e-5 * scale:
-            raise ExportError(f"the {tower.name} wrapper differs from open_clip's encode_text on {what} ids "
-                              f"by {err:.3g} (outputs up to {scale:.3g})")
+            raise ExportError(
+                f"the {tower.name} wrapper differs from open_clip's encode_text on {what} ids "
+                f"by {err:.3g} (outputs up to {scale:.3g})"
+            )

@@ -1,25 +1,20 @@
-"""`clip-onnx embed` and `clip-onnx ray-embed`: click commands that map their options to one library call.
-
-They live here rather than in ``clip_onnx/cli.py``, which registers them, to keep that module within
-the size limit; the library they call is imported only when a command runs.
-"""
+"""`clip-onnx embed` and `clip-onnx ray-embed`: datasets on one machine, or on a Ray cluster."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 
-@click.command("embed")
+@click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("sources", nargs=-1)
 @click.option(
     "-o",
     "--out",
+    "out",
     required=True,
     type=click.Path(path_type=Path),
     help="Output file: .parquet (id, embedding) or .npy (with OUT.ids.txt beside it).",
@@ -27,6 +22,7 @@ import click
 @click.option(
     "--tower",
     type=click.Choice(["image", "text"]),
+    default=None,
     help="Which tower embeds [default: text for --text, --text-file or a string --column; else image].",
 )
 @click.option("--image", "images", multiple=True, help="An image file (repeatable).")
@@ -38,16 +34,20 @@ import click
     type=click.Path(dir_okay=False),
     help="A file of texts, one per line (repeatable); ids are FILE:LINE.",
 )
-@click.option("--column", help="The column to embed of parquet/CSV/TSV SOURCEs; ids are FILE:ROW.")
+@click.option("--column", default=None, help="The column to embed of parquet/CSV/TSV SOURCEs; ids are FILE:ROW.")
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["parquet", "npy"]),
+    default=None,
     help="Output format [default: from OUT's suffix; parquet unless it ends in .npy].",
 )
 @click.option("--batch-size", default=32, show_default=True, help="Items per model call.")
 @click.option(
-    "--workers", type=int, help="Threads that each take a batch through decoding and the model [default: CPU count]."
+    "--workers",
+    type=int,
+    default=None,
+    help="Threads that each take a batch through decoding and the model [default: CPU count].",
 )
 @click.option("--resume", is_flag=True, help="Continue a stopped run into OUT from its OUT.partial/ folder.")
 @click.option("--skip-bad", is_flag=True, help="Exit 0 even when some items failed (they are still recorded).")
@@ -57,7 +57,22 @@ import click
     show_default=True,
     help="Items per committed part: a stopped run resumes from its last whole part.",
 )
-def embed_command(bundle: Path, sources: tuple[str, ...], out: Path, skip_bad: bool, **options) -> None:
+def embed(
+    bundle: Path,
+    sources,
+    out: Path,
+    tower,
+    images,
+    texts,
+    text_files,
+    column,
+    fmt,
+    batch_size: int,
+    workers,
+    resume: bool,
+    skip_bad: bool,
+    part_size: int,
+) -> None:
     """Embed images or texts with BUNDLE into OUT: L2-normalised float32 rows, in source order, with ids.
 
     \b
@@ -72,10 +87,50 @@ def embed_command(bundle: Path, sources: tuple[str, ...], out: Path, skip_bad: b
     --skip-bad is given.  OUT appears only when complete; a killed run keeps
     its finished parts in OUT.partial/ and `--resume` continues it.
     """
-    from clip_onnx.batch.embed import embed_dataset
+    from tqdm import tqdm
 
-    with _progress("embed") as progress:
-        _finish(embed_dataset(bundle, out, sources=sources, progress=progress, **options), skip_bad)
+    from clip_onnx.batch import embed_dataset
+
+    bars = []
+
+    def advance(done: int, total: int) -> None:
+        if not bars:  # made at the first report, so that a resumed run's rate counts only its own items
+            bars.append(
+                tqdm(
+                    total=total,
+                    initial=done,
+                    desc="embed",
+                    unit="item",
+                    file=sys.stderr,
+                    disable=not sys.stderr.isatty(),
+                    dynamic_ncols=True,
+                )
+            )
+        bars[0].update(done - bars[0].n)
+
+    try:
+        summary = embed_dataset(
+            bundle,
+            out,
+            sources=sources,
+            images=images,
+            texts=texts,
+            text_files=text_files,
+            column=column,
+            tower=tower,
+            fmt=fmt,
+            batch_size=batch_size,
+            workers=workers,
+            resume=resume,
+            part_size=part_size,
+            progress=advance,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    click.echo(summary.line())
+    if summary.failed and not skip_bad:
+        sys.exit(1)
 
 
 @click.command("ray-embed")
@@ -84,14 +139,16 @@ def embed_command(bundle: Path, sources: tuple[str, ...], out: Path, skip_bad: b
 @click.option(
     "-o",
     "--out",
+    "out",
     required=True,
     type=click.Path(path_type=Path),
     help="Output folder of parquet files (id, embedding, error); must not exist yet.",
 )
-@click.option("--address", help="Ray cluster to join, e.g. 'auto' [default: start a local Ray].")
+@click.option("--address", default=None, help="Ray cluster to join, e.g. 'auto' [default: start a local Ray].")
 @click.option(
     "--actors",
     type=int,
+    default=None,
     help="Actors in the pool, each with its own model [default: as many as fit with one CPU left free].",
 )
 @click.option(
@@ -102,11 +159,15 @@ def embed_command(bundle: Path, sources: tuple[str, ...], out: Path, skip_bad: b
     help="CPUs each actor reserves; ONNX Runtime runs that many threads.",
 )
 @click.option(
-    "--column", help="Parquet column to embed: binary (encoded images) or strings (texts) [default: bytes or text]."
+    "--column",
+    default=None,
+    help="Parquet column to embed: binary (encoded images) or strings (texts) [default: bytes or text].",
 )
-@click.option("--batch-size", type=int, help="Rows per model call [default: 32 images, 256 texts].")
+@click.option("--batch-size", type=int, default=None, help="Rows per model call [default: 32 images, 256 texts].")
 @click.option("--skip-bad", is_flag=True, help="Exit 0 even when some rows failed (they keep a null embedding).")
-def ray_embed_command(bundle: Path, source: str, out: Path, skip_bad: bool, **options) -> None:
+def ray_embed(
+    bundle: Path, source: str, out: Path, address, actors, cpus_per_actor: float, column, batch_size, skip_bad: bool
+) -> None:
     """Embed SOURCE with BUNDLE on a Ray cluster (Ray Data), writing parquet to the folder OUT.
 
     \b
@@ -119,40 +180,16 @@ def ray_embed_command(bundle: Path, source: str, out: Path, skip_bad: bool, **op
     """
     from clip_onnx.ray import run_ray_embed
 
-    _finish(run_ray_embed(bundle, source, out, **options), skip_bad)
-
-
-@contextmanager
-def _progress(desc: str) -> Iterator[Callable[[int, int], None]]:
-    """``progress(done, total)`` for a library call: a tqdm bar on a terminal, made at the first report."""
-    from tqdm import tqdm
-
-    bars = []
-
-    def progress(done: int, total: int) -> None:
-        if not bars:  # a resumed run's rate then counts only its own items
-            bars.append(
-                tqdm(
-                    total=total,
-                    initial=done,
-                    desc=desc,
-                    unit="item",
-                    file=sys.stderr,
-                    disable=not sys.stderr.isatty(),
-                    dynamic_ncols=True,
-                )
-            )
-        bars[0].update(done - bars[0].n)
-
-    try:
-        yield progress
-    finally:
-        for bar in bars:
-            bar.close()
-
-
-def _finish(summary, skip_bad: bool) -> None:
-    """Print the run's summary line; exit 1 when items failed, unless the user said that is fine."""
+    summary = run_ray_embed(
+        bundle,
+        source,
+        out,
+        address=address,
+        actors=actors,
+        cpus_per_actor=cpus_per_actor,
+        column=column,
+        batch_size=batch_size,
+    )
     click.echo(summary.line())
     if summary.failed and not skip_bad:
         sys.exit(1)

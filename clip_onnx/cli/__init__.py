@@ -1,0 +1,180 @@
+"""The `clip-onnx` command line: thin wrappers over the library, imported lazily."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from clip_onnx.cli.datasets import embed, ray_embed
+from clip_onnx.cli.export import bench, build_engine, demo, export
+from clip_onnx.errors import ClipOnnxError
+
+
+class _Group(click.Group):
+    """Turns our typed errors, and OS errors on the paths people give, into one line on stderr, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ClipOnnxError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except OSError as exc:  # an output directory that is missing, read-only or a file, a full disk...
+            where = f": {exc.filename}" if exc.filename else ""
+            click.secho(f"error: {exc.strerror or exc}{where}", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="clip-onnx")
+def cli(verbose: int) -> None:
+    """Export CLIP-family models to verified ONNX bundles and run them without PyTorch.
+
+    \b
+    clip-onnx models                               list registered models
+    clip-onnx export ruclip-demo -o bundles/demo   export, check parity, write a bundle
+    clip-onnx classify bundles/demo a.jpg --labels кошка собака
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+def models() -> None:
+    """List the registered model names and their sources."""
+    from clip_onnx.registry import list_models
+
+    for spec in list_models():
+        where = spec.hub_id or "embedded in the package"
+        click.echo(f"{spec.name:32s} {spec.family:8s} {where}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--labels",
+    "labels",
+    required=True,
+    multiple=True,
+    help="Candidate labels: repeat the option, or give them space-separated after one --labels.",
+)
+@click.option("--templates", multiple=True, help="Prompt templates with '{}' (default: the model's own).")
+def classify(bundle: Path, images, labels, templates) -> None:
+    """Zero-shot classify IMAGES against LABELS and print the probabilities."""
+    from clip_onnx.runtime import ClipModel
+
+    model = ClipModel.load(bundle)
+    result = model.classify(list(images), list(labels), templates=list(templates) or None)
+    for path, probs in zip(images, result.probs, strict=True):
+        ranked = sorted(zip(result.labels, probs, strict=True), key=lambda lp: -lp[1])
+        click.echo(f"{path}: " + ", ".join(f"{label} {p:.3f}" for label, p in ranked))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", default=5, show_default=True, help="How many classes to print per image.")
+def predict(bundle: Path, images, top_k: int) -> None:
+    """Classify IMAGES with a classifier bundle (e.g. a timm CLIP-ViT) and print the top classes."""
+    from clip_onnx.runtime import ClipClassifier
+
+    result = ClipClassifier.load(bundle).predict(list(images), top_k=top_k)
+    for path, labels, probs in zip(images, result.labels, result.probs, strict=True):
+        click.echo(f"{path}: " + "; ".join(f"{label} {p:.3f}" for label, p in zip(labels, probs, strict=True)))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Triton model repository directory (created if missing; other models in it are kept).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="Model name prefix (default: the bundle directory's name, with characters other than [A-Za-z0-9_] made '_').",
+)
+@click.option("--max-batch", default=32, show_default=True, help="max_batch_size of every model.")
+@click.option("--instances", default=1, show_default=True, help="Instances of each model (instance_group count).")
+@click.option(
+    "--kind",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="Where the graph models run (KIND_CPU or KIND_GPU); the Python steps always run on CPU.",
+)
+@click.option(
+    "--queue-delay-us",
+    default=2000,
+    show_default=True,
+    help="How long the dynamic batcher waits to fill a batch, microseconds.",
+)
+@click.option(
+    "--engines",
+    is_flag=True,
+    help="With --kind gpu: serve the TensorRT plans in BUNDLE/engines/ "
+    "(from `clip-onnx build-engine`) as tensorrt_plan models instead of the ONNX graphs.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace this bundle's models if OUT already has them.")
+def triton(bundle: Path, out: Path, name, max_batch, instances, kind, queue_delay_us, engines, overwrite) -> None:
+    """Write BUNDLE as NVIDIA Triton models into the model repository OUT.
+
+    \b
+    A CLIP bundle gives the ensembles NAME_image (IMAGE: encoded file bytes) and
+    NAME_text (TEXT: UTF-8), each returning EMBEDDING, L2-normalised; a classifier
+    bundle gives NAME_classify (IMAGE -> LOGITS). Tokenization and preprocessing run
+    inside the server as Python-backend models: its Python needs `pip install clip-onnx`.
+    """
+    from tqdm import tqdm
+
+    from clip_onnx.triton import ServingOptions, write_repository
+
+    options = ServingOptions(max_batch=max_batch, instances=instances, kind=kind, queue_delay_us=queue_delay_us)
+    with tqdm(total=4, desc="triton", unit="step", file=sys.stderr) as bar:
+
+        def step(label: str) -> None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+        models = write_repository(
+            bundle, out, name=name, options=options, engines=engines, overwrite=overwrite, progress=step
+        )
+    for model in models:
+        click.echo(f"  {model.name:32s} {model.config.platform or model.config.backend}")
+    click.echo(f"wrote {len(models)} models into {out}\nserve: tritonserver --model-repository {out.absolute()}")
+
+
+# The exporter's and the dataset commands live in their own modules, which keeps this one short enough to read.
+for command in (export, demo, build_engine, bench, embed, ray_embed):
+    cli.add_command(command)
+
+
+def main() -> None:
+    # `--labels кошка собака` reads naturally; click takes one value per option, so
+    # split the words that follow --labels into repeated options before parsing.
+    cli.main(args=_expand_multi(sys.argv[1:], "--labels"), prog_name="clip-onnx")
+
+
+def _expand_multi(argv: list[str], option: str) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        out.append(argv[i])
+        if argv[i] == option:
+            i += 1
+            values = []
+            while i < len(argv) and not argv[i].startswith("-"):
+                values.append(argv[i])
+                i += 1
+            out += values[:1] + [x for v in values[1:] for x in (option, v)]
+            continue
+        i += 1
+    return out
