@@ -58,7 +58,7 @@ def test_text_parquet_through_the_python_api(local_ray, demo_bundle, tmp_path):
     texts = ["красная звезда", "синий круг", "фото жёлтого кольца", None]
     source = tmp_path / "captions.parquet"
     pq.write_table(pa.table({"id": ["a", "b", "c", "d"], "text": texts, "other": [1, 2, 3, 4]}), source)
-    ds = ray.data.read_parquet(str(source), columns=["id", "text"])
+    ds = ray.data.read_parquet(str(source)).select_columns(["id", "text"])
     rows = {r["id"]: r for r in embed_texts(ds, demo_bundle, actors=1, cpus_per_actor=1, id_column="id").take_all()}
     assert sorted(rows) == list("abcd")
     assert rows["d"]["embedding"] is None and rows["d"]["error"] == "InputError: empty cell"
