@@ -17,7 +17,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from clip_onnx.batch.sources import Item, walk_images
 from clip_onnx.batch.writers import embedding_table
 from clip_onnx.bundle import read_bundle
 from clip_onnx.errors import BackendError, BundleError, InputError
+from clip_onnx.files import owned_tempdir, rename_new
 
 log = logging.getLogger(__name__)
 
@@ -245,11 +245,17 @@ def run_ray_embed(
         embedded = embed(
             ds, bundle, actors=size, cpus_per_actor=cpus_per_actor, column=col, id_column=id_col, batch_size=batch_size
         )
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+        staging = owned_tempdir(out_dir.parent, out_dir.name)
         try:
             _write(embedded, staging)
             rows, failed = _count(staging)
-            os.replace(staging, out_dir)
+            try:
+                rename_new(staging, out_dir)
+            except FileExistsError:
+                raise InputError(
+                    f"output folder {str(out_dir)!r} appeared while the job ran and was left as it is; "
+                    "choose a new one (ray-embed never mixes runs)"
+                ) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     dim = int(found.manifest["embed_dim"])
