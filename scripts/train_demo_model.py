@@ -139,7 +139,7 @@ def encode_text_prefix(model: CLIP, ids: torch.Tensor) -> torch.Tensor:
     length = ids.shape[1]
     with causal_prefix(model, length):
         x = model.token_embedding(ids) + model.positional_embedding[:length]
-        x = model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+        x = model.transformer(x)
         x = model.ln_final(x)
         eos = (ids == model.eos_id).int().argmax(dim=-1)
         return x[torch.arange(x.shape[0]), eos] @ model.text_projection

@@ -6,7 +6,12 @@ shapes and arithmetic follow ruclip 0.0.2's ``ruclip/model.py``; the test suite
 loads that file by path and checks both towers give identical outputs on the
 same state_dict.
 
-One deliberate difference: text pooling uses ``argmax(input_ids == eos_id)``
+Two deliberate differences.  The transformers run batch-first, with attention
+written as one packed projection and ``scaled_dot_product_attention``, where
+ruclip runs ``nn.MultiheadAttention`` sequence-first: the same parameters and
+the same arithmetic (outputs are bit-identical here), but the exported graph
+has half the Transposes, and its attention is the pattern that
+``export/attention.py`` fuses for the INT8 graphs.  And text pooling uses ``argmax(input_ids == eos_id)``
 instead of ``torch.where(...)[1]``.  Both pick the first EOS position when every
 row has exactly one, but the former keeps a static output shape and exports to
 ONNX.  It is *not* ``argmax(input_ids)``: RuCLIP's EOS id is 3, far from the
@@ -18,6 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -52,11 +58,17 @@ class ResidualAttentionBlock(nn.Module):
         self.attn_mask = attn_mask
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        # Cut to the sequence length (x is [seq, batch, width]): at context_length this is
-        # ruclip's mask itself, and shorter inputs get its top-left corner, the same causal mask.
-        n = x.shape[0]
-        mask = self.attn_mask[:n, :n].to(dtype=x.dtype, device=x.device) if self.attn_mask is not None else None
-        return self.attn(x, x, x, need_weights=False, attn_mask=mask)[0]
+        # x is [batch, seq, width]. Cutting the mask to the sequence length gives ruclip's mask
+        # at context_length, and its top-left corner (the same causal mask) for shorter inputs.
+        batch, seq, width = x.shape
+        heads = self.attn.num_heads
+        qkv = F.linear(x, self.attn.in_proj_weight, self.attn.in_proj_bias)
+        q, k, v = qkv.view(batch, seq, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        mask = self.attn_mask[:seq, :seq].to(dtype=x.dtype, device=x.device) if self.attn_mask is not None else None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.linear(
+            out.transpose(1, 2).reshape(batch, seq, width), self.attn.out_proj.weight, self.attn.out_proj.bias
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(self.ln_1(x))
@@ -94,7 +106,7 @@ class VisionTransformer(nn.Module):
         cls = self.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.ln_pre(x)
-        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+        x = self.transformer(x)
         return self.ln_post(x[:, 0, :]) @ self.proj
 
 
@@ -152,7 +164,7 @@ class CLIP(nn.Module):
     def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         positions = self.positional_embedding[: input_ids.shape[1]]
         x = self.token_embedding(input_ids).type(self.dtype) + positions.type(self.dtype)
-        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+        x = self.transformer(x)
         x = self.ln_final(x).type(self.dtype)
         eos_position = (input_ids == self.eos_id).int().argmax(dim=-1)
         return x[torch.arange(x.shape[0], device=x.device), eos_position] @ self.text_projection
