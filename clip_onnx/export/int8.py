@@ -10,7 +10,11 @@ The choices, each made by measurement (figures in benchmarks/NOTES.md,
   quantize_dynamic away from ops it cannot handle (opset-23 Attention);
 - per-tensor weight scales first, per-channel second (``INT8_LADDER``):
   per-channel is a little slower but more accurate on small widths, so it is
-  the fallback for a tower whose per-tensor cosine misses the gate.
+  the fallback for a tower whose per-tensor cosine misses the gate;
+- attention blocks are fused into ONNX Runtime's MultiHeadAttention first
+  (``export/attention.py``), which removes the head split/merge Transposes and
+  the separate mask, scale and Softmax nodes; the last rung is per-channel
+  without the fusion, in case a fused graph ever fails to load.
 """
 
 from __future__ import annotations
@@ -26,13 +30,42 @@ log = logging.getLogger(__name__)
 INT8_OP_TYPES = ("MatMul", "Gemm")
 
 
-def quantize_int8(source: Path, target: Path, op_types=INT8_OP_TYPES, per_channel: bool = False) -> dict:
+def quantize_int8(
+    source: Path, target: Path, op_types=INT8_OP_TYPES, per_channel: bool = False, fuse: bool = True
+) -> dict:
     """Write a dynamically quantized copy of ``source`` to ``target``; returns what was done, for the manifest.
 
     A source over protobuf's 2 GiB limit keeps its weights in external data; the
     quantizer then works in external-data form too, and the result is written
     inline again where it fits (``target.data`` only where it does not).
+    ``fuse`` first rewrites the attention blocks (see the module docstring).
     """
+    fused_graph = target.with_name(f".{target.stem}.fused.onnx")
+    try:
+        fused = _fuse_attention(source, fused_graph) if fuse else 0
+        details = _quantize(fused_graph if fused else source, target, op_types, per_channel)
+    finally:
+        fused_graph.unlink(missing_ok=True)
+    return {**details, "fused_attention": fused}
+
+
+def _fuse_attention(source: Path, fused_graph: Path) -> int:
+    """Write ``source`` with its attention fused to ``fused_graph`` (in the source's folder, so that
+    external data still resolves); returns how many blocks were fused, 0 writing nothing."""
+    import onnx
+
+    from clip_onnx.export.attention import fuse_attention
+
+    if fused_graph.parent != source.parent:
+        raise ExportError(f"{fused_graph} must be next to {source}, whose external data it shares")
+    model = onnx.load(source, load_external_data=False)
+    fused = fuse_attention(model, str(source.parent))
+    if fused:
+        onnx.save_model(model, fused_graph)
+    return fused
+
+
+def _quantize(source: Path, target: Path, op_types, per_channel: bool) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     external = has_external_data(source)
@@ -57,7 +90,7 @@ def quantize_int8(source: Path, target: Path, op_types=INT8_OP_TYPES, per_channe
         if external:
             _inline_where_it_fits(target)
     except Exception as exc:
-        raise ExportError(f"INT8 quantization of {source.name} failed: {exc}") from exc
+        raise ExportError(f"INT8 quantization to {target.name} failed: {exc}") from exc
     return {
         "method": "onnxruntime.quantize_dynamic",
         "weight_type": "QInt8",
@@ -89,5 +122,9 @@ def _per_channel(source: Path, target: Path) -> dict:
     return quantize_int8(source, target, per_channel=True)
 
 
+def _per_channel_unfused(source: Path, target: Path) -> dict:
+    return quantize_int8(source, target, per_channel=True, fuse=False)
+
+
 #: Converters for ``precision.lower``, fastest first.
-INT8_LADDER = (quantize_int8, _per_channel)
+INT8_LADDER = (quantize_int8, _per_channel, _per_channel_unfused)

@@ -1,0 +1,265 @@
+"""Fuse exported self-attention into ONNX Runtime's ``MultiHeadAttention`` op, for the CPU INT8 graphs only.
+
+torch's exporter writes ``F.scaled_dot_product_attention`` on a packed QKV
+projection as some thirty nodes per layer: a 5-D Transpose to split heads,
+Slice/Squeeze per q/k/v, a Reshape-Transpose-Reshape for K^T, two scale Muls,
+the mask Add, Softmax, two MatMuls, and a Transpose to merge the heads again.
+``com.microsoft.MultiHeadAttention`` does the same on (batch, seq, width)
+tensors in one kernel (figures in benchmarks/NOTES.md, "int8 on CPU").
+
+It is an ONNX Runtime contrib op that TensorRT cannot parse, so only the CPU
+INT8 graphs get it, after the fp32 graph (the TensorRT and fp16 source) is
+written.  A block that does not have exactly the expected shape is left as it
+is; the INT8 gate then measures the fused graph against the fp32 one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+log = logging.getLogger(__name__)
+
+_MS_DOMAIN = "com.microsoft"
+_SMALL = 64  # elements: the most a shape, index or scale constant has here
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One matched attention: the packed projection it reads, what it replaces, and its parameters."""
+
+    qkv: str  # (batch, seq, 3 * width), q|k|v each laid out as (heads, head_dim)
+    output: str  # (batch, seq, width): the merged heads
+    heads: int
+    width: int
+    scale: float
+    bias: str | None  # additive mask, (seq, seq)
+
+
+class _Graph:
+    """Producer/consumer lookups and constant folding over one graph."""
+
+    def __init__(self, graph: onnx.GraphProto, base_dir: str):
+        self.base_dir = base_dir
+        self.producer = {out: node for node in graph.node for out in node.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.initializers = {init.name: init for init in graph.initializer}
+        self.ranks = {
+            v.name: len(v.type.tensor_type.shape.dim)
+            for v in (*graph.value_info, *graph.input)
+            if v.type.tensor_type.HasField("shape")
+        }
+        self.ranks.update((name, len(init.dims)) for name, init in self.initializers.items())
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of a small constant (shapes, indices, scales), else None; weights are never read."""
+        if name in self.initializers:
+            tensor = self.initializers[name]
+            if int(np.prod(tensor.dims)) > _SMALL:
+                return None
+            return numpy_helper.to_array(tensor, base_dir=self.base_dir)
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute[0].name == "value":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def op(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        node = self.producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    def only_consumer(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    def scalar(self, name: str) -> float | None:
+        value = self.constant(name)
+        return float(value.ravel()[0]) if value is not None and value.size == 1 else None
+
+
+def _perm(node: onnx.NodeProto) -> list[int]:
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+
+
+def _head_of(g: _Graph, name: str, permute: onnx.NodeProto | None = None) -> tuple[int, onnx.NodeProto] | None:
+    """(index, 5-D Transpose) when ``name`` is ``Squeeze(Slice(transpose, [i], [i + 1], axes=[0]))``."""
+    squeeze = g.op(name, "Squeeze")
+    sliced = g.op(squeeze.input[0], "Slice") if squeeze is not None else None
+    if sliced is None or len(sliced.input) < 4:
+        return None
+    start, end, axes = (g.constant(n) for n in sliced.input[1:4])
+    source = g.op(sliced.input[0], "Transpose")
+    if start is None or end is None or axes is None or source is None or permute not in (None, source):
+        return None
+    if list(axes.ravel()) != [0] or int(end.ravel()[0]) - int(start.ravel()[0]) != 1:
+        return None
+    return int(start.ravel()[0]), source
+
+
+def _key_of(g: _Graph, name: str) -> str | None:
+    """K when ``name`` is K^T written as Reshape(Transpose(Reshape(K), perm [0, 2, 1]))."""
+    outer = g.op(name, "Reshape")
+    transpose = g.op(outer.input[0], "Transpose") if outer is not None else None
+    inner = g.op(transpose.input[0], "Reshape") if transpose is not None else None
+    if inner is None or _perm(transpose) != [0, 2, 1]:
+        return None
+    return inner.input[0]
+
+
+def _scaled(g: _Graph, name: str) -> tuple[str, float] | None:
+    mul = g.op(name, "Mul")
+    if mul is None:
+        return None
+    for tensor, factor in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
+        value = g.scalar(factor)
+        if value is not None:
+            return tensor, value
+    return None
+
+
+def _match(g: _Graph, softmax: onnx.NodeProto) -> _Block | None:
+    if next((a.i for a in softmax.attribute if a.name == "axis"), -1) not in (-1, 3):
+        return None
+    scores, bias = softmax.input[0], None
+    add = g.op(scores, "Add")
+    if add is not None:
+        scores, bias = add.input
+    matmul = g.op(scores, "MatMul")
+    attend = g.only_consumer(softmax.output[0], "MatMul")
+    if matmul is None or attend is None or attend.input[0] != softmax.output[0]:
+        return None
+    q, kt = _scaled(g, matmul.input[0]), _scaled(g, matmul.input[1])
+    key = _key_of(g, kt[0]) if kt is not None else None
+    if q is None or key is None:
+        return None
+    heads = [_head_of(g, q[0]), _head_of(g, key), _head_of(g, attend.input[1])]
+    if any(h is None for h in heads) or [h[0] for h in heads] != [0, 1, 2]:  # type: ignore[index]
+        return None
+    permute = heads[0][1]  # type: ignore[index]
+    if any(h[1] is not permute for h in heads) or _perm(permute) != [2, 0, 3, 1, 4]:  # type: ignore[index]
+        return None
+    return _packed_block(g, permute, attend, q[1] * kt[1], bias)  # type: ignore[index]
+
+
+def _packed_block(g: _Graph, permute, attend, scale: float, bias: str | None) -> _Block | None:
+    """The block's packed input and merged output, when the heads split and merge as (batch, seq, heads, dim)."""
+    split = g.op(permute.input[0], "Reshape")
+    merge = g.only_consumer(attend.output[0], "Transpose")
+    merged = g.only_consumer(merge.output[0], "Reshape") if merge is not None else None
+    if split is None or merged is None or _perm(merge) != [0, 2, 1, 3]:
+        return None
+    dims = _constant_tail(g, split.input[1])
+    if len(dims) < 3 or dims[-3] != 3:
+        return None
+    if bias is not None and g.ranks.get(bias) != 2:
+        return None  # a (seq, seq) mask becomes MultiHeadAttention's (1, 1, seq, seq) bias; others stay
+    heads, head_dim = dims[-2:]
+    return _Block(split.input[0], merged.output[0], heads, heads * head_dim, scale, bias)
+
+
+def _constant_tail(g: _Graph, shape: str) -> list[int]:
+    """The trailing constant entries of a Reshape's shape, whether a constant or a Concat of pieces."""
+    whole = g.constant(shape)
+    if whole is not None:
+        return [int(d) for d in whole.ravel()]
+    concat = g.op(shape, "Concat")
+    tail: list[int] = []
+    for piece in reversed(concat.input if concat is not None else []):
+        value = g.constant(piece)
+        if value is None:
+            break
+        tail[:0] = [int(d) for d in value.ravel()]
+    return tail
+
+
+def fuse_attention(model: onnx.ModelProto, base_dir: str = "") -> int:
+    """Rewrite every matching attention block of ``model`` in place; returns how many were fused.
+
+    ``base_dir`` is where a model loaded without its external data finds it.
+    """
+    g = _Graph(model.graph, base_dir)
+    blocks = [b for b in (_match(g, n) for n in model.graph.node if n.op_type == "Softmax") if b is not None]
+    if not blocks:
+        return 0
+    replaced = {b.output for b in blocks}
+    kept = [n for n in model.graph.node if not (set(n.output) & replaced)]
+    fused = []
+    for i, block in enumerate(blocks):
+        fused.extend(_mha_nodes(block, f"fused_attention_{i}"))
+    del model.graph.node[:]
+    model.graph.node.extend(kept + fused)
+    _topological_sort(model.graph)
+    _drop_dead_nodes(model.graph)
+    if not any(o.domain == _MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(_MS_DOMAIN, 1))
+    log.info("fused %d attention blocks into MultiHeadAttention", len(blocks))
+    return len(blocks)
+
+
+def _mha_nodes(block: _Block, prefix: str) -> list[onnx.NodeProto]:
+    q, k, v = (f"{prefix}_{x}" for x in "qkv")
+    sizes = f"{prefix}_sizes"
+    nodes = [
+        _constant(sizes, np.full(3, block.width, dtype=np.int64)),
+        helper.make_node("Split", [block.qkv, sizes], [q, k, v], f"{prefix}_split", axis=-1),
+    ]
+    inputs = [q, k, v, "", "", ""]
+    if block.bias is not None:
+        axes = f"{prefix}_axes"
+        nodes.append(_constant(axes, np.array([0, 1], dtype=np.int64)))
+        inputs[5] = f"{prefix}_bias"
+        nodes.append(helper.make_node("Unsqueeze", [block.bias, axes], [inputs[5]], f"{prefix}_bias4d"))
+    nodes.append(
+        helper.make_node(
+            "MultiHeadAttention",
+            inputs,
+            [block.output],
+            prefix,
+            domain=_MS_DOMAIN,
+            num_heads=block.heads,
+            scale=block.scale,
+        )
+    )
+    return nodes
+
+
+def _constant(name: str, value: np.ndarray) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], name, value=numpy_helper.from_array(value, name))
+
+
+def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
+    needed = {o.name for o in graph.output}
+    alive = []
+    for node in reversed(graph.node):
+        if set(node.output) & needed:
+            alive.append(node)
+            needed.update(i for i in node.input if i)
+    del graph.node[:]
+    graph.node.extend(reversed(alive))
+    used = needed
+    live_inits = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(live_inits)
+
+
+def _topological_sort(graph: onnx.GraphProto) -> None:
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            missing = sorted({i for n in pending for i in n.input} - available)[:5]
+            raise ValueError(f"attention fusion left a cycle or a dangling input in the graph: {missing}")
+        for node in ready:
+            available.update(node.output)
+        ordered.extend(ready)
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
+    del graph.node[:]
+    graph.node.extend(ordered)

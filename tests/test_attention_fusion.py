@@ -1,0 +1,115 @@
+"""Attention fused into MultiHeadAttention for the INT8 graphs: same outputs, fewer nodes, unknown shapes left alone."""
+
+import collections
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from clip_onnx.export.attention import fuse_attention
+from clip_onnx.export.families import timm_clip
+from clip_onnx.export.int8 import quantize_int8
+from clip_onnx.export.pipeline import export_bundle, export_model
+from tests.conftest import TINY_CONFIG
+
+
+def _run(model: onnx.ModelProto, feed: dict) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)[0]
+
+
+def _ops(model: onnx.ModelProto) -> collections.Counter:
+    return collections.Counter(n.op_type for n in model.graph.node)
+
+
+def _feeds(rng) -> dict:
+    # Shapes other than the export's (batch 2, full context): batch 3, and text cut to 9 positions.
+    ids = rng.integers(4, 500, (3, 9)).astype(np.int64)
+    ids[:, 0], ids[:, 5] = 2, 3
+    return {
+        "visual": {"pixel_values": rng.standard_normal((3, 3, 64, 64)).astype(np.float32)},
+        "textual": {"input_ids": ids},
+    }
+
+
+@pytest.mark.parametrize("tower", ["visual", "textual"])
+def test_every_ruclip_block_fuses_and_the_graph_computes_the_same(tiny_bundle, tower):
+    original = onnx.load(tiny_bundle / f"{tower}.onnx")
+    fused = onnx.load(tiny_bundle / f"{tower}.onnx")
+    layers = TINY_CONFIG["vision_layers" if tower == "visual" else "transformer_layers"]
+    assert fuse_attention(fused) == layers
+    onnx.checker.check_model(fused)
+    before, after = _ops(original), _ops(fused)
+    assert after["MultiHeadAttention"] == layers and after["Softmax"] == 0
+    assert after["Transpose"] <= before["Transpose"] - 3 * layers
+    assert len(fused.graph.node) < len(original.graph.node) - 10 * layers
+    feed = _feeds(np.random.default_rng(0))[tower]
+    np.testing.assert_allclose(_run(fused, feed), _run(original, feed), atol=2e-5, rtol=0)
+
+
+def _scramble_first_merge(model: onnx.ModelProto) -> None:
+    """The first block merges its heads without moving them back behind the sequence axis."""
+    merge = next(n for n in model.graph.node if n.op_type == "Transpose" and list(n.attribute[0].ints) == [0, 2, 1, 3])
+    merge.attribute[0].ints[:] = [0, 1, 2, 3]
+
+
+def test_a_block_of_another_shape_is_left_as_it_is(tiny_bundle):
+    original = onnx.load(tiny_bundle / "textual.onnx")
+    scrambled = onnx.load(tiny_bundle / "textual.onnx")
+    _scramble_first_merge(scrambled)
+    model = onnx.load(tiny_bundle / "textual.onnx")
+    _scramble_first_merge(model)
+    assert fuse_attention(model) == TINY_CONFIG["transformer_layers"] - 1
+    assert _ops(model)["Softmax"] == 1
+    feed = _feeds(np.random.default_rng(1))["textual"]
+    np.testing.assert_allclose(_run(model, feed), _run(scrambled, feed), atol=2e-5, rtol=0)
+    assert not np.allclose(_run(model, feed), _run(original, feed), atol=1e-3)
+
+
+def test_a_graph_without_attention_is_untouched():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "plain", [x], [y])
+    model = helper.make_model(graph)
+    before = model.SerializeToString()
+    assert fuse_attention(model) == 0
+    assert model.SerializeToString() == before
+
+
+def test_timm_attention_fuses_too(tmp_path):
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    net = timm.create_model(
+        "vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", pretrained=False, depth=2, embed_dim=64, num_heads=2
+    ).eval()
+    export_model(timm_clip.exportable("tiny", "tiny", net), tmp_path / "b")
+    model = onnx.load(tmp_path / "b" / "visual.onnx")
+    original = onnx.load(tmp_path / "b" / "visual.onnx")
+    assert fuse_attention(model) == 2
+    feed = {"pixel_values": np.random.default_rng(2).standard_normal((3, 3, 224, 224)).astype(np.float32)}
+    np.testing.assert_allclose(_run(model, feed), _run(original, feed), atol=2e-5, rtol=0)
+
+
+def test_int8_graphs_carry_the_fused_attention_and_record_it(tiny_checkpoint, tmp_path):
+    bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=16, min_agreement=0)
+    for tower, layers in (("visual", TINY_CONFIG["vision_layers"]), ("textual", TINY_CONFIG["transformer_layers"])):
+        graph = bundle.manifest["graphs"][tower]
+        assert graph["precision"] == "int8" and graph["fused_attention"] == layers
+        assert _ops(onnx.load(bundle.path / graph["file"]))["MultiHeadAttention"] == layers
+    assert sorted(p.name for p in bundle.path.iterdir()) == [
+        "bpe.model",
+        "manifest.json",
+        "textual.onnx",
+        "visual.onnx",
+    ]
+
+
+def test_the_unfused_rung_quantizes_the_graph_as_exported(tiny_bundle, tmp_path):
+    details = quantize_int8(tiny_bundle / "visual.onnx", tmp_path / "visual.int8.onnx", fuse=False)
+    assert details["fused_attention"] == 0
+    assert _ops(onnx.load(tmp_path / "visual.int8.onnx"))["MultiHeadAttention"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["visual.int8.onnx"]
