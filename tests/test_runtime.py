@@ -225,11 +225,12 @@ def test_onnxruntime_and_onnxruntime_gpu_side_by_side_is_detected(tiny_bundle, t
     assert "both onnxruntime" in out and "onnxruntime-gpu 1.20.0" in out and "install exactly one" in out
 
 
-def test_sessions_do_not_spin_and_take_their_thread_count_from_the_environment(tiny_bundle, monkeypatch):
-    # Two sessions per model: spinning idle threads of one would slow the other tower's next call.
+def test_sessions_stop_spinning_after_a_run_and_take_their_thread_count_from_the_environment(tiny_bundle, monkeypatch):
+    # Two sessions per model: threads of one left spinning would slow the other tower's next call.
     monkeypatch.setenv("CLIP_ONNX_THREADS", "1")
     model = ClipModel.load(tiny_bundle)
     for tower in ("visual", "textual"):
         options = model._runners[tower].session.get_session_options()
-        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+        assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
         assert options.intra_op_num_threads == 1

@@ -42,10 +42,15 @@ def default_session_options(threads: int | None = None) -> Any:
     # 0 lets ONNX Runtime use one thread per physical core.
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # Each session owns a thread pool whose idle threads spin by default, and a ClipModel
-    # holds two sessions: the tower run next would share the cores with the last one's
-    # spinners (figures in benchmarks/NOTES.md, "runtime").
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Threads that spin between the ops of a run save a wake-up per op, but spinners left
+    # after a run steal the cores from the next session (a ClipModel holds two) or from the
+    # caller: spin during a run, stop when it returns (benchmarks/NOTES.md, "runtime").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    # Softmax and sigmoid produce subnormal floats, which x86 computes many times slower: with
+    # them flushed, Softmax took a quarter of the time (benchmarks/NOTES.md, "int8 on CPU").
+    # Values below 1.2e-38 change no embedding.
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return options
 
 
