@@ -113,3 +113,22 @@ def test_the_unfused_rung_quantizes_the_graph_as_exported(tiny_bundle, tmp_path)
     assert details["fused_attention"] == 0
     assert _ops(onnx.load(tmp_path / "visual.int8.onnx"))["MultiHeadAttention"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["visual.int8.onnx"]
+
+
+def test_open_clip_multihead_attention_fuses_sequence_first(tmp_path):
+    from clip_onnx.export.families import open_clip as oc
+    from tests.test_open_clip import tiny
+
+    model = oc.load("ViT-B-32@openai", random_weights=True, overrides=tiny("ViT-B-32@openai"))
+    export_model(model, tmp_path / "b")
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1, 400, (3, 9)).astype(np.int64)
+    ids[:, 6] = 49407  # open_clip pools at the largest id (its EOT)
+    feeds = {"visual": {"pixel_values": rng.standard_normal((3, 3, 224, 224)).astype(np.float32)}, "textual": {}}
+    for tower in ("visual", "textual"):
+        original = onnx.load(tmp_path / "b" / f"{tower}.onnx")
+        fused = onnx.load(tmp_path / "b" / f"{tower}.onnx")
+        feed = feeds[tower] or {original.graph.input[0].name: ids}
+        assert fuse_attention(fused) == 1  # the tiny configuration has one layer per tower
+        assert _ops(fused)["Transpose"] < _ops(original)["Transpose"] and _ops(fused)["Softmax"] == 0
+        np.testing.assert_allclose(_run(fused, feed), _run(original, feed), atol=2e-5, rtol=0)

@@ -1,11 +1,16 @@
 """Fuse exported self-attention into ONNX Runtime's ``MultiHeadAttention`` op, for the CPU INT8 graphs only.
 
-torch's exporter writes ``F.scaled_dot_product_attention`` on a packed QKV
-projection as some thirty nodes per layer: a 5-D Transpose to split heads,
-Slice/Squeeze per q/k/v, a Reshape-Transpose-Reshape for K^T, two scale Muls,
-the mask Add, Softmax, two MatMuls, and a Transpose to merge the heads again.
-``com.microsoft.MultiHeadAttention`` does the same on (batch, seq, width)
-tensors in one kernel (figures in benchmarks/NOTES.md, "int8 on CPU").
+torch's exporter writes self-attention on a packed QKV projection as some
+thirty nodes per layer: Transposes to split the heads, a Reshape-Transpose-
+Reshape for K^T, two scale Muls, the mask Add, Softmax, two MatMuls, and a
+Transpose to merge the heads again.  ``com.microsoft.MultiHeadAttention`` does
+the same on (batch, seq, width) tensors in one kernel (figures in
+benchmarks/NOTES.md, "int8 on CPU").  Two layouts are recognised:
+
+- batch-first ``scaled_dot_product_attention`` on ``qkv.view(b, s, 3, heads,
+  dim).permute(2, 0, 3, 1, 4)`` (RuCLIP here, timm);
+- ``nn.MultiheadAttention``, which works sequence-first (OpenAI CLIP and
+  open_clip); its block keeps one Transpose on each side of the fused op.
 
 It is an ONNX Runtime contrib op that TensorRT cannot parse, so only the CPU
 INT8 graphs get it, after the fp32 graph (the TensorRT and fp16 source) is
@@ -32,12 +37,14 @@ _SMALL = 64  # elements: the most a shape, index or scale constant has here
 class _Block:
     """One matched attention: the packed projection it reads, what it replaces, and its parameters."""
 
-    qkv: str  # (batch, seq, 3 * width), q|k|v each laid out as (heads, head_dim)
-    output: str  # (batch, seq, width): the merged heads
+    qkv: str  # (batch, seq, 3 * width) or sequence-first (seq, batch, 3 * width); q|k|v each (heads, head_dim)
+    output: str  # the merged heads: (batch, seq, width), or (seq * batch, width) sequence-first
     heads: int
     width: int
     scale: float
-    bias: str | None  # additive mask, (seq, seq)
+    bias: str | None  # additive mask, (seq, seq) or (1, 1, seq, seq)
+    bias_rank: int | None
+    sequence_first: bool
 
 
 class _Graph:
@@ -51,12 +58,15 @@ class _Graph:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.initializers = {init.name: init for init in graph.initializer}
-        self.ranks = {
-            v.name: len(v.type.tensor_type.shape.dim)
+        self.shapes: dict[str, list[int | None]] = {
+            v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
             for v in (*graph.value_info, *graph.input)
             if v.type.tensor_type.HasField("shape")
         }
-        self.ranks.update((name, len(init.dims)) for name, init in self.initializers.items())
+        self.shapes.update((name, list(init.dims)) for name, init in self.initializers.items())
+
+    def rank(self, name: str) -> int | None:
+        return len(self.shapes[name]) if name in self.shapes else None
 
     def constant(self, name: str) -> np.ndarray | None:
         """The value of a small constant (shapes, indices, scales), else None; weights are never read."""
@@ -87,7 +97,7 @@ def _perm(node: onnx.NodeProto) -> list[int]:
     return next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
 
 
-def _head_of(g: _Graph, name: str, permute: onnx.NodeProto | None = None) -> tuple[int, onnx.NodeProto] | None:
+def _head_of(g: _Graph, name: str) -> tuple[int, onnx.NodeProto] | None:
     """(index, 5-D Transpose) when ``name`` is ``Squeeze(Slice(transpose, [i], [i + 1], axes=[0]))``."""
     squeeze = g.op(name, "Squeeze")
     sliced = g.op(squeeze.input[0], "Slice") if squeeze is not None else None
@@ -95,11 +105,28 @@ def _head_of(g: _Graph, name: str, permute: onnx.NodeProto | None = None) -> tup
         return None
     start, end, axes = (g.constant(n) for n in sliced.input[1:4])
     source = g.op(sliced.input[0], "Transpose")
-    if start is None or end is None or axes is None or source is None or permute not in (None, source):
+    if start is None or end is None or axes is None or source is None:
         return None
     if list(axes.ravel()) != [0] or int(end.ravel()[0]) - int(start.ravel()[0]) != 1:
         return None
     return int(start.ravel()[0]), source
+
+
+def _sequence_head_of(g: _Graph, name: str) -> tuple[int, onnx.NodeProto, onnx.NodeProto] | None:
+    """(index, Squeeze, 4-D Reshape) when ``name`` is nn.MultiheadAttention's q, k or v as (batch, heads, seq, dim):
+    ``Reshape(Transpose(Reshape(Gather(squeeze, i, axis=0)), perm [1, 0, 2]))``."""
+    outer = g.op(name, "Reshape")
+    transpose = g.op(outer.input[0], "Transpose") if outer is not None else None
+    inner = g.op(transpose.input[0], "Reshape") if transpose is not None else None
+    gather = g.op(inner.input[0], "Gather") if inner is not None else None
+    if gather is None or _perm(transpose) != [1, 0, 2]:
+        return None
+    index = g.constant(gather.input[1])
+    squeeze = g.op(gather.input[0], "Squeeze")
+    axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
+    if index is None or index.size != 1 or squeeze is None or axis != 0:
+        return None
+    return int(index.ravel()[0]), squeeze, outer
 
 
 def _key_of(g: _Graph, name: str) -> str | None:
@@ -130,52 +157,78 @@ def _match(g: _Graph, softmax: onnx.NodeProto) -> _Block | None:
     add = g.op(scores, "Add")
     if add is not None:
         scores, bias = add.input
+    if bias is not None and g.rank(bias) != 2 and g.shapes.get(bias, [])[:2] != [1, 1]:
+        return None  # MultiHeadAttention takes a mask as (1, 1, seq, seq); a per-batch or per-head one stays
     matmul = g.op(scores, "MatMul")
     attend = g.only_consumer(softmax.output[0], "MatMul")
     if matmul is None or attend is None or attend.input[0] != softmax.output[0]:
         return None
     q, kt = _scaled(g, matmul.input[0]), _scaled(g, matmul.input[1])
     key = _key_of(g, kt[0]) if kt is not None else None
-    if q is None or key is None:
+    if q is None or kt is None or key is None:
         return None
-    heads = [_head_of(g, q[0]), _head_of(g, key), _head_of(g, attend.input[1])]
-    if any(h is None for h in heads) or [h[0] for h in heads] != [0, 1, 2]:  # type: ignore[index]
-        return None
-    permute = heads[0][1]  # type: ignore[index]
-    if any(h[1] is not permute for h in heads) or _perm(permute) != [2, 0, 3, 1, 4]:  # type: ignore[index]
-        return None
-    return _packed_block(g, permute, attend, q[1] * kt[1], bias)  # type: ignore[index]
+    names, scale = (q[0], key, attend.input[1]), q[1] * kt[1]
+    return _batch_first_block(g, names, attend, scale, bias) or _sequence_first_block(g, names, attend, scale, bias)
 
 
-def _packed_block(g: _Graph, permute, attend, scale: float, bias: str | None) -> _Block | None:
-    """The block's packed input and merged output, when the heads split and merge as (batch, seq, heads, dim)."""
+def _batch_first_block(g: _Graph, names, attend, scale: float, bias: str | None) -> _Block | None:
+    heads = [_head_of(g, name) for name in names]
+    if any(h is None for h in heads) or [h[0] for h in heads] != [0, 1, 2]:
+        return None
+    permute = heads[0][1]
+    if any(h[1] is not permute for h in heads) or _perm(permute) != [2, 0, 3, 1, 4]:
+        return None
     split = g.op(permute.input[0], "Reshape")
+    dims = _shape_dims(g, split.input[1]) if split is not None else []
+    if len(dims) != 5 or dims[2] != 3 or dims[3] is None or dims[4] is None:
+        return None
+    width = dims[3] * dims[4]
+    merged = _merged(g, attend, [0, 2, 1, 3], 3, width)
+    return _Block(split.input[0], merged, dims[3], width, scale, bias, g.rank(bias or ""), False) if merged else None
+
+
+def _sequence_first_block(g: _Graph, names, attend, scale: float, bias: str | None) -> _Block | None:
+    heads = [_sequence_head_of(g, name) for name in names]
+    if any(h is None for h in heads) or [h[0] for h in heads] != [0, 1, 2]:
+        return None
+    squeeze = heads[0][1]
+    transpose = g.op(squeeze.input[0], "Transpose")
+    unsqueeze = g.op(transpose.input[0], "Unsqueeze") if transpose is not None else None
+    split = g.op(unsqueeze.input[0], "Reshape") if unsqueeze is not None else None
+    if any(h[1] is not squeeze for h in heads) or split is None or _perm(transpose) != [3, 1, 2, 0, 4]:
+        return None
+    dims = _shape_dims(g, heads[0][2].input[1])  # (batch, heads, seq, dim)
+    if len(dims) != 4 or dims[1] is None or dims[3] is None:
+        return None
+    width = dims[1] * dims[3]
+    merged = _merged(g, attend, [2, 0, 1, 3], 2, width)
+    return _Block(split.input[0], merged, dims[1], width, scale, bias, g.rank(bias or ""), True) if merged else None
+
+
+def _merged(g: _Graph, attend: onnx.NodeProto, perm: list[int], rank: int, width: int) -> str | None:
+    """The output of the Reshape that merges the heads through a Transpose of ``perm`` into ``rank``
+    dimensions, the last ``width`` wide."""
     merge = g.only_consumer(attend.output[0], "Transpose")
     merged = g.only_consumer(merge.output[0], "Reshape") if merge is not None else None
-    if split is None or merged is None or _perm(merge) != [0, 2, 1, 3]:
+    if merged is None or _perm(merge) != perm:
         return None
-    dims = _constant_tail(g, split.input[1])
-    if len(dims) < 3 or dims[-3] != 3:
-        return None
-    if bias is not None and g.ranks.get(bias) != 2:
-        return None  # a (seq, seq) mask becomes MultiHeadAttention's (1, 1, seq, seq) bias; others stay
-    heads, head_dim = dims[-2:]
-    return _Block(split.input[0], merged.output[0], heads, heads * head_dim, scale, bias)
+    dims = _shape_dims(g, merged.input[1])
+    return merged.output[0] if len(dims) == rank and dims[-1] == width else None
 
 
-def _constant_tail(g: _Graph, shape: str) -> list[int]:
-    """The trailing constant entries of a Reshape's shape, whether a constant or a Concat of pieces."""
+def _shape_dims(g: _Graph, shape: str) -> list[int | None]:
+    """A Reshape's target shape, one entry per dimension, None where it is computed at run time."""
     whole = g.constant(shape)
     if whole is not None:
         return [int(d) for d in whole.ravel()]
     concat = g.op(shape, "Concat")
-    tail: list[int] = []
-    for piece in reversed(concat.input if concat is not None else []):
+    dims: list[int | None] = []
+    for piece in concat.input if concat is not None else []:
         value = g.constant(piece)
-        if value is None:
-            break
-        tail[:0] = [int(d) for d in value.ravel()]
-    return tail
+        if value is None and (g.rank(piece) or 1) != 1:
+            return []  # a computed piece that is not one dimension: the dimensions cannot be told apart
+        dims.extend([None] if value is None else [int(d) for d in value.ravel()])
+    return dims
 
 
 def fuse_attention(model: onnx.ModelProto, base_dir: str = "") -> int:
@@ -204,28 +257,29 @@ def fuse_attention(model: onnx.ModelProto, base_dir: str = "") -> int:
 
 def _mha_nodes(block: _Block, prefix: str) -> list[onnx.NodeProto]:
     q, k, v = (f"{prefix}_{x}" for x in "qkv")
-    sizes = f"{prefix}_sizes"
-    nodes = [
-        _constant(sizes, np.full(3, block.width, dtype=np.int64)),
-        helper.make_node("Split", [block.qkv, sizes], [q, k, v], f"{prefix}_split", axis=-1),
-    ]
+    sizes, packed, fused = f"{prefix}_sizes", block.qkv, block.output
+    nodes = [_constant(sizes, np.full(3, block.width, dtype=np.int64))]
+    if block.sequence_first:
+        packed, fused = f"{prefix}_packed", f"{prefix}_out"
+        nodes.append(helper.make_node("Transpose", [block.qkv], [packed], f"{prefix}_batch_first", perm=[1, 0, 2]))
+    nodes.append(helper.make_node("Split", [packed, sizes], [q, k, v], f"{prefix}_split", axis=-1))
     inputs = [q, k, v, "", "", ""]
-    if block.bias is not None:
+    if block.bias is not None and block.bias_rank == 4:
+        inputs[5] = block.bias
+    elif block.bias is not None:
         axes = f"{prefix}_axes"
         nodes.append(_constant(axes, np.array([0, 1], dtype=np.int64)))
         inputs[5] = f"{prefix}_bias"
         nodes.append(helper.make_node("Unsqueeze", [block.bias, axes], [inputs[5]], f"{prefix}_bias4d"))
-    nodes.append(
-        helper.make_node(
-            "MultiHeadAttention",
-            inputs,
-            [block.output],
-            prefix,
-            domain=_MS_DOMAIN,
-            num_heads=block.heads,
-            scale=block.scale,
-        )
+    attention = helper.make_node(
+        "MultiHeadAttention", inputs, [fused], prefix, domain=_MS_DOMAIN, num_heads=block.heads, scale=block.scale
     )
+    nodes.append(attention)
+    if block.sequence_first:  # back to what the out-projection reads: (seq * batch, width)
+        rows, shape = f"{prefix}_sequence_first", f"{prefix}_rows"
+        nodes.append(helper.make_node("Transpose", [fused], [rows], rows, perm=[1, 0, 2]))
+        nodes.append(_constant(shape, np.array([-1, block.width], dtype=np.int64)))
+        nodes.append(helper.make_node("Reshape", [rows, shape], [block.output], f"{prefix}_merge"))
     return nodes
 
 
