@@ -232,5 +232,19 @@ def test_sessions_stop_spinning_after_a_run_and_take_their_thread_count_from_the
     for tower in ("visual", "textual"):
         options = model._runners[tower].session.get_session_options()
         assert options.get_session_config_entry("session.force_spinning_stop") == "1"
-        assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
         assert options.intra_op_num_threads == 1
+
+
+def test_running_a_model_leaves_the_callers_floating_point_state_alone(tiny_bundle):
+    # ONNX Runtime's set_denormal_as_zero switches flush-to-zero on for the thread that creates the
+    # first session, for good: the host's own arithmetic on that thread would lose subnormals.
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from clip_onnx.runtime import ClipModel
+        model = ClipModel.load({str(tiny_bundle)!r})
+        model.encode_text(["кот"])
+        tiny = np.float32(1e-38) / np.float32(1000)
+        print(tiny > 0, np.float32(1e-39) * np.float32(1) > 0)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True"]

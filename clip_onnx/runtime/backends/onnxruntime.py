@@ -47,10 +47,6 @@ def default_session_options(threads: int | None = None) -> Any:
     # caller: spin during a run, stop when it returns (benchmarks/NOTES.md, "runtime").
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.add_session_config_entry("session.force_spinning_stop", "1")
-    # Softmax and sigmoid produce subnormal floats, which x86 computes many times slower: with
-    # them flushed, Softmax took a quarter of the time (benchmarks/NOTES.md, "int8 on CPU").
-    # Values below 1.2e-38 change no embedding.
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return options
 
 
