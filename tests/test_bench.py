@@ -185,3 +185,26 @@ def test_cli_bench_on_a_bundle(tiny_bundle, tmp_path):
     )
     assert done.exit_code == 0, done.output
     assert "| visual | 1 | onnxruntime-fp32 |" in done.output and (tmp_path / "bench.json").exists()
+
+
+def test_bench_on_a_classifier_source_times_its_one_tower(tmp_path):
+    # A timm CLIP-ViT classifier has no text tower: every backend runs the visual graph alone.
+    timm = pytest.importorskip("timm")
+    from timm.models import save_for_hf
+
+    model = timm.create_model(
+        "vit_base_patch32_clip_224.openai_ft_in1k", pretrained=False, depth=1, embed_dim=64, num_heads=2
+    )
+    save_for_hf(model, tmp_path / "ckpt", model_args={"depth": 1, "embed_dim": 64, "num_heads": 2})
+    result = run_benchmark(
+        str(tmp_path / "ckpt"),
+        tmp_path / "out",
+        backends=["torch", "onnxruntime", "onnxruntime-int8"],
+        batches=[1],
+        warmup=0,
+        repeat=1,
+    )
+    rows = {(s["backend"], s["tower"]) for s in result["stats"]}
+    assert rows == {(b, "visual") for b in ("torch", "onnxruntime", "onnxruntime-int8")}
+    assert set(result["accuracy"]["onnxruntime-int8"]) >= {"visual"} and "textual" not in result["accuracy"]["torch"]
+    assert "cold_start" not in result and (tmp_path / "out" / "bench.md").is_file()

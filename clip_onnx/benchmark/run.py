@@ -91,7 +91,7 @@ def run_benchmark(
                 for b in batches
             },
         }
-    if made is not None:
+    if made is not None and model.textual is not None:  # the worker probes run a CLIP model's two towers
         from clip_onnx.benchmark.processes import process_figures
 
         result.update(process_figures(model, source, random_weights, chosen, made, out / "bundles", repeat))
@@ -208,7 +208,7 @@ def _make_backend(name: str, towers: dict, bundles: Callable, cut: Callable | No
     if name == "torch-fp16":
         if not torch.cuda.is_available():
             raise _Skip("no CUDA device")
-        modules = {t: _half_copy(towers[t].module, torch) for t in TOWERS}
+        modules = {t: _half_copy(towers[t].module, torch) for t in TOWERS if t in towers}
         modules.update({t: modules["textual"] for t in towers if t not in TOWERS})
         return Backend(
             name,
@@ -221,7 +221,7 @@ def _make_backend(name: str, towers: dict, bundles: Callable, cut: Callable | No
         from clip_onnx.runtime import open_runner
 
         precision = "int8" if name.endswith("int8") else "fp32"
-        return runtime_backend(name, {t: open_runner(bundles(precision), t) for t in TOWERS}, cut, precision)
+        return runtime_backend(name, _runners(bundles(precision), open_runner), cut, precision)
     if name == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             raise _Skip("tensorrt is not installed")
@@ -279,7 +279,12 @@ def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = 
 
     build_engines(bundle_path, Profile(1, min(8, max_batch), max_batch))
     bundle = read_bundle(bundle_path)
-    return runtime_backend("tensorrt", {t: open_runner(bundle, t, "tensorrt") for t in TOWERS}, cut, "fp16")
+    return runtime_backend("tensorrt", _runners(bundle, open_runner, "tensorrt"), cut, "fp16")
+
+
+def _runners(bundle: Bundle, open_runner: Callable, *backend: str) -> dict:
+    """One runner per tower the bundle has: both for CLIP, the visual one for a classifier."""
+    return {t: open_runner(bundle, t, *backend) for t in TOWERS if t in bundle.manifest["graphs"]}
 
 
 def _torch_call(module, torch, bf16: bool = False):
