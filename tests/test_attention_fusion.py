@@ -132,3 +132,27 @@ def test_open_clip_multihead_attention_fuses_sequence_first(tmp_path):
         assert fuse_attention(fused) == 1  # the tiny configuration has one layer per tower
         assert _ops(fused)["Transpose"] < _ops(original)["Transpose"] and _ops(fused)["Softmax"] == 0
         np.testing.assert_allclose(_run(fused, feed), _run(original, feed), atol=2e-5, rtol=0)
+
+
+def test_hugging_face_separate_projections_fuse_where_no_mask_guard_follows(tmp_path):
+    # Chinese-CLIP: the ViT's q, k and v are separate Linear layers; BERT's Softmax is followed by
+    # a NaN guard for fully masked rows, which MultiHeadAttention does not reproduce, so it stays.
+    import json
+    import shutil
+
+    import torch
+    import transformers
+
+    from clip_onnx.export.families import chinese_clip
+    from tests.test_chinese_clip import HUB_PROCESSOR, TINY
+
+    torch.manual_seed(0)
+    chinese_clip.build_model(transformers.ChineseCLIPConfig(**TINY)).save_pretrained(tmp_path / "ckpt")
+    shutil.copyfile(chinese_clip.cn_clip_file("vocab.txt"), tmp_path / "ckpt" / "vocab.txt")
+    (tmp_path / "ckpt" / "preprocessor_config.json").write_text(json.dumps(HUB_PROCESSOR))
+    export_bundle(str(tmp_path / "ckpt"), tmp_path / "b")
+    visual, original = onnx.load(tmp_path / "b" / "visual.onnx"), onnx.load(tmp_path / "b" / "visual.onnx")
+    assert fuse_attention(visual) == TINY["vision_config"]["num_hidden_layers"]
+    feed = {"pixel_values": np.random.default_rng(4).standard_normal((3, 3, 64, 64)).astype(np.float32)}
+    np.testing.assert_allclose(_run(visual, feed), _run(original, feed), atol=2e-5, rtol=0)
+    assert fuse_attention(onnx.load(tmp_path / "b" / "textual.onnx")) == 0

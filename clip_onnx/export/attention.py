@@ -10,7 +10,9 @@ benchmarks/NOTES.md, "int8 on CPU").  Two layouts are recognised:
 - batch-first ``scaled_dot_product_attention`` on ``qkv.view(b, s, 3, heads,
   dim).permute(2, 0, 3, 1, 4)`` (RuCLIP here, timm);
 - ``nn.MultiheadAttention``, which works sequence-first (OpenAI CLIP and
-  open_clip); its block keeps one Transpose on each side of the fused op.
+  open_clip); its block keeps one Transpose on each side of the fused op;
+- separate q, k and v projections, each ``view(b, s, heads, dim).transpose(1, 2)``
+  (Hugging Face ViT and BERT, where no mask guard follows the Softmax).
 
 It is an ONNX Runtime contrib op that TensorRT cannot parse, so only the CPU
 INT8 graphs get it, after the fp32 graph (the TensorRT and fp16 source) is
@@ -37,7 +39,9 @@ _SMALL = 64  # elements: the most a shape, index or scale constant has here
 class _Block:
     """One matched attention: the packed projection it reads, what it replaces, and its parameters."""
 
-    qkv: str  # (batch, seq, 3 * width) or sequence-first (seq, batch, 3 * width); q|k|v each (heads, head_dim)
+    # One packed (batch, seq, 3 * width) tensor, sequence-first (seq, batch, 3 * width) where marked,
+    # its q|k|v each (heads, head_dim); or the three (batch, seq, width) projections.
+    qkv: tuple[str, ...]
     output: str  # the merged heads: (batch, seq, width), or (seq * batch, width) sequence-first
     heads: int
     width: int
@@ -168,7 +172,11 @@ def _match(g: _Graph, softmax: onnx.NodeProto) -> _Block | None:
     if q is None or kt is None or key is None:
         return None
     names, scale = (q[0], key, attend.input[1]), q[1] * kt[1]
-    return _batch_first_block(g, names, attend, scale, bias) or _sequence_first_block(g, names, attend, scale, bias)
+    for block in (_batch_first_block, _sequence_first_block, _separate_block):
+        found = block(g, names, attend, scale, bias)
+        if found is not None:
+            return found
+    return None
 
 
 def _batch_first_block(g: _Graph, names, attend, scale: float, bias: str | None) -> _Block | None:
@@ -184,7 +192,7 @@ def _batch_first_block(g: _Graph, names, attend, scale: float, bias: str | None)
         return None
     width = dims[3] * dims[4]
     merged = _merged(g, attend, [0, 2, 1, 3], 3, width)
-    return _Block(split.input[0], merged, dims[3], width, scale, bias, g.rank(bias or ""), False) if merged else None
+    return _Block((split.input[0],), merged, dims[3], width, scale, bias, g.rank(bias or ""), False) if merged else None
 
 
 def _sequence_first_block(g: _Graph, names, attend, scale: float, bias: str | None) -> _Block | None:
@@ -202,7 +210,28 @@ def _sequence_first_block(g: _Graph, names, attend, scale: float, bias: str | No
         return None
     width = dims[1] * dims[3]
     merged = _merged(g, attend, [2, 0, 1, 3], 2, width)
-    return _Block(split.input[0], merged, dims[1], width, scale, bias, g.rank(bias or ""), True) if merged else None
+    return _Block((split.input[0],), merged, dims[1], width, scale, bias, g.rank(bias or ""), True) if merged else None
+
+
+def _separate_block(g: _Graph, names, attend, scale: float, bias: str | None) -> _Block | None:
+    projections, layouts = [], set()
+    for name in names:  # each Transpose(Reshape(projection, (batch, seq, heads, dim)), perm [0, 2, 1, 3])
+        transpose = g.op(name, "Transpose")
+        split = g.op(transpose.input[0], "Reshape") if transpose is not None else None
+        dims = _shape_dims(g, split.input[1]) if split is not None else []
+        if len(dims) != 4 or dims[2] is None or dims[3] is None or _perm(transpose) != [0, 2, 1, 3]:
+            return None
+        projections.append(split.input[0])
+        layouts.add((dims[2], dims[3]))
+    if len(layouts) != 1:
+        return None
+    heads, head_dim = layouts.pop()
+    merged = _merged(g, attend, [0, 2, 1, 3], 3, heads * head_dim)
+    return (
+        _Block(tuple(projections), merged, heads, heads * head_dim, scale, bias, g.rank(bias or ""), False)
+        if merged
+        else None
+    )
 
 
 def _merged(g: _Graph, attend: onnx.NodeProto, perm: list[int], rank: int, width: int) -> str | None:
@@ -256,14 +285,8 @@ def fuse_attention(model: onnx.ModelProto, base_dir: str = "") -> int:
 
 
 def _mha_nodes(block: _Block, prefix: str) -> list[onnx.NodeProto]:
-    q, k, v = (f"{prefix}_{x}" for x in "qkv")
-    sizes, packed, fused = f"{prefix}_sizes", block.qkv, block.output
-    nodes = [_constant(sizes, np.full(3, block.width, dtype=np.int64))]
-    if block.sequence_first:
-        packed, fused = f"{prefix}_packed", f"{prefix}_out"
-        nodes.append(helper.make_node("Transpose", [block.qkv], [packed], f"{prefix}_batch_first", perm=[1, 0, 2]))
-    nodes.append(helper.make_node("Split", [packed, sizes], [q, k, v], f"{prefix}_split", axis=-1))
-    inputs = [q, k, v, "", "", ""]
+    nodes, fused = _split_qkv(block, prefix), f"{prefix}_out" if block.sequence_first else block.output
+    inputs = [*(block.qkv if len(block.qkv) == 3 else (f"{prefix}_{x}" for x in "qkv")), "", "", ""]
     if block.bias is not None and block.bias_rank == 4:
         inputs[5] = block.bias
     elif block.bias is not None:
@@ -280,6 +303,20 @@ def _mha_nodes(block: _Block, prefix: str) -> list[onnx.NodeProto]:
         nodes.append(helper.make_node("Transpose", [fused], [rows], rows, perm=[1, 0, 2]))
         nodes.append(_constant(shape, np.array([-1, block.width], dtype=np.int64)))
         nodes.append(helper.make_node("Reshape", [rows, shape], [block.output], f"{prefix}_merge"))
+    return nodes
+
+
+def _split_qkv(block: _Block, prefix: str) -> list[onnx.NodeProto]:
+    """Nodes that turn a packed projection into batch-first q, k and v (none for separate projections)."""
+    if len(block.qkv) == 3:
+        return []
+    sizes, packed = f"{prefix}_sizes", block.qkv[0]
+    nodes = [_constant(sizes, np.full(3, block.width, dtype=np.int64))]
+    if block.sequence_first:
+        packed = f"{prefix}_packed"
+        nodes.append(helper.make_node("Transpose", [block.qkv[0]], [packed], f"{prefix}_batch_first", perm=[1, 0, 2]))
+    outputs = [f"{prefix}_{x}" for x in "qkv"]
+    nodes.append(helper.make_node("Split", [packed, sizes], outputs, f"{prefix}_split", axis=-1))
     return nodes
 
 
