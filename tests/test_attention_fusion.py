@@ -43,6 +43,8 @@ def test_every_ruclip_block_fuses_and_the_graph_computes_the_same(tiny_bundle, t
     onnx.checker.check_model(fused)
     before, after = _ops(original), _ops(fused)
     assert after["MultiHeadAttention"] == layers and after["Softmax"] == 0
+    # The packed in-projection became three projections on its weights' column slices: no Split.
+    assert after["Split"] == 0 and after["MatMul"] == before["MatMul"]
     assert after["Transpose"] <= before["Transpose"] - 3 * layers
     assert len(fused.graph.node) < len(original.graph.node) - 10 * layers
     feed = _feeds(np.random.default_rng(0))[tower]

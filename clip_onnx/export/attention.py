@@ -5,10 +5,11 @@ thirty nodes per layer: Transposes to split the heads, a Reshape-Transpose-
 Reshape for K^T, two scale Muls, the mask Add, Softmax, two MatMuls, and a
 Transpose to merge the heads again.  ``com.microsoft.MultiHeadAttention`` does
 the same on (batch, seq, width) tensors in one kernel (figures in
-benchmarks/NOTES.md, "int8 on CPU").  Two layouts are recognised:
+benchmarks/NOTES.md, "int8 on CPU").  Three layouts are recognised:
 
 - batch-first ``scaled_dot_product_attention`` on ``qkv.view(b, s, 3, heads,
-  dim).permute(2, 0, 3, 1, 4)`` (RuCLIP here, timm);
+  dim).permute(2, 0, 3, 1, 4)`` (RuCLIP here, timm); its packed projection is
+  unpacked into q, k and v projections on slices of the weights;
 - ``nn.MultiheadAttention``, which works sequence-first (OpenAI CLIP and
   open_clip); its block keeps one Transpose on each side of the fused op;
 - separate q, k and v projections, each ``view(b, s, heads, dim).transpose(1, 2)``
@@ -23,7 +24,7 @@ is; the INT8 gate then measures the fused graph against the fp32 one.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -273,7 +274,13 @@ def fuse_attention(model: onnx.ModelProto, base_dir: str = "") -> int:
     kept = [n for n in model.graph.node if not (set(n.output) & replaced)]
     fused = []
     for i, block in enumerate(blocks):
-        fused.extend(_mha_nodes(block, f"fused_attention_{i}"))
+        prefix = f"fused_attention_{i}"
+        unpacked = _unpacked_projections(g, block, prefix)
+        if unpacked is not None:
+            fused.extend(unpacked[0])
+            model.graph.initializer.extend(unpacked[1])
+            block = replace(block, qkv=tuple(f"{prefix}_{x}" for x in "qkv"))
+        fused.extend(_mha_nodes(block, prefix))
     del model.graph.node[:]
     model.graph.node.extend(kept + fused)
     _topological_sort(model.graph)
@@ -304,6 +311,28 @@ def _mha_nodes(block: _Block, prefix: str) -> list[onnx.NodeProto]:
         nodes.append(_constant(shape, np.array([-1, block.width], dtype=np.int64)))
         nodes.append(helper.make_node("Reshape", [rows, shape], [block.output], f"{prefix}_merge"))
     return nodes
+
+
+def _unpacked_projections(g: _Graph, block: _Block, prefix: str) -> tuple[list, list] | None:
+    """q, k and v as three MatMul + Add on column slices of a batch-first packed projection's weights,
+    which is cheaper than the packed product and a Split (benchmarks/NOTES.md, "int8 on CPU"); None
+    where the weights are not plain, in-memory initializers of the expected shape."""
+    add = g.op(block.qkv[0], "Add")
+    matmul = g.op(add.input[0], "MatMul") if add is not None and not block.sequence_first else None
+    tensors = [g.initializers.get(n) for n in (matmul.input[1], add.input[1])] if matmul is not None else [None]
+    if any(t is None or t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        return None
+    weight, bias = (numpy_helper.to_array(t) for t in tensors)
+    if weight.ndim != 2 or weight.shape[1] != 3 * block.width or bias.shape != (3 * block.width,):
+        return None
+    nodes, initializers = [], []
+    for i, name in enumerate(f"{prefix}_{x}" for x in "qkv"):
+        columns = slice(i * block.width, (i + 1) * block.width)
+        initializers.append(numpy_helper.from_array(np.ascontiguousarray(weight[:, columns]), f"{name}_weight"))
+        initializers.append(numpy_helper.from_array(bias[columns].copy(), f"{name}_bias"))
+        nodes.append(helper.make_node("MatMul", [matmul.input[0], f"{name}_weight"], [f"{name}_matmul"]))
+        nodes.append(helper.make_node("Add", [f"{name}_matmul", f"{name}_bias"], [name]))
+    return nodes, initializers
 
 
 def _split_qkv(block: _Block, prefix: str) -> list[onnx.NodeProto]:
