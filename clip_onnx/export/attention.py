@@ -24,7 +24,7 @@ is; the INT8 gate then measures the fused graph against the fp32 one.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -48,7 +48,6 @@ class _Block:
     width: int
     scale: float
     bias: str | None  # additive mask, (seq, seq) or (1, 1, seq, seq)
-    bias_rank: int | None
     sequence_first: bool
 
 
@@ -117,31 +116,33 @@ def _head_of(g: _Graph, name: str) -> tuple[int, onnx.NodeProto] | None:
     return int(start.ravel()[0]), source
 
 
-def _sequence_head_of(g: _Graph, name: str) -> tuple[int, onnx.NodeProto, onnx.NodeProto] | None:
-    """(index, Squeeze, 4-D Reshape) when ``name`` is nn.MultiheadAttention's q, k or v as (batch, heads, seq, dim):
-    ``Reshape(Transpose(Reshape(Gather(squeeze, i, axis=0)), perm [1, 0, 2]))``."""
+def _reshaped_transpose(g: _Graph, name: str, perm: list[int]) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+    """(outer, inner Reshape) when ``name`` is ``Reshape(Transpose(Reshape(x), perm))``."""
     outer = g.op(name, "Reshape")
     transpose = g.op(outer.input[0], "Transpose") if outer is not None else None
     inner = g.op(transpose.input[0], "Reshape") if transpose is not None else None
-    gather = g.op(inner.input[0], "Gather") if inner is not None else None
-    if gather is None or _perm(transpose) != [1, 0, 2]:
+    return (outer, inner) if inner is not None and _perm(transpose) == perm else None
+
+
+def _sequence_head_of(g: _Graph, name: str) -> tuple[int, onnx.NodeProto, onnx.NodeProto] | None:
+    """(index, Squeeze, 4-D Reshape) when ``name`` is nn.MultiheadAttention's q, k or v as (batch, heads, seq, dim):
+    ``Reshape(Transpose(Reshape(Gather(squeeze, i, axis=0)), perm [1, 0, 2]))``."""
+    chain = _reshaped_transpose(g, name, [1, 0, 2])
+    gather = g.op(chain[1].input[0], "Gather") if chain is not None else None
+    if gather is None:
         return None
     index = g.constant(gather.input[1])
     squeeze = g.op(gather.input[0], "Squeeze")
     axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
     if index is None or index.size != 1 or squeeze is None or axis != 0:
         return None
-    return int(index.ravel()[0]), squeeze, outer
+    return int(index.ravel()[0]), squeeze, chain[0]
 
 
 def _key_of(g: _Graph, name: str) -> str | None:
     """K when ``name`` is K^T written as Reshape(Transpose(Reshape(K), perm [0, 2, 1]))."""
-    outer = g.op(name, "Reshape")
-    transpose = g.op(outer.input[0], "Transpose") if outer is not None else None
-    inner = g.op(transpose.input[0], "Reshape") if transpose is not None else None
-    if inner is None or _perm(transpose) != [0, 2, 1]:
-        return None
-    return inner.input[0]
+    chain = _reshaped_transpose(g, name, [0, 2, 1])
+    return chain[1].input[0] if chain is not None else None
 
 
 def _scaled(g: _Graph, name: str) -> tuple[str, float] | None:
@@ -193,7 +194,7 @@ def _batch_first_block(g: _Graph, names, attend, scale: float, bias: str | None)
         return None
     width = dims[3] * dims[4]
     merged = _merged(g, attend, [0, 2, 1, 3], 3, width)
-    return _Block((split.input[0],), merged, dims[3], width, scale, bias, g.rank(bias or ""), False) if merged else None
+    return _Block((split.input[0],), merged, dims[3], width, scale, bias, False) if merged else None
 
 
 def _sequence_first_block(g: _Graph, names, attend, scale: float, bias: str | None) -> _Block | None:
@@ -211,7 +212,7 @@ def _sequence_first_block(g: _Graph, names, attend, scale: float, bias: str | No
         return None
     width = dims[1] * dims[3]
     merged = _merged(g, attend, [2, 0, 1, 3], 2, width)
-    return _Block((split.input[0],), merged, dims[1], width, scale, bias, g.rank(bias or ""), True) if merged else None
+    return _Block((split.input[0],), merged, dims[1], width, scale, bias, True) if merged else None
 
 
 def _separate_block(g: _Graph, names, attend, scale: float, bias: str | None) -> _Block | None:
@@ -228,11 +229,7 @@ def _separate_block(g: _Graph, names, attend, scale: float, bias: str | None) ->
         return None
     heads, head_dim = layouts.pop()
     merged = _merged(g, attend, [0, 2, 1, 3], 3, heads * head_dim)
-    return (
-        _Block(tuple(projections), merged, heads, heads * head_dim, scale, bias, g.rank(bias or ""), False)
-        if merged
-        else None
-    )
+    return _Block(tuple(projections), merged, heads, heads * head_dim, scale, bias, False) if merged else None
 
 
 def _merged(g: _Graph, attend: onnx.NodeProto, perm: list[int], rank: int, width: int) -> str | None:
@@ -274,13 +271,9 @@ def fuse_attention(model: onnx.ModelProto, base_dir: str = "") -> int:
     kept = [n for n in model.graph.node if not (set(n.output) & replaced)]
     fused = []
     for i, block in enumerate(blocks):
-        prefix = f"fused_attention_{i}"
-        unpacked = _unpacked_projections(g, block, prefix)
-        if unpacked is not None:
-            fused.extend(unpacked[0])
-            model.graph.initializer.extend(unpacked[1])
-            block = replace(block, qkv=tuple(f"{prefix}_{x}" for x in "qkv"))
-        fused.extend(_mha_nodes(block, prefix))
+        nodes, initializers = _mha_nodes(g, block, f"fused_attention_{i}")
+        fused.extend(nodes)
+        model.graph.initializer.extend(initializers)
     del model.graph.node[:]
     model.graph.node.extend(kept + fused)
     _topological_sort(model.graph)
@@ -291,10 +284,12 @@ def fuse_attention(model: onnx.ModelProto, base_dir: str = "") -> int:
     return len(blocks)
 
 
-def _mha_nodes(block: _Block, prefix: str) -> list[onnx.NodeProto]:
-    nodes, fused = _split_qkv(block, prefix), f"{prefix}_out" if block.sequence_first else block.output
-    inputs = [*(block.qkv if len(block.qkv) == 3 else (f"{prefix}_{x}" for x in "qkv")), "", "", ""]
-    if block.bias is not None and block.bias_rank == 4:
+def _mha_nodes(g: _Graph, block: _Block, prefix: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The nodes (and new weights) that replace ``block``."""
+    nodes, initializers, qkv = _qkv(g, block, prefix)
+    fused = f"{prefix}_out" if block.sequence_first else block.output
+    inputs = [*qkv, "", "", ""]
+    if block.bias is not None and g.rank(block.bias) == 4:
         inputs[5] = block.bias
     elif block.bias is not None:
         axes = f"{prefix}_axes"
@@ -310,24 +305,35 @@ def _mha_nodes(block: _Block, prefix: str) -> list[onnx.NodeProto]:
         nodes.append(helper.make_node("Transpose", [fused], [rows], rows, perm=[1, 0, 2]))
         nodes.append(_constant(shape, np.array([-1, block.width], dtype=np.int64)))
         nodes.append(helper.make_node("Reshape", [rows, shape], [block.output], f"{prefix}_merge"))
-    return nodes
+    return nodes, initializers
 
 
-def _unpacked_projections(g: _Graph, block: _Block, prefix: str) -> tuple[list, list] | None:
-    """q, k and v as three MatMul + Add on column slices of a batch-first packed projection's weights,
-    which is cheaper than the packed product and a Split (benchmarks/NOTES.md, "int8 on CPU"); None
-    where the weights are not plain, in-memory initializers of the expected shape."""
-    add = g.op(block.qkv[0], "Add")
-    matmul = g.op(add.input[0], "MatMul") if add is not None and not block.sequence_first else None
+def _qkv(g: _Graph, block: _Block, prefix: str) -> tuple[list, list, tuple[str, ...]]:
+    """(nodes, new weights, names) that give batch-first q, k and v: the block's own separate
+    projections; else three projections on column slices of the packed projection's weights, which
+    is cheaper than the packed product and a Split (benchmarks/NOTES.md, "int8 on CPU"); else a
+    Split of the packed tensor (sequence-first blocks, and weights in external data)."""
+    if len(block.qkv) == 3:
+        return [], [], block.qkv
+    names = tuple(f"{prefix}_{x}" for x in "qkv")
+    unpacked = None if block.sequence_first else _unpacked_projections(g, block.qkv[0], block.width, names)
+    return (*unpacked, names) if unpacked is not None else (_split_qkv(block, prefix, names), [], names)
+
+
+def _unpacked_projections(g: _Graph, packed: str, width: int, names) -> tuple[list, list] | None:
+    """Nodes and weights computing ``names`` from ``packed`` = Add(MatMul(x, weight), bias) as three
+    MatMul + Add, where weight and bias are in-memory initializers of the expected shape."""
+    add = g.op(packed, "Add")
+    matmul = g.op(add.input[0], "MatMul") if add is not None else None
     tensors = [g.initializers.get(n) for n in (matmul.input[1], add.input[1])] if matmul is not None else [None]
     if any(t is None or t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
         return None
     weight, bias = (numpy_helper.to_array(t) for t in tensors)
-    if weight.ndim != 2 or weight.shape[1] != 3 * block.width or bias.shape != (3 * block.width,):
+    if weight.ndim != 2 or weight.shape[1] != 3 * width or bias.shape != (3 * width,):
         return None
     nodes, initializers = [], []
-    for i, name in enumerate(f"{prefix}_{x}" for x in "qkv"):
-        columns = slice(i * block.width, (i + 1) * block.width)
+    for i, name in enumerate(names):
+        columns = slice(i * width, (i + 1) * width)
         initializers.append(numpy_helper.from_array(np.ascontiguousarray(weight[:, columns]), f"{name}_weight"))
         initializers.append(numpy_helper.from_array(bias[columns].copy(), f"{name}_bias"))
         nodes.append(helper.make_node("MatMul", [matmul.input[0], f"{name}_weight"], [f"{name}_matmul"]))
@@ -335,17 +341,14 @@ def _unpacked_projections(g: _Graph, block: _Block, prefix: str) -> tuple[list, 
     return nodes, initializers
 
 
-def _split_qkv(block: _Block, prefix: str) -> list[onnx.NodeProto]:
-    """Nodes that turn a packed projection into batch-first q, k and v (none for separate projections)."""
-    if len(block.qkv) == 3:
-        return []
+def _split_qkv(block: _Block, prefix: str, names) -> list[onnx.NodeProto]:
+    """Nodes that split a packed projection into batch-first ``names``."""
     sizes, packed = f"{prefix}_sizes", block.qkv[0]
     nodes = [_constant(sizes, np.full(3, block.width, dtype=np.int64))]
     if block.sequence_first:
         packed = f"{prefix}_packed"
         nodes.append(helper.make_node("Transpose", [block.qkv[0]], [packed], f"{prefix}_batch_first", perm=[1, 0, 2]))
-    outputs = [f"{prefix}_{x}" for x in "qkv"]
-    nodes.append(helper.make_node("Split", [packed, sizes], outputs, f"{prefix}_split", axis=-1))
+    nodes.append(helper.make_node("Split", [packed, sizes], list(names), f"{prefix}_split", axis=-1))
     return nodes
 
 
@@ -362,8 +365,7 @@ def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
             needed.update(i for i in node.input if i)
     del graph.node[:]
     graph.node.extend(reversed(alive))
-    used = needed
-    live_inits = [i for i in graph.initializer if i.name in used]
+    live_inits = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(live_inits)
 
