@@ -158,3 +158,14 @@ def test_hugging_face_separate_projections_fuse_where_no_mask_guard_follows(tmp_
     feed = {"pixel_values": np.random.default_rng(4).standard_normal((3, 3, 64, 64)).astype(np.float32)}
     np.testing.assert_allclose(_run(visual, feed), _run(original, feed), atol=2e-5, rtol=0)
     assert fuse_attention(onnx.load(tmp_path / "b" / "textual.onnx")) == 0
+
+
+def test_a_target_in_another_folder_still_gets_the_fused_graph_and_nothing_is_left_behind(tiny_bundle, tmp_path):
+    source = tmp_path / "src" / "visual.onnx"
+    source.parent.mkdir()
+    source.write_bytes((tiny_bundle / "visual.onnx").read_bytes())
+    (tmp_path / "out").mkdir()
+    details = quantize_int8(source, tmp_path / "out" / "visual.int8.onnx")
+    assert details["fused_attention"] == TINY_CONFIG["vision_layers"]
+    assert [p.name for p in source.parent.iterdir()] == ["visual.onnx"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["visual.int8.onnx"]

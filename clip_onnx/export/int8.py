@@ -40,7 +40,8 @@ def quantize_int8(
     inline again where it fits (``target.data`` only where it does not).
     ``fuse`` first rewrites the attention blocks (see the module docstring).
     """
-    fused_graph = target.with_name(f".{target.stem}.fused.onnx")
+    # Next to the source, whose external data the fused graph shares by relative path.
+    fused_graph = source.with_name(f".{target.stem}.fused.onnx")
     try:
         fused = _fuse_attention(source, fused_graph) if fuse else 0
         details = _quantize(fused_graph if fused else source, target, op_types, per_channel)
@@ -50,14 +51,12 @@ def quantize_int8(
 
 
 def _fuse_attention(source: Path, fused_graph: Path) -> int:
-    """Write ``source`` with its attention fused to ``fused_graph`` (in the source's folder, so that
-    external data still resolves); returns how many blocks were fused, 0 writing nothing."""
+    """Write ``source`` with its attention fused to ``fused_graph``; returns how many blocks were fused,
+    0 writing nothing."""
     import onnx
 
     from clip_onnx.export.attention import fuse_attention
 
-    if fused_graph.parent != source.parent:
-        raise ExportError(f"{fused_graph} must be next to {source}, whose external data it shares")
     model = onnx.load(source, load_external_data=False)
     fused = fuse_attention(model, str(source.parent))
     if fused:
