@@ -13,8 +13,8 @@ import pytest
 
 from clip_onnx.errors import ClipOnnxError, InputError
 from clip_onnx.runtime import ClipClassifier, ClipModel
-from clip_onnx.runtime.zero_shot import check_templates
 from clip_onnx.synthetic import synthetic_images
+from clip_onnx.texts import check_templates
 
 
 @pytest.fixture(scope="module")

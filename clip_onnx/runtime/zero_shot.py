@@ -7,40 +7,9 @@ and images are scored by ``logit_scale * cos`` followed by a softmax.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Sequence
 
 import numpy as np
-
-from clip_onnx.errors import InputError
-from clip_onnx.runtime.tokenizers.base import check_texts
-
-
-def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
-    """``templates`` as a tuple, or InputError naming the first one that ``prompts_for`` cannot fill.
-
-    Each must hold exactly one ``{}`` (where the label goes) and no other replacement
-    field: ``"{} и {}"``, ``"{x} {}"`` or an unbalanced ``"{"`` would make ``str.format``
-    raise, and ``"{0}"`` or ``"{!r}"`` would not write the label as given.
-    """
-    items = tuple(check_texts(templates, what="template"))
-    for template in items:
-        try:
-            fields = [
-                (name, spec, conversion)
-                for _, name, spec, conversion in string.Formatter().parse(template)
-                if name is not None
-            ]
-        except ValueError as exc:
-            raise InputError(
-                f"template {template!r:.80} is not a format string ({exc}); write a literal brace as '{{{{' or '}}}}'"
-            ) from None
-        if fields != [("", "", None)]:
-            raise InputError(
-                f"template {template!r:.80} must contain exactly one '{{}}' where the label goes and "
-                "no other replacement field; write a literal brace as '{{' or '}}'"
-            )
-    return items
 
 
 def prompts_for(labels: Sequence[str], templates: Sequence[str]) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from clip_onnx.errors import BundleError, InputError
+from clip_onnx.texts import check_texts
 
 # Per instance: rows and raw ids of whole texts, and the ids of single words (far fewer distinct ones).
 TEXT_CACHE_SIZE = 4096
@@ -92,29 +93,6 @@ class CachedTokenizer:
 
     def _row_uncached(self, text: str) -> tuple[int, ...]:
         raise NotImplementedError
-
-
-def check_texts(texts: Sequence[str], what: str = "text") -> list[str]:
-    """Return ``texts`` as a list, or raise InputError naming the offending value.
-
-    A bare string is refused rather than iterated character by character, which
-    would silently return one embedding per letter.  ``what`` names the items in
-    messages ("text", "template").
-    """
-    if isinstance(texts, (str, bytes)):
-        raise InputError(
-            f"expected a list of {what}s, got a single {type(texts).__name__} {texts!r:.60}; wrap it in a list"
-        )
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise InputError(f"expected a list of {what}s, got {type(texts).__name__}") from None
-    if not texts:
-        raise InputError(f"expected at least one {what}, got an empty list")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputError(f"{what} #{i} is {type(text).__name__} {text!r:.60}, expected str")
-    return texts
 
 
 def check_utf8(text: str) -> None:
