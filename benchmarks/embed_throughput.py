@@ -102,7 +102,7 @@ def embed(bundle: Path, folder: Path, out: Path, batch_size: int, workers: int, 
 
 def int8_copy(bundle: Path, work: Path) -> Path:
     """``bundle`` with both graphs quantized as `clip-onnx export --precision int8` does, without its gate."""
-    import json
+    import dataclasses
 
     from clip_onnx.bundle import BundleWriter, read_bundle
     from clip_onnx.export.int8 import quantize_int8
@@ -111,16 +111,15 @@ def int8_copy(bundle: Path, work: Path) -> Path:
     if (target / "manifest.json").is_file():
         return target
     source = read_bundle(bundle)
-    manifest = json.loads(json.dumps(source.manifest))
-    graphs = {tower: record["file"] for tower, record in source.manifest["graphs"].items()}
+    graphs = dict(source.manifest.graphs)
     with BundleWriter(target) as writer:
-        for name in source.manifest["files"]:
-            if name not in graphs.values():
+        for name in source.manifest.files:
+            if name not in {g.file for g in graphs.values()}:
                 writer.add_file(name, source.path / name)
-        for tower, name in graphs.items():
-            done = quantize_int8(source.path / name, writer.dir / name)
-            manifest["graphs"][tower].update(precision="int8", gate="off", **done)
-        writer.commit(manifest)
+        for tower, graph in graphs.items():
+            done = quantize_int8(source.path / graph.file, writer.dir / graph.file)
+            graphs[tower] = dataclasses.replace(graph, precision="int8", lowering={"gate": "off", **done})
+        writer.commit(dataclasses.replace(source.manifest, graphs=graphs))
     return target
 
 

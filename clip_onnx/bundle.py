@@ -17,7 +17,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ from clip_onnx.files import (
     rename_new,
     sha256_file,
 )
-from clip_onnx.manifest import FORMAT, FORMAT_VERSION, TOWERS, check_manifest
+from clip_onnx.manifest import TOWERS, FileRecord, GraphSpec, Manifest, ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -42,45 +42,47 @@ MANIFEST = "manifest.json"
 # Real manifests are a few kB; this bounds what a hostile one can make us read and parse.
 MAX_MANIFEST_BYTES = 16 << 20
 
-__all__ = ["TOWERS", "Bundle", "BundleWriter", "check_manifest", "open_bundle", "read_bundle", "sha256_file"]
+__all__ = ["TOWERS", "Bundle", "BundleWriter", "Manifest", "open_bundle", "read_bundle", "sha256_file"]
 
 
 @dataclass(frozen=True)
 class Bundle:
     path: Path
-    manifest: Mapping
+    manifest: Manifest
 
     def file(self, name: str) -> Path:
         """Path of a file the manifest lists; refuses names outside the bundle."""
-        if name not in self.manifest["files"]:
+        if name not in self.manifest.files:
             raise BundleError(f"{self.path}: manifest lists no file {name!r}")
         return self.path / name
 
     @property
-    def kind(self) -> str:
-        return self.manifest.get("kind", "clip")
+    def kind(self) -> ModelKind:
+        return self.manifest.kind
 
-    def graph(self, tower: str) -> Mapping:
+    def graph(self, tower: str) -> GraphSpec:
         try:
-            return self.manifest["graphs"][tower]
-        except KeyError:
-            raise BundleError(
-                f"{self.path}: bundle has no {tower!r} graph; it has {sorted(self.manifest.get('graphs', {}))}"
-            ) from None
+            return self.manifest.graph(tower)
+        except BundleError as exc:
+            raise BundleError(f"{self.path}: {exc}") from None
+
+    def graph_path(self, tower: str) -> Path:
+        """Where one tower's .onnx lies."""
+        return self.file(self.graph(tower).file)
 
     def graph_files(self, tower: str) -> list[str]:
         """The files of one tower's graph: the .onnx and its external data (``visual.onnx.data``)."""
-        graph = self.graph(tower)["file"]
-        return [name for name in self.manifest["files"] if name == graph or name.startswith(graph + ".")]
+        self.graph(tower)
+        return self.manifest.graph_files(tower)
 
     def verify(self, names: Iterable[str] | None = None) -> None:
         """Check the sha256 of ``names`` (default: every file) against the manifest."""
-        for name in self.manifest["files"] if names is None else names:
+        for name in self.manifest.files if names is None else names:
             try:
                 digest = sha256_file(self.path / name)
             except OSError as exc:
                 raise BundleError(f"cannot read bundle file {str(self.path / name)!r}: {exc.strerror or exc}") from None
-            if digest != self.manifest["files"][name]["sha256"]:
+            if digest != self.manifest.sha256(name):
                 raise BundleError(
                     f"{self.path / name}: sha256 does not match the manifest; the file was modified or corrupted"
                 )
@@ -89,9 +91,8 @@ class Bundle:
 def read_bundle(path, *, verify: bool = True) -> Bundle:
     """Open a bundle directory, checking its manifest, its files and (by default) every file's sha256."""
     path = _bundle_dir(path)
-    manifest = _read_manifest(path)
-    check_manifest(manifest, str(path / MANIFEST))
-    for name, record in manifest["files"].items():
+    manifest = Manifest.from_dict(_read_manifest(path), str(path / MANIFEST))
+    for name, record in manifest.files.items():
         _check_file(path, name, record)
     _refuse_escaping_links(path)
     bundle = Bundle(path=path, manifest=manifest)
@@ -155,9 +156,9 @@ def open_bundle(
     bundle = read_bundle(path, verify=False)
     if not verify:
         return build(bundle)
-    unused = set() if towers is None else set(bundle.manifest.get("graphs", {})) - set(towers)
+    unused = set() if towers is None else set(bundle.manifest.graphs) - set(towers)
     skipped = {name for tower in unused for name in bundle.graph_files(tower)}
-    names = [name for name in bundle.manifest["files"] if name not in skipped]
+    names = [name for name in bundle.manifest.files if name not in skipped]
     with ThreadPoolExecutor(1, thread_name_prefix="clip-onnx-verify") as pool:
         hashed = pool.submit(bundle.verify, names)
         try:
@@ -169,12 +170,12 @@ def open_bundle(
     return model
 
 
-def _check_file(root: Path, name: str, record: Mapping) -> None:
+def _check_file(root: Path, name: str, record: FileRecord) -> None:
     with _open_in(root, name) as f:
         size = os.fstat(f.fileno()).st_size
-    if size != record["size"]:
+    if size != record.size:
         raise BundleError(
-            f"{root / name}: size {size} bytes, manifest says {record['size']}; the file is truncated or replaced"
+            f"{root / name}: size {size} bytes, manifest says {record.size}; the file is truncated or replaced"
         )
 
 
@@ -235,6 +236,7 @@ class BundleWriter:
             log.info("removed %s, left by an export whose process is gone", stale)
         self.dir = owned_tempdir(self.out.parent, self.out.name)
         self._committed = False
+        self._hashed: dict[tuple[str, int, int], FileRecord] = {}
 
     def __enter__(self) -> BundleWriter:
         return self
@@ -244,15 +246,20 @@ class BundleWriter:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def add_file(self, name: str, source) -> None:
+        """Copy ``source`` into the bundle as ``name`` (a relative path; folders are made as needed)."""
+        (self.dir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, self.dir / name)
 
-    def commit(self, manifest: Mapping) -> Bundle:
-        records = {}
-        for file in sorted(p for p in self.dir.rglob("*") if p.is_file()):
-            name = file.relative_to(self.dir).as_posix()
-            records[name] = {"sha256": sha256_file(file), "size": file.stat().st_size}
-        full = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=records)
-        (self.dir / MANIFEST).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    def stage(self, manifest: Manifest) -> Bundle:
+        """The bundle as ``commit`` would publish it, readable in the staging directory: for checks before commit."""
+        full = manifest.with_files(self._records())
+        text = json.dumps(full.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        (self.dir / MANIFEST).write_text(text, encoding="utf-8")
+        return Bundle(path=self.dir, manifest=full)
+
+    def commit(self, manifest: Manifest) -> Bundle:
+        """Hash every file written into the staging directory, write the manifest, and move it into place."""
+        full = self.stage(manifest).manifest
         publish_modes(self.dir)
         if self.overwrite:
             _check_target(self.out, True)
@@ -266,8 +273,22 @@ class BundleWriter:
                     "same path?) and was left as it is; choose another path or pass --overwrite"
                 ) from None
         self._committed = True
-        log.info("wrote bundle %s (%d files)", self.out, len(records))
+        log.info("wrote bundle %s (%d files)", self.out, len(full.files))
         return Bundle(path=self.out, manifest=full)
+
+    def _records(self) -> dict[str, FileRecord]:
+        """sha256 and size of every file in the staging directory; unchanged files are not hashed twice."""
+        records = {}
+        for file in sorted(p for p in self.dir.rglob("*") if p.is_file()):
+            name = file.relative_to(self.dir).as_posix()
+            if name == MANIFEST:
+                continue
+            info = file.stat()
+            key = (name, info.st_size, info.st_mtime_ns)
+            if key not in self._hashed:
+                self._hashed[key] = FileRecord(sha256_file(file), info.st_size)
+            records[name] = self._hashed[key]
+        return records
 
 
 def _check_target(out: Path, overwrite: bool) -> None:

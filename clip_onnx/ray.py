@@ -258,7 +258,7 @@ def run_ray_embed(
                 ) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    dim = int(found.manifest["embed_dim"])
+    dim = found.manifest.embed_dim
     return RayEmbedSummary(out_dir, rows, failed, dim, size, time.perf_counter() - started)
 
 

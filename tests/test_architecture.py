@@ -32,6 +32,10 @@ TORCH_FREE = (
     "batch",
     "ray.py",
     "bundle.py",
+    "manifest",
+    "machine.py",
+    "preprocess_spec.py",
+    "texts.py",
     "files.py",
     "errors.py",
     "registry.py",
@@ -61,7 +65,11 @@ PUBLIC = {
     "clip_onnx.benchmark",
     "clip_onnx.thresholds",
     "clip_onnx.lazy",
+    "clip_onnx.machine",
+    "clip_onnx.manifest",
 }
+# The only modules that read the manifest's JSON; everything else reads the typed ``Manifest``.
+MANIFEST_READERS = ("manifest", "bundle.py")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
@@ -146,3 +154,79 @@ def test_no_function_is_longer_than_the_limit():
                 if length > MAX_FUNCTION_LINES:
                     long[f"{path.relative_to(PACKAGE)}:{node.name}"] = length
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def _manifest_indexing(path: Path) -> list[str]:
+    """``manifest[...]`` and ``manifest.get(...)`` on anything named manifest: the raw JSON's way of reading."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        target = None
+        if isinstance(node, ast.Subscript):
+            target = node.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            target = node.func.value
+        name = getattr(target, "id", None) or getattr(target, "attr", None)
+        if name == "manifest":
+            found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_only_the_manifest_package_and_bundle_read_the_raw_manifest():
+    readers = {p for root in MANIFEST_READERS for p in modules(root)}
+    bad = {
+        str(p.relative_to(PACKAGE)): hits for p in modules(".") if p not in readers if (hits := _manifest_indexing(p))
+    }
+    assert not bad, f"raw manifest indexing outside {MANIFEST_READERS}: {bad}"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """clip_onnx module -> the clip_onnx modules it imports, at the top or inside functions.
+
+    ``from package import name`` counts as importing ``package.name`` where that is a module, else ``package``.
+    """
+    known = {_module_name(p) for p in modules(".")}
+    graph = {}
+    for path in modules("."):
+        edges = set()
+        for module, names in imports(path):
+            if not module.startswith("clip_onnx"):
+                continue
+            targets = {f"{module}.{n}" for n in names if f"{module}.{n}" in known}
+            edges |= targets or ({module} if module in known else set())
+        graph[_module_name(path)] = edges - {_module_name(path)}
+    return graph
+
+
+def test_no_import_cycles_lazy_imports_included():
+    graph, index, low, stack, on_stack, cycles = import_graph(), {}, {}, [], set(), []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert not cycles, f"import cycles: {cycles}"

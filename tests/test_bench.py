@@ -4,6 +4,7 @@ Timings are never asserted; benchmarks stay out of pass/fail.
 """
 
 import json
+import shutil
 
 import pytest
 
@@ -108,10 +109,7 @@ def test_bench_times_existing_bundles_beside_eager_torch_in_one_run(tiny_checkpo
 def test_bench_on_bundles_alone_compares_with_the_fp32_bundle(tiny_bundle, int8_tiny, tmp_path):
     from clip_onnx.bundle import read_bundle
 
-    twin = tmp_path / "twin"
-    twin.mkdir()
-    for f in tiny_bundle.iterdir():
-        (twin / f.name).write_bytes(f.read_bytes())
+    twin = shutil.copytree(tiny_bundle, tmp_path / "twin")
     result = run_benchmark(
         None, tmp_path / "out", bundles=[tiny_bundle, twin, int8_tiny], batches=[2], warmup=0, repeat=1
     )
@@ -121,7 +119,7 @@ def test_bench_on_bundles_alone_compares_with_the_fp32_bundle(tiny_bundle, int8_
     acc = result["accuracy"]
     assert acc["onnxruntime-int8"]["reference"] == "onnxruntime-fp32 (tiny)"
     assert acc["onnxruntime-fp32 (twin)"]["visual"]["min_cosine"] > 0.9999999
-    assert result["text_tokens"]["torch"] == read_bundle(tiny_bundle).manifest["tokenizer"]["context_length"]
+    assert result["text_tokens"]["torch"] == read_bundle(tiny_bundle).manifest.to_dict()["tokenizer"]["context_length"]
 
 
 def test_bench_refuses_bundles_of_different_models_and_eager_backends_without_source(

@@ -123,7 +123,7 @@ def bundle(checkpoint, tmp_path_factory):
 
 
 def test_local_checkpoint_exports_with_a_passing_gate_at_several_lengths(bundle):
-    manifest = read_bundle(bundle).manifest
+    manifest = read_bundle(bundle).manifest.to_dict()
     (parity,) = manifest["parity"]
     assert parity["passed"] and {r["batch"] for r in parity["rows"]} == {1, 3, 8}
     # Padded (52 tokens) and trimmed text batches: twice as many textual rows as batch sizes.
@@ -251,14 +251,14 @@ def test_random_weights_refuses_an_unregistered_source(tmp_path, checkpoint):
 @pytest.mark.slow
 def test_full_size_huge_random_weights_export_passes_parity(tmp_path):
     bundle = export_bundle("OFA-Sys/chinese-clip-vit-huge-patch14", tmp_path / "b", random_weights=True)
-    assert bundle.manifest["parity"][0]["passed"]
+    assert bundle.manifest.to_dict()["parity"][0]["passed"]
     model = ClipModel.load(tmp_path / "b")
     assert model.encode_text(["猫"]).shape == (1, 1024)
 
 
 def test_fp16_export_holds_cosine_and_gates_on_top1(checkpoint, tmp_path):
     bundle = export_bundle(str(checkpoint), tmp_path / "b", precision="fp16", gate_images=96)
-    graphs, attempts = bundle.manifest["graphs"], bundle.manifest["parity"][1:]
+    graphs, attempts = bundle.manifest.to_dict()["graphs"], bundle.manifest.to_dict()["parity"][1:]
     # fp16 numerics hold on both towers...
     assert all(r["min_cosine"] >= 0.999 for a in attempts for r in a["rows"]), attempts
     assert graphs["visual"]["precision"] == "fp16"

@@ -214,7 +214,7 @@ def test_a_classifier_bundle_is_refused_with_a_pointer_to_predict(photos, tmp_pa
         "kind": "classifier",
         "files": {n: {"sha256": sha256_bytes(d), "size": len(d)} for n, d in files.items()},
         "graphs": {"visual": {"file": "visual.onnx"}},
-        "preprocess": {},
+        "preprocess": {"image_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3},
         "labels": {"file": "labels.txt"},
     }
     (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")

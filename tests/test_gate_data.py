@@ -37,7 +37,7 @@ def user_data(tmp_path_factory):
 
 
 def _int8_towers(bundle):
-    return {t: g["precision"] for t, g in bundle.manifest["graphs"].items()}
+    return {t: g["precision"] for t, g in bundle.manifest.to_dict()["graphs"].items()}
 
 
 def test_cli_gates_on_the_users_pictures_and_prompts_and_records_them(tiny_checkpoint, user_data, tmp_path):
@@ -65,7 +65,7 @@ def test_cli_gates_on_the_users_pictures_and_prompts_and_records_them(tiny_check
     from clip_onnx.bundle import read_bundle
 
     bundle = read_bundle(out)
-    record = bundle.manifest["gate_inputs"]
+    record = bundle.manifest.to_dict()["gate_inputs"]
     used = sorted(p for p in folder.rglob("*") if p.suffix in (".png", ".jpg") and p.name != "broken.jpg")
     listing = "".join(f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in used)
     assert record["images"] == {
@@ -77,7 +77,7 @@ def test_cli_gates_on_the_users_pictures_and_prompts_and_records_them(tiny_check
     assert record["texts"] == {"source": "user", "count": len(PROMPTS), "sha256": sha256_file(texts)}
     assert record["thresholds"]["min_top1_agreement"] == 0.0 and record["overridden"] == ["min_top1_agreement"]
     assert record["thresholds"]["min_cosine"] == 0.998  # the table's int8 default, untouched
-    gate = bundle.manifest["parity"][-1]
+    gate = bundle.manifest.to_dict()["parity"][-1]
     # Zero-shot over the user's prompts: every picture fed; the text rows cover every prompt.
     assert gate["passed"] and gate["images"] == PICTURES and gate["thresholds"]["min_top1_agreement"] == 0.0
     assert {r["tower"]: r["batch"] for r in gate["rows"]} == {"visual": PICTURES, "textual": len(PROMPTS)}
@@ -152,10 +152,10 @@ def test_timm_classifier_gates_on_user_pictures_only(user_data, tmp_path):
     with pytest.raises(ExportError, match="classifier with no text tower"):
         export_model(model, tmp_path / "refused", precision="int8", gate_images=folder, gate_texts=texts)
     bundle = export_model(model, tmp_path / "b", precision="int8", gate_images=folder, min_agreement=0.9)
-    record = bundle.manifest["gate_inputs"]
+    record = bundle.manifest.to_dict()["gate_inputs"]
     assert "texts" not in record and record["images"]["count"] == PICTURES
-    gate = bundle.manifest["parity"][1]
+    gate = bundle.manifest.to_dict()["parity"][1]
     assert gate["stage"] == "onnx-int8[visual]" and gate["images"] == PICTURES
     assert gate["thresholds"]["min_top1_agreement"] == 0.9
     assert gate["passed"] == (gate["top1_agreement"] >= 0.9 and gate["rows"][0]["min_cosine"] >= 0.998)
-    assert bundle.manifest["graphs"]["visual"]["precision"] == ("int8" if gate["passed"] else "fp32")
+    assert bundle.manifest.to_dict()["graphs"]["visual"]["precision"] == ("int8" if gate["passed"] else "fp32")

@@ -19,6 +19,7 @@ from clip_onnx.errors import BundleError, CheckpointError, ExportError, ModelSou
 from clip_onnx.export.families import ruclip
 from clip_onnx.export.onnx import SUPPORTED_OPSETS, _quiet_torch_onnx, check_opset, graph_opset
 from clip_onnx.files import owned_tempdir
+from tests.manifests import stub_manifest
 
 
 @pytest.mark.parametrize("opset", [0, 7, 16, 26, -1, "18", 18.0, True])
@@ -40,7 +41,7 @@ def test_the_manifest_records_the_opset_the_graphs_carry(tiny_checkpoint, tmp_pa
     from clip_onnx.export.pipeline import export_bundle
 
     bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", opset=17, check_parity=False)
-    for tower, graph in bundle.manifest["graphs"].items():
+    for tower, graph in bundle.manifest.to_dict()["graphs"].items():
         assert graph["opset"] == graph_opset(bundle.path / graph["file"]) == 17, tower
     assert 17 in SUPPORTED_OPSETS
 
@@ -128,7 +129,7 @@ def test_config_json_that_is_not_json(checkpoint):
 
 def _commit(writer: BundleWriter, tag: str):
     (writer.dir / "graph.onnx").write_text(tag)
-    return writer.commit({"kind": "clip", "tag": tag})
+    return writer.commit(stub_manifest(tag))
 
 
 def test_two_exports_to_the_same_path_cannot_both_win(tmp_path):
@@ -156,7 +157,7 @@ def test_overwrite_replaces_a_bundle(tmp_path):
     with BundleWriter(out, overwrite=True) as writer:
         _commit(writer, "new")
     assert (out / "graph.onnx").read_text() == "new"
-    assert json.loads((out / MANIFEST).read_text())["tag"] == "new"
+    assert json.loads((out / MANIFEST).read_text())["model"]["name"] == "new"
 
 
 def _dead_pid() -> int:
@@ -178,7 +179,7 @@ def test_staging_left_by_a_killed_export_is_removed_by_the_next_one(tmp_path):
     left = {p.name for p in tmp_path.iterdir()}
     assert dead.name not in left
     assert {alive.name, other_name.name, foreign.name, "bundle"} <= left
-    assert json.loads((tmp_path / "bundle" / MANIFEST).read_text())["tag"] == "x"
+    assert json.loads((tmp_path / "bundle" / MANIFEST).read_text())["model"]["name"] == "x"
 
 
 def test_exporter_tracebacks_stay_out_of_the_terminal_below_debug(capsys):

@@ -28,12 +28,12 @@ def test_int8_exports_at_full_size_and_runs_in_the_runtime(source, tmp_path):
     bundle = export_bundle(
         source, tmp_path / "b", random_weights=True, precision="int8", min_agreement=0, gate_images=128
     )
-    gate = bundle.manifest["parity"][-1]
+    gate = bundle.manifest.to_dict()["parity"][-1]
     assert gate["passed"] and gate["thresholds"]["min_top1_agreement"] == 0.0
     assert min(r["min_cosine"] for r in gate["rows"]) >= THRESHOLDS["int8"].min_cosine
-    assert {g["precision"] for g in bundle.manifest["graphs"].values()} == {"int8"}, bundle.manifest["graphs"]
+    assert {g.precision for g in bundle.manifest.graphs.values()} == {"int8"}, bundle.manifest.graphs
     images = synthetic_images(2)
-    if bundle.manifest["kind"] == "classifier":
+    if bundle.manifest.kind == "classifier":
         assert ClipClassifier.load(bundle.path).predict(images, top_k=1).probs.shape == (2, 1)
     else:
         model = ClipModel.load(bundle.path)

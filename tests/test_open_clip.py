@@ -103,7 +103,7 @@ def test_reduced_depth_export_passes_parity(name, tiny_export, tmp_path):
         model = oc.load(name, random_weights=True, overrides=tiny(name))
         out = tmp_path / "b"
         export_model(model, out)
-    manifest = read_bundle(out).manifest
+    manifest = read_bundle(out).manifest.to_dict()
     (parity,) = manifest["parity"]
     assert parity["passed"] and {r["batch"] for r in parity["rows"]} == {1, 3, 8}
     assert manifest["model"]["family"] == "open_clip" and manifest["templates"][0] == "itap of a {}."
@@ -133,8 +133,8 @@ def test_external_data_is_hashed_survives_a_move_and_truncation_is_refused(tmp_p
     monkeypatch.setattr(onnx_export, "_EXTERNAL_DATA_THRESHOLD", 0)
     name = "ViT-B-32@laion2b_s34b_b79k"
     bundle = export_model(oc.load(name, random_weights=True, overrides=tiny(name)), tmp_path / "b")
-    assert bundle.manifest["parity"][0]["passed"]
-    files = bundle.manifest["files"]
+    assert bundle.manifest.to_dict()["parity"][0]["passed"]
+    files = bundle.manifest.to_dict()["files"]
     assert {"visual.onnx.data", "textual.onnx.data"} <= set(files)
     assert all(len(files[f]["sha256"]) == 64 for f in files)
     before = ClipModel.load(tmp_path / "b").encode_text(TEXTS)
@@ -337,8 +337,8 @@ def test_local_dir_with_a_hub_style_xlmr_tokenizer_exports_what_open_clip_runs(t
     (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
 
     bundle = export_bundle(f"local-dir:{directory}", tmp_path / "bundle")
-    assert bundle.manifest["parity"][0]["passed"]
-    assert bundle.manifest["tokenizer"]["scores"] == "exact"
+    assert bundle.manifest.to_dict()["parity"][0]["passed"]
+    assert bundle.manifest.to_dict()["tokenizer"]["scores"] == "exact"
     carried = json.loads((tmp_path / "bundle" / "tokenizer.json").read_text(encoding="utf-8"))
     assert "Precompiled" in json.dumps(carried["normalizer"])
     texts = [*MULTI, "ＦＵＬＬ　ｗｉｄｔｈ ﬁne café", "  spaced   out\ttext  "]
@@ -362,14 +362,16 @@ def test_demo_tokenizer_is_reproducible_and_xlmr_shaped():
 @pytest.mark.slow
 def test_full_size_b32_export_passes_parity(tmp_path):
     bundle = export_bundle(B32, tmp_path / "b", random_weights=True)
-    assert bundle.manifest["parity"][0]["passed"]
+    assert bundle.manifest.to_dict()["parity"][0]["passed"]
     assert ClipModel.load(tmp_path / "b").encode_text(["a cat"]).shape == (1, 512)
 
 
 @pytest.mark.slow
 def test_full_size_xlmr_export_uses_external_data(tmp_path):
     bundle = export_bundle(XLMR, tmp_path / "b", random_weights=True)
-    assert bundle.manifest["parity"][0]["passed"] and "textual.onnx.data" in bundle.manifest["files"]
+    assert (
+        bundle.manifest.to_dict()["parity"][0]["passed"] and "textual.onnx.data" in bundle.manifest.to_dict()["files"]
+    )
     assert ClipModel.load(tmp_path / "b").encode_text(["кошка"]).shape == (1, 1024)
 
 
@@ -377,8 +379,8 @@ def test_full_size_xlmr_export_uses_external_data(tmp_path):
 def test_fp16_export_lowers_both_towers_behind_the_gate(name, tmp_path):
     model = oc.load(name, random_weights=True, overrides=tiny(name))
     bundle = export_model(model, tmp_path / "b", precision="fp16", gate_images=96)
-    graphs = bundle.manifest["graphs"]
+    graphs = bundle.manifest.to_dict()["graphs"]
     assert {graphs[t]["precision"] for t in ("visual", "textual")} == {"fp16"}, graphs
     assert all(isinstance(graphs[t]["fp32_op_types"], list) for t in ("visual", "textual"))
-    gate = bundle.manifest["parity"][-1]
+    gate = bundle.manifest.to_dict()["parity"][-1]
     assert gate["passed"] and min(r["min_cosine"] for r in gate["rows"]) >= 0.999

@@ -126,9 +126,13 @@ def classifier_bundle(tmp_path_factory):
 
 
 def test_classifier_fp32_gate_is_logits_top1(classifier_bundle):
-    (parity,) = classifier_bundle.manifest["parity"]
+    (parity,) = classifier_bundle.manifest.to_dict()["parity"]
     assert parity["stage"] == "onnx-fp32" and parity["passed"] and parity["top1_agreement"] == 1.0
-    assert [r["batch"] for r in parity["rows"]] == [1, 3, 8] and "sample_texts" not in classifier_bundle.manifest
+    assert [r["batch"] for r in parity["rows"]] == [
+        1,
+        3,
+        8,
+    ] and "sample_texts" not in classifier_bundle.manifest.to_dict()
     logits = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.9]])
     flipped = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 1.0]])
     assert Logits().top1({"visual": [logits]}, {"visual": [flipped]}) == pytest.approx(2 / 3)

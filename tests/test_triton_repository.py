@@ -73,7 +73,7 @@ def test_every_config_parses_with_tritons_schema_and_names_its_directory(repo):
 
 
 def test_ensembles_keep_the_public_contract_and_dims_match_the_manifest(repo, demo_bundle):
-    manifest = read_bundle(demo_bundle).manifest
+    manifest = read_bundle(demo_bundle).manifest.to_dict()
     configs = _configs(repo)
     dim, size = manifest["embed_dim"], manifest["preprocess"]["image_size"]
     context = manifest["tokenizer"]["context_length"]
@@ -109,7 +109,7 @@ def test_graph_models_batch_dynamically_on_the_requested_instances(repo):
 
 
 def test_graph_files_are_the_bundles_own_bytes_hardlinked(repo, demo_bundle):
-    manifest = read_bundle(demo_bundle).manifest
+    manifest = read_bundle(demo_bundle).manifest.to_dict()
     for tower in ("visual", "textual"):
         served = repo / f"demo_{tower}" / "1" / "model.onnx"
         source = demo_bundle / manifest["graphs"][tower]["file"]
@@ -144,7 +144,7 @@ def test_external_data_graph_goes_in_tritons_directory_form(demo_bundle, tmp_pat
     assert result.exit_code == 0, result.output
     folder = tmp_path / "repo" / "ext_demo_visual" / "1" / "model.onnx"
     assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "visual.onnx.data"]
-    manifest = read_bundle(bundle).manifest
+    manifest = read_bundle(bundle).manifest.to_dict()
     assert sha256_file(folder / "model.onnx") == manifest["files"]["visual.onnx"]["sha256"]
     assert sha256_file(folder / "visual.onnx.data") == manifest["files"]["visual.onnx.data"]["sha256"]
     import onnxruntime as ort
@@ -245,7 +245,7 @@ def test_names_and_options_are_checked(demo_bundle, tmp_path):
 
 def _plan(bundle: Path, tower: str, profile: Profile, product: str = "tensorrt") -> bytes:
     """A plan record as `clip-onnx build-engine` writes it; the writer only hashes and links the plan's bytes."""
-    manifest = read_bundle(bundle).manifest
+    manifest = read_bundle(bundle).manifest.to_dict()
     graph_sha = manifest["files"][manifest["graphs"][tower]["file"]]["sha256"]
     plan = f"not a real plan: {tower} {profile}".encode()
     key = sha256_bytes(plan)[:20]

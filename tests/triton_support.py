@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -28,10 +27,9 @@ def to_external_data(source: Path, out: Path, towers=("visual",)) -> Path:
     import onnx
 
     bundle = read_bundle(source)
-    graphs = {bundle.graph(t)["file"] for t in towers}
-    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("files", "format", "format_version")}
+    graphs = {bundle.graph(t).file for t in towers}
     with BundleWriter(out) as writer:
-        for name in bundle.manifest["files"]:
+        for name in bundle.manifest.files:
             if name in graphs:
                 model = onnx.load(str(bundle.path / name))
                 onnx.save_model(
@@ -42,8 +40,8 @@ def to_external_data(source: Path, out: Path, towers=("visual",)) -> Path:
                     location=f"{name}.data",
                 )
             else:
-                shutil.copyfile(bundle.path / name, writer.dir / name)
-        writer.commit(manifest)
+                writer.add_file(name, bundle.path / name)
+        writer.commit(bundle.manifest)
     return out
 
 

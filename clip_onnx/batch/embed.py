@@ -78,9 +78,7 @@ def embed_dataset(
     workers = workers or os.cpu_count() or 1
     # Each worker runs whole batches through the model: ONNX Runtime's own threads share out what is left.
     model = _open_model(bundle, planned.tower, batch_size, max(1, (os.cpu_count() or 1) // workers))
-    graph_sha = {
-        name: model.bundle.manifest["files"][name]["sha256"] for name in model.bundle.graph_files(planned.tower)
-    }
+    graph_sha = {name: model.bundle.manifest.sha256(name) for name in model.bundle.graph_files(planned.tower)}
     state = {"tower": planned.tower, "graph_sha256": graph_sha, "batch_size": batch_size, "part_size": part_size}
     run = PartialRun(outputs.main, state, resume=resume)
     with _kept_for_resume(run):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from clip_onnx.benchmark.feeds import make_feeds, runtime_backend
 from clip_onnx.bundle import Bundle, read_bundle
 from clip_onnx.errors import InputError
 
@@ -27,35 +28,28 @@ class ExistingBundles:
         """Refuse a SOURCE whose inputs differ from the bundles': eager torch would time other work."""
         for bundle in self.bundles:
             m = bundle.manifest
-            if m["kind"] != model.kind or m["preprocess"] != model.preprocess.to_dict():
+            if m.kind != model.kind or m.preprocess != model.preprocess:
                 raise InputError(
-                    f"bundle {bundle.path} holds {m['model']['name']!r} ({m['kind']}), whose inputs "
+                    f"bundle {bundle.path} holds {m.model.name!r} ({m.kind.value}), whose inputs "
                     f"differ from SOURCE {model.name!r}; give the source it was exported from"
                 )
 
     def feeds(self, batches: Sequence[int]) -> tuple[dict, dict | None, Callable | None]:
         """The benchmark's feeds made from the first bundle's manifest alone (no torch, no source)."""
-        from clip_onnx.benchmark.run import make_feeds
-        from clip_onnx.runtime import PreprocessSpec, cut_padding, load_tokenizer
+        from clip_onnx.runtime import cut_padding, load_tokenizer
 
         bundle = self.bundles[0]
         manifest = bundle.manifest
-        tokenize = load_tokenizer(manifest["tokenizer"], bundle.path) if manifest["kind"] == "clip" else None
-        feeds, tokens = make_feeds(
-            PreprocessSpec.from_dict(manifest["preprocess"]),
-            tokenize,
-            manifest.get("sample_texts") or ["кошка"],
-            batches,
-        )
+        tokenize = load_tokenizer(manifest.tokenizer, bundle.path) if manifest.tokenizer else None
+        feeds, tokens = make_feeds(manifest.preprocess, tokenize, manifest.sample_texts or ["кошка"], batches)
         cut = None
-        if tokenize is not None and "1" in bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {}):
+        if tokenize is not None and bundle.graph("textual").trimmable:
             pad_id = tokenize.pad_id
             cut = lambda feed: cut_padding(feed, pad_id)  # noqa: E731
         return feeds, tokens, cut
 
     def backends(self, cut: Callable | None) -> list:
         """One ONNX Runtime backend per bundle, held to the gate of its most reduced graph."""
-        from clip_onnx.benchmark.run import runtime_backend
         from clip_onnx.runtime import open_runner
 
         made = []
@@ -79,7 +73,7 @@ class ExistingBundles:
 def open_bundles(paths: Sequence[Path]) -> ExistingBundles:
     """Read (and verify) ``paths``; labels ``onnxruntime-<precision>``, the folder name added where two clash."""
     bundles = [read_bundle(p) for p in paths]
-    names = {(b.manifest["model"]["name"], b.manifest["kind"]) for b in bundles}
+    names = {(b.manifest.model.name, b.manifest.kind.value) for b in bundles}
     if len(names) > 1:
         raise InputError(f"--bundle paths hold different models {sorted(names)}; bench compares one model's bundles")
     labels = [f"onnxruntime-{_label(b)}" for b in bundles]
@@ -93,7 +87,7 @@ def open_bundles(paths: Sequence[Path]) -> ExistingBundles:
 
 
 def _precisions(bundle: Bundle) -> dict[str, str]:
-    return {tower: graph["precision"] for tower, graph in bundle.manifest["graphs"].items()}
+    return {tower: graph.precision for tower, graph in bundle.manifest.graphs.items()}
 
 
 def _label(bundle: Bundle) -> str:

@@ -64,7 +64,7 @@ def measure_pipeline(bundle_path: Path, prompts: list[str], *, repeat: int = 10)
         return lambda: len(fn(batch))
 
     # Fresh tokenizers have empty caches; building them (reading the vocabulary) stays off the clock.
-    fresh = [load_tokenizer(model.bundle.manifest["tokenizer"], model.bundle.path) for _ in range(3)]
+    fresh = [load_tokenizer(model.bundle.manifest.tokenizer, model.bundle.path) for _ in range(3)]
     start = time.perf_counter()
     for tokenizer in fresh:
         tokenizer(unique)

@@ -10,6 +10,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from clip_onnx.machine import cpu_flags, cpu_model
+
 log = logging.getLogger(__name__)
 
 # CPU features the int8 and bf16 ratios depend on: VNNI int8 dot products, AMX tiles, native bf16.
@@ -28,7 +30,7 @@ def machine_header(torch) -> dict:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_flags": {flag: flag in cpu_flags() for flag in CPU_FLAGS},
@@ -37,27 +39,6 @@ def machine_header(torch) -> dict:
         "gpu": gpu,
         "versions": versions,
     }
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo; empty where there is none (not Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(result: dict) -> str:

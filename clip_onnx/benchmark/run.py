@@ -8,18 +8,18 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from clip_onnx.benchmark.report import BF16_FLAGS, cpu_flags
+from clip_onnx.benchmark.feeds import PADDED_TEXT, make_feeds, runtime_backend
+from clip_onnx.benchmark.report import BF16_FLAGS
 from clip_onnx.benchmark.timing import Backend, interleaved
 from clip_onnx.bundle import TOWERS, Bundle
 from clip_onnx.errors import InputError
+from clip_onnx.machine import cpu_flags
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "torch-bf16", "torch-fp16", "onnxruntime", "onnxruntime-int8", "tensorrt")
 # Eager backends, the only ones made beside existing bundles (--bundle): the graphs are the bundles'.
 TORCH_BACKENDS = ("torch", "torch-bf16", "torch-fp16")
-# Rows timing every backend on padded text ids, beside the text each backend runs in practice.
-PADDED_TEXT = "textual-padded"
 # Suffix of the runtime workers that open only the textual tower.
 
 
@@ -162,27 +162,6 @@ def _feeds(model, batches: Sequence[int]) -> tuple[dict, dict | None]:
     )
 
 
-def make_feeds(
-    preprocess, tokenize: Callable | None, sample_texts: Sequence[str], batches: Sequence[int]
-) -> tuple[dict, dict | None]:
-    """tower -> batch -> feed, on synthetic pictures and the model's sample texts; and the padded text ids.
-
-    ``preprocess`` is the model's PreprocessSpec; ``tokenize`` None for a classifier (no text tower).
-    """
-    from clip_onnx.runtime import ImagePreprocessor
-    from clip_onnx.synthetic import synthetic_images
-
-    biggest = max(batches)
-    pixels = ImagePreprocessor(preprocess)(synthetic_images(biggest, seed=7))
-    feeds = {"visual": {b: {"pixel_values": pixels[:b]} for b in batches}}
-    if tokenize is None:
-        return feeds, None
-    texts = [sample_texts[i % len(sample_texts)] + f" {i}" for i in range(biggest)]
-    tokens = tokenize(texts)
-    feeds["textual"] = {b: {k: v[:b] for k, v in tokens.items()} for b in batches}
-    return feeds, tokens
-
-
 class _Skip(Exception):
     pass
 
@@ -259,14 +238,6 @@ def _cut_text(model) -> Callable | None:
     return lambda feed: cut_padding(feed, pad_id)
 
 
-def runtime_backend(name: str, runners: dict, cut: Callable | None, gate: str | None = "fp32") -> Backend:
-    """Runners per tower, fed what ClipModel feeds them: text cut to its longest prompt where the graph allows."""
-    run = {t: _runner_call(r) for t, r in runners.items()}
-    if cut and "textual" in run:
-        run[PADDED_TEXT] = run["textual"]
-    return Backend(name, run, prepare=lambda tower, feed: cut(feed) if cut and tower == "textual" else feed, gate=gate)
-
-
 def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = None) -> Backend:
     """FP16 plans for the gated fp16 bundle, built (or reused) for this GPU, run by the runtime's TensorRT runner.
 
@@ -284,7 +255,7 @@ def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = 
 
 def _runners(bundle: Bundle, open_runner: Callable, *backend: str) -> dict:
     """One runner per tower the bundle has: both for CLIP, the visual one for a classifier."""
-    return {t: open_runner(bundle, t, *backend) for t in TOWERS if t in bundle.manifest["graphs"]}
+    return {t: open_runner(bundle, t, *backend) for t in TOWERS if t in bundle.manifest.graphs}
 
 
 def _torch_call(module, torch, bf16: bool = False):
@@ -296,10 +267,6 @@ def _torch_call(module, torch, bf16: bool = False):
                 return module(*args)
 
     return call
-
-
-def _runner_call(runner):
-    return lambda feed: runner.infer(feed)
 
 
 def _to_torch(feed, tower, torch, device, dtype):

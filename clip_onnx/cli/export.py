@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -88,11 +89,11 @@ def export(
             progress=step,
             **_gate_options(gate_images, gate_texts, min_cosine, min_agreement),
         )
-    for report in bundle.manifest["parity"]:
+    for report in bundle.manifest.parity:
         click.echo(format_parity(report))
-    if "gate_inputs" in bundle.manifest:
-        click.echo(format_gate_inputs(bundle.manifest["gate_inputs"]))
-    precisions = ", ".join(f"{t} {g['precision']}" for t, g in bundle.manifest["graphs"].items())
+    if bundle.manifest.gate_inputs is not None:
+        click.echo(format_gate_inputs(bundle.manifest.gate_inputs))
+    precisions = ", ".join(f"{t} {g.precision}" for t, g in bundle.manifest.graphs.items())
     click.echo(f"wrote {bundle.path} ({precisions}) in {time.perf_counter() - started:.1f}s")
 
 
@@ -102,7 +103,7 @@ def _gate_options(images, texts, min_cosine, min_agreement) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def format_gate_inputs(record: dict) -> str:
+def format_gate_inputs(record: Mapping) -> str:
     images, texts, t = record["images"], record.get("texts"), record["thresholds"]
     line = f"gate inputs: {images['count']} {images['source']} images"
     if images.get("skipped"):
@@ -113,7 +114,7 @@ def format_gate_inputs(record: dict) -> str:
     return line + f"; cosine >= {t['min_cosine']}, top-1 agreement >= {t['min_top1_agreement']:.1%}" + overridden
 
 
-def format_parity(report: dict) -> str:
+def format_parity(report: Mapping) -> str:
     t = report["thresholds"]
     bound = f", max abs <= {t['max_abs']}" if t["max_abs"] is not None else ""
     lines = [
@@ -161,7 +162,7 @@ def demo(out: Path, images: int, precision: str) -> None:
             bar.update(1)
 
         bundle, shown, results = run_demo(out, images=images, precision=precision, progress=step)
-    for report in bundle.manifest["parity"]:
+    for report in bundle.manifest.parity:
         click.echo(format_parity(report))
     click.echo(f"\nbundle: {bundle.path}\n\nzero-shot with the torch-free runtime (pictures of unseen combinations):")
     for task, truth, label, prob in shown:

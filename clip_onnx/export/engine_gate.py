@@ -29,7 +29,7 @@ from clip_onnx.parity import (
 )
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.backends.base import Runner
-from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.base import cut_padding
 from clip_onnx.synthetic import synthetic_images
@@ -52,7 +52,7 @@ FALLBACK_TEXTS = (
 def gate_feeds(bundle: Bundle, images: int = GATE_IMAGES, seed: int = 1) -> dict[str, list[dict[str, np.ndarray]]]:
     """Per tower, the gate's feeds in batches of GATE_BATCH, made from ``bundle`` alone."""
     manifest = bundle.manifest
-    preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
+    preprocess = ImagePreprocessor(manifest.preprocess)
     feeds = {
         "visual": [
             {"pixel_values": preprocess(synthetic_images(min(GATE_BATCH, images - start), seed + start))}
@@ -61,17 +61,16 @@ def gate_feeds(bundle: Bundle, images: int = GATE_IMAGES, seed: int = 1) -> dict
     }
     if bundle.kind == "classifier":
         return feeds
-    texts = manifest.get("sample_texts")
+    texts = manifest.sample_texts
     if not texts:
         log.info("%s records no sample_texts (exported before clip-onnx did); gating on built-in prompts", bundle.path)
     prompts = gate_prompts(texts or FALLBACK_TEXTS)
-    tokenize = load_tokenizer(manifest["tokenizer"], bundle.path)
-    pad_id = int(manifest["tokenizer"].get("pad_id", 0))
-    cut = "1" in bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {})
+    tokenize = load_tokenizer(manifest.tokenizer, bundle.path)
+    cut = bundle.graph("textual").trimmable
     feeds["textual"] = []
     for start in range(0, len(prompts), GATE_BATCH):
         feed = tokenize(prompts[start : start + GATE_BATCH])
-        feeds["textual"].append(cut_padding(feed, pad_id) if cut else feed)
+        feeds["textual"].append(cut_padding(feed, tokenize.pad_id) if cut else feed)
     return feeds
 
 
@@ -87,7 +86,7 @@ class EngineGate:
     def check(self, tower: str, plan: Runner, profile: Profile) -> ParityReport:
         """Compare ``plan`` (a runner for ``tower``'s plan) with the ONNX graphs; ParityError below the gate."""
         reference = self.reference()
-        output = self.bundle.graph(tower)["output"]
+        output = self.bundle.graph(tower).output
         got = dict(reference)
         got[tower] = [np.concatenate([run_within(plan, feed, output, profile) for feed in self._feeds[tower]])]
         task = Logits() if self.bundle.kind == "classifier" else ZeroShot(len(GATE_TEMPLATES))
@@ -99,7 +98,7 @@ class EngineGate:
             self._feeds = gate_feeds(self.bundle, self.images)
             self._reference = {}
             for tower in (t for t in TOWERS if t in self._feeds):
-                output = self.bundle.graph(tower)["output"]
+                output = self.bundle.graph(tower).output
                 with open_runner(self.bundle, tower, "onnxruntime") as runner:
                     self._reference[tower] = [np.concatenate([runner.infer(f)[output] for f in self._feeds[tower]])]
         return self._reference

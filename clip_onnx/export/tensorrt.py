@@ -70,7 +70,7 @@ def build_engines(
     record under "parity"; a plan that misses it is deleted and ParityError raised.
     """
     bundle = read_bundle(bundle_path)
-    context = bundle.manifest.get("tokenizer", {}).get("context_length")
+    context = bundle.manifest.tokenizer.context_length if bundle.manifest.tokenizer else None
     if profile.max_seq is None and context:
         # A text graph with a symbolic sequence axis gets the tokenizer's whole range by default.
         profile = replace(profile, max_seq=int(context), opt_seq=profile.opt_seq or min(16, int(context)))
@@ -83,9 +83,8 @@ def build_engines(
         log.info("ahead-of-time plans cannot run on this machine; they are built without the engine gate")
     engine_gate = EngineGate(bundle, gate_images) if gate and not ahead_of_time else None
     built = []
-    for tower in (t for t in TOWERS if t in bundle.manifest["graphs"]):
-        graph = bundle.graph(tower)
-        graph_sha = bundle.manifest["files"][graph["file"]]["sha256"]
+    for tower in (t for t in TOWERS if t in bundle.manifest.graphs):
+        graph_sha = bundle.manifest.sha256(bundle.graph(tower).file)
         key = plan_key(graph_sha, target, profile)
         existing = [r for r in records(bundle.path, tower) if r["key"] == key]
         plan_path = bundle.path / ENGINE_DIR / f"{tower}-{key}.plan"
@@ -99,9 +98,9 @@ def build_engines(
             progress(f"building {tower} plan")
             plan, path = build_plan(
                 trt,
-                bundle.file(graph["file"]),
+                bundle.graph_path(tower),
                 profile,
-                graph["precision"],
+                bundle.graph(tower).precision,
                 target,
                 ahead_of_time,
                 workspace_gib,

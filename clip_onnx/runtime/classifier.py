@@ -17,8 +17,10 @@ import numpy as np
 from clip_onnx.bundle import Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
+from clip_onnx.runtime.backends.base import Runner
 from clip_onnx.runtime.model import _check_images, check_batch_size
-from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.runtime.preprocess import ImagePreprocessor
+from clip_onnx.runtime.self_test import check_on_load
 from clip_onnx.runtime.zero_shot import softmax
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,8 @@ class ClipClassifier:
             raise BundleError(f"{bundle.path} holds a {bundle.kind!r} model, not a classifier; open it with ClipModel")
         self.bundle = bundle
         self.batch_size = check_batch_size(batch_size)
-        manifest = bundle.manifest
-        self.labels = _read_labels(bundle, manifest.get("labels", {}))
-        self.preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
+        self.labels = _read_labels(bundle)
+        self.preprocess = ImagePreprocessor(bundle.manifest.preprocess)
         self._visual = open_runner(bundle, "visual", backend, providers)
         names = [spec.name for spec in self._visual.inputs]
         if names != ["pixel_values"]:
@@ -75,11 +76,26 @@ class ClipClassifier:
         providers: Sequence[Any] | None = None,
         batch_size: int = 32,
         verify: bool = True,
+        self_test: bool | str = "auto",
     ) -> ClipClassifier:
-        """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest."""
-        return open_bundle(
-            path, lambda bundle: cls(bundle, backend=backend, providers=providers, batch_size=batch_size), verify=verify
-        )
+        """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest.
+
+        ``self_test``: as for ``ClipModel.load``.
+        """
+
+        def build(bundle: Bundle) -> ClipClassifier:
+            model = cls(bundle, backend=backend, providers=providers, batch_size=batch_size)
+            check_on_load(model, self_test, backend)
+            return model
+
+        return open_bundle(path, build, verify=verify)
+
+    def runners(self) -> dict[str, Runner]:
+        return {"visual": self._visual}
+
+    def raw_outputs(self, tower: str, items: Sequence[Any]) -> np.ndarray:
+        """The logits of ``items`` (a classifier has the visual tower only): what the self-test compares."""
+        return self.logits(items)
 
     def logits(self, images: Sequence[Any], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 [N images, classes]: the graph's raw logits."""
@@ -113,14 +129,15 @@ class ClipClassifier:
         )
 
 
-def _read_labels(bundle: Bundle, record: Any) -> list[str]:
-    name = record.get("file") if isinstance(record, dict) else None
-    if not isinstance(name, str):
+def _read_labels(bundle: Bundle) -> list[str]:
+    record = bundle.manifest.labels
+    if record is None:
         raise BundleError(f"{bundle.path}: a classifier manifest needs labels.file naming the class-names file")
+    path = bundle.file(record.file)
     try:
-        labels = bundle.file(name).read_text(encoding="utf-8").splitlines()
+        labels = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"cannot read the class names {str(bundle.file(name))!r}: {exc}") from None
-    if record.get("count") is not None and len(labels) != record["count"]:
-        raise BundleError(f"{bundle.file(name)}: {len(labels)} class names, manifest says {record['count']}")
+        raise BundleError(f"cannot read the class names {str(path)!r}: {exc}") from None
+    if record.count is not None and len(labels) != record.count:
+        raise BundleError(f"{path}: {len(labels)} class names, manifest says {record.count}")
     return labels

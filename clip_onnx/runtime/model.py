@@ -19,10 +19,12 @@ from clip_onnx.bundle import TOWERS, Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.backends.base import Runner
-from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.runtime.preprocess import ImagePreprocessor
+from clip_onnx.runtime.self_test import check_on_load
 from clip_onnx.runtime.tokenizers import load_tokenizer
-from clip_onnx.runtime.tokenizers.base import check_texts, cut_padding
-from clip_onnx.runtime.zero_shot import check_templates, label_embeddings, zero_shot_probs
+from clip_onnx.runtime.tokenizers.base import cut_padding
+from clip_onnx.runtime.zero_shot import label_embeddings, zero_shot_probs
+from clip_onnx.texts import check_templates, check_texts
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +74,15 @@ class ClipModel:
         self.bundle = bundle
         self.batch_size = check_batch_size(batch_size)
         manifest = bundle.manifest
-        self.logit_scale = float(manifest["logit_scale"])
-        self.embed_dim = int(manifest["embed_dim"])
-        self.tokenize = load_tokenizer(manifest["tokenizer"], bundle.path)
-        self.preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
-        self.templates = tuple(manifest.get("templates", RUCLIP_TEMPLATES))
+        assert manifest.tokenizer is not None and manifest.logit_scale is not None and manifest.embed_dim is not None
+        self.logit_scale = manifest.logit_scale
+        self.embed_dim = manifest.embed_dim
+        self.tokenize = load_tokenizer(manifest.tokenizer, bundle.path)
+        self.preprocess = ImagePreprocessor(manifest.preprocess)
+        self.templates = manifest.templates or RUCLIP_TEMPLATES
         # A textual graph with a symbolic sequence axis runs on prompts trimmed to the
         # longest one in the batch: short prompts then cost less than the padded length.
-        axes = bundle.graph("textual").get("dynamic_axes", {}).get("input_ids", {})
-        self._trim_seq = "1" in axes
+        self._trim_seq = bundle.graph("textual").trimmable
         self._pad_id = self.tokenize.pad_id
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be an int >= 1 or None, got {threads!r}")
@@ -99,6 +101,7 @@ class ClipModel:
         verify: bool = True,
         towers: Sequence[str] = TOWERS,
         threads: int | None = None,
+        self_test: bool | str = "auto",
     ) -> ClipModel:
         """Open a bundle directory; ``verify`` checks the sha256 of every file it uses against the manifest.
 
@@ -106,14 +109,19 @@ class ClipModel:
         ``towers`` names the graphs to open: both by default, or only "textual" or "visual".
         ``threads`` sets ONNX Runtime's intra-op threads per session (default: ``CLIP_ONNX_THREADS``, else
         one per core); a pipeline that runs several batches at once from its own threads wants 1.
+        ``self_test`` replays a few of the bundle's stored pictures and prompts on this machine and raises
+        ``SelfTestError`` if the vectors stray from the exporter's: "auto" (the default) does where a
+        lowered graph (fp16, int8), a TensorRT plan or a provider other than the CPU's runs.
         """
         towers = _check_towers(towers)
         check_batch_size(batch_size)
 
         def build(bundle: Bundle) -> ClipModel:
-            return cls(
+            model = cls(
                 bundle, backend=backend, providers=providers, batch_size=batch_size, towers=towers, threads=threads
             )
+            check_on_load(model, self_test, backend)
+            return model
 
         return open_bundle(path, build, verify=verify, towers=towers)
 
@@ -164,6 +172,16 @@ class ClipModel:
             pixel_values, lambda chunk: {"pixel_values": chunk}, self._runner("visual"), normalize, progress
         )
 
+    def runners(self) -> dict[str, Runner]:
+        """The open towers' runners by tower name."""
+        return dict(self._runners)
+
+    def raw_outputs(self, tower: str, items: Sequence[Any]) -> np.ndarray:
+        """A tower's unnormalised outputs for images (visual) or texts (textual): what the self-test compares."""
+        if tower == "visual":
+            return self.encode_image(items, normalize=False)
+        return self.encode_text(items, normalize=False)
+
     def _runner(self, tower: str) -> Runner:
         try:
             return self._runners[tower]
@@ -207,7 +225,7 @@ class ClipModel:
         """
         fed = set(self._textual_feed([""])) if tower == "textual" else {"pixel_values"}
         names = {spec.name for spec in runner.inputs}
-        where = f"{self.bundle.path}: the {tower} graph {self.bundle.graph(tower)['file']!r}"
+        where = f"{self.bundle.path}: the {tower} graph {self.bundle.graph(tower).file!r}"
         if names != fed:
             raise BundleError(
                 f"{where} takes inputs {sorted(names)}, but the {tower} tower feeds {sorted(fed)}; "

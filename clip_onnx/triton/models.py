@@ -91,7 +91,7 @@ def _clip(bundle: Bundle, name: str, options: ServingOptions, engines: bool) -> 
     widths = token_widths(bundle)
     visual = graph_model(bundle, f"{name}_visual", "visual", options, engines)
     textual = graph_model(bundle, f"{name}_textual", "textual", options, engines, seq=max(widths.values()))
-    dim = int(bundle.manifest["embed_dim"])
+    dim = bundle.manifest.embed_dim
     embedding = Tensor("EMBEDDING", "TYPE_FP32", (dim,))
     for graph in (visual, textual):
         if graph.output.data_type != "TYPE_FP32" or graph.output.dims != (dim,):
@@ -123,7 +123,7 @@ def _clip(bundle: Bundle, name: str, options: ServingOptions, engines: bool) -> 
 
 def _classifier(bundle: Bundle, name: str, options: ServingOptions, engines: bool) -> list[ModelDir]:
     visual = graph_model(bundle, f"{name}_visual", "visual", options, engines)
-    count = bundle.manifest.get("labels", {}).get("count")
+    count = bundle.manifest.labels.count if bundle.manifest.labels else None
     if visual.output.data_type != "TYPE_FP32" or visual.output.dims != (count,):
         raise BundleError(
             f"{bundle.path}: graph output {visual.output} is not float32 [{count}] as the manifest's label count says"
@@ -146,26 +146,26 @@ def graph_model(
     ``seq`` is the token width every text request has, which a text plan's profile must take.
     """
     graph = bundle.graph(tower)
-    inputs, outputs = graph_signature(bundle.file(graph["file"]), f"{bundle.path} {tower} graph")
-    if [t.name for t in inputs] != list(graph["inputs"]) or graph["output"] not in [t.name for t in outputs]:
+    inputs, outputs = graph_signature(bundle.file(graph.file), f"{bundle.path} {tower} graph")
+    if [t.name for t in inputs] != list(graph.inputs) or graph.output not in [t.name for t in outputs]:
         raise BundleError(
             f"{bundle.path}: the {tower} graph takes {[t.name for t in inputs]} and gives "
-            f"{[t.name for t in outputs]}, but the manifest says {graph['inputs']} -> "
-            f"{graph['output']!r}"
+            f"{[t.name for t in outputs]}, but the manifest says {list(graph.inputs)} -> "
+            f"{graph.output!r}"
         )
-    output = next(t for t in outputs if t.name == graph["output"])
+    output = next(t for t in outputs if t.name == graph.output)
     plan = select_plan(bundle, tower, options, seq) if engines else None
     if plan is not None:
         config = graph_config(model_name, "tensorrt_plan", inputs, outputs, options)
         return Graph(ModelDir(model_name, config, links={"1/model.plan": plan}), inputs, output)
     files = bundle.graph_files(tower)
-    if files == [graph["file"]]:
-        links = {"1/model.onnx": bundle.file(graph["file"])}
+    if files == [graph.file]:
+        links = {"1/model.onnx": bundle.file(graph.file)}
     else:
         # Triton's directory form: the graph as model.onnx/model.onnx, its external data beside it under
         # the names the graph records (the bundle keeps them beside the graph with the same names).
-        links = {f"1/model.onnx/{f}": bundle.file(f) for f in files if f != graph["file"]}
-        links["1/model.onnx/model.onnx"] = bundle.file(graph["file"])
+        links = {f"1/model.onnx/{f}": bundle.file(f) for f in files if f != graph.file}
+        links["1/model.onnx/model.onnx"] = bundle.file(graph.file)
     config = graph_config(model_name, "onnxruntime_onnx", inputs, outputs, options)
     return Graph(ModelDir(model_name, config, links=links), inputs, output)
 
@@ -188,7 +188,7 @@ def graph_signature(path: Path, what: str) -> tuple[tuple[Tensor, ...], tuple[Te
 
 
 def preprocess_model(bundle: Bundle, model_name: str, pixels: tuple[Tensor, ...], options: ServingOptions) -> ModelDir:
-    size = int(bundle.manifest["preprocess"]["image_size"])
+    size = bundle.manifest.preprocess.image_size
     if len(pixels) != 1 or not _fits(pixels[0].dims, (3, size, size)):
         raise BundleError(
             f"{bundle.path}: the visual graph takes {pixels}, not one [3, {size}, {size}] image "
@@ -201,7 +201,7 @@ def preprocess_model(bundle: Bundle, model_name: str, pixels: tuple[Tensor, ...]
 
 def token_widths(bundle: Bundle) -> dict[str, int]:
     """The tokenizer's outputs and the width it pads each to, found by running it once."""
-    sample = load_tokenizer(bundle.manifest["tokenizer"], bundle.path)(["clip-onnx"])
+    sample = load_tokenizer(bundle.manifest.tokenizer, bundle.path)(["clip-onnx"])
     sample = sample if isinstance(sample, dict) else {"input_ids": sample}
     return {name: int(array.shape[1]) for name, array in sample.items()}
 
@@ -210,7 +210,7 @@ def tokenize_model(
     bundle: Bundle, model_name: str, graph_inputs: tuple[Tensor, ...], widths: dict[str, int], options: ServingOptions
 ) -> ModelDir:
     """The tokenizer step: UTF-8 text in, the textual graph's inputs out, padded to the full context."""
-    spec = bundle.manifest["tokenizer"]
+    spec = bundle.manifest.tokenizer
     if set(widths) != {t.name for t in graph_inputs}:
         raise BundleError(
             f"{bundle.path}: the tokenizer gives {sorted(widths)} but the textual graph takes "
@@ -227,8 +227,8 @@ def tokenize_model(
         outputs.append(Tensor(tensor.name, tensor.data_type, (width,)))
     config = python_config(model_name, "tokenize", [TEXT], outputs, options)
     copies = {"1/model.py": STEP_MODEL, f"1/{MANIFEST}": bundle.path / MANIFEST}
-    if isinstance(spec.get("file"), str):
-        copies[f"1/{spec['file']}"] = bundle.file(spec["file"])
+    if spec is not None:
+        copies[f"1/{spec.file}"] = bundle.file(spec.file)
     return ModelDir(model_name, config, copies=copies)
 
 
@@ -243,7 +243,7 @@ def select_plan(bundle: Bundle, tower: str, options: ServingOptions, seq: int | 
     None (the ONNX graph is served) when there is none; TritonError when the
     plan cannot take what Triton will send it.
     """
-    graph_sha = bundle.manifest["files"][bundle.graph(tower)["file"]]["sha256"]
+    graph_sha = bundle.manifest.sha256(bundle.graph(tower).file)
     found = [r for r in records(bundle.path, tower) if r.get("graph_sha256") == graph_sha]
     usable = [r for r in found if r["target"]["product"] == "tensorrt"]
     if len(found) > len(usable):

@@ -126,8 +126,8 @@ def _check_copy(source: Path, target: Path, bundle: Bundle) -> None:
         name = source.relative_to(bundle.path).as_posix()
     except ValueError:
         return
-    expected = bundle.manifest["files"].get(name, {}).get("sha256")
-    if expected is not None and sha256_file(target) != expected:
+    record = bundle.manifest.files.get(name)
+    if record is not None and sha256_file(target) != record.sha256:
         raise BundleError(
             f"{target}: the copy of {source} does not match the manifest's sha256; the bundle "
             "changed while it was being written, or the disk is failing"

@@ -18,7 +18,8 @@ import numpy as np
 from clip_onnx.bundle import MANIFEST
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.files import sha256_file
-from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.manifest import Manifest
+from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.tokenizers import load_tokenizer
 
 Step = Callable[[np.ndarray], Mapping[str, np.ndarray]]
@@ -32,10 +33,11 @@ def open_step(kind: str, version_dir: Path, outputs: Sequence[str]) -> Step:
     return steps[kind](Path(version_dir), list(outputs))
 
 
-def read_manifest(version_dir: Path) -> dict:
+def read_manifest(version_dir: Path) -> Manifest:
+    """The bundle's manifest as the step model carries it (the graphs themselves are other models' files)."""
     path = Path(version_dir) / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return Manifest.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
     except (OSError, ValueError) as exc:
         raise BundleError(
             f"{path}: unreadable manifest ({exc}); rewrite the repository with `clip-onnx triton`"
@@ -50,16 +52,16 @@ class Tokenize:
 
     def __init__(self, version_dir: Path, outputs: list[str]):
         manifest = read_manifest(version_dir)
-        spec = manifest["tokenizer"]
-        name = spec.get("file")
-        if isinstance(name, str):
-            # The copy must still be the tokenizer the graphs were exported and checked with.
-            record = manifest["files"].get(name, {})
-            if sha256_file(Path(version_dir) / name) != record.get("sha256"):
-                raise BundleError(
-                    f"{Path(version_dir) / name}: sha256 does not match the manifest; "
-                    "rewrite the repository with `clip-onnx triton`"
-                )
+        spec = manifest.tokenizer
+        if spec is None:
+            raise BundleError(f"{version_dir}: the manifest has no tokenizer; this bundle has no text tower")
+        # The copy must still be the tokenizer the graphs were exported and checked with.
+        name = spec.file
+        if sha256_file(Path(version_dir) / name) != manifest.sha256(name):
+            raise BundleError(
+                f"{Path(version_dir) / name}: sha256 does not match the manifest; "
+                "rewrite the repository with `clip-onnx triton`"
+            )
         self.tokenize = load_tokenizer(spec, Path(version_dir))
         self.outputs = outputs
 
@@ -73,7 +75,7 @@ class Preprocess:
 
     def __init__(self, version_dir: Path, outputs: list[str]):
         manifest = read_manifest(version_dir)
-        self.preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
+        self.preprocess = ImagePreprocessor(manifest.preprocess)
         (self.output,) = outputs
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -40,14 +40,14 @@ def open_runner(
     from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner, default_session_options
 
     options = None if threads is None else default_session_options(threads)
-    return OnnxRuntimeRunner(bundle.file(bundle.graph(tower)["file"]), providers=providers, session_options=options)
+    return OnnxRuntimeRunner(bundle.graph_path(tower), providers=providers, session_options=options)
 
 
 def _tensorrt_runner(bundle: Bundle, tower: str):
     from clip_onnx.engines import ENGINE_DIR, records, select_plan
     from clip_onnx.runtime.backends.tensorrt import TensorRTRunner, current_target
 
-    graph_sha = bundle.manifest["files"][bundle.graph(tower)["file"]]["sha256"]
+    graph_sha = bundle.manifest.sha256(bundle.graph(tower).file)
     try:
         record = select_plan(records(bundle.path, tower), tower, graph_sha, current_target())
         name = record["plan"]

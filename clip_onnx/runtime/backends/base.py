@@ -34,6 +34,9 @@ class Runner:
     context manager, or call ``close``, to release the backend's resources.
     """
 
+    # Which backend runs the graph ("onnxruntime", "tensorrt"), and on what: an execution provider, a GPU.
+    backend: str = ""
+    device: str = ""
     inputs: tuple[TensorSpec, ...] = ()
     output_names: tuple[str, ...] = ()
     # Shapes as the graph declares them, in output_names order; ClipModel checks the embedding width at load.

@@ -74,6 +74,8 @@ def check_single_distribution() -> None:
 class OnnxRuntimeRunner(Runner):
     """One ONNX graph in an ONNX Runtime ``InferenceSession`` on the requested execution providers."""
 
+    backend = "onnxruntime"
+
     def __init__(self, path: Path, *, providers: Sequence[Any] | None = None, session_options: Any = None):
         check_single_distribution()
         try:
@@ -97,6 +99,7 @@ class OnnxRuntimeRunner(Runner):
         except Exception as exc:  # onnxruntime raises its own exception classes per failure
             raise BackendError(f"ONNX Runtime could not load {path}: {exc}") from None
         _require_providers(requested, self.session.get_providers())
+        self.device = self.session.get_providers()[0]
         self.inputs = tuple(
             TensorSpec(i.name, _dtype(i.type), tuple(d if isinstance(d, int) else None for d in i.shape))
             for i in self.session.get_inputs()

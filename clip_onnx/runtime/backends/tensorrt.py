@@ -45,6 +45,8 @@ def current_target() -> Target:
 
 
 class TensorRTRunner(Runner):
+    backend = "tensorrt"
+
     def __init__(self, plan_path: Path, record: Mapping):
         trt, self._cp = import_runtime()
         self._trt = trt
@@ -53,6 +55,7 @@ class TensorRTRunner(Runner):
         if self._engine is None:
             raise BackendError(f"TensorRT could not deserialize {plan_path}; rebuild it with `clip-onnx build-engine`")
         self.max_batch = int(record["profile"]["max_batch"])
+        self.device = f"TensorRT {trt.__version__} on {record.get('target', {}).get('gpu', 'a GPU')}"
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self.inputs = tuple(

@@ -10,24 +10,30 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from clip_onnx.errors import BundleError
+from clip_onnx.manifest import TokenizerSpec
 from clip_onnx.runtime.tokenizers.base import Tokenizer
 
 # kind -> "module:Class"; imported on first use so a bundle only loads the algorithm it needs.
-TOKENIZERS = {
-    "yttm_bpe": "clip_onnx.runtime.tokenizers.yttm_bpe:YttmBpeTokenizer",
-    "wordpiece": "clip_onnx.runtime.tokenizers.wordpiece:WordPieceTokenizer",
-    "clip_bpe": "clip_onnx.runtime.tokenizers.clip_bpe:ClipBpeTokenizer",
-    "unigram": "clip_onnx.runtime.tokenizers.unigram:UnigramTokenizer",
-}
+TOKENIZERS: Mapping[str, str] = MappingProxyType(
+    {
+        "yttm_bpe": "clip_onnx.runtime.tokenizers.yttm_bpe:YttmBpeTokenizer",
+        "wordpiece": "clip_onnx.runtime.tokenizers.wordpiece:WordPieceTokenizer",
+        "clip_bpe": "clip_onnx.runtime.tokenizers.clip_bpe:ClipBpeTokenizer",
+        "unigram": "clip_onnx.runtime.tokenizers.unigram:UnigramTokenizer",
+    }
+)
 
 
-def load_tokenizer(spec: Mapping[str, Any], bundle_dir: str | Path) -> Tokenizer:
+def load_tokenizer(spec: TokenizerSpec | Mapping[str, Any], bundle_dir: str | Path) -> Tokenizer:
     """The tokenizer a manifest's tokenizer spec describes, its file read from ``bundle_dir``."""
+    if isinstance(spec, TokenizerSpec):
+        spec = spec.to_dict()
     kind = spec.get("kind")
-    if kind not in TOKENIZERS:
+    if not isinstance(kind, str) or kind not in TOKENIZERS:
         raise BundleError(f"unknown tokenizer kind {kind!r}; this clip-onnx knows {sorted(TOKENIZERS)}")
     module, cls = TOKENIZERS[kind].split(":")
     tokenizer: Tokenizer = getattr(importlib.import_module(module), cls).from_spec(spec, bundle_dir)
