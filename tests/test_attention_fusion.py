@@ -99,12 +99,13 @@ def test_timm_attention_fuses_too(tmp_path):
 def test_int8_graphs_carry_the_fused_attention_and_record_it(tiny_checkpoint, tmp_path):
     bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=16, min_agreement=0)
     for tower, layers in (("visual", TINY_CONFIG["vision_layers"]), ("textual", TINY_CONFIG["transformer_layers"])):
-        graph = bundle.manifest["graphs"][tower]
+        graph = bundle.manifest.to_dict()["graphs"][tower]
         assert graph["precision"] == "int8" and graph["fused_attention"] == layers
         assert _ops(onnx.load(bundle.path / graph["file"]))["MultiHeadAttention"] == layers
     assert sorted(p.name for p in bundle.path.iterdir()) == [
         "bpe.model",
         "manifest.json",
+        "self_test",
         "textual.onnx",
         "visual.onnx",
     ]

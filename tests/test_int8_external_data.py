@@ -7,6 +7,7 @@ from clip_onnx.export import onnx as onnx_export
 from clip_onnx.export.int8 import has_external_data, quantize_int8
 from clip_onnx.export.pipeline import export_bundle
 from clip_onnx.runtime import ClipModel
+from tests.manifests import SELF_TEST_CLIP
 
 
 def test_external_data_graphs_lower_to_int8_with_data_named_after_the_graph(
@@ -15,16 +16,12 @@ def test_external_data_graphs_lower_to_int8_with_data_named_after_the_graph(
     # Every graph, fp32 and int8 alike, counts as "over the limit": weights go to <graph>.data.
     monkeypatch.setattr(onnx_export, "_EXTERNAL_DATA_THRESHOLD", 0)
     bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=16, min_agreement=0)
-    assert sorted(bundle.manifest["files"]) == [
-        "bpe.model",
-        "textual.onnx",
-        "textual.onnx.data",
-        "visual.onnx",
-        "visual.onnx.data",
-    ]
+    assert sorted(bundle.manifest.files) == sorted(
+        ["bpe.model", "textual.onnx", "textual.onnx.data", "visual.onnx", "visual.onnx.data", *SELF_TEST_CLIP]
+    )
     for tower in ("visual", "textual"):
         path = bundle.path / f"{tower}.onnx"
-        assert bundle.manifest["graphs"][tower]["precision"] == "int8" and has_external_data(path)
+        assert bundle.manifest.to_dict()["graphs"][tower]["precision"] == "int8" and has_external_data(path)
         model = onnx.load(path)
         assert any(t.data_type == onnx.TensorProto.INT8 for t in model.graph.initializer)
     got = ClipModel.load(bundle.path).encode_text(["кот", "собака"])

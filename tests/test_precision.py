@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 import pytest
 
+from clip_onnx.bundle import read_bundle
 from clip_onnx.export.pipeline import export_bundle
 from clip_onnx.parity import top1_agreement
 from clip_onnx.runtime import ClipModel
@@ -23,7 +24,7 @@ def fp16_bundle(tmp_path_factory):
 
 
 def test_fp16_keeps_float32_io_and_records_the_fp32_op_list(fp16_bundle):
-    manifest = fp16_bundle.manifest
+    manifest = fp16_bundle.manifest.to_dict()
     for tower in ("visual", "textual"):
         graph = manifest["graphs"][tower]
         assert graph["precision"] == "fp16" and isinstance(graph["fp32_op_types"], list)
@@ -49,18 +50,19 @@ def test_a_tower_missing_the_gate_stays_fp32_and_says_why(tiny_checkpoint, tmp_p
     # No int8 graph reaches cosine 1.0, so this threshold fails every candidate.
     bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate_images=16, min_cosine=1.0)
     for tower in ("visual", "textual"):
-        graph = bundle.manifest["graphs"][tower]
+        graph = bundle.manifest.to_dict()["graphs"][tower]
         assert graph["precision"] == "fp32" and "missed the gate" in graph["reason"]
         assert _dtypes(bundle.path / graph["file"]) == {np.dtype(np.float32)}
-    stages = [p["stage"] for p in bundle.manifest["parity"]]
+    stages = [p["stage"] for p in bundle.manifest.to_dict()["parity"]]
     assert stages == ["onnx-fp32", "onnx-int8[visual+textual]", "onnx-int8[visual]", "onnx-int8[textual]"]
-    assert all(p["thresholds"]["min_cosine"] == 1.0 for p in bundle.manifest["parity"][1:])
-    record = bundle.manifest["gate_inputs"]
+    assert all(p["thresholds"]["min_cosine"] == 1.0 for p in bundle.manifest.to_dict()["parity"][1:])
+    record = bundle.manifest.to_dict()["gate_inputs"]
     assert record["images"] == {"source": "synthetic", "count": 16} and record["overridden"] == ["min_cosine"]
     assert record["texts"]["source"] == "model" and record["thresholds"]["min_cosine"] == 1.0
     assert sorted(p.name for p in bundle.path.iterdir()) == [
         "bpe.model",
         "manifest.json",
+        "self_test",
         "textual.onnx",
         "visual.onnx",
     ]
@@ -69,11 +71,11 @@ def test_a_tower_missing_the_gate_stays_fp32_and_says_why(tiny_checkpoint, tmp_p
 def test_gate_off_lowers_every_tower_and_marks_the_graphs_ungated(tiny_checkpoint, tmp_path):
     bundle = export_bundle(str(tiny_checkpoint), tmp_path / "b", precision="int8", gate=False)
     for tower in ("visual", "textual"):
-        graph = bundle.manifest["graphs"][tower]
+        graph = bundle.manifest.to_dict()["graphs"][tower]
         assert graph["precision"] == "int8" and graph["gate"] == "off" and graph["method"]
         model = onnx.load(bundle.path / graph["file"])
         assert any(t.data_type == onnx.TensorProto.INT8 for t in model.graph.initializer)
-    assert [p["stage"] for p in bundle.manifest["parity"]] == ["onnx-fp32"]
+    assert [p["stage"] for p in bundle.manifest.to_dict()["parity"]] == ["onnx-fp32"]
     assert ClipModel.load(bundle.path).encode_text(["кот"]).shape == (1, 32)
 
 
@@ -101,8 +103,8 @@ def held_out():
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(tmp_path_factory):
-    return export_bundle("ruclip-demo", tmp_path_factory.mktemp("int8") / "b", precision="int8")
+def int8_bundle(demo_int8_bundle):
+    return read_bundle(demo_int8_bundle)
 
 
 @pytest.mark.parametrize("task", ["shape", "colour"])
@@ -122,7 +124,9 @@ def test_reduced_precision_keeps_zero_shot_accuracy(fp16_bundle, int8_bundle, he
 
     bundle = {"fp16": fp16_bundle, "int8": int8_bundle}[precision]
     # The gate must really have lowered both towers, or this would compare fp32 with fp32.
-    assert {g["precision"] for g in bundle.manifest["graphs"].values()} == {precision}, bundle.manifest["graphs"]
+    assert {g["precision"] for g in bundle.manifest.to_dict()["graphs"].values()} == {precision}, (
+        bundle.manifest.to_dict()["graphs"]
+    )
     model, samples = held_out
     result = _evaluate(task, model, ClipModel.load(bundle.path), samples)
     assert result.agreement >= 0.99, result
