@@ -17,6 +17,17 @@ class BundleError(ClipOnnxError):
     """A bundle directory is missing, incomplete, tampered with or of an unknown format."""
 
 
+class SelfTestError(BundleError):
+    """A bundle's own self-test gives other vectors on this machine than where it was exported.
+
+    ``report`` is the ``clip_onnx.runtime.self_test.SelfTestReport`` with every tower's figures.
+    """
+
+    def __init__(self, message: str, report=None):
+        self.report = report
+        super().__init__(message)
+
+
 class ModelSourceError(ClipOnnxError):
     """A model name, hub id or local directory could not be resolved or loaded."""
 

@@ -111,3 +111,13 @@ def demo_bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "demo"
     export_bundle("ruclip-demo", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_int8_bundle(tmp_path_factory) -> Path:
+    """ruclip-demo lowered to int8 behind the gate (both towers pass it), exported once per session."""
+    from clip_onnx.export.pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "demo-int8"
+    export_bundle("ruclip-demo", out, precision="int8")
+    return out

@@ -14,11 +14,12 @@ from clip_onnx.parity import THRESHOLDS, Thresholds
 from clip_onnx.runtime import ClipModel
 from clip_onnx.synthetic import synthetic_images
 from tests.conftest import TINY_CONFIG, write_checkpoint
+from tests.manifests import SELF_TEST_CLIP, stub_manifest
 
 
 def test_bundle_has_graphs_tokenizer_and_a_complete_manifest(tiny_bundle, tiny_checkpoint):
-    manifest = read_bundle(tiny_bundle).manifest
-    assert set(manifest["files"]) == {"visual.onnx", "textual.onnx", "bpe.model"}
+    manifest = read_bundle(tiny_bundle).manifest.to_dict()
+    assert set(manifest["files"]) == {"visual.onnx", "textual.onnx", "bpe.model", *SELF_TEST_CLIP}
     assert manifest["logit_scale"] == pytest.approx(np.exp(4.0), rel=1e-6)
     assert manifest["embed_dim"] == TINY_CONFIG["embed_dim"]
     assert manifest["tokenizer"] == {
@@ -100,7 +101,7 @@ def test_bundle_is_readable_by_other_users_as_the_umask_allows(tmp_path):
         data = writer.dir / "weights.data"
         data.write_bytes(b"x")
         data.chmod(0o600)  # what onnx's external-data writer leaves
-        bundle = writer.commit({})
+        bundle = writer.commit(stub_manifest())
     mask = _umask()
     assert stat.S_IMODE(os.stat(bundle.path).st_mode) == 0o777 & ~mask
     for name in ("weights.data", "manifest.json"):
@@ -115,7 +116,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, tiny_checkpoint):
     with pytest.raises(Exception, match="already exists"):
         export_bundle(str(tiny_checkpoint), out, check_parity=False)
     bundle = export_bundle(str(tiny_checkpoint), out, check_parity=False, overwrite=True)
-    assert bundle.manifest["parity"] == [] and read_bundle(out)
+    assert bundle.manifest.to_dict()["parity"] == [] and read_bundle(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
@@ -168,21 +169,21 @@ def test_each_variant_shape_family_passes_parity(name, tmp_path, tiny_bpe):
     assert (config["image_resolution"], config["vision_patch_size"]) == SHAPE_FAMILIES[name]
     checkpoint = write_checkpoint(tmp_path / name, config, tiny_bpe)
     bundle = export_bundle(str(checkpoint), tmp_path / "out")
-    assert bundle.manifest["parity"][0]["passed"]
-    assert bundle.manifest["preprocess"]["image_size"] == full["image_resolution"]
+    assert bundle.manifest.to_dict()["parity"][0]["passed"]
+    assert bundle.manifest.to_dict()["preprocess"]["image_size"] == full["image_resolution"]
 
 
 def test_random_weights_build_registered_architecture(tmp_path):
     # The cheapest full-size variant; the others are covered by the architecture
     # build test and by the slow full-size export.
     bundle = export_bundle("ruclip-vit-base-patch32-224", tmp_path / "b", random_weights=True, check_parity=False)
-    assert bundle.manifest["model"]["config"]["vision_width"] == 768
-    assert bundle.manifest["preprocess"]["image_size"] == 224
+    assert bundle.manifest.to_dict()["model"]["config"]["vision_width"] == 768
+    assert bundle.manifest.to_dict()["preprocess"]["image_size"] == 224
 
 
 @pytest.mark.slow
 def test_full_size_base_patch32_384_export_passes_parity(tmp_path):
     bundle = export_bundle("ruclip-vit-base-patch32-384", tmp_path / "b", random_weights=True)
-    assert bundle.manifest["parity"][0]["passed"]
+    assert bundle.manifest.to_dict()["parity"][0]["passed"]
     model = ClipModel.load(tmp_path / "b")
     assert model.encode_text(["кошка"]).shape == (1, 512)

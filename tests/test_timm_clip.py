@@ -21,6 +21,7 @@ from clip_onnx.registry import list_models
 from clip_onnx.runtime import ClipClassifier, ClipModel
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.synthetic import synthetic_images
+from tests.manifests import SELF_TEST_CLASSIFIER
 
 timm = pytest.importorskip("timm")
 from timm.data import create_transform, resolve_data_config  # noqa: E402
@@ -130,9 +131,9 @@ def bundle(tiny_model, tmp_path_factory):
 
 
 def test_classifier_bundle_has_one_graph_labels_and_a_logit_gate(bundle):
-    manifest = read_bundle(bundle).manifest
+    manifest = read_bundle(bundle).manifest.to_dict()
     assert manifest["kind"] == "classifier" and set(manifest["graphs"]) == {"visual"}
-    assert set(manifest["files"]) == {"visual.onnx", "labels.txt"}
+    assert set(manifest["files"]) == {"visual.onnx", "labels.txt", *SELF_TEST_CLASSIFIER}
     assert manifest["labels"] == {"file": "labels.txt", "count": 1000}
     assert "tokenizer" not in manifest and "logit_scale" not in manifest
     assert manifest["graphs"]["visual"]["output"] == "logits"
@@ -206,10 +207,10 @@ def test_fp16_classifier_keeps_top1_on_208_varied_images(tiny_model, tmp_path):
     bundle = export_model(
         timm_clip.exportable("tiny-b32", "tiny", tiny_model), tmp_path / "b16", precision="fp16", gate_images=208
     )
-    gate = bundle.manifest["parity"][1]
+    gate = bundle.manifest.to_dict()["parity"][1]
     assert gate["images"] == 208 and gate["passed"]
     assert gate["top1_agreement"] >= 0.995 and gate["rows"][0]["min_cosine"] >= 0.999
-    assert bundle.manifest["graphs"]["visual"]["precision"] == "fp16"
+    assert bundle.manifest.to_dict()["graphs"]["visual"]["precision"] == "fp16"
     # The agreement means something only if the fp32 answers vary across the images.
     preprocess = ImagePreprocessor(timm_clip.preprocess_from_timm(resolve_data_config({}, model=tiny_model)))
     with torch.no_grad():
@@ -223,7 +224,7 @@ def test_local_directory_in_timm_hub_layout(tmp_path):
     model = _tiny("vit_base_patch16_clip_384.openai_ft_in12k_in1k")
     save_for_hf(model, tmp_path / "ckpt", model_args=TINY)
     bundle = export_bundle(str(tmp_path / "ckpt"), tmp_path / "b")
-    manifest = bundle.manifest
+    manifest = bundle.manifest.to_dict()
     assert manifest["model"]["family"] == "timm_clip" and manifest["parity"][0]["passed"]
     # This tag squashes: resize to floor(384 / 0.95) = 404 squared, then centre crop 384.
     assert (manifest["preprocess"]["crop"], manifest["preprocess"]["resize_size"]) == ("squash_then_crop", 404)
@@ -249,6 +250,6 @@ def test_registered_name_offline_names_hub_local_directory_and_random_weights(tm
 @pytest.mark.slow
 def test_full_size_b32_random_weights_export_passes_parity(tmp_path):
     bundle = export_bundle("vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", tmp_path / "b", random_weights=True)
-    assert bundle.manifest["parity"][0]["passed"]
+    assert bundle.manifest.to_dict()["parity"][0]["passed"]
     result = ClipClassifier.load(tmp_path / "b").predict(synthetic_images(2), top_k=5)
     assert result.probs.shape == (2, 5)

@@ -10,6 +10,7 @@ import click
 
 from clip_onnx.cli.datasets import embed, ray_embed
 from clip_onnx.cli.export import bench, build_engine, demo, export
+from clip_onnx.cli.verify import verify
 from clip_onnx.errors import ClipOnnxError
 
 
@@ -154,7 +155,7 @@ def triton(bundle: Path, out: Path, name, max_batch, instances, kind, queue_dela
 
 
 # The exporter's and the dataset commands live in their own modules, which keeps this one short enough to read.
-for command in (export, demo, build_engine, bench, embed, ray_embed):
+for command in (export, demo, build_engine, bench, embed, ray_embed, verify):
     cli.add_command(command)
 
 

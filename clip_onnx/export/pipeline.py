@@ -10,10 +10,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from clip_onnx import __version__
+from clip_onnx import __version__, machine
 from clip_onnx.bundle import Bundle, BundleWriter
 from clip_onnx.errors import ExportError
 from clip_onnx.export import validate
@@ -22,6 +24,8 @@ from clip_onnx.export.families.base import ExportableModel
 from clip_onnx.export.gate_data import check_unused, plan_gate
 from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, check_opset, export_tower, graph_opset
 from clip_onnx.export.precision import PRECISIONS, lower
+from clip_onnx.export.self_test import replay_self_test, write_self_test
+from clip_onnx.manifest import GraphSpec, LabelsSpec, Manifest, ModelInfo, ModelKind, TokenizerSpec
 from clip_onnx.parity import GATE_IMAGES, THRESHOLDS, ParityReport, compare
 
 log = logging.getLogger(__name__)
@@ -109,16 +113,7 @@ def export_model(
     )
     with BundleWriter(out, overwrite=overwrite) as writer:
         feeds = validate.parity_inputs(model)
-        graphs = {}
-        for tower in validate.towers_of(model):
-            progress(f"export {tower.name}")
-            # Traced at a batch size the parity gate never uses, so a frozen axis cannot pass.
-            graphs[tower.name] = export_tower(
-                tower,
-                validate.trace_example(feeds, tower.name, EXAMPLE_BATCH),
-                writer.dir / GRAPH_FILES[tower.name],
-                opset=opset,
-            )
+        graphs = _export_graphs(model, writer, feeds, opset, progress)
         parity = None
         if check_parity:
             progress("check parity")
@@ -136,49 +131,77 @@ def export_model(
         if precision != "fp32":
             progress(f"{precision} gate" if gate else f"{precision} (ungated)")
             lowered = lower(model, graphs, precision, plan, gate=gate)
-        for name, path in model.tokenizer_files.items():
-            writer.add_file(name, path)
-        if model.labels is not None:
-            (writer.dir / LABELS_FILE).write_text("".join(f"{label}\n" for label in model.labels), encoding="utf-8")
+        progress("self-test")
+        manifest = _write_rest(model, writer, parity, lowered, started)
+        if check_parity:
+            manifest = replay_self_test(writer, manifest)
         progress("write bundle")
-        # The opset each graph really carries, after any lowering, not the one asked for.
-        opsets = {t.name: graph_opset(writer.dir / GRAPH_FILES[t.name]) for t in validate.towers_of(model)}
-        bundle = writer.commit(build_manifest(model, opsets, parity, lowered, time.perf_counter() - started))
+        bundle = writer.commit(manifest)
     return bundle
+
+
+def _export_graphs(
+    model: ExportableModel, writer: BundleWriter, feeds: dict, opset: int, progress: Callable[[str], None]
+) -> dict[str, Path]:
+    graphs = {}
+    for tower in validate.towers_of(model):
+        progress(f"export {tower.name}")
+        # Traced at a batch size the parity gate never uses, so a frozen axis cannot pass.
+        graphs[tower.name] = export_tower(
+            tower,
+            validate.trace_example(feeds, tower.name, EXAMPLE_BATCH),
+            writer.dir / GRAPH_FILES[tower.name],
+            opset=opset,
+        )
+    return graphs
+
+
+def _write_rest(
+    model: ExportableModel, writer: BundleWriter, parity: ParityReport | None, lowered: dict | None, started: float
+) -> Manifest:
+    """The tokenizer, labels and self-test files beside the graphs; returns the manifest describing them all."""
+    for name, path in model.tokenizer_files.items():
+        writer.add_file(name, path)
+    if model.labels is not None:
+        (writer.dir / LABELS_FILE).write_text("".join(f"{label}\n" for label in model.labels), encoding="utf-8")
+    self_test = write_self_test(model, writer.dir)
+    # The opset each graph really carries, after any lowering, not the one asked for.
+    opsets = {t.name: graph_opset(writer.dir / GRAPH_FILES[t.name]) for t in validate.towers_of(model)}
+    manifest = build_manifest(model, opsets, parity, lowered, time.perf_counter() - started)
+    gated = parity is not None or bool(lowered and lowered["gate"])
+    return replace(manifest, self_test=self_test, gate_machine=machine.describe() if gated else None)
 
 
 def build_manifest(
     model: ExportableModel, opsets: dict[str, int], parity: ParityReport | None, lowered: dict | None, seconds: float
-) -> dict:
+) -> Manifest:
     graphs = {}
     for tower in validate.towers_of(model):
-        graphs[tower.name] = {
-            "file": GRAPH_FILES[tower.name],
-            "inputs": list(tower.input_names),
-            "output": tower.output_name,
-            "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in tower.dynamic_axes.items()},
-            "opset": opsets[tower.name],
-            **(lowered["towers"][tower.name] if lowered else {"precision": "fp32"}),
-        }
-    manifest = {
-        "kind": model.kind,
-        "model": {"name": model.name, "family": model.family, "source": model.source, "config": dict(model.config)},
-        "logit_scale": model.logit_scale,
-        "embed_dim": model.embed_dim,
-        "preprocess": model.preprocess.to_dict(),
-        "tokenizer": dict(model.tokenizer),
+        record = dict(lowered["towers"][tower.name]) if lowered else {"precision": "fp32"}
+        graphs[tower.name] = GraphSpec(
+            file=GRAPH_FILES[tower.name],
+            inputs=tuple(tower.input_names),
+            output=tower.output_name,
+            dynamic_axes=tower.dynamic_axes,
+            opset=opsets[tower.name],
+            precision=record.pop("precision"),
+            lowering=record,
+        )
+    clip = model.kind == ModelKind.CLIP
+    return Manifest(
+        kind=ModelKind(model.kind),
+        model=ModelInfo(model.name, model.family, model.source, model.config),
+        graphs=graphs,
+        preprocess=model.preprocess,
+        logit_scale=model.logit_scale if clip else None,
+        embed_dim=model.embed_dim if clip else None,
+        tokenizer=TokenizerSpec(model.tokenizer["kind"], model.tokenizer["file"], model.tokenizer) if clip else None,
         # The gate's prompts, so `build-engine` can gate a plan from the bundle alone.
-        "sample_texts": list(model.sample_texts),
-        "graphs": graphs,
-        "parity": ([parity.to_dict()] if parity else []) + (lowered["gate"] if lowered else []),
-        "export": {"clip_onnx": __version__, "torch": torch.__version__, "seconds": round(seconds, 1)},
-    }
-    if lowered and lowered.get("inputs"):
-        manifest["gate_inputs"] = lowered["inputs"]  # what the fp16/int8 gate ran on, and its thresholds
-    if model.templates is not None:
-        manifest["templates"] = list(model.templates)
-    if model.kind == "classifier":
-        for key in ("logit_scale", "embed_dim", "tokenizer", "sample_texts"):
-            del manifest[key]
-        manifest["labels"] = {"file": LABELS_FILE, "count": len(model.labels)}
-    return manifest
+        sample_texts=tuple(model.sample_texts) if clip else (),
+        templates=tuple(model.templates) if model.templates is not None else None,
+        labels=None if clip else LabelsSpec(LABELS_FILE, len(model.labels)),
+        parity=([parity.to_dict()] if parity else []) + (lowered["gate"] if lowered else []),
+        # What the fp16/int8 gate ran on, and its thresholds.
+        gate_inputs=lowered["inputs"] if lowered and lowered.get("inputs") else None,
+        export={"clip_onnx": __version__, "torch": torch.__version__, "seconds": round(seconds, 1)},
+    )

@@ -4,12 +4,13 @@ Nothing under this package may import torch, onnx or youtokentome; a test
 checks that in a fresh interpreter.
 """
 
-from clip_onnx.errors import BackendError, BundleError, ClipOnnxError, InputError
+from clip_onnx.errors import BackendError, BundleError, ClipOnnxError, InputError, SelfTestError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.backends.base import Runner
 from clip_onnx.runtime.classifier import ClipClassifier, Prediction
 from clip_onnx.runtime.model import Classification, ClipModel
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.runtime.self_test import SelfTestReport, run_self_test
 from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.runtime.tokenizers.base import Tokenizer, cut_padding
 
@@ -23,6 +24,9 @@ __all__ = [
     "InputError",
     "BundleError",
     "BackendError",
+    "SelfTestError",
+    "run_self_test",
+    "SelfTestReport",
     "open_runner",
     "Runner",
     "ImagePreprocessor",
