@@ -1,6 +1,7 @@
-"""The model registry: every named model is a JSON record in ``clip_onnx/specs/``.
+"""The registries of the extension points: named models (JSON records in ``clip_onnx/specs/``) and backends.
 
-Torch-free, so ``clip-onnx models`` and the runtime can read it cheaply.
+Dependency-free, so ``clip-onnx models`` and the CLI's ``--backend`` choices
+read them without importing numpy, the runtime or torch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,20 @@ class ModelSpec:
     # A directory inside the package holding a native-layout checkpoint (the embedded demo model).
     asset: str | None = None
     description: str = ""
+
+
+# Inference backend name -> "module:function" of its opener, which takes (bundle, tower, RunnerOptions) and
+# returns a ``clip_onnx.runtime.backends.base.Runner``; ``clip_onnx.runtime.backends.open_runner`` imports
+# it on first use. A new backend (OpenVINO, the CUDA provider's own) is one module and one line here.
+BACKENDS: Mapping[str, str] = MappingProxyType(
+    {
+        "onnxruntime": "clip_onnx.runtime.backends.onnxruntime:open_runner",
+        "tensorrt": "clip_onnx.runtime.backends.tensorrt:open_runner",
+    }
+)
+# What ``backend="auto"`` tries, in order: the first that opens wins.
+AUTO_ORDER = ("tensorrt", "onnxruntime")
+BACKEND_CHOICES = (*BACKENDS, "auto")
 
 
 @functools.cache

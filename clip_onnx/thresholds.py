@@ -27,6 +27,8 @@ THRESHOLDS: Mapping[str, Thresholds] = MappingProxyType(
         "engine": Thresholds(min_cosine=0.999, max_abs=None, min_top1_agreement=0.995),
     }
 )
+# The precisions a graph can have: every stage of the table but the engine gate, which checks plans.
+PRECISIONS = tuple(stage for stage in THRESHOLDS if stage != "engine")
 # Pictures in the fp16/int8 and engine gates.
 GATE_IMAGES = 500
 

@@ -140,12 +140,12 @@ def test_bench_refuses_bundles_of_different_models_and_eager_backends_without_so
 def test_torch_bf16_backend_runs_under_autocast_and_is_skipped_without_native_bf16(tiny_checkpoint):
     import torch
 
-    from clip_onnx.benchmark.run import _Skip, torch_bf16_backend
+    from clip_onnx.benchmark.backends import BackendUnavailable, torch_bf16_backend
     from clip_onnx.export.families import load_model
 
     model = load_model(str(tiny_checkpoint))
     towers = {"visual": model.visual}
-    with pytest.raises(_Skip, match="no native bf16"):
+    with pytest.raises(BackendUnavailable, match="no native bf16"):
         torch_bf16_backend(towers, {"avx2", "avx512_vnni"})
     # Where the CPU lacks bf16, torch emulates it: slow, but the numbers are the real bf16 ones.
     backend = torch_bf16_backend(towers, {"amx_bf16"})

@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip_onnx.benchmark.feeds import make_feeds, runtime_backend
+from clip_onnx.benchmark.backends import bundle_backend
+from clip_onnx.benchmark.feeds import make_feeds
 from clip_onnx.bundle import Bundle, read_bundle
 from clip_onnx.errors import InputError
+from clip_onnx.runtime import opener
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 class ExistingBundles:
     bundles: list[Bundle]
     labels: list[str]
+    runtime: str = "onnxruntime"
 
     def check_source(self, model) -> None:
         """Refuse a SOURCE whose inputs differ from the bundles': eager torch would time other work."""
@@ -48,16 +51,22 @@ class ExistingBundles:
             cut = lambda feed: cut_padding(feed, pad_id)  # noqa: E731
         return feeds, tokens, cut
 
-    def backends(self, cut: Callable | None) -> list:
-        """One ONNX Runtime backend per bundle, held to the gate of its most reduced graph."""
-        from clip_onnx.runtime import open_runner
-
+    def backends(self, cut: Callable | None, max_batch: int) -> list:
+        """One row per bundle on the runtime backend, held to the gate of its most reduced graph."""
         made = []
         for bundle, label in zip(self.bundles, self.labels, strict=True):
-            precisions = _precisions(bundle)
-            gate = next((p for p in ("int8", "fp16") if p in precisions.values()), "fp32")
-            made.append(runtime_backend(label, {t: open_runner(bundle, t) for t in precisions}, cut, gate))
+            precisions = _precisions(bundle).values()
+            gate = next((p for p in ("int8", "fp16") if p in precisions), "fp32")
+            made.append(bundle_backend(label, bundle, self.runtime, gate, cut, max_batch))
         return made
+
+    def ungated(self) -> list[str]:
+        """The labels of bundles with a graph lowered without the accuracy gate."""
+        return [
+            label
+            for bundle, label in zip(self.bundles, self.labels, strict=True)
+            if not all(g.gated for g in bundle.manifest.graphs.values())
+        ]
 
     def records(self) -> list[dict]:
         return [
@@ -70,20 +79,21 @@ class ExistingBundles:
         ]
 
 
-def open_bundles(paths: Sequence[Path]) -> ExistingBundles:
-    """Read (and verify) ``paths``; labels ``onnxruntime-<precision>``, the folder name added where two clash."""
+def open_bundles(paths: Sequence[Path], runtime: str = "onnxruntime") -> ExistingBundles:
+    """Read (and verify) ``paths``; labels ``<runtime>-<precision>``, the folder name added where two clash."""
+    opener(runtime)  # an unknown backend fails before any bundle is read
     bundles = [read_bundle(p) for p in paths]
     names = {(b.manifest.model.name, b.manifest.kind.value) for b in bundles}
     if len(names) > 1:
         raise InputError(f"--bundle paths hold different models {sorted(names)}; bench compares one model's bundles")
-    labels = [f"onnxruntime-{_label(b)}" for b in bundles]
+    labels = [f"{runtime}-{_label(b)}" for b in bundles]
     labels = [
         f"{label} ({b.path.name})" if labels.count(label) > 1 else label
         for label, b in zip(labels, bundles, strict=True)
     ]
     if len(set(labels)) < len(labels):
         raise InputError(f"--bundle paths {[str(p) for p in paths]} repeat a bundle; give each once")
-    return ExistingBundles(bundles, labels)
+    return ExistingBundles(bundles, labels, runtime)
 
 
 def _precisions(bundle: Bundle) -> dict[str, str]:

@@ -92,6 +92,11 @@ def markdown(result: dict) -> str:
         lines += pipeline_markdown(result["pipeline"])
     for name, why in result.get("skipped", {}).items():
         lines.append(f"\nSkipped {name}: {why}.")
+    for name in result.get("ungated", []):
+        lines.append(
+            f"\nRow {name} is ungated: its graphs were lowered without the accuracy gate, so its speed is that of "
+            "every tower lowered; the accuracy table says what they give, and no gate vouches for them."
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from clip_onnx.benchmark.feeds import PADDED_TEXT, make_feeds, runtime_backend
-from clip_onnx.benchmark.report import BF16_FLAGS
+from clip_onnx.benchmark.backends import (
+    DEFAULT_BACKENDS,
+    TORCH_BACKENDS,
+    BackendUnavailable,
+    bundle_backend,
+    is_backend,
+    parse_runtime,
+    torch_backend,
+)
+from clip_onnx.benchmark.feeds import PADDED_TEXT, make_feeds
 from clip_onnx.benchmark.timing import Backend, interleaved
-from clip_onnx.bundle import TOWERS, Bundle
+from clip_onnx.bundle import Bundle
 from clip_onnx.errors import InputError
-from clip_onnx.machine import cpu_flags
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("torch", "torch-bf16", "torch-fp16", "onnxruntime", "onnxruntime-int8", "tensorrt")
-# Eager backends, the only ones made beside existing bundles (--bundle): the graphs are the bundles'.
-TORCH_BACKENDS = ("torch", "torch-bf16", "torch-fp16")
-# Suffix of the runtime workers that open only the textual tower.
 
 
 def run_benchmark(
@@ -30,6 +30,7 @@ def run_benchmark(
     bundles: Sequence[Path] = (),
     random_weights: bool = False,
     backends: Sequence[str] | None = None,
+    runtime: str = "onnxruntime",
     batches: Sequence[int] = (1, 8, 32),
     warmup: int = 3,
     repeat: int = 10,
@@ -39,8 +40,8 @@ def run_benchmark(
 
     With ``bundles``, each is timed as it is (labelled by its graphs' precision)
     beside the eager backends of ``backends`` (default torch, torch-bf16), which
-    need ``source``; without, ``backends`` (default: all) are made from ``source``.
-    Writes JSON/Markdown/PNG into ``out``.
+    need ``source``, and run on the ``runtime`` backend; without, ``backends``
+    (default: DEFAULT_BACKENDS) are made from ``source``. Writes JSON/Markdown/PNG into ``out``.
     """
     import torch
 
@@ -52,7 +53,7 @@ def run_benchmark(
         raise InputError("give a model SOURCE, one or more existing bundles (--bundle PATH), or both")
     backends = _check_backends(backends, source, bundles)
     out.mkdir(parents=True, exist_ok=True)
-    existing = open_bundles(bundles)
+    existing = open_bundles(bundles, runtime)
     model = _load_source(source, random_weights, existing)
     made = _bundles(model, out / "bundles") if model is not None and not bundles else None
     feeds, tokens, cut = (
@@ -66,7 +67,7 @@ def run_benchmark(
         if towers:
             towers[PADDED_TEXT] = towers["textual"]
     chosen, skipped = _choose(backends, towers, made, cut, max(batches))
-    chosen += existing.backends(cut)
+    chosen += existing.backends(cut, max(batches))
     samples = interleaved(chosen, feeds, warmup=warmup, repeat=repeat, on_step=progress)
     stats = [s.stats() for s in samples]
     _add_ratios(stats)
@@ -79,6 +80,7 @@ def run_benchmark(
         "warmup": warmup,
         "repeat": repeat,
         "skipped": skipped,
+        "ungated": sorted(_ungated(made, chosen, existing)),
         "stats": stats,
         "accuracy": accuracy(chosen, feeds, PADDED_TEXT),
         "samples": [{"backend": s.backend, "tower": s.tower, "batch": s.batch, "seconds": s.seconds} for s in samples],
@@ -101,13 +103,16 @@ def run_benchmark(
 
 def _check_backends(backends: Sequence[str] | None, source: str | None, bundles: Sequence[Path]) -> list[str]:
     """The backends to build from ``source``: the eager ones beside existing bundles, else any (default: all)."""
-    allowed = TORCH_BACKENDS if bundles else BACKENDS
     if backends is None:
-        backends = (("torch", "torch-bf16") if source else ()) if bundles else BACKENDS
-    unknown = sorted(set(backends) - set(allowed))
+        backends = (("torch", "torch-bf16") if source else ()) if bundles else DEFAULT_BACKENDS
+    unknown = sorted(b for b in backends if not (b in TORCH_BACKENDS if bundles else is_backend(b)))
     if unknown:
-        beside = "beside --bundle " if bundles else ""
-        raise InputError(f"unknown backend(s) {unknown} {beside}; choose from {', '.join(allowed)}")
+        choices = ", ".join(TORCH_BACKENDS if bundles else DEFAULT_BACKENDS)
+        beside = " beside --bundle (the bundles' own rows come from --backend)" if bundles else ""
+        raise InputError(
+            f"unknown backend(s) {unknown}{beside}; choose from {choices}"
+            + ("" if bundles else ", or any <runtime backend>-<precision> such as onnxruntime-fp16")
+        )
     return list(backends)
 
 
@@ -118,8 +123,12 @@ def _choose(
     chosen, skipped = [], {}
     for name in names:
         try:
-            chosen.append(_make_backend(name, towers, made, cut, max_batch))
-        except _Skip as reason:
+            if name in TORCH_BACKENDS:
+                chosen.append(torch_backend(name, towers))
+            else:
+                backend, precision = parse_runtime(name)
+                chosen.append(bundle_backend(name, made(precision), backend, precision, cut, max_batch))
+        except BackendUnavailable as reason:
             skipped[name] = str(reason)
             log.warning("skipping backend %s: %s", name, reason)
     return chosen, skipped
@@ -162,72 +171,6 @@ def _feeds(model, batches: Sequence[int]) -> tuple[dict, dict | None]:
     )
 
 
-class _Skip(Exception):
-    pass
-
-
-def _make_backend(name: str, towers: dict, bundles: Callable, cut: Callable | None, max_batch: int) -> Backend:
-    import torch
-
-    if name in TORCH_BACKENDS and not towers:
-        raise _Skip("eager backends need the model SOURCE beside --bundle")
-    if name == "torch":
-        # CLIP_ONNX_THREADS sizes ONNX Runtime's pools; eager torch gets as many, so the ratio compares like with
-        # like.  On a shared machine one thread each is the steady figure: a busy core stalls a 2-thread OpenMP
-        # region at every barrier (benchmarks/NOTES.md, "int8 on CPU").
-        threads = int(os.environ.get("CLIP_ONNX_THREADS", "0"))
-        torch.set_num_threads(threads or torch.get_num_threads())
-        return Backend(
-            name,
-            {t: _torch_call(towers[t].module, torch) for t in towers},
-            prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None),
-        )
-    if name == "torch-bf16":
-        return torch_bf16_backend(towers, cpu_flags())
-    if name == "torch-fp16":
-        if not torch.cuda.is_available():
-            raise _Skip("no CUDA device")
-        modules = {t: _half_copy(towers[t].module, torch) for t in TOWERS if t in towers}
-        modules.update({t: modules["textual"] for t in towers if t not in TOWERS})
-        return Backend(
-            name,
-            {t: _torch_call(modules[t], torch) for t in towers},
-            sync=torch.cuda.synchronize,
-            gate="fp16",
-            prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cuda", torch.float16),
-        )
-    if name in ("onnxruntime", "onnxruntime-int8"):
-        from clip_onnx.runtime import open_runner
-
-        precision = "int8" if name.endswith("int8") else "fp32"
-        return runtime_backend(name, _runners(bundles(precision), open_runner), cut, precision)
-    if name == "tensorrt":
-        if importlib.util.find_spec("tensorrt") is None:
-            raise _Skip("tensorrt is not installed")
-        if not torch.cuda.is_available():
-            raise _Skip("no CUDA device")
-        return _tensorrt_backend(bundles("fp16").path, max_batch, cut)
-    raise _Skip(f"unknown backend {name}")
-
-
-def torch_bf16_backend(towers: dict, flags: set[str]) -> Backend:
-    """Eager torch under ``torch.autocast("cpu", dtype=torch.bfloat16)``: what a CPU user with bf16 would try.
-
-    Skipped without native bf16 (AVX512-BF16 or AMX): torch then emulates it, far slower than fp32.
-    """
-    import torch
-
-    native = sorted(flags & set(BF16_FLAGS))
-    if not native:
-        raise _Skip(f"this CPU has no native bf16 ({' or '.join(BF16_FLAGS)} flag in /proc/cpuinfo)")
-    return Backend(
-        "torch-bf16",
-        {t: _torch_call(towers[t].module, torch, bf16=True) for t in towers},
-        gate=None,
-        prepare=lambda tower, feed: _to_torch(feed, towers[tower], torch, "cpu", None),
-    )
-
-
 def _cut_text(model) -> Callable | None:
     """The runtime's cut of a text feed to its longest prompt, where the textual graph allows it."""
     if model.textual is None or 1 not in model.textual.dynamic_axes.get("input_ids", {}):
@@ -238,46 +181,14 @@ def _cut_text(model) -> Callable | None:
     return lambda feed: cut_padding(feed, pad_id)
 
 
-def _tensorrt_backend(bundle_path: Path, max_batch: int, cut: Callable | None = None) -> Backend:
-    """FP16 plans for the gated fp16 bundle, built (or reused) for this GPU, run by the runtime's TensorRT runner.
-
-    The runner synchronises its stream before returning host arrays, so the clock covers the GPU work.
-    """
-    from clip_onnx.bundle import read_bundle
-    from clip_onnx.engines import Profile
-    from clip_onnx.export import build_engines
-    from clip_onnx.runtime import open_runner
-
-    build_engines(bundle_path, Profile(1, min(8, max_batch), max_batch))
-    bundle = read_bundle(bundle_path)
-    return runtime_backend("tensorrt", _runners(bundle, open_runner, "tensorrt"), cut, "fp16")
-
-
-def _runners(bundle: Bundle, open_runner: Callable, *backend: str) -> dict:
-    """One runner per tower the bundle has: both for CLIP, the visual one for a classifier."""
-    return {t: open_runner(bundle, t, *backend) for t in TOWERS if t in bundle.manifest.graphs}
-
-
-def _torch_call(module, torch, bf16: bool = False):
-    def call(args):
-        with torch.inference_mode():
-            if not bf16:
-                return module(*args)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return module(*args)
-
-    return call
-
-
-def _to_torch(feed, tower, torch, device, dtype):
-    args = [torch.from_numpy(feed[n]).to(device) for n in tower.input_names]
-    return [a.to(dtype) if dtype is not None and a.is_floating_point() else a for a in args]
-
-
-def _half_copy(module, torch):
-    import copy
-
-    return copy.deepcopy(module).to("cuda", torch.float16).eval()
+def _ungated(made: Callable | None, chosen: Sequence[Backend], existing) -> set[str]:
+    """The rows whose graphs were lowered without the accuracy gate, so the report can say so plainly."""
+    rows = set(existing.ungated())
+    for backend in chosen:
+        parsed = parse_runtime(backend.name) if made is not None and backend.name not in existing.labels else None
+        if parsed and not all(g.gated for g in made(parsed[1]).manifest.graphs.values()):
+            rows.add(backend.name)
+    return rows
 
 
 def _add_ratios(stats: list[dict]) -> None:

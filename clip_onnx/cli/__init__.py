@@ -10,7 +10,7 @@ import click
 
 from clip_onnx.cli.datasets import embed, ray_embed
 from clip_onnx.cli.export import bench, build_engine, demo, export
-from clip_onnx.cli.verify import verify
+from clip_onnx.cli.verify import BACKEND_OPTION, verify
 from clip_onnx.errors import ClipOnnxError
 
 
@@ -65,11 +65,12 @@ def models() -> None:
     help="Candidate labels: repeat the option, or give them space-separated after one --labels.",
 )
 @click.option("--templates", multiple=True, help="Prompt templates with '{}' (default: the model's own).")
-def classify(bundle: Path, images, labels, templates) -> None:
+@BACKEND_OPTION
+def classify(bundle: Path, images, labels, templates, backend: str) -> None:
     """Zero-shot classify IMAGES against LABELS and print the probabilities."""
     from clip_onnx.runtime import ClipModel
 
-    model = ClipModel.load(bundle)
+    model = ClipModel.load(bundle, backend=backend)
     result = model.classify(list(images), list(labels), templates=list(templates) or None)
     for path, probs in zip(images, result.probs, strict=True):
         ranked = sorted(zip(result.labels, probs, strict=True), key=lambda lp: -lp[1])
@@ -80,11 +81,12 @@ def classify(bundle: Path, images, labels, templates) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", default=5, show_default=True, help="How many classes to print per image.")
-def predict(bundle: Path, images, top_k: int) -> None:
+@BACKEND_OPTION
+def predict(bundle: Path, images, top_k: int, backend: str) -> None:
     """Classify IMAGES with a classifier bundle (e.g. a timm CLIP-ViT) and print the top classes."""
     from clip_onnx.runtime import ClipClassifier
 
-    result = ClipClassifier.load(bundle).predict(list(images), top_k=top_k)
+    result = ClipClassifier.load(bundle, backend=backend).predict(list(images), top_k=top_k)
     for path, labels, probs in zip(images, result.labels, result.probs, strict=True):
         click.echo(f"{path}: " + "; ".join(f"{label} {p:.3f}" for label, p in zip(labels, probs, strict=True)))
 

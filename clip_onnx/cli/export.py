@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from clip_onnx.thresholds import describe, precision_help
+from clip_onnx.registry import BACKENDS
+from clip_onnx.thresholds import PRECISIONS, describe, precision_help
 
 
 @click.command()
@@ -19,9 +20,7 @@ from clip_onnx.thresholds import describe, precision_help
 @click.option("--opset", default=18, show_default=True, help="ONNX opset version.")
 @click.option("--no-validate", is_flag=True, help="Skip the eager-vs-ONNX parity gate (the bundle is then unverified).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (atomically).")
-@click.option(
-    "--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True, help=precision_help()
-)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help=precision_help())
 @click.option(
     "--gate-images",
     type=click.Path(path_type=Path, exists=True, file_okay=False),
@@ -72,7 +71,7 @@ def export(
     from clip_onnx.export import export_bundle
 
     started = time.perf_counter()
-    with tqdm(total=5 + (precision != "fp32"), desc="export", unit="step", file=sys.stderr) as bar:
+    with tqdm(total=6 + (precision != "fp32"), desc="export", unit="step", file=sys.stderr) as bar:
 
         def step(name: str) -> None:
             bar.set_postfix_str(name)
@@ -143,7 +142,7 @@ def format_parity(report: Mapping) -> str:
     help="Where to write the demo bundle (replaced if it exists).",
 )
 @click.option("--images", default=200, show_default=True, help="Held-out pictures for the accuracy check.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 def demo(out: Path, images: int, precision: str) -> None:
     """Export the embedded demo model, verify it, and classify generated pictures without torch.
 
@@ -155,7 +154,7 @@ def demo(out: Path, images: int, precision: str) -> None:
 
     from clip_onnx.export import run_demo
 
-    with tqdm(total=4, desc="demo", unit="step", file=sys.stderr) as bar:
+    with tqdm(total=5 + (precision != "fp32"), desc="demo", unit="step", file=sys.stderr) as bar:
 
         def step(name: str) -> None:
             bar.set_postfix_str(name)
@@ -222,7 +221,7 @@ def build_engine(
 
     profile = Profile(min_batch, opt_batch, max_batch, opt_seq=opt_seq, max_seq=max_seq)
     gated = not (no_validate or ahead_of_time)
-    with tqdm(total=4 if gated else 2, desc="build-engine", unit="step", file=sys.stderr) as bar:
+    with tqdm(total=5 if gated else 2, desc="build-engine", unit="step", file=sys.stderr) as bar:
 
         def step(msg: str) -> None:
             bar.set_postfix_str(msg)
@@ -265,6 +264,14 @@ def build_engine(
     "[default: torch,torch-bf16,torch-fp16,onnxruntime,onnxruntime-int8,tensorrt; with --bundle: "
     "torch,torch-bf16 where SOURCE is given]",
 )
+@click.option(
+    "--backend",
+    "runtime",
+    type=click.Choice(BACKENDS),
+    default="onnxruntime",
+    show_default=True,
+    help="The runtime backend that runs the --bundle bundles (tensorrt: plans are built for this GPU first).",
+)
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--warmup", default=3, show_default=True)
 @click.option("--repeat", default=10, show_default=True)
@@ -274,6 +281,7 @@ def bench(
     bundles,
     random_weights: bool,
     backends: str | None,
+    runtime: str,
     batches: str,
     warmup: int,
     repeat: int,
@@ -310,6 +318,7 @@ def bench(
             bundles=list(bundles),
             random_weights=random_weights,
             backends=names,
+            runtime=runtime,
             batches=sizes,
             warmup=warmup,
             repeat=repeat,

@@ -7,16 +7,21 @@ from pathlib import Path
 
 import click
 
+from clip_onnx.registry import BACKEND_CHOICES
+
+# The runtime commands' --backend: every registered backend, or "auto" (TensorRT where a plan fits this GPU).
+BACKEND_OPTION = click.option(
+    "--backend",
+    type=click.Choice(BACKEND_CHOICES),
+    default="onnxruntime",
+    show_default=True,
+    help="Run the graphs with ONNX Runtime, the TensorRT plans of `clip-onnx build-engine`, or whichever fits (auto).",
+)
+
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option(
-    "--backend",
-    type=click.Choice(["onnxruntime", "tensorrt", "auto"]),
-    default="onnxruntime",
-    show_default=True,
-    help="Run the graphs with ONNX Runtime, the TensorRT plans of `clip-onnx build-engine`, or whichever fits.",
-)
+@BACKEND_OPTION
 @click.option(
     "--providers",
     multiple=True,

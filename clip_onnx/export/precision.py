@@ -30,6 +30,7 @@ from clip_onnx.export.fp16 import FP16_LADDER, fp16_converter
 from clip_onnx.export.gate_data import GatePlan, plan_gate
 from clip_onnx.export.int8 import INT8_LADDER
 from clip_onnx.parity import compare, min_cosine
+from clip_onnx.thresholds import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 LADDERS: Mapping[str, tuple[Callable[[Path, Path], dict], ...]] = MappingProxyType(
     {"int8": INT8_LADDER, "fp16": tuple(fp16_converter(block) for block in FP16_LADDER)}
 )
-PRECISIONS = ("fp32", *LADDERS)
+if set(LADDERS) != set(PRECISIONS) - {"fp32"}:  # every lowered precision of the gate table has a ladder
+    raise ImportError(f"ladders for {sorted(LADDERS)}, but the gate table has {PRECISIONS}")
 
 
 @dataclass

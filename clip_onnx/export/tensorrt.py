@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from clip_onnx.bundle import TOWERS, read_bundle
+from clip_onnx.bundle import TOWERS, Bundle, read_bundle
 from clip_onnx.engines import ENGINE_DIR, Profile, Target, plan_key, records, write_record
 from clip_onnx.errors import ExportError, ParityError
 from clip_onnx.export.engine_gate import EngineGate
@@ -123,7 +123,23 @@ def build_engines(
             record = _gated(engine_gate, tower, plan_path, record, profile)
         write_record(bundle.path, tower, key, record)
         built.append(record)
+    if engine_gate is not None:
+        progress("self-test through the plans")
+        _self_test(bundle)
     return built
+
+
+def _self_test(bundle: Bundle) -> None:
+    """The bundle's own self-test through the new plans on this GPU: SelfTestError if their vectors stray."""
+    from clip_onnx.runtime import ClipClassifier, ClipModel
+
+    if bundle.manifest.self_test is None:
+        log.warning(
+            "%s carries no self-test (exported before clip-onnx wrote one); only the engine gate ran", bundle.path
+        )
+        return
+    opener = ClipClassifier if bundle.kind == "classifier" else ClipModel
+    opener.load(bundle.path, backend="tensorrt", self_test=True)
 
 
 def _gated(engine_gate: EngineGate, tower: str, plan_path: Path, record: dict, profile: Profile) -> dict:

@@ -5,7 +5,7 @@ checks that in a fresh interpreter.
 """
 
 from clip_onnx.errors import BackendError, BundleError, ClipOnnxError, InputError, SelfTestError
-from clip_onnx.runtime.backends import open_runner
+from clip_onnx.runtime.backends import RunnerOptions, open_runner, opener
 from clip_onnx.runtime.backends.base import Runner
 from clip_onnx.runtime.classifier import ClipClassifier, Prediction
 from clip_onnx.runtime.model import Classification, ClipModel
@@ -28,6 +28,8 @@ __all__ = [
     "run_self_test",
     "SelfTestReport",
     "open_runner",
+    "opener",
+    "RunnerOptions",
     "Runner",
     "ImagePreprocessor",
     "PreprocessSpec",

@@ -84,8 +84,6 @@ class ClipModel:
         # longest one in the batch: short prompts then cost less than the padded length.
         self._trim_seq = bundle.graph("textual").trimmable
         self._pad_id = self.tokenize.pad_id
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be an int >= 1 or None, got {threads!r}")
         self._runners = {t: open_runner(bundle, t, backend, providers, threads) for t in self.towers}
         for tower, runner in self._runners.items():
             self._check_graph(tower, runner)

@@ -1,65 +1,66 @@
-"""Inference backends behind one runner contract (``base.Runner``); ``open_runner`` picks one for a tower."""
+"""Inference backends behind one runner contract (``base.Runner``), opened through one registry.
+
+Each backend is one module with an ``open_runner(bundle, tower, options)``
+function; ``clip_onnx.registry.BACKENDS`` maps its name to that function,
+imported on first use so a worker loads only the backend it runs.
+``ClipModel``, ``ClipClassifier``, the benchmark and the CLI's ``--backend``
+all read that table: adding a backend (OpenVINO, say) is one module and one line there.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from clip_onnx.bundle import Bundle
 from clip_onnx.errors import BackendError, InputError
-from clip_onnx.files import sha256_file
+from clip_onnx.registry import AUTO_ORDER, BACKEND_CHOICES, BACKENDS
+from clip_onnx.runtime.backends.base import Runner, RunnerOptions
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnxruntime", "tensorrt", "auto")
+
+Opener = Callable[[Bundle, str, RunnerOptions], Runner]
+
+
+def opener(name: str) -> Opener:
+    """The registered opener of backend ``name``; InputError naming the choices for anything else."""
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise InputError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    module, function = BACKENDS[name].split(":")
+    found: Opener = getattr(importlib.import_module(module), function)
+    return found
 
 
 def open_runner(
     bundle: Bundle,
     tower: str,
     backend: str = "onnxruntime",
-    providers: Sequence | None = None,
+    providers: Sequence[Any] | None = None,
     threads: int | None = None,
-):
-    """A runner for one tower of ``bundle``; ``threads``: ONNX Runtime's intra-op threads (None: the default).
+) -> Runner:
+    """A runner for one tower of ``bundle`` on ``backend`` (a name in BACKENDS, or "auto").
 
-    ``auto`` takes TensorRT when it is installed, a GPU is visible and the
+    ``auto`` takes TensorRT where it is installed, a GPU is visible and the
     bundle has a plan built for exactly this GPU and TensorRT version, and
-    ONNX Runtime otherwise (logged, so the choice is never silent).
+    ONNX Runtime otherwise.
     """
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend in ("tensorrt", "auto"):
+    options = RunnerOptions(tuple(providers) if providers else None, threads)
+    if backend != "auto":
+        return opener(backend)(bundle, tower, options)
+    reasons = []
+    for name in AUTO_ORDER:
         try:
-            return _tensorrt_runner(bundle, tower)
+            runner = opener(name)(bundle, tower, options)
         except BackendError as exc:
-            if backend == "tensorrt":
-                raise
-            log.info("backend auto: using onnxruntime for %s (%s)", tower, exc)
-    from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner, default_session_options
+            reasons.append(f"{name}: {exc}")
+            continue
+        if reasons:
+            log.info("backend auto: %s for %s (%s)", name, tower, "; ".join(reasons))
+        return runner
+    raise BackendError(f"backend auto: no backend opens the {tower} graph of {bundle.path}: {'; '.join(reasons)}")
 
-    options = None if threads is None else default_session_options(threads)
-    return OnnxRuntimeRunner(bundle.graph_path(tower), providers=providers, session_options=options)
 
-
-def _tensorrt_runner(bundle: Bundle, tower: str):
-    from clip_onnx.engines import ENGINE_DIR, records, select_plan
-    from clip_onnx.runtime.backends.tensorrt import TensorRTRunner, current_target
-
-    graph_sha = bundle.manifest.sha256(bundle.graph(tower).file)
-    try:
-        record = select_plan(records(bundle.path, tower), tower, graph_sha, current_target())
-        name = record["plan"]
-    except (KeyError, TypeError) as exc:
-        raise BackendError(
-            f"{bundle.path / ENGINE_DIR}: malformed plan record ({type(exc).__name__}: {exc}); "
-            "delete it and rerun `clip-onnx build-engine`"
-        ) from None
-    # A record names a plan beside it; anything else could make the runtime read another file.
-    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-        raise BackendError(f"{bundle.path / ENGINE_DIR}: a plan record names {name!r:.80}, not a plan file beside it")
-    plan = bundle.path / ENGINE_DIR / name
-    if sha256_file(plan) != record["plan_sha256"]:
-        raise BackendError(f"{plan}: sha256 does not match its record; rebuild with `clip-onnx build-engine`")
-    return TensorRTRunner(plan, record)
+__all__ = ["AUTO_ORDER", "BACKENDS", "BACKEND_CHOICES", "Opener", "RunnerOptions", "open_runner", "opener"]

@@ -9,10 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from clip_onnx.errors import InputError
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How to open a runner: ONNX Runtime's execution providers (best first) and intra-op threads per session."""
+
+    providers: tuple[Any, ...] | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        threads = self.threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be an int >= 1 or None, got {threads!r}")
 
 
 @dataclass(frozen=True)

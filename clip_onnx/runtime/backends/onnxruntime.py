@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from clip_onnx.bundle import Bundle
 from clip_onnx.errors import BackendError
-from clip_onnx.runtime.backends.base import Runner, TensorSpec
+from clip_onnx.runtime.backends.base import Runner, RunnerOptions, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,12 @@ class OnnxRuntimeRunner(Runner):
 
     def close(self) -> None:
         self.session = None
+
+
+def open_runner(bundle: Bundle, tower: str, options: RunnerOptions) -> OnnxRuntimeRunner:
+    """The registry's opener: the tower's graph in an ONNX Runtime session."""
+    session_options = None if options.threads is None else default_session_options(options.threads)
+    return OnnxRuntimeRunner(bundle.graph_path(tower), providers=options.providers, session_options=session_options)
 
 
 def _require_providers(requested: list[Any], active: list[str]) -> None:

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from clip_onnx.bundle import Bundle
 from clip_onnx.engines import Target, chunks
 from clip_onnx.errors import BackendError, InputError
-from clip_onnx.runtime.backends.base import Runner, TensorSpec
+from clip_onnx.files import sha256_file
+from clip_onnx.runtime.backends.base import Runner, RunnerOptions, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +119,29 @@ class TensorRTRunner(Runner):
     def close(self) -> None:
         self._local = threading.local()
         self._engine = None
+
+
+def open_runner(bundle: Bundle, tower: str, options: RunnerOptions) -> TensorRTRunner:
+    """The registry's opener: the plan `clip-onnx build-engine` made for this tower's graph on this GPU.
+
+    BackendError says why there is none (no TensorRT or GPU, no plan, a plan for another GPU or
+    TensorRT version, a tampered plan); ``options`` are ONNX Runtime's and do not apply.
+    """
+    from clip_onnx.engines import ENGINE_DIR, records, select_plan
+
+    graph_sha = bundle.manifest.sha256(bundle.graph(tower).file)
+    try:
+        record = select_plan(records(bundle.path, tower), tower, graph_sha, current_target())
+        name = record["plan"]
+    except (KeyError, TypeError) as exc:
+        raise BackendError(
+            f"{bundle.path / ENGINE_DIR}: malformed plan record ({type(exc).__name__}: {exc}); "
+            "delete it and rerun `clip-onnx build-engine`"
+        ) from None
+    # A record names a plan beside it; anything else could make the runtime read another file.
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise BackendError(f"{bundle.path / ENGINE_DIR}: a plan record names {name!r:.80}, not a plan file beside it")
+    plan = bundle.path / ENGINE_DIR / name
+    if sha256_file(plan) != record["plan_sha256"]:
+        raise BackendError(f"{plan}: sha256 does not match its record; rebuild with `clip-onnx build-engine`")
+    return TensorRTRunner(plan, record)
