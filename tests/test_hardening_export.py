@@ -17,7 +17,8 @@ import torch
 from clip_onnx.bundle import MANIFEST, BundleWriter
 from clip_onnx.errors import BundleError, CheckpointError, ExportError, ModelSourceError
 from clip_onnx.export.families import ruclip
-from clip_onnx.export.onnx import SUPPORTED_OPSETS, _quiet_torch_onnx, check_opset, graph_opset
+from clip_onnx.export.onnx import _quiet_torch_onnx, graph_opset
+from clip_onnx.export.options import SUPPORTED_OPSETS, check_opset
 from clip_onnx.files import owned_tempdir
 from tests.manifests import stub_manifest
 

@@ -16,6 +16,7 @@ from clip_onnx.export.engine_gate import gate_feeds
 from clip_onnx.export.families.base import ExportableModel, Tower
 from clip_onnx.export.fp16 import fp16_converter
 from clip_onnx.export.gate_data import plan_gate
+from clip_onnx.export.options import GateOptions
 from clip_onnx.export.pipeline import export_bundle, export_model
 from clip_onnx.parity import GATE_IMAGES, GATE_TEMPLATES, THRESHOLDS, Logits, ZeroShot, compare
 from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
@@ -143,7 +144,7 @@ def test_classifier_lowering_skips_a_graph_onnxruntime_cannot_open(classifier_bu
     graph.write_bytes((classifier_bundle.path / "visual.onnx").read_bytes())
     monkeypatch.setattr(precision, "LADDERS", {"fp16": (_unloadable, fp16_converter(()))})
     model = _classifier()
-    record = precision.lower(model, {"visual": graph}, "fp16", plan_gate(model, "fp16", images=32))
+    record = precision.lower(model, {"visual": graph}, "fp16", plan_gate(model, "fp16", GateOptions(images=32)))
     first, second = record["tried"]["visual"]
     assert first["method"] == "broken on purpose" and "min_cosine" not in first
     assert "does not match" in first["error"] or "Type Error" in first["error"]
@@ -156,7 +157,7 @@ def test_classifier_lowering_skips_a_graph_onnxruntime_cannot_open(classifier_bu
     # A ladder none of whose graphs loads leaves the tower fp32, saying why, and nothing behind.
     graph.write_bytes((classifier_bundle.path / "visual.onnx").read_bytes())
     monkeypatch.setattr(precision, "LADDERS", {"fp16": (_unloadable,)})
-    record = precision.lower(model, {"visual": graph}, "fp16", plan_gate(model, "fp16", images=32))
+    record = precision.lower(model, {"visual": graph}, "fp16", plan_gate(model, "fp16", GateOptions(images=32)))
     assert record["gate"] == [] and "no converted graph loads" in record["towers"]["visual"]["reason"]
     assert graph.read_bytes() == (classifier_bundle.path / "visual.onnx").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["visual.onnx"]

@@ -150,15 +150,14 @@ def _bundles(model, work: Path) -> Callable[[str], Bundle]:
     The int8 bundle is made with the gate off: the benchmark wants the speed of
     both towers quantized, and reports the accuracy it measures beside it.
     """
-    from clip_onnx.export import export_model
+    from clip_onnx.export import ExportOptions, GateOptions, export_model
 
     made = {}
 
     def get(precision: str):
         if precision not in made:
-            made[precision] = export_model(
-                model, work / precision, overwrite=True, precision=precision, gate=precision != "int8"
-            )
+            gate = GateOptions(enabled=precision != "int8")
+            made[precision] = export_model(model, work / precision, ExportOptions(precision, overwrite=True, gate=gate))
         return made[precision]
 
     get("fp32")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from clip_onnx.cli.progress import steps
 from clip_onnx.registry import BACKENDS
 from clip_onnx.thresholds import PRECISIONS, describe, precision_help
 
@@ -66,40 +68,26 @@ def export(
     or a local directory in the family's native layout (RuCLIP: config.json,
     pytorch_model.bin, bpe.model).
     """
-    from tqdm import tqdm
-
-    from clip_onnx.export import export_bundle
+    from clip_onnx.export import ExportOptions, GateOptions, export_bundle
 
     started = time.perf_counter()
-    with tqdm(total=6 + (precision != "fp32"), desc="export", unit="step", file=sys.stderr) as bar:
-
-        def step(name: str) -> None:
-            bar.set_postfix_str(name)
-            bar.update(1)
-
-        bundle = export_bundle(
-            source,
-            out,
-            random_weights=random_weights,
-            opset=opset,
-            check_parity=not no_validate,
-            overwrite=overwrite,
-            precision=precision,
-            progress=step,
-            **_gate_options(gate_images, gate_texts, min_cosine, min_agreement),
-        )
+    gate = GateOptions(min_cosine=min_cosine, min_agreement=min_agreement, texts=gate_texts)
+    options = ExportOptions(
+        precision=precision,
+        opset=opset,
+        check_parity=not no_validate,
+        overwrite=overwrite,
+        random_weights=random_weights,
+        gate=gate if gate_images is None else replace(gate, images=gate_images),
+    )
+    with steps("export", total=6 + (precision != "fp32")) as step:
+        bundle = export_bundle(source, out, options, progress=step)
     for report in bundle.manifest.parity:
         click.echo(format_parity(report))
     if bundle.manifest.gate_inputs is not None:
         click.echo(format_gate_inputs(bundle.manifest.gate_inputs))
     precisions = ", ".join(f"{t} {g.precision}" for t, g in bundle.manifest.graphs.items())
     click.echo(f"wrote {bundle.path} ({precisions}) in {time.perf_counter() - started:.1f}s")
-
-
-def _gate_options(images, texts, min_cosine, min_agreement) -> dict:
-    """The export's gate keywords that were given, so the library's defaults hold for the rest."""
-    given = {"gate_images": images, "gate_texts": texts, "min_cosine": min_cosine, "min_agreement": min_agreement}
-    return {k: v for k, v in given.items() if v is not None}
 
 
 def format_gate_inputs(record: Mapping) -> str:
@@ -150,16 +138,9 @@ def demo(out: Path, images: int, precision: str) -> None:
     pictures of coloured shapes with Russian captions; the pictures used here
     show colour/shape combinations it never saw in training.
     """
-    from tqdm import tqdm
-
     from clip_onnx.export import run_demo
 
-    with tqdm(total=5 + (precision != "fp32"), desc="demo", unit="step", file=sys.stderr) as bar:
-
-        def step(name: str) -> None:
-            bar.set_postfix_str(name)
-            bar.update(1)
-
+    with steps("demo", total=5 + (precision != "fp32")) as step:
         bundle, shown, results = run_demo(out, images=images, precision=precision, progress=step)
     for report in bundle.manifest.parity:
         click.echo(format_parity(report))
@@ -214,19 +195,13 @@ def build_engine(
     sample prompts; a plan that misses it is deleted. Ahead-of-time plans cannot
     run here and are not gated.
     """
-    from tqdm import tqdm
 
     from clip_onnx.engines import Profile
     from clip_onnx.export import build_engines
 
     profile = Profile(min_batch, opt_batch, max_batch, opt_seq=opt_seq, max_seq=max_seq)
     gated = not (no_validate or ahead_of_time)
-    with tqdm(total=5 if gated else 2, desc="build-engine", unit="step", file=sys.stderr) as bar:
-
-        def step(msg: str) -> None:
-            bar.set_postfix_str(msg)
-            bar.update(1)
-
+    with steps("build-engine", total=5 if gated else 2) as step:
         built = build_engines(
             bundle,
             profile,

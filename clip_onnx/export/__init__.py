@@ -16,6 +16,8 @@ _PUBLIC = {
     "load_model": "clip_onnx.export.families",
     "run_demo": "clip_onnx.export.demo",
     "build_engines": "clip_onnx.export.tensorrt",
+    "ExportOptions": "clip_onnx.export.options",
+    "GateOptions": "clip_onnx.export.options",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -18,6 +18,7 @@ import torch
 from clip_onnx import demo
 from clip_onnx.bundle import Bundle
 from clip_onnx.export.families import load_model
+from clip_onnx.export.options import ExportOptions
 from clip_onnx.export.pipeline import export_model
 from clip_onnx.runtime.model import ClipModel
 from clip_onnx.runtime.zero_shot import label_embeddings, zero_shot_probs
@@ -45,7 +46,7 @@ def run_demo(
 ) -> tuple[Bundle, list, list[TaskResult]]:
     """Export the demo model to ``out`` and evaluate it on ``images`` held-out pictures."""
     model = load_model(DEMO_MODEL)
-    bundle = export_model(model, out, overwrite=True, precision=precision, progress=progress)
+    bundle = export_model(model, out, ExportOptions(precision=precision, overwrite=True), progress=progress)
     runtime = ClipModel.load(bundle.path)
     samples = demo.heldout_set(images, combos="unseen")
     pictures = [s.image for s in samples]

@@ -23,8 +23,9 @@ import numpy as np
 from clip_onnx.errors import ExportError, InputError
 from clip_onnx.export import validate
 from clip_onnx.export.families.base import ExportableModel
+from clip_onnx.export.options import GateOptions
 from clip_onnx.files import sha256_bytes, sha256_file
-from clip_onnx.parity import GATE_BATCH, GATE_IMAGES, GATE_TEMPLATES, THRESHOLDS, Logits, Thresholds, ZeroShot
+from clip_onnx.parity import GATE_BATCH, GATE_TEMPLATES, THRESHOLDS, Logits, Thresholds, ZeroShot
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 
 log = logging.getLogger(__name__)
@@ -45,23 +46,15 @@ class GatePlan:
     record: dict
 
 
-def plan_gate(
-    model: ExportableModel,
-    precision: str,
-    *,
-    images: int | str | os.PathLike = GATE_IMAGES,
-    texts: str | os.PathLike | None = None,
-    min_cosine: float | None = None,
-    min_agreement: float | None = None,
-) -> GatePlan:
-    """Read and check the gate's inputs for lowering ``model`` to ``precision``.
+def plan_gate(model: ExportableModel, precision: str, gate: GateOptions | None = None) -> GatePlan:
+    """Read and check the gate's inputs for lowering ``model`` to ``precision`` (``GateOptions`` says which).
 
-    ``images``: a count of built-in pictures, or a folder of the user's (walked
-    recursively; unreadable files are skipped with a warning and counted).
-    ``texts``: a UTF-8 file of prompts, one a line.  ``min_cosine`` and
-    ``min_agreement`` (a fraction, 0.99 = 99%) replace the table's defaults.
+    A folder of the user's pictures is walked recursively; unreadable files are
+    skipped with a warning and counted.
     """
-    thresholds, overridden = _thresholds(precision, min_cosine, min_agreement)
+    gate = gate or GateOptions()
+    images, texts = gate.images, gate.texts
+    thresholds, overridden = _thresholds(precision, gate.min_cosine, gate.min_agreement)
     if isinstance(images, (str, os.PathLike)):
         visual, image_record = _user_images(Path(images), ImagePreprocessor(model.preprocess))
     else:
@@ -92,35 +85,11 @@ def plan_gate(
     return GatePlan(feeds, task, thresholds, record)
 
 
-def check_unused(precision: str, gate: bool, images, texts, min_cosine, min_agreement) -> None:
-    """Refuse gate options that would silently do nothing: with fp32, or with the gate off."""
-    given = [
-        name
-        for name, value in (
-            ("--gate-images", images if isinstance(images, (str, os.PathLike)) else None),
-            ("--gate-texts", texts),
-            ("--min-cosine", min_cosine),
-            ("--min-agreement", min_agreement),
-        )
-        if value is not None
-    ]
-    if given and precision == "fp32":
-        raise ExportError(f"{', '.join(given)} set the fp16/int8 gate; add --precision fp16 or int8, or drop them")
-    if given and not gate:
-        raise ExportError(f"{', '.join(given)} set the fp16/int8 gate, which is off; turn it on or drop them")
-
-
 def _thresholds(precision: str, min_cosine: float | None, min_agreement: float | None) -> tuple[Thresholds, list]:
     overrides = {}
-    if min_cosine is not None:
-        if not -1.0 <= min_cosine <= 1.0:
-            raise ExportError(f"--min-cosine {min_cosine} is not a cosine; give a value in [-1, 1], e.g. 0.995")
+    if min_cosine is not None:  # GateOptions checked both ranges
         overrides["min_cosine"] = float(min_cosine)
     if min_agreement is not None:
-        if not 0.0 <= min_agreement <= 1.0:
-            raise ExportError(
-                f"--min-agreement {min_agreement} is not a fraction; give a value in [0, 1] (0.99 for 99%)"
-            )
         overrides["min_top1_agreement"] = float(min_agreement)
     return replace(THRESHOLDS[precision], **overrides), sorted(overrides)
 

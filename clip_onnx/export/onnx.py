@@ -14,14 +14,10 @@ import torch
 
 from clip_onnx.errors import ExportError
 from clip_onnx.export.families.base import Tower
+from clip_onnx.export.options import DEFAULT_OPSET, SUPPORTED_OPSETS, check_opset
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 18
-# What torch.onnx.export(dynamo=True) really writes with torch 2.13: 18 natively, 17 and 19-25 through
-# onnxscript's version converter.  Below 17 it silently keeps 18; above 25 it writes graphs ONNX Runtime
-# rejects.  export_tower still reads the opset back from every written graph.
-SUPPORTED_OPSETS = range(17, 26)
 # Loggers whose records (tracebacks included) go into an ExportError's message, not onto the terminal, below -vv.
 _CHATTY_LOGGERS = ("torch.onnx", "onnxscript")
 # Example batch used for tracing.  Never 1: torch's exporter specialises a
@@ -82,16 +78,6 @@ def export_tower(tower: Tower, example: Mapping[str, torch.Tensor], path: Path, 
             f"{written}; choose an opset from {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}"
         )
     return path
-
-
-def check_opset(opset) -> int:
-    """``opset`` if torch's exporter writes graphs at it, else ExportError naming the supported range."""
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in SUPPORTED_OPSETS:
-        raise ExportError(
-            f"--opset {opset!r} is not supported: this exporter writes ONNX opsets "
-            f"{SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})"
-        )
-    return opset
 
 
 def graph_opset(path: Path) -> int:

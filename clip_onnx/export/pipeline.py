@@ -7,26 +7,26 @@ stage's outputs, ``clip_onnx.parity`` compares them, ``precision`` lowers.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from clip_onnx import __version__, machine
 from clip_onnx.bundle import Bundle, BundleWriter
-from clip_onnx.errors import ExportError
 from clip_onnx.export import validate
 from clip_onnx.export.families import load_model
 from clip_onnx.export.families.base import ExportableModel
-from clip_onnx.export.gate_data import check_unused, plan_gate
-from clip_onnx.export.onnx import DEFAULT_OPSET, EXAMPLE_BATCH, check_opset, export_tower, graph_opset
-from clip_onnx.export.precision import PRECISIONS, lower
+from clip_onnx.export.gate_data import plan_gate
+from clip_onnx.export.onnx import EXAMPLE_BATCH, export_tower, graph_opset
+from clip_onnx.export.options import ExportOptions
+from clip_onnx.export.precision import lower
 from clip_onnx.export.self_test import replay_self_test, write_self_test
 from clip_onnx.manifest import GraphSpec, LabelsSpec, Manifest, ModelInfo, ModelKind, TokenizerSpec
-from clip_onnx.parity import GATE_IMAGES, THRESHOLDS, ParityReport, compare
+from clip_onnx.parity import THRESHOLDS, ParityReport, compare
 
 log = logging.getLogger(__name__)
 
@@ -38,82 +38,46 @@ LABELS_FILE = "labels.txt"
 def export_bundle(
     source: str,
     out,
+    options: ExportOptions | None = None,
     *,
-    random_weights: bool = False,
-    opset: int = DEFAULT_OPSET,
-    check_parity: bool = True,
-    overwrite: bool = False,
-    precision: str = "fp32",
-    gate_images: int | str | os.PathLike = GATE_IMAGES,
-    gate_texts: str | os.PathLike | None = None,
-    min_cosine: float | None = None,
-    min_agreement: float | None = None,
-    gate: bool = True,
     progress: Callable[[str], None] = lambda step: None,
+    **keywords: Any,
 ) -> Bundle:
     """Export ``source`` into a bundle at ``out``; raises ParityError if the graphs don't match eager torch.
 
-    ``precision="int8"`` or ``"fp16"`` then lowers each tower whose converted
-    graph passes that precision's gate against the fp32 graphs; the others stay fp32.
-    The gate runs on ``gate_images`` (a count of built-in pictures, or a folder of
-    your own) and ``gate_texts`` (a file of prompts, one a line), against the
-    precision's default thresholds or ``min_cosine`` / ``min_agreement`` (a fraction).
-    ``gate=False`` lowers every tower without that gate (the manifest marks the
-    graphs ``"gate": "off"``); ``check_parity=False`` skips the eager -> fp32 gate.
+    ``options`` (an ``ExportOptions``) says what to do; with ``precision="int8"``
+    or ``"fp16"`` each tower whose converted graph passes that precision's gate
+    against the fp32 graphs is lowered, the others stay fp32 (``GateOptions``:
+    the gate's pictures, prompts and thresholds, or the gate off). The keywords
+    of clip-onnx 0.1 (``precision="int8", gate_images=..., min_cosine=...``) still
+    work in place of ``options``.
     """
     started = time.perf_counter()
-    check_opset(opset)  # before loading: a model can take minutes to load
+    # Checked before loading: a model can take minutes to load.
+    options = _options(options, keywords)
     progress("load model")
-    model = load_model(source, random_weights=random_weights)
-    return export_model(
-        model,
-        out,
-        opset=opset,
-        check_parity=check_parity,
-        overwrite=overwrite,
-        precision=precision,
-        gate_images=gate_images,
-        gate_texts=gate_texts,
-        min_cosine=min_cosine,
-        min_agreement=min_agreement,
-        gate=gate,
-        progress=progress,
-        started=started,
-    )
+    model = load_model(source, random_weights=options.random_weights)
+    return export_model(model, out, options, progress=progress, started=started)
 
 
 def export_model(
     model: ExportableModel,
     out,
+    options: ExportOptions | None = None,
     *,
-    opset: int = DEFAULT_OPSET,
-    check_parity: bool = True,
-    overwrite: bool = False,
-    precision: str = "fp32",
-    gate_images: int | str | os.PathLike = GATE_IMAGES,
-    gate_texts: str | os.PathLike | None = None,
-    min_cosine: float | None = None,
-    min_agreement: float | None = None,
-    gate: bool = True,
     progress: Callable[[str], None] = lambda step: None,
     started: float | None = None,
+    **keywords: Any,
 ) -> Bundle:
     """Export an already loaded model; see export_bundle."""
-    if precision not in PRECISIONS:
-        raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    options = _options(options, keywords)
     started = time.perf_counter() if started is None else started
-    check_unused(precision, gate, gate_images, gate_texts, min_cosine, min_agreement)
+    precision, check_parity = options.precision, options.check_parity
     # Read before the export, so a bad folder or threshold fails in seconds.
-    plan = (
-        plan_gate(
-            model, precision, images=gate_images, texts=gate_texts, min_cosine=min_cosine, min_agreement=min_agreement
-        )
-        if precision != "fp32" and gate
-        else None
-    )
-    with BundleWriter(out, overwrite=overwrite) as writer:
+    plan = plan_gate(model, precision, options.gate) if options.gated else None
+    with BundleWriter(out, overwrite=options.overwrite) as writer:
         feeds = validate.parity_inputs(model)
-        graphs = _export_graphs(model, writer, feeds, opset, progress)
+        graphs = _export_graphs(model, writer, feeds, options.opset, progress)
         parity = None
         if check_parity:
             progress("check parity")
@@ -129,8 +93,8 @@ def export_model(
             log.warning("parity check skipped (--no-validate): the bundle is unverified")
         lowered = None
         if precision != "fp32":
-            progress(f"{precision} gate" if gate else f"{precision} (ungated)")
-            lowered = lower(model, graphs, precision, plan, gate=gate)
+            progress(f"{precision} gate" if options.gated else f"{precision} (ungated)")
+            lowered = lower(model, graphs, precision, plan, gate=options.gated)
         progress("self-test")
         manifest = _write_rest(model, writer, parity, lowered, started)
         if check_parity:
@@ -138,6 +102,12 @@ def export_model(
         progress("write bundle")
         bundle = writer.commit(manifest)
     return bundle
+
+
+def _options(options: ExportOptions | None, keywords: dict[str, Any]) -> ExportOptions:
+    if options is not None and keywords:
+        raise TypeError(f"give ExportOptions or the keywords {sorted(keywords)}, not both")
+    return options if options is not None else ExportOptions.from_keywords(**keywords)
 
 
 def _export_graphs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -58,3 +59,17 @@ class ExportableModel:
     # None uses clip_onnx.synthetic.synthetic_images.  On out-of-domain pictures a small trained
     # model scores every prompt nearly alike, and top-1 agreement measures ties.
     gate_images: Callable[[int, int], list] | None = field(repr=False, default=None)
+
+
+@runtime_checkable
+class FamilyAdapter(Protocol):
+    """What each adapter module under ``clip_onnx.export.families`` provides (FAMILIES lists them).
+
+    ``claims`` answers cheaply, without loading weights, whether a source (hub id, local directory) is in
+    the family's native layout; ``load`` builds the ExportableModel, with random weights where asked
+    (the architecture from the registry's spec or the source's config).
+    """
+
+    def claims(self, source: str) -> bool: ...
+
+    def load(self, source: str, *, random_weights: bool = False) -> ExportableModel: ...
