@@ -34,6 +34,7 @@ TORCH_FREE = (
     "bundle.py",
     "manifest",
     "machine.py",
+    "gate_feeds.py",
     "preprocess_spec.py",
     "texts.py",
     "files.py",
@@ -67,6 +68,7 @@ PUBLIC = {
     "clip_onnx.lazy",
     "clip_onnx.machine",
     "clip_onnx.manifest",
+    "clip_onnx.gate_feeds",
 }
 # The only modules that read the manifest's JSON; everything else reads the typed ``Manifest``.
 MANIFEST_READERS = ("manifest", "bundle.py")

@@ -191,7 +191,7 @@ def test_engine_gate_inputs_come_from_the_bundle_alone_without_torch(tiny_bundle
         "import sys\n"
         "for name in ('torch', 'onnx', 'youtokentome'): sys.modules[name] = None\n"
         "from clip_onnx.bundle import read_bundle\n"
-        "from clip_onnx.export.engine_gate import FALLBACK_TEXTS, gate_feeds\n"
+        "from clip_onnx.export.engine_gate import gate_feeds\nfrom clip_onnx.gate_feeds import FALLBACK_TEXTS\n"
         "for path in sys.argv[1:]:\n"
         "    feeds = gate_feeds(read_bundle(path), images=20)\n"
         "    print(sum(len(f['pixel_values']) for f in feeds['visual']),"

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clip_onnx.benchmark.backends import bundle_backend
-from clip_onnx.benchmark.feeds import make_feeds
 from clip_onnx.bundle import Bundle, read_bundle
 from clip_onnx.errors import InputError
+from clip_onnx.gate_feeds import FeedMaker
 from clip_onnx.runtime import opener
 
 log = logging.getLogger(__name__)
@@ -37,19 +37,9 @@ class ExistingBundles:
                     f"differ from SOURCE {model.name!r}; give the source it was exported from"
                 )
 
-    def feeds(self, batches: Sequence[int]) -> tuple[dict, dict | None, Callable | None]:
-        """The benchmark's feeds made from the first bundle's manifest alone (no torch, no source)."""
-        from clip_onnx.runtime import cut_padding, load_tokenizer
-
-        bundle = self.bundles[0]
-        manifest = bundle.manifest
-        tokenize = load_tokenizer(manifest.tokenizer, bundle.path) if manifest.tokenizer else None
-        feeds, tokens = make_feeds(manifest.preprocess, tokenize, manifest.sample_texts or ["кошка"], batches)
-        cut = None
-        if tokenize is not None and bundle.graph("textual").trimmable:
-            pad_id = tokenize.pad_id
-            cut = lambda feed: cut_padding(feed, pad_id)  # noqa: E731
-        return feeds, tokens, cut
+    def feed_maker(self) -> FeedMaker:
+        """The benchmark's feeds, made from the first bundle alone (no torch, no source)."""
+        return FeedMaker.of_bundle(self.bundles[0])
 
     def backends(self, cut: Callable | None, max_batch: int) -> list:
         """One row per bundle on the runtime backend, held to the gate of its most reduced graph."""

@@ -5,33 +5,27 @@ Shared by a run exported from a source (``run.py``) and one over existing bundle
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from clip_onnx.benchmark.timing import Backend
+from clip_onnx.gate_feeds import FeedMaker
+from clip_onnx.runtime import cut_padding
 
 # Rows timing every backend on padded text ids, beside the text each backend runs in practice.
 PADDED_TEXT = "textual-padded"
 
 
-def make_feeds(
-    preprocess, tokenize: Callable | None, sample_texts: Sequence[str], batches: Sequence[int]
-) -> tuple[dict, dict | None]:
-    """tower -> batch -> feed, on synthetic pictures and the model's sample texts; and the padded text ids.
+def model_feeds(model) -> FeedMaker:
+    """The feed builder of an exportable model (the SOURCE of a run), cutting texts where ClipModel would."""
+    tokenize = model.tokenize if model.textual is not None else None
+    pad_id = int(model.tokenizer.get("pad_id", 0)) if model.textual is not None and model.textual.trimmable else None
+    return FeedMaker(model.preprocess, tokenize, model.sample_texts, pad_id=pad_id)
 
-    ``preprocess`` is the model's PreprocessSpec; ``tokenize`` None for a classifier (no text tower).
-    """
-    from clip_onnx.runtime import ImagePreprocessor
-    from clip_onnx.synthetic import synthetic_images
 
-    biggest = max(batches)
-    pixels = ImagePreprocessor(preprocess)(synthetic_images(biggest, seed=7))
-    feeds = {"visual": {b: {"pixel_values": pixels[:b]} for b in batches}}
-    if tokenize is None:
-        return feeds, None
-    texts = [sample_texts[i % len(sample_texts)] + f" {i}" for i in range(biggest)]
-    tokens = tokenize(texts)
-    feeds["textual"] = {b: {k: v[:b] for k, v in tokens.items()} for b in batches}
-    return feeds, tokens
+def text_cut(maker: FeedMaker) -> Callable | None:
+    """The runtime's cut of a text feed to its longest prompt, where the textual graph allows it."""
+    pad_id = maker.pad_id
+    return None if pad_id is None else lambda feed: cut_padding(feed, pad_id)
 
 
 def runtime_backend(name: str, runners: dict, cut: Callable | None, gate: str | None = "fp32") -> Backend:

@@ -15,7 +15,7 @@ from clip_onnx.benchmark.backends import (
     parse_runtime,
     torch_backend,
 )
-from clip_onnx.benchmark.feeds import PADDED_TEXT, make_feeds
+from clip_onnx.benchmark.feeds import PADDED_TEXT, model_feeds, text_cut
 from clip_onnx.benchmark.timing import Backend, interleaved
 from clip_onnx.bundle import Bundle
 from clip_onnx.errors import InputError
@@ -56,9 +56,9 @@ def run_benchmark(
     existing = open_bundles(bundles, runtime)
     model = _load_source(source, random_weights, existing)
     made = _bundles(model, out / "bundles") if model is not None and not bundles else None
-    feeds, tokens, cut = (
-        (_feeds(model, batches) + (_cut_text(model),)) if model is not None else existing.feeds(batches)
-    )
+    maker = model_feeds(model) if model is not None else existing.feed_maker()
+    feeds, tokens = maker.by_batch(batches)
+    cut = text_cut(maker)
     towers = {t: getattr(model, t) for t in feeds} if model is not None else {}
     if cut:
         # The runtime cuts each text batch to its longest prompt, eager torch runs the padded
@@ -162,22 +162,6 @@ def _bundles(model, work: Path) -> Callable[[str], Bundle]:
 
     get("fp32")
     return get
-
-
-def _feeds(model, batches: Sequence[int]) -> tuple[dict, dict | None]:
-    return make_feeds(
-        model.preprocess, model.tokenize if model.textual is not None else None, model.sample_texts, batches
-    )
-
-
-def _cut_text(model) -> Callable | None:
-    """The runtime's cut of a text feed to its longest prompt, where the textual graph allows it."""
-    if model.textual is None or 1 not in model.textual.dynamic_axes.get("input_ids", {}):
-        return None
-    from clip_onnx.runtime import cut_padding
-
-    pad_id = int(model.tokenizer.get("pad_id", 0))
-    return lambda feed: cut_padding(feed, pad_id)
 
 
 def _ungated(made: Callable | None, chosen: Sequence[Backend], existing) -> set[str]:

@@ -16,62 +16,20 @@ import numpy as np
 
 from clip_onnx.bundle import TOWERS, Bundle
 from clip_onnx.engines import Profile, chunks
-from clip_onnx.parity import (
-    GATE_BATCH,
-    GATE_IMAGES,
-    GATE_TEMPLATES,
-    THRESHOLDS,
-    Logits,
-    ParityReport,
-    ZeroShot,
-    compare,
-    gate_prompts,
-)
+from clip_onnx.gate_feeds import FeedMaker, gate_task
+from clip_onnx.parity import GATE_IMAGES, THRESHOLDS, ParityReport, compare
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.backends.base import Runner
-from clip_onnx.runtime.preprocess import ImagePreprocessor
-from clip_onnx.runtime.tokenizers import load_tokenizer
-from clip_onnx.runtime.tokenizers.base import cut_padding
-from clip_onnx.synthetic import synthetic_images
 
 log = logging.getLogger(__name__)
-
-# Prompts for bundles written before manifests recorded ``sample_texts``: the scripts of the registered families.
-FALLBACK_TEXTS = (
-    "a photo of a cat",
-    "кошка на диване",
-    "一只狗在草地上奔跑",
-    "a red car parked in front of a house",
-    "изображение с горами и снегом",
-    "海边的日落照片",
-    "pizza",
-    "",
-)
 
 
 def gate_feeds(bundle: Bundle, images: int = GATE_IMAGES, seed: int = 1) -> dict[str, list[dict[str, np.ndarray]]]:
     """Per tower, the gate's feeds in batches of GATE_BATCH, made from ``bundle`` alone."""
-    manifest = bundle.manifest
-    preprocess = ImagePreprocessor(manifest.preprocess)
-    feeds = {
-        "visual": [
-            {"pixel_values": preprocess(synthetic_images(min(GATE_BATCH, images - start), seed + start))}
-            for start in range(0, images, GATE_BATCH)
-        ]
-    }
-    if bundle.kind == "classifier":
-        return feeds
-    texts = manifest.sample_texts
-    if not texts:
+    maker = FeedMaker.of_bundle(bundle)
+    if not bundle.manifest.sample_texts and maker.tokenize is not None:
         log.info("%s records no sample_texts (exported before clip-onnx did); gating on built-in prompts", bundle.path)
-    prompts = gate_prompts(texts or FALLBACK_TEXTS)
-    tokenize = load_tokenizer(manifest.tokenizer, bundle.path)
-    cut = bundle.graph("textual").trimmable
-    feeds["textual"] = []
-    for start in range(0, len(prompts), GATE_BATCH):
-        feed = tokenize(prompts[start : start + GATE_BATCH])
-        feeds["textual"].append(cut_padding(feed, tokenize.pad_id) if cut else feed)
-    return feeds
+    return maker.gate(images, seed)
 
 
 class EngineGate:
@@ -89,8 +47,7 @@ class EngineGate:
         output = self.bundle.graph(tower).output
         got = dict(reference)
         got[tower] = [np.concatenate([run_within(plan, feed, output, profile) for feed in self._feeds[tower]])]
-        task = Logits() if self.bundle.kind == "classifier" else ZeroShot(len(GATE_TEMPLATES))
-        return compare(f"tensorrt[{tower}]", reference, got, THRESHOLDS["engine"], task)
+        return compare(f"tensorrt[{tower}]", reference, got, THRESHOLDS["engine"], gate_task(self.bundle.kind))
 
     def reference(self) -> dict[str, list[np.ndarray]]:
         """Per tower, ONNX Runtime's outputs on every gate feed, as one batch."""

@@ -25,6 +25,7 @@ from clip_onnx.export import validate
 from clip_onnx.export.families.base import ExportableModel
 from clip_onnx.export.options import GateOptions
 from clip_onnx.files import sha256_bytes, sha256_file
+from clip_onnx.gate_feeds import gate_task
 from clip_onnx.parity import GATE_BATCH, GATE_TEMPLATES, THRESHOLDS, Logits, Thresholds, ZeroShot
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 
@@ -58,10 +59,10 @@ def plan_gate(model: ExportableModel, precision: str, gate: GateOptions | None =
     if isinstance(images, (str, os.PathLike)):
         visual, image_record = _user_images(Path(images), ImagePreprocessor(model.preprocess))
     else:
-        visual = validate.gate_pictures(model, images)
+        visual = validate.feed_maker(model).images(images)
         image_record = {"source": "model domain" if model.gate_images else "synthetic", "count": images}
     feeds = {"visual": visual}
-    task: ZeroShot | Logits = validate.gate_task(model)
+    task: ZeroShot | Logits = gate_task(model.kind)
     text_record = None
     if model.textual is None:
         if texts is not None:
@@ -73,7 +74,7 @@ def plan_gate(model: ExportableModel, precision: str, gate: GateOptions | None =
         feeds["textual"], text_record = _user_texts(Path(texts), model)
         task = ZeroShot()  # one zero-shot task over the user's prompts, no template blocks
     else:
-        feeds["textual"] = validate.gate_texts(model)
+        feeds["textual"] = validate.feed_maker(model).prompts()
         text_record = {
             "source": "model",
             "count": sum(len(f["input_ids"]) for f in feeds["textual"]),

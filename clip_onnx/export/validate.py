@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from clip_onnx.export.families.base import ExportableModel, Tower
-from clip_onnx.parity import GATE_BATCH, GATE_IMAGES, GATE_TEMPLATES, Logits, ZeroShot, gate_prompts
+from clip_onnx.gate_feeds import FeedMaker, gate_task
+from clip_onnx.parity import Logits, ZeroShot
 from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.tokenizers.base import cut_padding
@@ -47,7 +48,7 @@ def parity_inputs(model: ExportableModel, seed: int = 0) -> dict[str, list[Mappi
         return feeds
     tokens = model.tokenize([model.sample_texts[i % len(model.sample_texts)] for i in range(biggest)])
     feeds["textual"] = [{k: v[:b] for k, v in tokens.items()} for b in VALIDATION_BATCHES]
-    if 1 in model.textual.dynamic_axes.get("input_ids", {}):
+    if model.textual.trimmable:
         pad_id = model.tokenizer.get("pad_id", 0)
         feeds["textual"] += [cut_padding(f, pad_id) for f in feeds["textual"]]
     return feeds
@@ -59,39 +60,18 @@ def trace_example(feeds: Feeds, tower: str, batch: int) -> dict[str, torch.Tenso
     return {k: torch.from_numpy(v[:batch].copy()) for k, v in feed.items()}
 
 
-def gate_inputs(model: ExportableModel, images: int = GATE_IMAGES, seed: int = 1) -> dict[str, list]:
-    """Feeds for the fp16/int8 gates: ``images`` pictures and the gate prompts, in batches of GATE_BATCH."""
-    feeds = {"visual": gate_pictures(model, images, seed)}
-    if model.textual is not None:
-        feeds["textual"] = gate_texts(model)
-    return feeds
+def feed_maker(model: ExportableModel) -> FeedMaker:
+    """The gates' feed builder for ``model``: its preprocessing, tokenizer, prompts and domain pictures.
 
-
-def gate_pictures(model: ExportableModel, images: int = GATE_IMAGES, seed: int = 1) -> list[dict[str, np.ndarray]]:
-    """``images`` built-in gate pictures in GATE_BATCH batches: the model's own ``gate_images``, else synthetic."""
-    pictures = model.gate_images or synthetic_images
-    preprocess = ImagePreprocessor(model.preprocess)
-    return [
-        {"pixel_values": preprocess(pictures(min(GATE_BATCH, images - start), seed + start))}
-        for start in range(0, images, GATE_BATCH)
-    ]
-
-
-def gate_texts(model: ExportableModel) -> list[dict[str, np.ndarray]]:
-    """The built-in gate prompts (every sample text in every GATE_TEMPLATES shape) in GATE_BATCH batches."""
-    texts = gate_prompts(model.sample_texts)
-    tokens = model.tokenize(texts)
-    return [{k: v[s : s + GATE_BATCH] for k, v in tokens.items()} for s in range(0, len(texts), GATE_BATCH)]
+    Text stays padded to the full context: the fp16/int8 gate's worst case, and the shape the graphs were traced at.
+    """
+    tokenize = model.tokenize if model.textual is not None else None
+    return FeedMaker(model.preprocess, tokenize, model.sample_texts, model.gate_images or synthetic_images)
 
 
 def task_of(model: ExportableModel, groups: int = 1) -> ZeroShot | Logits:
-    """The top-1 task a gate checks: logits for a classifier, zero-shot over ``groups`` templates for CLIP."""
-    return Logits() if model.kind == "classifier" else ZeroShot(groups)
-
-
-def gate_task(model: ExportableModel) -> ZeroShot | Logits:
-    """The task of the fp16/int8 gates, whose prompts come in one block per GATE_TEMPLATES entry."""
-    return task_of(model, len(GATE_TEMPLATES))
+    """The top-1 task of a gate on ``model``: see ``gate_feeds.gate_task``."""
+    return gate_task(model.kind, groups)
 
 
 def eager_outputs(model: ExportableModel, feeds: Feeds) -> dict[str, list[np.ndarray]]:

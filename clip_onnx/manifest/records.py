@@ -69,6 +69,11 @@ _FILE_FIELDS = MappingProxyType(
 )
 
 
+def trimmable(dynamic_axes: Mapping[str, Mapping[int, str]]) -> bool:
+    """Whether a text batch may be cut to its longest prompt: the sequence axis of ``input_ids`` is symbolic."""
+    return 1 in dynamic_axes.get("input_ids", {})
+
+
 @dataclass(frozen=True)
 class GraphSpec:
     """One tower's graph: its file, feed and output names, symbolic axes and how it was lowered."""
@@ -89,8 +94,7 @@ class GraphSpec:
 
     @property
     def trimmable(self) -> bool:
-        """Whether a text batch may be cut to its longest prompt: the sequence axis of ``input_ids`` is symbolic."""
-        return 1 in self.dynamic_axes.get("input_ids", {})
+        return trimmable(self.dynamic_axes)
 
     @property
     def gated(self) -> bool:

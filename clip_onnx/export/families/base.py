@@ -10,7 +10,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from clip_onnx.runtime.preprocess import PreprocessSpec
+from clip_onnx.manifest.records import trimmable
+from clip_onnx.preprocess_spec import PreprocessSpec
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,11 @@ class Tower:
     input_names: tuple[str, ...]
     output_name: str
     dynamic_axes: Mapping[str, Mapping[int, str]]
+
+    @property
+    def trimmable(self) -> bool:
+        """Whether a text batch may be cut to its longest prompt (the manifest's ``GraphSpec.trimmable``)."""
+        return trimmable(self.dynamic_axes)
 
 
 @dataclass
