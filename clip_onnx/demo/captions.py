@@ -13,6 +13,7 @@ import numpy as np
 
 from clip_onnx.demo.pictures import Sample
 from clip_onnx.demo.vocabulary import background_phrase, colour_word, noun_phrase, shape_gender
+from clip_onnx.errors import InputError
 
 _PARTICIPLE = {"m": "нарисован", "f": "нарисована", "n": "нарисовано"}
 _SIZE_WORD = {"small": "маленький", "large": "большой"}
@@ -82,7 +83,7 @@ def describe(sample: Sample, rng: np.random.Generator, kind: str | None = None) 
         mentions = (sample.colour, None)
         size = None
     else:
-        raise ValueError(f"unknown caption kind {kind!r}")
+        raise InputError(f"unknown caption kind {kind!r}")
     said_bg = sample.background if " фоне" in text else None
     said_size = sample.size if size is not None else None
     if rng.random() < 0.25:  # people often write "е" for "ё"

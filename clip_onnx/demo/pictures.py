@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from clip_onnx.demo.vocabulary import BACKGROUNDS, reference_rgb
+from clip_onnx.errors import InputError
 
 _MIN_SIDE, _MAX_SIDE = 128, 176  # generated image sides (pixels)
 # Shape radius / side of the kept square.  At 64 px and 8 px patches a smaller
@@ -83,7 +84,7 @@ def _unit_polygon(shape: str, rng: np.random.Generator) -> list[np.ndarray]:
         x = 16 * np.sin(t) ** 3
         y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
         return [np.stack([x, y + 2.5], 1) / 16.5]
-    raise ValueError(f"unknown shape {shape!r}")
+    raise InputError(f"unknown shape {shape!r}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -120,7 +121,7 @@ def _background(kind: str, width: int, height: int, rng: np.random.Generator) ->
         )[:, None] * np.float32(math.sin(angle))
         t = ((proj - proj.min()) / max(float(np.ptp(proj)), 1.0))[..., None]
         return ends[0] + (ends[1] - ends[0]) * t
-    raise ValueError(f"unknown background {kind!r}")
+    raise InputError(f"unknown background {kind!r}")
 
 
 def render(

@@ -30,6 +30,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from clip_onnx.errors import ExportError
+
 log = logging.getLogger(__name__)
 
 _MS_DOMAIN = "com.microsoft"
@@ -377,7 +379,10 @@ def _topological_sort(graph: onnx.GraphProto) -> None:
         ready = [n for n in pending if all(i in available for i in n.input)]
         if not ready:
             missing = sorted({i for n in pending for i in n.input} - available)[:5]
-            raise ValueError(f"attention fusion left a cycle or a dangling input in the graph: {missing}")
+            raise ExportError(
+                f"attention fusion left a cycle or a dangling input in the graph ({missing}); this is a bug in "
+                "clip-onnx: export with the gate on, whose last int8 rung does not fuse"
+            )
         for node in ready:
             available.update(node.output)
         ordered.extend(ready)

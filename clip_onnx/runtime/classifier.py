@@ -18,7 +18,7 @@ from clip_onnx.bundle import Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.backends.base import Runner
-from clip_onnx.runtime.model import _check_images, check_batch_size
+from clip_onnx.runtime.model import _check_images, check_batch_size, run_batches
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.self_test import check_on_load
 from clip_onnx.runtime.zero_shot import softmax
@@ -100,13 +100,8 @@ class ClipClassifier:
     def logits(self, images: Sequence[Any], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 [N images, classes]: the graph's raw logits."""
         images = _check_images(images)
-        parts = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            parts.append(next(iter(self._visual.infer({"pixel_values": self.preprocess(chunk)}).values())))
-            if progress:
-                progress(len(chunk))
-        out = np.concatenate(parts).astype(np.float32, copy=False)
+        feed = lambda chunk: {"pixel_values": self.preprocess(chunk)}  # noqa: E731
+        out = run_batches(images, feed, self._visual, self.batch_size, progress)
         if out.shape[1] != len(self.labels):
             raise BundleError(
                 f"{self.bundle.path}: the graph gives {out.shape[1]} logits but labels.txt names "

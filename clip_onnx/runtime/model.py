@@ -251,15 +251,7 @@ class ClipModel:
         normalize: bool,
         progress: Callable[[int], None] | None,
     ) -> np.ndarray:
-        if progress is not None and not callable(progress):
-            raise InputError(f"progress must be a callable taking a count, got {type(progress).__name__}")
-        parts = []
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start : start + self.batch_size]
-            parts.append(next(iter(runner.infer(feed(chunk)).values())))
-            if progress:
-                progress(len(chunk))
-        out = np.concatenate(parts).astype(np.float32, copy=False)
+        out = run_batches(items, feed, runner, self.batch_size, progress)
         if out.ndim != 2 or out.shape[1] != self.embed_dim:
             raise BundleError(
                 f"{self.bundle.path}: a graph gave embeddings of shape {list(out.shape)}, but the "
@@ -268,6 +260,25 @@ class ClipModel:
         if normalize:
             out = out / np.linalg.norm(out, axis=-1, keepdims=True)
         return out
+
+
+def run_batches(
+    items: list[Any] | np.ndarray,
+    feed: Callable[[Any], dict[str, np.ndarray]],
+    runner: Runner,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> np.ndarray:
+    """``runner``'s one output for ``items``, ``batch_size`` at a time, as float32; ``progress(n)`` after each batch."""
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be a callable taking a count, got {type(progress).__name__}")
+    parts = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        parts.append(next(iter(runner.infer(feed(chunk)).values())))
+        if progress:
+            progress(len(chunk))
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def check_batch_size(batch_size: Any) -> int:
