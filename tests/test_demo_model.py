@@ -180,7 +180,7 @@ def test_runtime_tokenizer_matches_youtokentome_on_demo_prompts(eager):
 # ---------------------------------------------------------------------------
 
 
-def test_demo_imports_only_stdlib_numpy_pillow_and_the_runtime():
+def test_demo_imports_only_stdlib_numpy_pillow_the_runtime_and_the_errors():
     allowed = set(sys.stdlib_module_names) | {"numpy", "PIL"}
     for path in Path(demo.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -191,7 +191,9 @@ def test_demo_imports_only_stdlib_numpy_pillow_and_the_runtime():
             else:
                 continue
             for name in names:
-                ok = name.split(".")[0] in allowed or name.startswith(("clip_onnx.demo", "clip_onnx.runtime"))
+                ok = name.split(".")[0] in allowed or name.startswith(
+                    ("clip_onnx.demo", "clip_onnx.runtime", "clip_onnx.errors")
+                )
                 assert ok, f"{path.name} imports {name}"
     # Imported in a fresh interpreter, it must not pull in torch.
     code = "import sys\nfrom clip_onnx import demo\ndemo.heldout_set(4)\nassert 'torch' not in sys.modules\n"
