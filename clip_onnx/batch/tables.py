@@ -106,15 +106,15 @@ class TableColumn:
     def _csv_values(self) -> Iterator[object]:
         with _csv_reader(self.path) as reader:
             while True:
-                line = reader.line_num
+                line = reader.line_num + 1  # where the next row starts
                 try:
                     row = next(reader)
                 except StopIteration:
                     return
-                except csv.Error as exc:  # one malformed row (a field over csv's size limit): that row fails
-                    if reader.line_num == line:  # nothing was consumed: the reader cannot go on
-                        raise InputError(f"cannot read table {self.path!r} after line {line}: {exc}") from None
-                    yield InputError(f"cannot read line {reader.line_num} of table {self.path!r}: {exc}")
+                # One malformed row (a field over csv's size limit) is that row's failure; the reader has
+                # consumed its line and goes on with the next one.
+                except csv.Error as exc:
+                    yield InputError(f"cannot read the row at line {line} of table {self.path!r}: {exc}")
                     continue
                 # An empty CSV cell is a missing value, as pandas and pyarrow read it.
                 yield row.get(self.column) or None

@@ -7,6 +7,43 @@ from pathlib import Path
 
 import click
 
+from clip_onnx.files import parse_bytes
+
+# Keep in step with clip_onnx.batch.pipeline.MAX_FILE_BYTES (not imported: the CLI loads lazily).
+_MAX_FILE_DEFAULT = "512M"
+
+
+class _Size(click.ParamType):
+    """A byte count written as 512M, 2G, 300K or a plain number; 0 means no limit (None)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        try:
+            count = parse_bytes(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return count or None
+
+
+def _report(summary, failed: bool) -> None:
+    """The summary line: on stdout after a clean run, on stderr (where a pipeline's logs look) when it fails."""
+    click.echo(summary.line(), err=failed)
+    if failed:
+        sys.exit(1)
+
+
+_max_file_size = click.option(
+    "--max-file-size",
+    "max_file_bytes",
+    type=_Size(),
+    default=_MAX_FILE_DEFAULT,
+    show_default=True,
+    help="Largest image file read (512M, 2G, ...; 0: no limit); a larger one fails as an item.",
+)
+
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
@@ -57,6 +94,7 @@ import click
     show_default=True,
     help="Items per committed part: a stopped run resumes from its last whole part.",
 )
+@_max_file_size
 def embed(
     bundle: Path,
     sources,
@@ -72,6 +110,7 @@ def embed(
     resume: bool,
     skip_bad: bool,
     part_size: int,
+    max_file_bytes,
 ) -> None:
     """Embed images or texts with BUNDLE into OUT: L2-normalised float32 rows, in source order, with ids.
 
@@ -83,9 +122,15 @@ def embed(
     encoded images).
     \b
     Files that cannot be read or decoded are skipped and listed in
-    OUT.errors.jsonl (id, error, message); the exit code is then 1 unless
-    --skip-bad is given.  OUT appears only when complete; a killed run keeps
-    its finished parts in OUT.partial/ and `--resume` continues it.
+    OUT.errors.jsonl (id, error, message): missing, unreadable, not a regular
+    file (FIFO, socket, device, or a link to one), over --max-file-size, or
+    not an image.  The exit code is then 1 and the summary goes to stderr,
+    unless --skip-bad is given.  OUT appears only when complete; a killed run
+    keeps its finished parts in OUT.partial/ and `--resume` continues it,
+    embedding again any part that was damaged meanwhile.
+    \b
+    Exit codes: 0 done; 1 an error, or items failed (without --skip-bad);
+    2 the command line itself is wrong (an unknown option, a missing argument).
     """
     from tqdm import tqdm
 
@@ -123,14 +168,13 @@ def embed(
             workers=workers,
             resume=resume,
             part_size=part_size,
+            max_file_bytes=max_file_bytes,
             progress=advance,
         )
     finally:
         for bar in bars:
             bar.close()
-    click.echo(summary.line())
-    if summary.failed and not skip_bad:
-        sys.exit(1)
+    _report(summary, bool(summary.failed) and not skip_bad)
 
 
 @click.command("ray-embed")
