@@ -193,7 +193,8 @@ def embed(
     "--actors",
     type=int,
     default=None,
-    help="Actors in the pool, each with its own model [default: as many as fit with one CPU left free].",
+    help="Actors in the pool, each with its own model [default: as many as fit with one CPU of the cluster left "
+    "for the driver, reads and writes].",
 )
 @click.option(
     "--cpus-per-actor",
@@ -209,8 +210,26 @@ def embed(
 )
 @click.option("--batch-size", type=int, default=None, help="Rows per model call [default: 32 images, 256 texts].")
 @click.option("--skip-bad", is_flag=True, help="Exit 0 even when some rows failed (they keep a null embedding).")
+@_max_file_size
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    help="Seconds without a row embedded anywhere before the job is stopped (0: wait forever).",
+)
 def ray_embed(
-    bundle: Path, source: str, out: Path, address, actors, cpus_per_actor: float, column, batch_size, skip_bad: bool
+    bundle: Path,
+    source: str,
+    out: Path,
+    address,
+    actors,
+    cpus_per_actor: float,
+    column,
+    batch_size,
+    skip_bad: bool,
+    max_file_bytes,
+    stall_timeout: float,
 ) -> None:
     """Embed SOURCE with BUNDLE on a Ray cluster (Ray Data), writing parquet to the folder OUT.
 
@@ -219,8 +238,14 @@ def ray_embed(
     ids are the paths) or, with --column or a .parquet name, parquet with a
     binary column of images or a string column of texts (ids from its `id`
     column, else the text).  Rows that fail keep a null embedding and their
-    reason in the `error` column.  The bundle and SOURCE must be readable at
+    reason in the `error` column; files that are not regular files, or are over
+    --max-file-size, fail as rows.  The bundle and SOURCE must be readable at
     the same paths on every node, and OUT must be on a shared file system.
+    \b
+    A node lost mid-job is survived (Ray restarts its actors elsewhere and
+    reruns its tasks; every row is written once).  A job that embeds nothing
+    for --stall-timeout seconds is stopped, and nothing is written.  Exit codes
+    as for `embed`.
     """
     from clip_onnx.ray import run_ray_embed
 
@@ -233,7 +258,7 @@ def ray_embed(
         cpus_per_actor=cpus_per_actor,
         column=column,
         batch_size=batch_size,
+        max_file_bytes=max_file_bytes,
+        stall_timeout=stall_timeout,
     )
-    click.echo(summary.line())
-    if summary.failed and not skip_bad:
-        sys.exit(1)
+    _report(summary, bool(summary.failed) and not skip_bad)
