@@ -132,14 +132,19 @@ def unreadable_bundle(cluster, workers, config) -> dict:
         preexec_fn=_drop_file_capabilities if os.geteuid() == 0 else None,
         start_new_session=True,
     )
+    holds = []
     try:
         new = wait_for(lambda: {n["NodeID"] for n in ray.nodes() if n["Alive"]} - before, 60)
-        # Actors of two CPUs fit on the three 2-CPU nodes only, one each: one of them is on the new node.
+        # The two workers' CPUs are taken, so the one 2-CPU actor of the pool can only go to the new node.
+        holds = [hold_cpus(worker.node_id, 2) for worker in workers]
+        ray.get([h.ready.remote() for h in holds], timeout=120)
         outcome = embed(
-            config, "locked", bundle=config["locked_bundle"], source=config["many"], actors=3, cpus_per_actor=2
+            config, "locked", bundle=config["locked_bundle"], source=config["many"], actors=1, cpus_per_actor=2
         )
         return {**outcome, "locked_node": sorted(new)[0]}
     finally:
+        for hold in holds:
+            ray.kill(hold)
         node.send_signal(signal.SIGTERM)  # `ray start --block` stops the node's processes, then exits
         try:
             node.wait(30)
@@ -147,6 +152,20 @@ def unreadable_bundle(cluster, workers, config) -> dict:
             os.killpg(node.pid, signal.SIGKILL)
             node.wait()
         wait_for(lambda: {n["NodeID"] for n in ray.nodes() if n["Alive"]} == before, 60)
+
+
+class _Hold:
+    def ready(self) -> bool:
+        return True
+
+
+def hold_cpus(node_id: str, cpus: int):
+    """An idle actor that reserves ``cpus`` CPUs of node ``node_id``."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    there = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+    return ray.remote(num_cpus=cpus)(_Hold).options(scheduling_strategy=there).remote()
 
 
 def every_fitting_node_lost(cluster, workers, config) -> dict:

@@ -22,6 +22,8 @@ from PIL import Image
 from clip_onnx.runtime import ClipModel
 from tests.hardening import ROOT
 
+pytestmark = pytest.mark.ray_cluster
+
 TIMEOUT_S = 420
 STALL_S = 30  # generous: on a busy 2-core machine a fresh worker process can take 10-20 s to start
 # Enough images that the embedding (not the actors' start) lasts seconds: a node goes while most is ahead.
@@ -87,7 +89,7 @@ def test_a_node_that_cannot_open_the_bundle_stops_the_job_naming_the_node(scenar
     assert f"(id {result['locked_node'][:12]}) cannot open bundle {str(folders['locked'])!r}" in result["message"]
     assert "every node of the cluster needs the bundle at the same path" in result["message"]
     assert result["out"] is None and result["left_in_work"] == [], "nothing half-published"
-    assert result["job_seconds"] < 120
+    assert result["job_seconds"] < 180, "bounded (a fresh node starts its first worker slowly on a busy machine)"
 
 
 def test_actors_spread_over_nodes_survive_a_lost_node_with_every_row_once_and_clipmodels_vectors(
@@ -112,6 +114,9 @@ def test_actors_spread_over_nodes_survive_a_lost_node_with_every_row_once_and_cl
 def test_losing_every_node_the_pool_fits_on_ends_in_a_job_error_within_the_stall_timeout(scenarios):
     results, _ = scenarios
     result = outcome(results, "every_fitting_node_lost")
-    assert result["error"] == "JobError" and f"no row was embedded for {STALL_S} s" in result["message"], result
+    assert (
+        result["error"] == "JobError"
+        and f"no row was embedded and no actor started for {STALL_S} s" in result["message"]
+    ), result
     assert result["seconds_after_loss"] < STALL_S + 60, "bounded: the stall timeout plus the wind-down"
     assert result["out"] is None and result["left_in_work"] == [], "nothing half-published"

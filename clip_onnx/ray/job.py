@@ -133,16 +133,27 @@ class _Watch:
         self.progress, self.owned = progress, owned
 
     def run(self, job: Callable[[], None]) -> None:
-        import ray
-
         outcome: dict = {}
         thread = threading.Thread(target=_capture, args=(job, outcome), name="clip-onnx-ray-job", daemon=True)
         thread.start()
+        try:
+            self._watch(thread)
+        except BaseException:  # a stall, Ctrl-C, or a progress callback that raised: the job must not go on
+            self._stop(thread)
+            raise
+        if "error" in outcome:
+            raise outcome["error"]
+        if self.progress is not None:
+            self.progress(self.total, self.total)
+
+    def _watch(self, thread: threading.Thread) -> None:
+        import ray
+
         seen, moved = (-1, 0), time.monotonic()
         while thread.is_alive():
             thread.join(0.5)
             try:
-                now = ray.get(self.counter.progress.remote(), timeout=10)
+                now = tuple(ray.get(self.counter.progress.remote(), timeout=10))
             except Exception:  # noqa: BLE001 - an unanswered poll is no progress, nothing more
                 now = seen
             if now != seen:
@@ -150,26 +161,20 @@ class _Watch:
                     self.progress(min(now[0], self.total), self.total)
                 seen, moved = now, time.monotonic()
             elif self.stall_timeout and time.monotonic() - moved > self.stall_timeout and thread.is_alive():
-                rows = max(seen[0], 0)
-                self._stop(thread)
                 raise JobError(
-                    f"no row was embedded for {self.stall_timeout:g} s ({rows} of {self.total} done): "
-                    "the cluster may have lost the nodes the actor pool needs, or an actor cannot be placed "
-                    "(ray status shows pending actors). Nothing was written; rerun when the cluster has room "
-                    "(or raise --stall-timeout)"
+                    f"no row was embedded and no actor started for {self.stall_timeout:g} s ({max(seen[0], 0)} of "
+                    f"{self.total} rows done): the cluster may have lost every node the actor pool fits on, or an "
+                    "actor cannot be placed (`ray status` shows pending actors). Nothing was written; rerun when "
+                    "the cluster has room, or raise --stall-timeout"
                 )
-        if "error" in outcome:
-            raise outcome["error"]
-        if self.progress is not None:
-            self.progress(self.total, self.total)
 
     def _stop(self, thread: threading.Thread) -> None:
-        """Kill the pool's actors (Ray Data then fails the job); shut down a Ray of our own if that is not enough."""
+        """Kill the pool's actors (Ray Data then ends the job); shut down a Ray of our own if that is not enough."""
         import ray
 
         try:
             pool = ray.get(self.counter.pool.remote(), timeout=10)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - nothing registered, or the counter is gone with its node
             pool = []
         for actor in pool:
             try:
@@ -181,7 +186,7 @@ class _Watch:
             ray.shutdown()
             thread.join(_WIND_DOWN_S / 2)
         if thread.is_alive():
-            log.warning("the stalled Ray job did not stop; its tasks may still run on the cluster")
+            log.warning("the stopped Ray job did not end; its tasks may still run on the cluster")
 
 
 def _capture(job: Callable[[], None], outcome: dict) -> None:
