@@ -289,6 +289,25 @@ def test_resume_embeds_damaged_parts_again_and_writes_the_uninterrupted_file(
     assert not (tmp_path / "e.parquet.partial").exists()
 
 
+def test_a_resume_that_is_stopped_in_turn_keeps_the_parts_it_verified(
+    demo_bundle, small_photos, uninterrupted, tmp_path
+):
+    out = tmp_path / "e.parquet"
+    parts = stopped_run(demo_bundle, small_photos, out)
+    parts[3].write_bytes(b"")  # the fourth part is embedded again by the first resume
+
+    def stop_again(done, total):
+        if done >= 36:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_dataset(demo_bundle, out, sources=[str(small_photos)], resume=True, progress=stop_again, **ARGS)
+    state = json.loads((tmp_path / "e.parquet.partial" / "state.json").read_text("utf-8"))
+    assert sorted(state["parts"]) == [p.name for p in parts], "the three kept parts and the one made again"
+    summary = embed_dataset(demo_bundle, out, sources=[str(small_photos)], resume=True, **ARGS)
+    assert summary.resumed == 32 and out.read_bytes() == uninterrupted.read_bytes()
+
+
 def test_resume_after_an_emptied_part_on_the_command_line_is_no_abort(
     demo_bundle, small_photos, uninterrupted, tmp_path
 ):

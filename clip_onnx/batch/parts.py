@@ -97,8 +97,10 @@ class PartialRun:
             _delete(found)
             return []
         _check_state(saved, self.state, self.dir)
-        kept = _verified_prefix(found, saved.get("parts"), self.dir)
+        kept = _verified_prefix(found, saved["parts"], self.dir)
         _delete(found[len(kept) :])
+        # The kept parts stay vouched for, so that a resume stopped in turn keeps them too.
+        self.state["parts"] = {part.path.name: saved["parts"][part.path.name] for part in kept}
         return kept
 
     @property
