@@ -46,9 +46,10 @@ def test_folder_of_images_with_a_corrupt_one(local_ray, demo_bundle, tmp_path):
     (folder / "corrupt.jpg").write_bytes(paths[0].read_bytes()[:500])
     os.mkfifo(folder / "pipe.jpg")  # a read task that opened it would wait for a writer forever
     (folder / "zero.jpg").symlink_to("/dev/zero")
+    (folder / os.fsdecode(b"caf\xe9.jpg")).write_bytes(paths[1].read_bytes())  # a Latin-1 file name
     result = ray_embed(demo_bundle, folder, "-o", tmp_path / "out")
     assert result.exit_code == 1, "a failed row makes the exit code 1 without --skip-bad"
-    assert "embedded 6 of 9 rows, 3 failed" in result.stderr and result.stdout == ""
+    assert "embedded 6 of 10 rows, 4 failed" in result.stderr and result.stdout == ""
     rows, schema = read_rows(tmp_path / "out")
     assert schema.field("embedding").type == pa.list_(pa.float32(), 64)
     embedding, error = rows.pop(str(folder / "corrupt.jpg"))
@@ -58,6 +59,7 @@ def test_folder_of_images_with_a_corrupt_one(local_ray, demo_bundle, tmp_path):
         f"NotRegularFileError: {str(folder / 'pipe.jpg')!r} is a named pipe (FIFO), not a regular file",
     )
     assert rows.pop(str(folder / "zero.jpg"))[1].endswith("is a character device, not a regular file")
+    assert rows.pop(str(folder / "caf\\xe9.jpg"))[1].startswith("InputError: the name is not valid UTF-8")
     expected = ClipModel.load(demo_bundle).encode_image(paths)
     assert sorted(rows) == sorted(map(str, paths)) and all(e is None for _, e in rows.values())
     got = np.asarray([rows[str(p)][0] for p in paths], dtype=np.float32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -123,35 +124,38 @@ class _ReadFailure(Exception):
 
 
 def read_files(batch, max_file_bytes: int | None):
-    """A Ray Data map over a batch of ``path``: the files' bytes, or why each one could not be read.
+    """A Ray Data map over a batch of ``path`` and ``name``: the files' bytes, or why each one could not be read.
 
-    Every file is opened as a regular file only and read up to the cap, so a
-    FIFO, a device or a huge file is one failed row, never a blocked or
-    exhausted read task.
+    ``name`` is the path as the file system's bytes, ``path`` the same as UTF-8
+    text for the id.  Every file is opened as a regular file only and read up to
+    the cap, so a FIFO, a device or a huge file is one failed row, never a
+    blocked or exhausted read task; a name that is not UTF-8 fails as in `embed`.
     """
     import pyarrow as pa
 
     paths = batch.column("path").to_pylist()
     data: list[bytes | None] = []
     errors: list[str | None] = []
-    for path in paths:
+    for path, name in zip(paths, batch.column("name").to_pylist(), strict=True):
         try:
-            data.append(read_regular(path, max_file_bytes))
+            if os.fsencode(path) != name:
+                raise InputError("the name is not valid UTF-8 (shown with \\x escapes) and cannot be an id")
+            data.append(read_regular(os.fsdecode(name), max_file_bytes))
             errors.append(None)
-        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a listed path
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a listed path; InputError
             data.append(None)
             errors.append(f"{type(exc).__name__}: {exc}")
     columns = {"path": pa.array(paths, pa.string()), "bytes": pa.array(data, pa.binary())}
     return pa.table({**columns, READ_ERROR: pa.array(errors, pa.string())})
 
 
-def read_image_files(paths: Iterable[str], max_file_bytes: int | None):
+def read_image_files(paths: Iterable[str], max_file_bytes: int | None = MAX_FILE_BYTES):
     """A dataset of ``path``, ``bytes`` and ``read_error`` for ``paths``, read by zero-CPU tasks."""
     import ray.data
 
-    paths = [{"path": p} for p in paths]
-    blocks = max(1, math.ceil(len(paths) / READ_BLOCK_FILES))
-    return ray.data.from_items(paths, override_num_blocks=blocks).map_batches(
+    rows = [{"path": printable_id(p), "name": os.fsencode(p)} for p in paths]
+    blocks = max(1, math.ceil(len(rows) / READ_BLOCK_FILES))
+    return ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
         read_files,
         fn_kwargs={"max_file_bytes": max_file_bytes},
         batch_format="pyarrow",
