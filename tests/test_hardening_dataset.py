@@ -244,7 +244,7 @@ def damage(kind: str, parts: list, state) -> int:
         parts[3].write_bytes(bytes(data))
     elif kind == "missing part":
         parts[1].unlink()
-    elif kind == "unrecorded part":  # killed between the part's rename and the state's
+    elif kind == "unrecorded part":  # a state.json restored from an older copy
         saved = json.loads(state.read_text("utf-8"))
         del saved["parts"][parts[3].name]
         state.write_text(json.dumps(saved), "utf-8")

@@ -144,12 +144,11 @@ class PartialRun:
                     vectors=vectors.astype(np.float32, copy=False),
                     errors=_strings(records),
                 )
-            digest = sha256_file(tmp)
-        # The part is whole under its name before the state vouches for it: a crash in between
-        # leaves a part the state does not list, which a resume embeds again.
+            # The state vouches for the part before it appears under its name: a crash in between
+            # leaves a checksum without a part, which a resume ignores, never a part it cannot check.
+            self.state["parts"][path.name] = sha256_file(tmp)
+            self._save_state()
         self.parts.append(Part(start, end, path))
-        self.state["parts"][path.name] = digest
-        self._save_state()
 
     def _save_state(self) -> None:
         atomic_write_text(self.dir / "state.json", json.dumps(self.state, indent=2, sort_keys=True) + "\n")
@@ -188,7 +187,7 @@ def _verified_prefix(found: list[Part], sums: Mapping, where: Path) -> list[Part
         if part.start != done:
             problem = f"the items from position {done} to {part.start} are missing"
         elif part.path.name not in sums:
-            problem = "the run stopped before it recorded this part"
+            problem = "state.json does not list it"
         else:
             problem = _damage(part.path, sums[part.path.name])
         if problem:
