@@ -1,6 +1,7 @@
 """The Ray Data job on a real local Ray (2 CPUs, started once per session) with real ONNX Runtime actors."""
 
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -11,8 +12,8 @@ import ray.data
 from click.testing import CliRunner
 
 from clip_onnx.cli import cli
-from clip_onnx.errors import BundleError, InputError
-from clip_onnx.ray import ClipEmbedder, embed_texts, plan_actors
+from clip_onnx.errors import BundleError, InputError, JobError
+from clip_onnx.ray import ClipEmbedder, embed_texts, plan_actors, run_ray_embed
 from clip_onnx.ray.job import _read
 from clip_onnx.runtime import ClipModel
 from clip_onnx.synthetic import synthetic_images
@@ -103,6 +104,30 @@ def test_the_pool_is_planned_against_the_nodes_and_may_take_every_cpu(local_ray,
     refused = ray_embed(demo_bundle, tmp_path / "photos", "-o", tmp_path / "out2", "--actors", "3")
     assert refused.exit_code == 1 and "do not fit" in refused.stderr and not (tmp_path / "out2").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos"], "nothing may be left behind"
+
+
+def test_a_pool_that_cannot_be_placed_ends_in_a_job_error_in_a_session_the_caller_owns(
+    local_ray, demo_bundle, tmp_path
+):
+    """Another job holds both CPUs: the pool's actor stays pending, which Ray Data would wait for forever."""
+    (tmp_path / "photos").mkdir()
+    synthetic_images(1)[0].save(tmp_path / "photos" / "a.jpg")
+    hold = ray.remote(num_cpus=2)(_Hold).remote()
+    ray.get(hold.ready.remote())
+    started = time.monotonic()
+    try:
+        with pytest.raises(JobError):
+            run_ray_embed(demo_bundle, tmp_path / "photos", tmp_path / "out", actors=1, stall_timeout=5)
+    finally:
+        ray.kill(hold)
+    assert time.monotonic() - started < 60
+    time.sleep(2)  # a job left running would now get its actor and write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"], "nothing written, nothing left behind"
+
+
+class _Hold:
+    def ready(self) -> bool:
+        return True
 
 
 def test_an_actor_says_which_node_lacks_the_bundle(tmp_path):

@@ -107,6 +107,7 @@ def run_ray_embed(
             max_file_bytes if tower == "visual" else None,
             progress=counter,
         )
+        _bound_pool_start(embedded, stall_timeout)
         staging = owned_tempdir(out_dir.parent, out_dir.name)
         try:
             watch = _Watch(counter, total, stall_timeout or None, progress, owned)
@@ -123,6 +124,18 @@ def run_ray_embed(
             shutil.rmtree(staging, ignore_errors=True)
     dim = int(found.manifest["embed_dim"])
     return RayEmbedSummary(out_dir, rows, failed, dim, size, time.perf_counter() - started)
+
+
+def _bound_pool_start(ds, stall_timeout: float | None) -> None:
+    """Make Ray Data itself give up on a pool whose actors cannot start (by default it waits forever).
+
+    The watch stops such a job too, but it can only kill actors that came up,
+    or shut down a Ray of its own; in a session the caller owns, this bound is
+    what ends a pool that never gets placed.
+    """
+    context = getattr(ds, "context", None)  # the dataset's own copy (Ray >= 2.9)
+    if stall_timeout and context is not None:
+        context.wait_for_min_actors_s = stall_timeout
 
 
 class _Watch:
@@ -285,6 +298,11 @@ def _write(ds, staging: Path) -> None:
 
     try:
         ds.write_parquet(str(staging), ray_remote_args=IO_TASK_ARGS)
+    except ray.exceptions.GetTimeoutError as exc:  # _bound_pool_start's bound
+        raise JobError(
+            f"the actor pool did not start: {exc} Nothing was written; free or add resources, or lower "
+            "--actors / --cpus-per-actor"
+        ) from None
     except ray.exceptions.RayError as exc:
         raise _our_error(exc) from None
 
