@@ -1,8 +1,9 @@
 """What runs on the cluster: the actor pool's callable class, the safe file reader, and the plan of the pool.
 
-Reads and writes need no CPU of Ray's (``num_cpus=0``): they only move bytes,
-and an actor pool that holds every CPU, which is what Ray restarts after a node
-is lost, can then never starve them (ray-project/ray issue 44687).
+Reads and writes reserve no CPU (``num_cpus=0``): they only move bytes, so an
+actor pool that holds every CPU can never starve them (ray-project/ray issue
+44687).  A pool comes to hold every CPU whenever Ray restarts a lost node's
+actors on the CPUs that are left, whatever was planned at the start.
 """
 
 from __future__ import annotations
