@@ -56,3 +56,7 @@ class ParityError(ExportError):
 
 class BackendError(ClipOnnxError):
     """An inference backend could not be created or refused the request."""
+
+
+class JobError(ClipOnnxError):
+    """A distributed job stopped making progress (a cluster that lost what it needs) and was ended."""

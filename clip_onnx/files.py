@@ -39,6 +39,9 @@ class NotRegularFileError(OSError):
         self.filename = str(path)
         self.kind = kind
 
+    def __str__(self) -> str:  # OSError would show "[Errno None] None: PATH" once filename is set
+        return str(self.args[0])
+
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -78,6 +81,66 @@ def open_regular(path: os.PathLike | str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+class FileTooLargeError(OSError):
+    """A regular file is larger than the cap a reader was given (a 50 GB video named photo.jpg)."""
+
+    def __init__(self, path: os.PathLike | str, size: int | None, limit: int):
+        # size None: the file said it was smaller, then gave more (it grew, or it is a /proc file)
+        amount = f"over the {format_bytes(limit)} limit"
+        super().__init__(
+            f"{str(path)!r} is {amount}" if size is None else f"{str(path)!r} is {format_bytes(size)}, {amount}"
+        )
+        self.filename = str(path)
+        self.size, self.limit = size, limit
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def read_regular(path: os.PathLike | str, max_bytes: int | None = None) -> bytes:
+    """The whole content of ``path`` if it is a regular file of at most ``max_bytes`` bytes.
+
+    What a dataset job reads, so that no item can block it (a FIFO) or exhaust
+    memory (a symlink to /dev/zero, a huge file): raises FileNotFoundError,
+    PermissionError, IsADirectoryError (as ``open`` would), NotRegularFileError
+    or FileTooLargeError.  The read itself is capped too, so a file that grows
+    meanwhile, or one whose size the kernel reports as 0 (/proc), stays bounded.
+    """
+    try:
+        handle = open_regular(path)
+    except NotRegularFileError as exc:
+        if exc.kind == "a directory":
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path)) from None
+        raise
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise FileTooLargeError(path, size, max_bytes)
+        data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise FileTooLargeError(path, None, max_bytes)
+    return data
+
+
+def format_bytes(count: int) -> str:
+    """``count`` bytes in words a person reads at a glance: 512 bytes, 3.5 KiB, 512 MiB, 2 GiB."""
+    value, unit = float(count), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{int(value)} bytes" if unit == "bytes" else f"{value:.3g} {unit}"
+
+
+def parse_bytes(text: str) -> int:
+    """``"512M"``, ``"2G"``, ``"300k"``, ``"1048576"`` as a byte count (binary units); ValueError otherwise."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise ValueError(f"not a size: {text!r}; write a number of bytes, or one with K, M, G or T (e.g. 512M)")
+    return int(float(match[1]) * units[match[2].upper()])
 
 
 def sha256_bytes(data: bytes) -> str:

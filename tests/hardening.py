@@ -41,13 +41,13 @@ def run_without_read_bypass(script: str, timeout: float = 120) -> subprocess.Com
     )
 
 
-def call_within(seconds: float, fn, *args):
-    """``fn(*args)`` in a daemon thread; AssertionError if it has not returned after ``seconds`` (a hang)."""
+def call_within(seconds: float, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a daemon thread; AssertionError if it has not returned after ``seconds`` (a hang)."""
     outcome = {}
 
     def target():
         try:
-            outcome["value"] = fn(*args)
+            outcome["value"] = fn(*args, **kwargs)
         except BaseException as exc:  # re-raised in the caller
             outcome["error"] = exc
 

@@ -164,7 +164,7 @@ def test_bad_files_are_recorded_never_embedded_and_set_the_exit_code(demo_bundle
     (tmp_path / "out").mkdir()
     failed = embed(*args, check=False)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
-    assert "embedded 2 of 8 items, 6 failed" in failed.stdout
+    assert "embedded 2 of 8 items, 6 failed" in failed.stderr and failed.stdout == "", "a failing run reports on stderr"
     ids, vectors = read_parquet(tmp_path / "out" / "e.parquet")
     assert ids == [str(good), paths[0]]
     np.testing.assert_allclose(vectors, demo_model.encode_image([good, paths[0]]), atol=1e-6)

@@ -128,3 +128,35 @@ def test_eps_is_never_opened():
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\nshowpage\n"
     with pytest.raises(InputError, match="cannot decode"):
         load_image(eps)
+
+
+@pytest.mark.parametrize("mode", ["I", "I;16", "I;16B"])
+def test_wide_integer_images_of_8_bit_values_are_taken_as_8_bit_as_pillow_reads_them(mode):
+    """Image.fromarray(int32 array of 0..255) is mode I: dividing it by 257 would embed a black picture."""
+    grey = grey_picture()
+    dtype = {"I": np.int32, "I;16": "<u2", "I;16B": ">u2"}[mode]
+    img = (
+        Image.frombytes(mode, (24, 24), grey.astype(dtype).tobytes())
+        if mode != "I"
+        else Image.fromarray(grey.astype(dtype))
+    )
+    assert img.mode == mode
+    np.testing.assert_array_equal(np.asarray(load_image(img)), grey)
+    # What the reference pipelines get from Pillow for the same image, since nothing clips here.
+    np.testing.assert_array_equal(np.asarray(img.convert("RGB"))[:, :, 0], grey)
+    np.testing.assert_allclose(PREPROCESS([img])[0], PREPROCESS([grey])[0], atol=1e-6)
+
+
+def test_a_wide_integer_image_with_one_value_over_255_is_16_bit():
+    values = grey_picture().astype(np.int32) * 257
+    values[0, 0] = 256  # the darkest pixel of a 16-bit picture may well be above 255
+    np.testing.assert_array_equal(np.asarray(load_image(Image.fromarray(values)))[1:, 1:], grey_picture()[1:, 1:])
+
+
+def test_a_16_bit_ppm_file_is_mode_i_and_scaled(tmp_path):
+    grey = grey_picture()
+    path = tmp_path / "deep.pgm"
+    header = b"P5 24 24 65535\n"
+    path.write_bytes(header + (grey.astype(">u2") * 257).tobytes())
+    assert Image.open(path).mode == "I"
+    np.testing.assert_array_equal(np.asarray(load_image(path)), grey)

@@ -1,5 +1,8 @@
 """The Ray Data job on a real local Ray (2 CPUs, started once per session) with real ONNX Runtime actors."""
 
+import os
+import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,8 +12,9 @@ import ray.data
 from click.testing import CliRunner
 
 from clip_onnx.cli import cli
-from clip_onnx.errors import BundleError, InputError
-from clip_onnx.ray import ClipEmbedder, _read, embed_texts, plan_actors
+from clip_onnx.errors import BundleError, InputError, JobError
+from clip_onnx.ray import ClipEmbedder, embed_texts, plan_actors, run_ray_embed
+from clip_onnx.ray.job import _read
 from clip_onnx.runtime import ClipModel
 from clip_onnx.synthetic import synthetic_images
 
@@ -41,13 +45,22 @@ def test_folder_of_images_with_a_corrupt_one(local_ray, demo_bundle, tmp_path):
     for path, img in zip(paths, synthetic_images(len(paths), seed=5), strict=True):
         img.save(path)
     (folder / "corrupt.jpg").write_bytes(paths[0].read_bytes()[:500])
+    os.mkfifo(folder / "pipe.jpg")  # a read task that opened it would wait for a writer forever
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    (folder / os.fsdecode(b"caf\xe9.jpg")).write_bytes(paths[1].read_bytes())  # a Latin-1 file name
     result = ray_embed(demo_bundle, folder, "-o", tmp_path / "out")
     assert result.exit_code == 1, "a failed row makes the exit code 1 without --skip-bad"
-    assert "embedded 6 of 7 rows, 1 failed" in result.output
+    assert "embedded 6 of 10 rows, 4 failed" in result.stderr and result.stdout == ""
     rows, schema = read_rows(tmp_path / "out")
     assert schema.field("embedding").type == pa.list_(pa.float32(), 64)
     embedding, error = rows.pop(str(folder / "corrupt.jpg"))
     assert embedding is None and error.startswith("InputError: cannot decode")
+    assert rows.pop(str(folder / "pipe.jpg")) == (
+        None,
+        f"NotRegularFileError: {str(folder / 'pipe.jpg')!r} is a named pipe (FIFO), not a regular file",
+    )
+    assert rows.pop(str(folder / "zero.jpg"))[1].endswith("is a character device, not a regular file")
+    assert rows.pop(str(folder / "caf\\xe9.jpg"))[1].startswith("InputError: the name is not valid UTF-8")
     expected = ClipModel.load(demo_bundle).encode_image(paths)
     assert sorted(rows) == sorted(map(str, paths)) and all(e is None for _, e in rows.values())
     got = np.asarray([rows[str(p)][0] for p in paths], dtype=np.float32)
@@ -66,23 +79,57 @@ def test_text_parquet_through_the_python_api(local_ray, demo_bundle, tmp_path):
     np.testing.assert_allclose(got, ClipModel.load(demo_bundle).encode_text(texts[:3]), atol=1e-6, rtol=0)
     assert all(rows[k]["error"] is None for k in "abc")
     # What ray-embed reads from that file: the text column, named by the id column.
-    _, tower, column, id_column = _read(str(source), None)
-    assert (tower, column, id_column) == ("textual", "text", "id")
+    _, tower, column, id_column, rows = _read(str(source), None)
+    assert (tower, column, id_column, rows) == ("textual", "text", "id", 4)
 
 
-def test_a_pool_that_takes_every_cpu_is_refused_or_sized_down(local_ray, demo_bundle, tmp_path):
-    with pytest.raises(InputError, match=r"2 actors x 1 CPUs reserve 2 of the cluster's 2 CPUs.*44687.*--actors 1"):
-        plan_actors(2, 1)
-    with pytest.raises(InputError, match="--cpus-per-actor 1 or less"):
-        plan_actors(None, 2)
-    assert plan_actors(None, 1) == 1 and plan_actors(None, 0.5) == 2
+def test_the_pool_is_planned_against_the_nodes_and_may_take_every_cpu(local_ray, demo_bundle, tmp_path):
+    assert plan_actors(None, 1) == 1 and plan_actors(None, 0.5) == 2, "by default one CPU stays free"
+    assert plan_actors(None, 2) == 1, "an actor as large as the only node still gets it"
+    with pytest.raises(InputError, match=r"3 actors x 1 CPUs do not fit.*2 CPUs in all.*--actors 2 or fewer"):
+        plan_actors(3, 1)
+    with pytest.raises(
+        InputError, match=r"no node of the cluster has 3 CPUs \(the largest has 2\).*--cpus-per-actor 2"
+    ):
+        plan_actors(None, 3)
+    # Reads and writes reserve no CPU, so a pool that holds every CPU still finishes (ray issue 44687 hung it).
+    (tmp_path / "photos").mkdir()
+    paths = [tmp_path / "photos" / f"{i}.jpg" for i in range(4)]
+    for path, img in zip(paths, synthetic_images(4), strict=True):
+        img.save(path)
+    result = ray_embed(
+        demo_bundle, tmp_path / "photos", "-o", tmp_path / "out", "--actors", "2", "--stall-timeout", "60"
+    )
+    assert result.exit_code == 0 and "embedded 4 of 4 rows with 2 actor(s)" in result.stdout, result.output
+    refused = ray_embed(demo_bundle, tmp_path / "photos", "-o", tmp_path / "out2", "--actors", "3")
+    assert refused.exit_code == 1 and "do not fit" in refused.stderr and not (tmp_path / "out2").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos"], "nothing may be left behind"
+
+
+def test_a_pool_that_cannot_be_placed_ends_in_a_job_error_in_a_session_the_caller_owns(
+    local_ray, demo_bundle, tmp_path
+):
+    """Another job holds both CPUs: the pool's actor stays pending, which Ray Data would wait for forever."""
     (tmp_path / "photos").mkdir()
     synthetic_images(1)[0].save(tmp_path / "photos" / "a.jpg")
-    result = ray_embed(demo_bundle, tmp_path / "photos", "-o", tmp_path / "out", "--actors", "2")
-    assert result.exit_code == 1 and "44687" in result.output and not (tmp_path / "out").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"], "nothing may be left behind"
+    hold = ray.remote(num_cpus=2)(_Hold).remote()
+    ray.get(hold.ready.remote())
+    started = time.monotonic()
+    try:
+        with pytest.raises(JobError):
+            run_ray_embed(demo_bundle, tmp_path / "photos", tmp_path / "out", actors=1, stall_timeout=5)
+    finally:
+        ray.kill(hold)
+    assert time.monotonic() - started < 60
+    time.sleep(2)  # a job left running would now get its actor and write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"], "nothing written, nothing left behind"
+
+
+class _Hold:
+    def ready(self) -> bool:
+        return True
 
 
 def test_an_actor_says_which_node_lacks_the_bundle(tmp_path):
-    with pytest.raises(BundleError, match=r"not readable on node .*every node of the cluster needs the bundle"):
+    with pytest.raises(BundleError, match=r"node .* \(id .*\) cannot open bundle .*every node of the cluster needs"):
         ClipEmbedder(str(tmp_path / "nowhere"), "visual", "bytes", "path", threads=1, batch_size=8)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from clip_onnx.batch.parts import PartialRun
-from clip_onnx.batch.pipeline import Batch, chunks, embed_batches
+from clip_onnx.batch.pipeline import MAX_FILE_BYTES, Batch, chunks, embed_batches
 from clip_onnx.batch.sources import Item, plan_sources
-from clip_onnx.batch.writers import Outputs, check_id, plan_outputs, write_outputs
+from clip_onnx.batch.writers import Outputs, check_id, plan_outputs, printable_id, write_outputs
 from clip_onnx.bundle import read_bundle
 from clip_onnx.errors import BundleError, InputError
 
@@ -58,6 +58,7 @@ def embed_dataset(
     workers: int | None = None,
     resume: bool = False,
     part_size: int = 4096,
+    max_file_bytes: int | None = MAX_FILE_BYTES,
     progress: Callable[[int, int], None] | None = None,
 ) -> EmbedSummary:
     """Embed what ``sources`` name (see ``plan_sources``) with ``bundle`` and write ``out``.
@@ -67,11 +68,13 @@ def embed_dataset(
     ``OUT.ids.txt``.  Items that cannot be read or decoded are skipped and listed
     in ``OUT.errors.jsonl``.  Work is committed every ``part_size`` items to
     ``OUT.partial/``; ``resume=True`` continues a stopped run from there and
-    ends with the file an uninterrupted run writes.  ``progress(done, total)``
-    is called after every batch.
+    ends with the file an uninterrupted run writes, and damaged parts are
+    embedded again.  Image files are read only if they are regular files of at
+    most ``max_file_bytes`` (None: no limit); others fail as items.
+    ``progress(done, total)`` is called after every batch.
     """
     started = time.perf_counter()
-    _check_sizes(batch_size, part_size, workers)
+    _check_sizes(batch_size, part_size, workers, max_file_bytes)
     outputs = plan_outputs(out, fmt)
     planned = plan_sources(sources, images=images, texts=texts, text_files=text_files, column=column, tower=tower)
     total = planned.count()
@@ -82,12 +85,21 @@ def embed_dataset(
     state = {"tower": planned.tower, "graph_sha256": graph_sha, "batch_size": batch_size, "part_size": part_size}
     run = PartialRun(outputs.main, state, resume=resume)
     with _kept_for_resume(run):
-        items = planned.items()
+        items = _checked_ids(planned.items(), outputs)
         resumed = run.skip_done(items)
         if resumed:
             log.info("resuming %s: %d of %d items were done", outputs.main, resumed, total)
         report = (lambda n: progress(n, total)) if progress else (lambda n: None)
-        _embed_parts(model, planned.tower, items, run, outputs, part_size=part_size, workers=workers, progress=report)
+        _embed_parts(
+            model,
+            planned.tower,
+            items,
+            run,
+            part_size=part_size,
+            workers=workers,
+            max_bytes=max_file_bytes,
+            progress=report,
+        )
         metadata = {"bundle": Path(bundle).name, "tower": planned.tower, "graph_sha256": graph_sha, "normalized": True}
         embedded, failed = write_outputs(outputs, run.parts, model.embed_dim, metadata)
     run.discard()
@@ -111,19 +123,19 @@ def _kept_for_resume(run: PartialRun) -> Iterator[None]:
 def _embed_parts(
     model,
     tower: str,
-    items,
+    items: Iterator[Item],
     run: PartialRun,
-    outputs: Outputs,
     *,
     part_size: int,
     workers: int,
+    max_bytes: int | None,
     progress: Callable[[int], None],
 ) -> None:
     """Run the pipeline from ``run.done`` on, committing a part at every multiple of ``part_size``."""
     progress(run.done)
     pending: list[tuple[Batch, np.ndarray]] = []
-    batches = chunks(_checked_ids(items, outputs), run.done, model.batch_size, part_size)
-    for batch, vectors in embed_batches(model, tower, batches, workers=workers):
+    batches = chunks(items, run.done, model.batch_size, part_size)
+    for batch, vectors in embed_batches(model, tower, batches, workers=workers, max_bytes=max_bytes):
         pending.append((batch, vectors))
         end = batch.start + batch.size
         if end % part_size == 0:
@@ -152,7 +164,7 @@ def _checked_ids(items: Iterator[Item], outputs: Outputs) -> Iterator[Item]:
         try:
             check_id(outputs, item.id)
         except InputError as exc:
-            item = Item(item.id, exc)
+            item = Item(printable_id(item.id), exc)
         yield item
 
 
@@ -168,8 +180,9 @@ def _open_model(bundle, tower: str, batch_size: int, threads: int):
     return ClipModel.load(bundle, batch_size=batch_size, towers=(tower,), threads=threads)
 
 
-def _check_sizes(batch_size: int, part_size: int, workers: int | None) -> None:
-    sizes = {"batch_size": batch_size, "part_size": part_size, **({} if workers is None else {"workers": workers})}
+def _check_sizes(batch_size: int, part_size: int, workers: int | None, max_file_bytes: int | None) -> None:
+    optional = {"workers": workers, "max_file_bytes": max_file_bytes}
+    sizes = {"batch_size": batch_size, "part_size": part_size, **{k: v for k, v in optional.items() if v is not None}}
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be an int >= 1, got {value!r}")

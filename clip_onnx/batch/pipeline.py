@@ -19,16 +19,20 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from clip_onnx.batch.sources import Item
 from clip_onnx.errors import InputError
+from clip_onnx.files import read_regular
 from clip_onnx.runtime.images import load_image
 
 log = logging.getLogger(__name__)
+
+# The largest image file a dataset job reads (--max-file-size): an uncompressed 8-bit RGBA picture at
+# Pillow's decompression-bomb limit fits; a video or disk image named photo.jpg does not fill memory.
+MAX_FILE_BYTES = 512 << 20
 
 
 class ItemError(NamedTuple):
@@ -52,15 +56,17 @@ class Batch(NamedTuple):
     errors: list[ItemError]
 
 
-def image_pixels(preprocess: Callable, value: object) -> np.ndarray:
+def image_pixels(preprocess: Callable, value: object, max_bytes: int | None = MAX_FILE_BYTES) -> np.ndarray:
     """float32 [3, S, S] for one image given as a path or as encoded bytes.
 
     The file is read here, not by Pillow, so that an unreadable file reports
-    its own OSError (PermissionError, FileNotFoundError, ...) instead of a
-    decode failure; decoding bytes and decoding the file give the same pixels.
+    its own OSError (FileNotFoundError, PermissionError, IsADirectoryError,
+    NotRegularFileError for a FIFO, socket or device, FileTooLargeError past
+    ``max_bytes``) instead of a decode failure, and never blocks or fills memory;
+    decoding bytes and decoding the file give the same pixels.
     """
     if isinstance(value, str):
-        value = Path(value).read_bytes()
+        value = read_regular(value, max_bytes)
     elif not isinstance(value, (bytes, bytearray, memoryview)):
         raise InputError(f"expected an image path or encoded bytes, got {type(value).__name__}")
     return preprocess([load_image(value)])[0]
@@ -69,13 +75,21 @@ def image_pixels(preprocess: Callable, value: object) -> np.ndarray:
 def check_text(value: object) -> str:
     if not isinstance(value, str):
         raise InputError("empty cell" if value is None else f"expected a text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes a source decoded with surrogateescape: not text
+        raw = value[exc.start : exc.end].encode("utf-8", "surrogateescape")
+        raise InputError(f"not valid UTF-8 text: byte {raw[:1].hex()!r} at character {exc.start}") from None
     return value
 
 
-def prepare_images(preprocess: Callable) -> Callable[[int, list[Item]], Batch]:
+def prepare_images(preprocess: Callable, max_bytes: int | None = MAX_FILE_BYTES) -> Callable[[int, list[Item]], Batch]:
     def prepare(start: int, items: list[Item]) -> Batch:
         return _prepare(
-            start, items, lambda value: image_pixels(preprocess, value), lambda good: np.stack(good) if good else None
+            start,
+            items,
+            lambda value: image_pixels(preprocess, value, max_bytes),
+            lambda good: np.stack(good) if good else None,
         )
 
     return prepare
@@ -116,11 +130,16 @@ def chunks(items: Iterator[Item], start: int, batch_size: int, part_size: int) -
 
 
 def embed_batches(
-    model, tower: str, batches: Iterator[tuple[int, list[Item]]], *, workers: int
+    model,
+    tower: str,
+    batches: Iterator[tuple[int, list[Item]]],
+    *,
+    workers: int,
+    max_bytes: int | None = MAX_FILE_BYTES,
 ) -> Iterator[tuple[Batch, np.ndarray]]:
     """(batch, its float32 vectors) for each of ``batches``, in order, embedded on ``workers`` threads."""
     if tower == "visual":
-        prepare, encode = prepare_images(model.preprocess), model.encode_pixels
+        prepare, encode = prepare_images(model.preprocess, max_bytes), model.encode_pixels
     else:
         prepare, encode = prepare_texts, model.encode_text
     empty = np.zeros((0, model.embed_dim), np.float32)

@@ -7,16 +7,16 @@ them and later resume over the very same sequence without holding it in memory.
 
 from __future__ import annotations
 
-import csv
 import glob
+import io
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 from clip_onnx.errors import InputError
+from clip_onnx.files import NotRegularFileError, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,10 @@ def plan_sources(
     one prompt a line. ``tower`` is "image" or "text"; by default it is "text"
     when texts are given or ``column`` names a string column, else "image".
     """
-    sources, images, texts, text_files = (list(x) for x in (sources, images, texts, text_files))
+    sources, images, text_files = (
+        _paths(x, name) for x, name in ((sources, "sources"), (images, "images"), (text_files, "text_files"))
+    )
+    texts = _many(texts, "texts", "texts")
     if tower is not None and tower not in TOWER_NAMES:
         raise InputError(f"tower must be one of {sorted(TOWER_NAMES)}, got {tower!r}")
     tables = [s for s in sources if Path(s).suffix.lower() in TABLE_EXTENSIONS and not s.startswith("@")]
@@ -77,7 +80,9 @@ def plan_sources(
         raise InputError(f"SOURCE {tables[0]!r} is a table; name the column to embed with --column")
     if column is not None and not tables:
         raise InputError("--column names a column of a parquet/CSV/TSV SOURCE, and no SOURCE is such a table")
-    columns = [_TableColumn(t, column) for t in tables]
+    from clip_onnx.batch.tables import TableColumn  # it builds on Item, defined here
+
+    columns = [TableColumn(t, column) for t in tables]
     if tower is None:
         tower = "text" if texts or text_files or any(c.is_text for c in columns) else "image"
     if tower == "text":
@@ -98,6 +103,29 @@ def plan_sources(
             "--column, --text-file, or either --image or --text"
         )
     return Sources(TOWER_NAMES[tower], [p for p in parts if not isinstance(p, _Literal) or p.rows])
+
+
+def _many(values: Iterable, name: str, what: str) -> list:
+    """``values`` as a list, refusing one bare value where a collection is meant (a str would give its characters)."""
+    if isinstance(values, (str, bytes, bytearray, os.PathLike)):
+        raise InputError(
+            f"{name} must be a list of {what}, got the single {type(values).__name__} {values!r}; "
+            f"pass [{values!r}] to mean one"
+        )
+    try:
+        return list(values)
+    except TypeError:
+        raise InputError(f"{name} must be a list of {what}, got {type(values).__name__}") from None
+
+
+def _paths(values: Iterable, name: str) -> list[str]:
+    """``values`` as a list of path strings (os.PathLike items accepted), refusing a bare path."""
+    paths = []
+    for value in _many(values, name, "paths"):
+        if not isinstance(value, (str, os.PathLike)):
+            raise InputError(f"{name} must hold paths (str or os.PathLike), got {type(value).__name__} {value!r}")
+        paths.append(os.fspath(value))
+    return paths
 
 
 class _Literal:
@@ -182,17 +210,23 @@ class _Glob:
 
 
 def _lines(path: str, what: str) -> Iterator[tuple[int, str]]:
-    """(line number from 1, stripped line) of every line of ``path`` that is not blank."""
+    """(line number from 1, stripped line) of every line of ``path`` that is not blank.
+
+    Bytes that are not UTF-8 come through as surrogates (Python's own way of
+    naming such files), so that only their line fails, not the file.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_regular(path) as handle, io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape") as f:
             for number, line in enumerate(f, 1):
                 line = line.strip()
                 if line:
                     yield number, line
     except FileNotFoundError:
         raise InputError(f"{what} {path!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what} {path!r}: {exc}") from None
+    except NotRegularFileError as exc:
+        raise InputError(f"{what} {path!r} is {exc.kind}, not a regular file") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {what} {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 class _ListFile:
@@ -217,83 +251,3 @@ class _TextLines:
 
     def count(self) -> int:
         return sum(1 for _ in _lines(self.path, "text file"))
-
-
-class _TableColumn:
-    """One column of a parquet, CSV or TSV table; the id is ``FILE:ROW`` with rows counted from 0.
-
-    A string column holds texts, or image paths when the tower is "image"; a
-    binary column holds encoded images.  CSV and TSV columns are strings.
-    """
-
-    def __init__(self, path: str, column: str):
-        self.path, self.column = path, column
-        self.kind = "parquet" if Path(path).suffix.lower() in (".parquet", ".pq") else "csv"
-        names, self.is_text = self._schema()
-        if column not in names:
-            raise InputError(f"table {path!r} has no column {column!r}; its columns are {names}")
-
-    def _schema(self) -> tuple[list[str], bool]:
-        if self.kind == "csv":
-            with _csv_reader(self.path) as reader:
-                return list(reader.fieldnames or []), True
-        pq = _parquet()
-        try:
-            schema = pq.read_schema(self.path)
-        except FileNotFoundError:
-            raise InputError(f"table {self.path!r} does not exist") from None
-        except Exception as exc:  # pyarrow's ArrowInvalid and friends for a file that is not parquet
-            raise InputError(f"cannot read parquet table {self.path!r}: {exc}") from None
-        field = schema.field(self.column) if self.column in schema.names else None
-        is_text = field is not None and str(field.type) in ("string", "large_string", "string_view")
-        if field is not None and not is_text and str(field.type) not in ("binary", "large_binary", "binary_view"):
-            raise InputError(
-                f"column {self.column!r} of {self.path!r} is {field.type}; expected strings (texts "
-                "or image paths) or binary (encoded images)"
-            )
-        return list(schema.names), is_text
-
-    def check_tower(self, tower: str) -> None:
-        if tower == "text" and not self.is_text:
-            raise InputError(
-                f"column {self.column!r} of {self.path!r} holds bytes, not texts; embed it with --tower image"
-            )
-
-    def _values(self) -> Iterator[object]:
-        if self.kind == "csv":
-            with _csv_reader(self.path) as reader:
-                # An empty CSV cell is a missing value, as pandas and pyarrow read it.
-                yield from (row.get(self.column) or None for row in reader)
-            return
-        table = _parquet().ParquetFile(self.path)
-        for batch in table.iter_batches(batch_size=1024, columns=[self.column]):
-            yield from batch.column(0).to_pylist()
-
-    def items(self) -> Iterator[Item]:
-        return (Item(f"{self.path}:{row}", value) for row, value in enumerate(self._values()))
-
-    def count(self) -> int:
-        if self.kind == "parquet":
-            return _parquet().ParquetFile(self.path).metadata.num_rows
-        return sum(1 for _ in self._values())
-
-
-@contextmanager
-def _csv_reader(path: str) -> Iterator[csv.DictReader]:
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            yield csv.DictReader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",")
-    except FileNotFoundError:
-        raise InputError(f"table {path!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot read table {path!r}: {exc}") from None
-
-
-def _parquet():
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InputError(
-            "reading or writing parquet needs pyarrow: pip install 'clip-onnx[data]' (or write .npy with --format npy)"
-        ) from None
-    return pq

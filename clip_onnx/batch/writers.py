@@ -74,6 +74,20 @@ def check_id(outputs: Outputs, item_id: str) -> None:
             f"the id has a line break and cannot be one line of {outputs.ids.name}; "
             "write parquet instead (--format parquet)"
         )
+    if printable_id(item_id) != item_id:
+        raise InputError(
+            "the name is not valid UTF-8 (shown with \\x escapes) and cannot be an id; rename the file "
+            "to UTF-8 (for example with convmv)"
+        )
+
+
+def printable_id(item_id: str) -> str:
+    """``item_id`` as UTF-8 text: bytes a file name held that are not UTF-8 (surrogates) become \\xNN escapes."""
+    try:
+        item_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return item_id.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return item_id
 
 
 def write_outputs(outputs: Outputs, parts: Sequence[Part], dim: int, metadata: Mapping[str, str]) -> tuple[int, int]:

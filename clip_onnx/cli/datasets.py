@@ -7,6 +7,43 @@ from pathlib import Path
 
 import click
 
+from clip_onnx.files import parse_bytes
+
+# Keep in step with clip_onnx.batch.pipeline.MAX_FILE_BYTES (not imported: the CLI loads lazily).
+_MAX_FILE_DEFAULT = "512M"
+
+
+class _Size(click.ParamType):
+    """A byte count written as 512M, 2G, 300K or a plain number; 0 means no limit (None)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        try:
+            count = parse_bytes(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return count or None
+
+
+def _report(summary, failed: bool) -> None:
+    """The summary line: on stdout after a clean run, on stderr (where a pipeline's logs look) when it fails."""
+    click.echo(summary.line(), err=failed)
+    if failed:
+        sys.exit(1)
+
+
+_max_file_size = click.option(
+    "--max-file-size",
+    "max_file_bytes",
+    type=_Size(),
+    default=_MAX_FILE_DEFAULT,
+    show_default=True,
+    help="Largest image file read (512M, 2G, ...; 0: no limit); a larger one fails as an item.",
+)
+
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
@@ -57,6 +94,7 @@ import click
     show_default=True,
     help="Items per committed part: a stopped run resumes from its last whole part.",
 )
+@_max_file_size
 def embed(
     bundle: Path,
     sources,
@@ -72,6 +110,7 @@ def embed(
     resume: bool,
     skip_bad: bool,
     part_size: int,
+    max_file_bytes,
 ) -> None:
     """Embed images or texts with BUNDLE into OUT: L2-normalised float32 rows, in source order, with ids.
 
@@ -83,9 +122,15 @@ def embed(
     encoded images).
     \b
     Files that cannot be read or decoded are skipped and listed in
-    OUT.errors.jsonl (id, error, message); the exit code is then 1 unless
-    --skip-bad is given.  OUT appears only when complete; a killed run keeps
-    its finished parts in OUT.partial/ and `--resume` continues it.
+    OUT.errors.jsonl (id, error, message): missing, unreadable, not a regular
+    file (FIFO, socket, device, or a link to one), over --max-file-size, or
+    not an image.  The exit code is then 1 and the summary goes to stderr,
+    unless --skip-bad is given.  OUT appears only when complete; a killed run
+    keeps its finished parts in OUT.partial/ and `--resume` continues it,
+    embedding again any part that was damaged meanwhile.
+    \b
+    Exit codes: 0 done; 1 an error, or items failed (without --skip-bad);
+    2 the command line itself is wrong (an unknown option, a missing argument).
     """
     from tqdm import tqdm
 
@@ -123,14 +168,13 @@ def embed(
             workers=workers,
             resume=resume,
             part_size=part_size,
+            max_file_bytes=max_file_bytes,
             progress=advance,
         )
     finally:
         for bar in bars:
             bar.close()
-    click.echo(summary.line())
-    if summary.failed and not skip_bad:
-        sys.exit(1)
+    _report(summary, bool(summary.failed) and not skip_bad)
 
 
 @click.command("ray-embed")
@@ -149,7 +193,8 @@ def embed(
     "--actors",
     type=int,
     default=None,
-    help="Actors in the pool, each with its own model [default: as many as fit with one CPU left free].",
+    help="Actors in the pool, each with its own model [default: as many as fit with one CPU of the cluster left "
+    "for the driver, reads and writes].",
 )
 @click.option(
     "--cpus-per-actor",
@@ -165,8 +210,26 @@ def embed(
 )
 @click.option("--batch-size", type=int, default=None, help="Rows per model call [default: 32 images, 256 texts].")
 @click.option("--skip-bad", is_flag=True, help="Exit 0 even when some rows failed (they keep a null embedding).")
+@_max_file_size
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    help="Seconds without a row embedded anywhere before the job is stopped (0: wait forever).",
+)
 def ray_embed(
-    bundle: Path, source: str, out: Path, address, actors, cpus_per_actor: float, column, batch_size, skip_bad: bool
+    bundle: Path,
+    source: str,
+    out: Path,
+    address,
+    actors,
+    cpus_per_actor: float,
+    column,
+    batch_size,
+    skip_bad: bool,
+    max_file_bytes,
+    stall_timeout: float,
 ) -> None:
     """Embed SOURCE with BUNDLE on a Ray cluster (Ray Data), writing parquet to the folder OUT.
 
@@ -175,8 +238,14 @@ def ray_embed(
     ids are the paths) or, with --column or a .parquet name, parquet with a
     binary column of images or a string column of texts (ids from its `id`
     column, else the text).  Rows that fail keep a null embedding and their
-    reason in the `error` column.  The bundle and SOURCE must be readable at
+    reason in the `error` column; files that are not regular files, or are over
+    --max-file-size, fail as rows.  The bundle and SOURCE must be readable at
     the same paths on every node, and OUT must be on a shared file system.
+    \b
+    A node lost mid-job is survived (Ray restarts its actors elsewhere and
+    reruns its tasks; every row is written once).  A job that embeds nothing
+    for --stall-timeout seconds is stopped, and nothing is written.  Exit codes
+    as for `embed`.
     """
     from clip_onnx.ray import run_ray_embed
 
@@ -189,7 +258,7 @@ def ray_embed(
         cpus_per_actor=cpus_per_actor,
         column=column,
         batch_size=batch_size,
+        max_file_bytes=max_file_bytes,
+        stall_timeout=stall_timeout,
     )
-    click.echo(summary.line())
-    if summary.failed and not skip_bad:
-        sys.exit(1)
+    _report(summary, bool(summary.failed) and not skip_bad)

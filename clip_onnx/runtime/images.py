@@ -10,6 +10,15 @@ Pillow's ``convert("RGB")``, which they call, clips a 16-bit picture to white
 and a 0..1 float picture to black.  ``load_image`` scales 16-bit modes to 8
 bits (divide by 257) and takes float images on the 0..255 scale, refusing
 values outside it, so every image is embedded as the picture it shows.
+
+The rule for integer modes wider than 8 bits (I, I;16...) is decided by the
+values, because the mode alone does not say the scale: ``Image.fromarray`` of
+an int32 array of 0..255 data gives mode I, and so does a 16-bit PPM.  Values
+that all fit 0..255 are taken as 8-bit, exactly as Pillow and the references
+read them; any value above 255 makes it a 16-bit picture, scaled by 1/257
+(where the references would clip it to white).  So 0..255 data is never
+divided into a near-black picture, and the deviation is confined to pictures
+the references cannot show.
 """
 
 from __future__ import annotations
@@ -104,8 +113,9 @@ def _allowed_formats() -> list[str]:
 def to_eight_bit(img: Image.Image, what: str) -> Image.Image:
     """``img`` in a mode whose ``convert("RGB")`` keeps the picture it shows.
 
-    16-bit modes are divided by 257 (65535 -> 255), float images are taken on the
-    0..255 scale, and premultiplied alpha becomes straight alpha; other modes pass.
+    Wide integer modes are 8-bit when every value fits 0..255 and 16-bit (divided
+    by 257: 65535 -> 255) otherwise; float images are taken on the 0..255 scale,
+    and premultiplied alpha becomes straight alpha; other modes pass.
     """
     if img.mode in _STRAIGHT_ALPHA:
         return img.convert(_STRAIGHT_ALPHA[img.mode])
@@ -114,10 +124,12 @@ def to_eight_bit(img: Image.Image, what: str) -> Image.Image:
         low, high = int(values.min()), int(values.max())
         if low < 0 or high > 65535:
             raise InputError(
-                f"{what} is a mode {img.mode} image with values {low}..{high}; only 16-bit "
-                "values 0..65535 are understood: scale it to 0..255 and convert it to mode L"
+                f"{what} is a mode {img.mode} image with values {low}..{high}; only 8-bit "
+                "values 0..255 and 16-bit values 0..65535 are understood: scale it to 0..255 "
+                "and convert it to mode L"
             )
-        return Image.fromarray(((values + 128) // 257).astype(np.uint8))
+        eight_bit = values if high <= 255 else (values + 128) // 257
+        return Image.fromarray(eight_bit.astype(np.uint8))
     if img.mode == "F":
         values = np.asarray(img, dtype=np.float32)
         _check_float_range(values, f"{what} (mode F)")
