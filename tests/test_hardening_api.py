@@ -167,3 +167,15 @@ def test_ten_thousand_prompts_in_one_call_stay_under_200_mb(demo_bundle):
     assert result.returncode == 0, result.stderr
     growth_mb = float(result.stdout.strip())
     assert growth_mb < 200, f"peak RSS grew by {growth_mb:.0f} MB for 10,000 prompts"
+
+
+def test_every_entry_point_agrees_on_what_a_batch_of_images_is(model):
+    """One rule (runtime.images.check_image_batch) for encode_image, preprocess and the classifier."""
+    stacked = np.stack([np.asarray(p.resize((48, 40))) for p in synthetic_images(3, seed=2)])
+    from_list = model.encode_image(list(stacked))
+    np.testing.assert_array_equal(model.encode_image(stacked), from_list)
+    np.testing.assert_array_equal(model.preprocess(stacked), model.preprocess(list(stacked)))
+    for single in (stacked[0], None, bytearray(b"\x89PNG"), memoryview(b"x")):
+        for call in (model.encode_image, model.preprocess):
+            with pytest.raises(InputError, match="expected a list of images, got a single"):
+                call(single)

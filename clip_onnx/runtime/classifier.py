@@ -18,7 +18,8 @@ from clip_onnx.bundle import Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.backends.base import Runner
-from clip_onnx.runtime.model import _check_images, check_batch_size, run_batches
+from clip_onnx.runtime.images import check_image_batch
+from clip_onnx.runtime.model import check_batch_size, run_batches
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.self_test import check_on_load
 from clip_onnx.runtime.zero_shot import softmax
@@ -99,7 +100,7 @@ class ClipClassifier:
 
     def logits(self, images: Sequence[Any], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 [N images, classes]: the graph's raw logits."""
-        images = _check_images(images)
+        images = check_image_batch(images)
         feed = lambda chunk: {"pixel_values": self.preprocess(chunk)}  # noqa: E731
         out = run_batches(images, feed, self._visual, self.batch_size, progress)
         if out.shape[1] != len(self.labels):

@@ -28,6 +28,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -40,6 +41,26 @@ ImageLike = Image.Image | str | os.PathLike | bytes | bytearray | memoryview | n
 # Kinds that are one image on their own; callers that want a batch use this to
 # refuse a bare image instead of iterating over its bytes or rows.
 SINGLE_IMAGE_TYPES = (Image.Image, str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)
+
+
+def check_image_batch(images: Any) -> list[Any]:
+    """``images`` as a list of single images, or InputError: the one rule of what a batch of images is.
+
+    A list (or any iterable) of images is a batch, and so is a stacked uint8 array [N, H, W, 3]; a bare
+    image (a path, bytes, a PIL image, an H x W x 3 array) is refused rather than iterated over.
+    """
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    if images is None or isinstance(images, SINGLE_IMAGE_TYPES):
+        raise InputError(f"expected a list of images, got a single {type(images).__name__}; wrap it in a list: [image]")
+    try:
+        items = list(images)
+    except TypeError:
+        raise InputError(f"expected a list of images, got {type(images).__name__} {images!r:.60}") from None
+    if not items:
+        raise InputError("expected at least one image, got an empty list")
+    return items
+
 
 # Pillow's own failure modes while identifying or decoding: unidentified and
 # truncated files are OSError; some plugins raise ValueError, EOFError or

@@ -19,6 +19,7 @@ from clip_onnx.bundle import TOWERS, Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.backends.base import Runner
+from clip_onnx.runtime.images import check_image_batch
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.self_test import check_on_load
 from clip_onnx.runtime.tokenizers import load_tokenizer
@@ -142,7 +143,7 @@ class ClipModel:
         ``progress`` is called with the number of images after each batch.
         Raises InputError naming the image that cannot be read.
         """
-        images = _check_images(images)
+        images = check_image_batch(images)
         return self._encode(
             images, lambda chunk: {"pixel_values": self.preprocess(chunk)}, self._runner("visual"), normalize, progress
         )
@@ -295,16 +296,3 @@ def _check_towers(towers: str | Sequence[str]) -> tuple[str, ...]:
     if not chosen or not all(isinstance(t, str) for t in chosen) or not set(chosen) <= set(TOWERS):
         raise InputError(f"towers must name one or both of {TOWERS}, got {towers!r}")
     return tuple(t for t in TOWERS if t in chosen)
-
-
-def _check_images(images: Any) -> list[Any]:
-    single = isinstance(images, (str, bytes, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3)
-    if images is None or single or hasattr(images, "getpixel"):
-        raise InputError(f"expected a list of images, got a single {type(images).__name__}; wrap it in a list")
-    try:
-        images = list(images)
-    except TypeError:
-        raise InputError(f"expected a list of images, got {type(images).__name__} {images!r:.60}") from None
-    if not images:
-        raise InputError("expected at least one image, got an empty list")
-    return images

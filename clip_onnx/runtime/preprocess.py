@@ -18,7 +18,7 @@ from PIL import Image
 
 from clip_onnx.errors import InputError
 from clip_onnx.preprocess_spec import CLIP_MEAN, CLIP_STD, CROP_MODE_NAMES, INTERPOLATION_NAMES, PreprocessSpec
-from clip_onnx.runtime.images import SINGLE_IMAGE_TYPES, load_image
+from clip_onnx.runtime.images import check_image_batch, load_image
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class ImagePreprocessor:
 
     def __call__(self, images: Iterable[Any]) -> np.ndarray:
         """float32 [N, 3, S, S]: the images decoded, cropped, resized and normalised."""
-        items = _check_batch(images)
+        items = check_image_batch(images)
         size = self.spec.image_size
         out = np.empty((len(items), 3, size, size), dtype=np.float32)
         for i, item in enumerate(items):
@@ -145,7 +145,7 @@ class ImagePreprocessor:
         With :meth:`normalize` it splits ``__call__`` in two, for callers that
         change the pixels in between (a training script's augmentations).
         """
-        items = _check_batch(images)
+        items = check_image_batch(images)
         return np.stack([self._pixels(item, i) for i, item in enumerate(items)])
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
@@ -177,15 +177,3 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img.convert("RGB")
     except ValueError as exc:  # a mode some plugin added, which Pillow cannot convert
         raise InputError(f"a mode {img.mode} image cannot be converted to RGB ({exc}); convert it yourself") from None
-
-
-def _check_batch(images: Any) -> list[Any]:
-    if isinstance(images, SINGLE_IMAGE_TYPES):
-        raise InputError(f"expected a list of images, got a single {type(images).__name__}; wrap it in a list: [image]")
-    try:
-        items = list(images)
-    except TypeError:
-        raise InputError(f"expected a list of images, got {type(images).__name__}") from None
-    if not items:
-        raise InputError("expected at least one image, got an empty list")
-    return items
