@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from clip_onnx.bundle import read_bundle
 from clip_onnx.runtime.backends.onnxruntime import default_session_options
-from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.synthetic import synthetic_images
 
@@ -32,11 +32,11 @@ def main() -> None:
     bundle = read_bundle(args.bundle, verify=False)
     m = bundle.manifest
     if args.tower == "visual":
-        feed = {"pixel_values": ImagePreprocessor(PreprocessSpec.from_dict(m["preprocess"]))(synthetic_images(1, 7))}
+        feed = {"pixel_values": ImagePreprocessor(m.preprocess)(synthetic_images(1, 7))}
     else:
-        texts = [m["sample_texts"][i % len(m["sample_texts"])] + f" {i}" for i in range(8)]
-        feed = load_tokenizer(m["tokenizer"], bundle.path)(texts)
-    graph = args.graph or bundle.path / m["graphs"][args.tower]["file"]
+        texts = [m.sample_texts[i % len(m.sample_texts)] + f" {i}" for i in range(8)]
+        feed = load_tokenizer(m.tokenizer, bundle.path)(texts)
+    graph = args.graph or bundle.graph_path(args.tower)
     options = default_session_options()
     options.enable_profiling = True
     session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
