@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from clip_onnx.cli.progress import steps
+from clip_onnx.cli.verify import proof_lines
 from clip_onnx.registry import BACKENDS
 from clip_onnx.thresholds import PRECISIONS, describe, precision_help
 
@@ -86,6 +87,8 @@ def export(
         click.echo(format_parity(report))
     if bundle.manifest.gate_inputs is not None:
         click.echo(format_gate_inputs(bundle.manifest.gate_inputs))
+    for line in proof_lines(bundle.manifest):
+        click.echo(line)
     precisions = ", ".join(f"{t} {g.precision}" for t, g in bundle.manifest.graphs.items())
     click.echo(f"wrote {bundle.path} ({precisions}) in {time.perf_counter() - started:.1f}s")
 

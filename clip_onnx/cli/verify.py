@@ -19,6 +19,29 @@ BACKEND_OPTION = click.option(
 )
 
 
+def proof_lines(manifest) -> list[str]:
+    """What the manifest says was proven where: the gates' machine and each int8 graph's kernel proof."""
+    from clip_onnx import machine
+
+    lines = []
+    if manifest.gate_machine is not None:
+        lines.append(f"exported and gated on {machine.summary(dict(manifest.gate_machine))}")
+    for tower, graph in manifest.graphs.items():
+        proof = graph.lowering.get("int8_kernels")
+        if proof is not None:
+            lines.append(
+                f"{tower} int8: {proof['matmuls']} integer MatMuls, largest s8 pair sum {proof['max_pair_sum']} "
+                f"<= {proof['pair_limit']}: the same sums on {', '.join(proof['covers'])}"
+            )
+    if manifest.self_test is not None and manifest.self_test.export_cosine:
+        figures = ", ".join(f"{t} {c:.6f}" for t, c in manifest.self_test.export_cosine.items())
+        lines.append(
+            f"self-test ({len(manifest.self_test.images)} pictures, {len(manifest.self_test.texts)} "
+            f"prompts) on the export machine: min cosine {figures}"
+        )
+    return lines
+
+
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @BACKEND_OPTION
@@ -39,24 +62,15 @@ def verify(bundle: Path, backend: str, providers: tuple[str, ...]) -> None:
     int8, then the TensorRT engine gate), their angles added. Prints each tower's
     figures, the export machine's and this one's; exits 0 if every tower passes, 1 if not.
     """
-    from clip_onnx import machine
     from clip_onnx.bundle import read_bundle
     from clip_onnx.runtime import ClipClassifier, ClipModel, run_self_test
 
     kind = read_bundle(bundle, verify=False).kind
     opener = ClipClassifier if kind == "classifier" else ClipModel
     model = opener.load(bundle, backend=backend, providers=list(providers) or None, self_test=False)
-    manifest = model.bundle.manifest
     click.echo(f"{bundle}: every file matches its sha256")
-    if manifest.gate_machine is not None:
-        click.echo(f"exported and gated on {machine.summary(dict(manifest.gate_machine))}")
-    for tower, graph in manifest.graphs.items():
-        proof = graph.lowering.get("int8_kernels")
-        if proof is not None:
-            click.echo(
-                f"{tower} int8: {proof['matmuls']} integer MatMuls, largest s8 pair sum {proof['max_pair_sum']} "
-                f"<= {proof['pair_limit']}: the same sums on {', '.join(proof['covers'])}"
-            )
+    for line in proof_lines(model.bundle.manifest):
+        click.echo(line)
     report = run_self_test(model)
     for line in report.lines():
         click.echo(line)
