@@ -62,7 +62,7 @@ def describe(provider: str = "CPUExecutionProvider") -> dict[str, Any]:
         "int8_kernel": int8_kernel_path(flags),
         "provider": provider,
         "python": platform.python_version(),
-        "versions": _versions(),
+        "versions": versions(),
     }
 
 
@@ -76,9 +76,10 @@ def summary(record: dict[str, Any]) -> str:
     )
 
 
-def _versions() -> dict[str, str]:
+def versions(names: tuple[str, ...] = _VERSIONED) -> dict[str, str]:
+    """The installed version of each distribution in ``names`` that is installed."""
     versions = {}
-    for name in _VERSIONED:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -209,24 +210,40 @@ class _Glob:
         return n
 
 
+@contextmanager
+def open_input(path: str, what: str) -> Iterator[io.BufferedReader]:
+    """``path`` open for reading if it is a regular file; InputError naming ``what`` it is and why not."""
+    try:
+        handle = open_regular(path)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path!r} does not exist") from None
+    except NotRegularFileError as exc:
+        raise InputError(f"{what} {path!r} is {exc.kind}, not a regular file") from None
+    except (OSError, ValueError) as exc:
+        raise _unreadable(path, what, exc) from None
+    with handle:
+        yield handle
+
+
+def _unreadable(path: str, what: str, exc: Exception) -> InputError:
+    return InputError(f"cannot read {what} {path!r}: {getattr(exc, 'strerror', None) or exc}")
+
+
 def _lines(path: str, what: str) -> Iterator[tuple[int, str]]:
     """(line number from 1, stripped line) of every line of ``path`` that is not blank.
 
     Bytes that are not UTF-8 come through as surrogates (Python's own way of
     naming such files), so that only their line fails, not the file.
     """
-    try:
-        with open_regular(path) as handle, io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape") as f:
-            for number, line in enumerate(f, 1):
-                line = line.strip()
-                if line:
-                    yield number, line
-    except FileNotFoundError:
-        raise InputError(f"{what} {path!r} does not exist") from None
-    except NotRegularFileError as exc:
-        raise InputError(f"{what} {path!r} is {exc.kind}, not a regular file") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {what} {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    with open_input(path, what) as handle:
+        try:
+            with io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape") as f:
+                for number, line in enumerate(f, 1):
+                    line = line.strip()
+                    if line:
+                        yield number, line
+        except (OSError, ValueError) as exc:
+            raise _unreadable(path, what, exc) from None
 
 
 class _ListFile:

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from clip_onnx.batch.sources import Item
+from clip_onnx.batch.sources import Item, open_input
 from clip_onnx.errors import InputError
-from clip_onnx.files import NotRegularFileError, open_regular
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _TEXT_TYPES = ("string", "large_string", "string_view")
@@ -75,7 +74,7 @@ class TableColumn:
     def _parquet_file(self):
         """The table as a ``pyarrow.parquet.ParquetFile`` over a file opened only if it is a regular one."""
         pq = _parquet()
-        with _open_table(self.path) as handle:
+        with open_input(self.path, "table") as handle:
             try:
                 table = pq.ParquetFile(handle)
             except Exception as exc:  # pyarrow's ArrowInvalid and friends for a file that is not parquet
@@ -135,22 +134,8 @@ def _column_values(column, path: str, first: int) -> list[object]:
 
 
 @contextmanager
-def _open_table(path: str) -> Iterator[io.BufferedReader]:
-    try:
-        handle = open_regular(path)
-    except FileNotFoundError:
-        raise InputError(f"table {path!r} does not exist") from None
-    except NotRegularFileError as exc:
-        raise InputError(f"table {path!r} is {exc.kind}, not a regular file") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read table {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
-    with handle:
-        yield handle
-
-
-@contextmanager
 def _csv_reader(path: str) -> Iterator[csv.DictReader]:
-    with _open_table(path) as handle:
+    with open_input(path, "table") as handle:
         # Undecodable bytes survive as surrogates, so that only the cells holding them fail (check_text).
         text = io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline="")
         try:
@@ -158,7 +143,7 @@ def _csv_reader(path: str) -> Iterator[csv.DictReader]:
         except (OSError, csv.Error) as exc:
             raise InputError(f"cannot read table {path!r}: {exc}") from None
         finally:
-            text.detach()  # the handle is closed by _open_table
+            text.detach()  # the handle is closed by open_input
 
 
 def _parquet():

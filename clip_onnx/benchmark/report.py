@@ -7,10 +7,9 @@ import json
 import logging
 import os
 import platform
-from importlib import metadata
 from pathlib import Path
 
-from clip_onnx.machine import cpu_flags, cpu_model
+from clip_onnx.machine import cpu_flags, cpu_model, versions
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +20,6 @@ _PACKAGES = ("clip-onnx", "numpy", "pillow", "onnxruntime", "onnxruntime-gpu", "
 
 
 def machine_header(torch) -> dict:
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -37,7 +30,7 @@ def machine_header(torch) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "gpu": gpu,
-        "versions": versions,
+        "versions": versions(_PACKAGES),
     }
 
 
