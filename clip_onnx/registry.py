@@ -63,14 +63,17 @@ def _registry() -> Mapping[str, ModelSpec]:
 
 
 def list_models() -> list[ModelSpec]:
+    """Every registered model, in the order of the spec files and their records (`clip-onnx models`)."""
     return list(_registry().values())
 
 
 def find_model(name: str) -> ModelSpec | None:
+    """The registered model called ``name``, or None."""
     return _registry().get(name)
 
 
 def get_model(name: str) -> ModelSpec:
+    """The registered model called ``name``; ModelSourceError listing the registered names otherwise."""
     spec = find_model(name)
     if spec is None:
         known = ", ".join(sorted(_registry()))

@@ -1,4 +1,4 @@
-"""Every parity gate's thresholds, in one table: the gate, the CLI help and the README read them from here.
+"""Every parity gate's thresholds, in one table: the gate, the CLI help and the docs read them from here.
 
 Dependency-free, so the CLI can build its help text without importing numpy.
 """
@@ -50,7 +50,7 @@ def precision_help() -> str:
 
 
 def markdown_table() -> str:
-    """The README's table of gates, one row a stage."""
+    """The table of gates on docs/precision.md, one row a stage (a test checks the page's copy)."""
     rows = {
         "fp32": "eager PyTorch → ONNX fp32 (every export)",
         "fp16": "ONNX fp32 → fp16 graphs",

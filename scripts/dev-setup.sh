@@ -37,6 +37,8 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   .venv/bin/pip install -q "grpcio>=1.81.1" "python-rapidjson>=0.9.1" "geventhttpclient>=2.3.3" "greenlet<3.4.0"
   # Lint, format and type checks (configured in pyproject.toml; .ci/run runs them).
   .venv/bin/pip install -q mypy==2.4.1 ruff==0.17.6
+  # The documentation site (mkdocs.yml; .ci/run builds it with --strict): the [docs] extra, pinned.
+  .venv/bin/pip install -q mkdocs==1.6.1 mkdocs-material==9.8.2 mkdocstrings-python==2.0.11
   # Dataset embedding: parquet (the [data] extra) and Ray Data for the cluster job (the [ray] extra).
   .venv/bin/pip install -q pyarrow==26.0.1 "ray[data]==2.60.0"
   mkdir -p .cache

@@ -1,4 +1,4 @@
-"""The import rules and size limits of README's ARCHITECTURE section, checked on the source itself.
+"""The import rules and size limits of docs/architecture.md, checked on the source itself.
 
 The fresh-interpreter test in test_runtime.py proves that importing the runtime
 loads no torch; these static checks also cover modules that are imported lazily

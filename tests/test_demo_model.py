@@ -128,7 +128,7 @@ def test_zero_shot_accuracy_on_unseen_colour_shape_pairs(eager, unseen_images, t
     truth = np.array([labels.index(getattr(s, task)) for s in samples])
     accuracy = float((pred == truth).mean())
     assert accuracy >= MIN_ACCURACY, f"{task} zero-shot accuracy {accuracy:.3f} on unseen pairs"
-    # The figures the README quotes come from the training script's run on the same images.
+    # The figures docs/models.md quotes come from the training script's run on the same images.
     reported = json.loads(METRICS.read_text(encoding="utf-8"))["unseen"][f"{task}_accuracy"]
     assert abs(accuracy - reported) <= 0.005, f"measured {accuracy:.4f}, {METRICS.name} says {reported}"
 

@@ -2,8 +2,8 @@
 
 Random weights make top-1 a coin toss between near-equal scores, so these runs set
 ``min_agreement=0`` and hold each tower to the int8 cosine threshold alone; the
-figures (cosine per tower, sizes, peak RSS, speedups) are in the README's
-"Reduced precision" section and benchmarks/NOTES.md, "int8 on CPU".
+figures (cosine per tower, sizes, peak RSS, speedups) are in docs/performance.md,
+"int8 across the families", and benchmarks/NOTES.md, "int8 on CPU".
 """
 
 import pytest

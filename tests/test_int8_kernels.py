@@ -30,7 +30,7 @@ PATH = machine.int8_kernel_path()
 if PATH == "other":
     pytest.skip(
         "the int8 kernel model covers x86 with AVX2 or better; this CPU takes another path "
-        "(README, 'Reduced precision')",
+        "(docs/precision.md, 'Numerics that hold on every CPU')",
         allow_module_level=True,
     )
 SATURATES = PATH in machine.PAIRWISE_INT16_PATHS

@@ -247,7 +247,7 @@ def test_preprocessing_matches_open_clip_transform(name, kind):
     transform, ours = _pipelines(name)
     image = _images()[kind]
     # A deliberate deviation: open_clip's convert("RGB") clips 16-bit pixels to white; we scale them to
-    # 8 bits, so open_clip is given the 8-bit picture (README, "How parity is proven").
+    # 8 bits, so open_clip is given the 8-bit picture (docs/parity-security.md, "Preprocessing").
     reference = to_eight_bit(image, kind) if kind == "16-bit" else image
     np.testing.assert_allclose(ours([image])[0], transform(reference).numpy(), atol=1e-6, rtol=0)
 

@@ -18,13 +18,10 @@ from clip_onnx.export.fp16 import fp16_converter
 from clip_onnx.export.gate_data import plan_gate
 from clip_onnx.export.options import GateOptions
 from clip_onnx.export.pipeline import export_bundle, export_model
-from clip_onnx.parity import GATE_IMAGES, GATE_TEMPLATES, THRESHOLDS, Logits, ZeroShot, compare
+from clip_onnx.parity import GATE_TEMPLATES, THRESHOLDS, Logits, ZeroShot, compare
 from clip_onnx.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from clip_onnx.runtime.preprocess import PreprocessSpec
-from clip_onnx.thresholds import markdown_table
 from tests.conftest import TINY_CONFIG, write_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _outputs(bundle_dir: Path, feeds: dict) -> dict:
@@ -161,9 +158,3 @@ def test_classifier_lowering_skips_a_graph_onnxruntime_cannot_open(classifier_bu
     assert record["gate"] == [] and "no converted graph loads" in record["towers"]["visual"]["reason"]
     assert graph.read_bytes() == (classifier_bundle.path / "visual.onnx").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["visual.onnx"]
-
-
-def test_readme_gate_table_is_the_thresholds_table():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert markdown_table() in readme
-    assert f"compare it with fp32 on {GATE_IMAGES} pictures" in readme

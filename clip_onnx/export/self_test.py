@@ -35,7 +35,8 @@ SELF_TEST_DIR = "self_test"
 IMAGES = 4
 TEXTS = 8
 MAX_SIDE = 128
-# The load-time test replays the first of them only, to stay a small part of the load (README, "Self-test").
+# The load-time test replays the first of them only, to stay a small part of the load
+# (docs/precision.md, "self_test= at load").
 AT_LOAD = {"visual": 1, "textual": 4}
 SEED = 20261207
 

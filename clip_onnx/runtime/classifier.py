@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class Prediction(NamedTuple):
-    """What :meth:`ClipClassifier.predict` returns: per image, the best classes and their probabilities."""
+    """What ``ClipClassifier.predict`` returns: per image, the best classes and their probabilities."""
 
     labels: list[list[str]]  # per image, the top_k class names, best first
     probs: np.ndarray  # float32 [N images, top_k]: softmax over all classes, best first
@@ -38,7 +38,7 @@ class Prediction(NamedTuple):
 class ClipClassifier:
     """A classifier bundle (timm's CLIP-ViT ImageNet heads): class logits and top-k predictions for images.
 
-    Open one with :meth:`load`. Images may be paths, bytes, PIL images or uint8
+    Open one with ``load``. Images may be paths, bytes, PIL images or uint8
     HxWx3 arrays, preprocessed as the manifest says and run ``batch_size`` at a
     time; ``labels`` names the classes in logit order.
     """

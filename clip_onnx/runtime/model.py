@@ -41,7 +41,7 @@ RUCLIP_TEMPLATES = (
 
 
 class Classification(NamedTuple):
-    """What :meth:`ClipModel.classify` returns: the labels, and per image a probability for each."""
+    """What ``ClipModel.classify`` returns: the labels, and per image a probability for each."""
 
     labels: list[str]
     probs: np.ndarray  # float32 [N images, len(labels)], rows sum to 1
@@ -50,7 +50,7 @@ class Classification(NamedTuple):
 class ClipModel:
     """A two-tower CLIP bundle: embeddings of images and texts, their similarity, and zero-shot classification.
 
-    Open one with :meth:`load`. Images may be paths, bytes, PIL images or uint8
+    Open one with ``load``. Images may be paths, bytes, PIL images or uint8
     HxWx3 arrays; texts are strings. Work is split into batches of
     ``batch_size``; the tokenizer (``tokenize``, texts -> the textual graph's
     feed dict) and the image preprocessor (``preprocess``) come from the

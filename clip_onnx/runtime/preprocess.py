@@ -142,7 +142,7 @@ class ImagePreprocessor:
     def pixels(self, images: Iterable[Any]) -> np.ndarray:
         """uint8 [N, S, S, 3]: the first half of ``__call__``, the images after the geometric steps.
 
-        With :meth:`normalize` it splits ``__call__`` in two, for callers that
+        With ``normalize`` it splits ``__call__`` in two, for callers that
         change the pixels in between (a training script's augmentations).
         """
         items = check_image_batch(images)

@@ -14,6 +14,7 @@ FAMILIES = ("ruclip", "chinese_clip", "timm_clip", "open_clip")
 
 
 def load_model(source: str, *, random_weights: bool = False) -> ExportableModel:
+    """Load ``source`` (a registered name, else the first adapter in FAMILIES that claims it) for export."""
     spec = find_model(source)
     if spec is not None:
         return adapter(spec.family).load(source, random_weights=random_weights)

@@ -38,7 +38,7 @@ class Tokenizer(Protocol):
 
 
 class CachedTokenizer:
-    """Base of the runtime tokenizers: the :class:`Tokenizer` contract over three per-instance LRU caches.
+    """Base of the runtime tokenizers: the ``Tokenizer`` contract over three per-instance LRU caches.
 
     A subclass sets ``kind``, ``spec_keys`` (the spec options its constructor
     takes) and ``with_attention_mask``, and implements three steps:
