@@ -30,7 +30,7 @@ TORCH_FREE = (
     "demo",
     "triton",
     "batch",
-    "ray.py",
+    "ray",
     "bundle.py",
     "manifest",
     "machine.py",

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from clip_onnx.batch.inputs import Item
 from clip_onnx.batch.parts import PartialRun
 from clip_onnx.batch.pipeline import MAX_FILE_BYTES, Batch, chunks, embed_batches
-from clip_onnx.batch.sources import Item, plan_sources
+from clip_onnx.batch.sources import plan_sources
 from clip_onnx.batch.writers import Outputs, check_id, plan_outputs, printable_id, write_outputs
 from clip_onnx.bundle import read_bundle
 from clip_onnx.errors import BundleError, InputError

@@ -29,8 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from clip_onnx.batch.inputs import Item
 from clip_onnx.batch.pipeline import ItemError
-from clip_onnx.batch.sources import Item
 from clip_onnx.errors import InputError
 from clip_onnx.files import atomic_path, atomic_write_text, read_regular, sha256_file
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from clip_onnx.batch.sources import Item
+from clip_onnx.batch.inputs import Item
 from clip_onnx.errors import InputError
 from clip_onnx.files import read_regular
 from clip_onnx.runtime.images import load_image

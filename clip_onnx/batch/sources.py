@@ -12,12 +12,11 @@ import io
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
 
+from clip_onnx.batch.inputs import Item, open_input, unreadable
+from clip_onnx.batch.tables import TableColumn
 from clip_onnx.errors import InputError
-from clip_onnx.files import NotRegularFileError, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +26,6 @@ TABLE_EXTENSIONS = frozenset({".parquet", ".pq", ".csv", ".tsv"})
 # The CLI's tower names and the bundle's.
 TOWER_NAMES = {"image": "visual", "text": "textual"}
 _GLOB_CHARS = frozenset("*?[")
-
-
-class Item(NamedTuple):
-    id: str
-    # Images: a path (str) or encoded bytes; texts: a str. None for an empty table cell, or an
-    # exception that says why the item cannot be used.
-    value: object
 
 
 class Sources:
@@ -81,8 +73,6 @@ def plan_sources(
         raise InputError(f"SOURCE {tables[0]!r} is a table; name the column to embed with --column")
     if column is not None and not tables:
         raise InputError("--column names a column of a parquet/CSV/TSV SOURCE, and no SOURCE is such a table")
-    from clip_onnx.batch.tables import TableColumn  # it builds on Item, defined here
-
     columns = [TableColumn(t, column) for t in tables]
     if tower is None:
         tower = "text" if texts or text_files or any(c.is_text for c in columns) else "image"
@@ -210,25 +200,6 @@ class _Glob:
         return n
 
 
-@contextmanager
-def open_input(path: str, what: str) -> Iterator[io.BufferedReader]:
-    """``path`` open for reading if it is a regular file; InputError naming ``what`` it is and why not."""
-    try:
-        handle = open_regular(path)
-    except FileNotFoundError:
-        raise InputError(f"{what} {path!r} does not exist") from None
-    except NotRegularFileError as exc:
-        raise InputError(f"{what} {path!r} is {exc.kind}, not a regular file") from None
-    except (OSError, ValueError) as exc:
-        raise _unreadable(path, what, exc) from None
-    with handle:
-        yield handle
-
-
-def _unreadable(path: str, what: str, exc: Exception) -> InputError:
-    return InputError(f"cannot read {what} {path!r}: {getattr(exc, 'strerror', None) or exc}")
-
-
 def _lines(path: str, what: str) -> Iterator[tuple[int, str]]:
     """(line number from 1, stripped line) of every line of ``path`` that is not blank.
 
@@ -243,7 +214,7 @@ def _lines(path: str, what: str) -> Iterator[tuple[int, str]]:
                     if line:
                         yield number, line
         except (OSError, ValueError) as exc:
-            raise _unreadable(path, what, exc) from None
+            raise unreadable(path, what, exc) from None
 
 
 class _ListFile:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from clip_onnx.batch.sources import Item, open_input
+from clip_onnx.batch.inputs import Item, open_input
 from clip_onnx.errors import InputError
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")

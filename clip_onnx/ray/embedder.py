@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clip_onnx.batch.inputs import Item
 from clip_onnx.batch.pipeline import MAX_FILE_BYTES, prepare_images, prepare_texts
-from clip_onnx.batch.sources import Item
 from clip_onnx.batch.writers import embedding_table, printable_id
 from clip_onnx.errors import BundleError, ClipOnnxError, InputError
 from clip_onnx.files import read_regular
