@@ -17,7 +17,7 @@ import numpy as np
 from clip_onnx.bundle import Bundle, open_bundle
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
-from clip_onnx.runtime.model import _check_images, check_batch_size
+from clip_onnx.runtime.model import _check_images, check_batch_size, check_pixels
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 from clip_onnx.runtime.zero_shot import softmax
 
@@ -47,6 +47,7 @@ class ClipClassifier:
         backend: str = "onnxruntime",
         providers: Sequence[Any] | None = None,
         batch_size: int = 32,
+        threads: int | None = None,
     ):
         if not isinstance(bundle, Bundle):
             raise InputError(
@@ -59,7 +60,9 @@ class ClipClassifier:
         manifest = bundle.manifest
         self.labels = _read_labels(bundle, manifest.get("labels", {}))
         self.preprocess = ImagePreprocessor(PreprocessSpec.from_dict(manifest["preprocess"]))
-        self._visual = open_runner(bundle, "visual", backend, providers)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be an int >= 1 or None, got {threads!r}")
+        self._visual = open_runner(bundle, "visual", backend, providers, threads)
         names = [spec.name for spec in self._visual.inputs]
         if names != ["pixel_values"]:
             raise BundleError(
@@ -75,19 +78,33 @@ class ClipClassifier:
         providers: Sequence[Any] | None = None,
         batch_size: int = 32,
         verify: bool = True,
+        threads: int | None = None,
     ) -> ClipClassifier:
-        """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest."""
+        """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest.
+
+        ``threads``: ONNX Runtime's intra-op threads (default: ``CLIP_ONNX_THREADS``, else one per core).
+        """
         return open_bundle(
-            path, lambda bundle: cls(bundle, backend=backend, providers=providers, batch_size=batch_size), verify=verify
+            path,
+            lambda bundle: cls(bundle, backend=backend, providers=providers, batch_size=batch_size, threads=threads),
+            verify=verify,
         )
 
     def logits(self, images: Sequence[Any], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 [N images, classes]: the graph's raw logits."""
         images = _check_images(images)
+        return self._logits(images, self.preprocess, progress)
+
+    def logits_from_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
+        """``logits`` for pixels that ``preprocess`` already made: float32 [N, 3, S, S]."""
+        check_pixels(pixel_values, self.preprocess.spec.image_size)
+        return self._logits(pixel_values, lambda chunk: chunk, None)
+
+    def _logits(self, items: Any, pixels: Callable[[Any], np.ndarray], progress: Callable[[int], None] | None):
         parts = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            parts.append(next(iter(self._visual.infer({"pixel_values": self.preprocess(chunk)}).values())))
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            parts.append(next(iter(self._visual.infer({"pixel_values": pixels(chunk)}).values())))
             if progress:
                 progress(len(chunk))
         out = np.concatenate(parts).astype(np.float32, copy=False)
