@@ -439,3 +439,20 @@ def test_the_closing_hint_gives_commands_that_serve_the_repository(demo_bundle, 
     assert f"clip-onnx serve {demo_bundle}" in result.output
     gpu = _triton(demo_bundle, "-o", tmp_path / "gpu", "--name", "demo", "--kind", "gpu")
     assert "docker run --rm --gpus all" in gpu.output
+
+
+def test_the_packaged_normalize_graph_is_the_one_node_graph_it_says():
+    # How the asset was made (the triton package itself may not import onnx): rebuilt here, byte for byte.
+    import onnx
+    from onnx import TensorProto, helper
+
+    from clip_onnx.triton.models import NORMALIZE_GRAPH
+
+    def value(name):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "dim"])
+
+    node = helper.make_node("LpNormalization", ["UNNORMALIZED"], ["EMBEDDING"], axis=-1, p=2)
+    graph = helper.make_graph([node], "l2_normalize", [value("UNNORMALIZED")], [value("EMBEDDING")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="clip-onnx", ir_version=8)
+    onnx.checker.check_model(model)
+    assert NORMALIZE_GRAPH.read_bytes() == model.SerializeToString()
