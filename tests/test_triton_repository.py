@@ -453,6 +453,7 @@ def test_the_packaged_normalize_graph_is_the_one_node_graph_it_says():
 
     node = helper.make_node("LpNormalization", ["UNNORMALIZED"], ["EMBEDDING"], axis=-1, p=2)
     graph = helper.make_graph([node], "l2_normalize", [value("UNNORMALIZED")], [value("EMBEDDING")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="clip-onnx", ir_version=8)
+    opset = [helper.make_opsetid("", 13)]
+    model = helper.make_model(graph, opset_imports=opset, producer_name="clip-onnx", ir_version=8)
     onnx.checker.check_model(model)
     assert NORMALIZE_GRAPH.read_bytes() == model.SerializeToString()
