@@ -11,6 +11,7 @@ import click
 from clip_onnx.cli.datasets import embed, ray_embed
 from clip_onnx.cli.export import bench, build_engine, demo, export
 from clip_onnx.cli.serve import serve, triton
+from clip_onnx.cli.servebench import serve_bench
 from clip_onnx.errors import ClipOnnxError
 
 
@@ -90,7 +91,7 @@ def predict(bundle: Path, images, top_k: int) -> None:
 
 
 # The exporter's, dataset and serving commands live in their own modules, which keeps this one short enough to read.
-for command in (export, demo, build_engine, bench, embed, ray_embed, triton, serve):
+for command in (export, demo, build_engine, bench, embed, ray_embed, triton, serve, serve_bench):
     cli.add_command(command)
 
 

@@ -20,6 +20,10 @@ _PUBLIC = {
     "serve_bundle": "clip_onnx.triton.local",
     "Ports": "clip_onnx.triton.server",
     "find_server": "clip_onnx.triton.server",
+    "BenchPlan": "clip_onnx.triton.bench",
+    "serve_bench": "clip_onnx.triton.bench",
+    "bench_report": "clip_onnx.triton.bench",
+    "machine_facts": "clip_onnx.triton.bench",
 }
 
 __all__ = sorted(_PUBLIC)
