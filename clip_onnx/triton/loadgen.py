@@ -14,10 +14,12 @@ the reference embeddings.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from clip_onnx.errors import InputError
+
+log = logging.getLogger(__name__)
 
 BAD_ITEM = b"\x89PNG\r\n\x1a\n not an image"
 CLIENT_FAULT = ("400", "StatusCode.INVALID_ARGUMENT")
@@ -234,9 +238,16 @@ def _sample_rss(server_pids, until: float, every: float) -> list[float]:
 
 
 def batch_counts(http_url: str, model: str) -> dict[int, int]:
-    """Executions so far by batch size (items per execution), from Triton's statistics of ``model``."""
-    with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/stats", timeout=10) as response:
-        stats = json.loads(response.read())["model_stats"][0]
+    """Executions so far by batch size (items per execution), from Triton's statistics of ``model``.
+
+    Empty where the server does not share them (PyTriton, for one, restricts the statistics API).
+    """
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/stats", timeout=10) as response:
+            stats = json.loads(response.read())["model_stats"][0]
+    except urllib.error.HTTPError as exc:
+        log.warning("no statistics from %s for %s: HTTP %s", http_url, model, exc.code)
+        return {}
     return {int(s["batch_size"]): int(s["compute_infer"]["count"]) for s in stats.get("batch_stats", [])}
 
 
