@@ -4,7 +4,7 @@
 #            ONNX Runtime backend), PyTriton and the python layout (`clip-onnx serve`), all 1 ONNX Runtime thread
 #   demo     demo bundle: serve's defaults (1 instance x 2 threads) and 2 instances x 1 thread, c1/c8/c32
 #   int8     BUNDLE_INT8 (ruclip-vit-base-patch32-384 int8): serve's defaults, c1/c8/c32
-#   soak     demo bundle: 8 clients, every 20th request an undecodable image, 60 s, server RSS sampled
+#   soak     demo bundle: 8 clients, every 20th request an undecodable image, SOAK_SECONDS (60), memory sampled
 # Each row runs beside its in-process baseline in the same `clip-onnx serve-bench` run, and waits for
 # other processes to quiet down first (the other-load column says how well that went).
 #
@@ -19,6 +19,8 @@ BUNDLE_INT8=${BUNDLE_INT8:-/work/bundles/ruclip-b32-384-int8}
 PY=.venv/bin/python
 BENCH=("$PY" -m clip_onnx.cli serve-bench --quiet-cores 0.3 --python "$SERVER_PYTHON")
 mkdir -p "$OUT"
+# A stage that fails leaves no server behind.
+trap 'jobs -p | xargs -r kill -TERM 2>/dev/null || true' EXIT
 [ -d "$DEMO" ] || .venv/bin/clip-onnx export ruclip-demo -o "$DEMO"
 
 wait_ready() {  # log file, pattern
@@ -31,7 +33,7 @@ layouts() {
   rm -rf "$repo"
   if [ -n "${OLD_SERVER_PYTHON:-}" ]; then
     # The before row: the old clip-onnx writes its own repository (three Python steps, 2 ms batching delays).
-    "$(dirname "$OLD_SERVER_PYTHON")/clip-onnx" triton "$DEMO" -o "$repo/old" --name demo >/dev/null
+    env -u PYTHONPATH "$(dirname "$OLD_SERVER_PYTHON")/clip-onnx" triton "$DEMO" -o "$repo/old" --name demo >/dev/null
     "$PY" benchmarks/serve_repository.py "$repo/old" --python "$OLD_SERVER_PYTHON" --http-port 18200 \
       --grpc-port 18201 --metrics-port 18202 >"$OUT/old.log" 2>&1 &
     local old=$!
@@ -77,7 +79,8 @@ int8() {
 
 soak() {
   "${BENCH[@]}" "$DEMO" --name demo --endpoints image --threads 1 --server-instances 2 --server-threads 1 \
-    --concurrency 8 --seconds 60 --bad-every 20 --rss-every 2 --no-baseline --out "$OUT/soak"
+    --concurrency 8 --seconds "${SOAK_SECONDS:-60}" --bad-every 20 --rss-every 2 --no-baseline \
+    --out "$OUT/soak-${SOAK_SECONDS:-60}s"
 }
 
 for stage in "${@:-layouts demo int8 soak}"; do

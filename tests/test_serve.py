@@ -238,8 +238,19 @@ def test_ctrl_c_stops_the_server_and_every_child(served):
     assert not list(Path("/dev/shm").glob(f"clip_onnx_serve_{served.process.pid}_*"))
 
 
-def test_sigterm_stops_it_too(demo_bundle):
-    serve = _start(demo_bundle, "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0")
+def test_a_killed_serve_takes_its_server_along_and_sigterm_stops_the_next_one(demo_bundle):
+    ports = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    killed = _start(demo_bundle, *ports)
+    pids = killed.server_pids()
+    left = Path(re.search(r"--model-repository=(\S+)", _cmdline(pids[0])).group(1)).parent
+    _stop(killed, signal.SIGKILL)  # no chance to clean up: the server is told by the kernel (PR_SET_PDEATHSIG)
+    deadline = time.monotonic() + 30
+    while any(_pgid(pid) is not None for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in pids if _pgid(pid) is not None], "the server outlived its killed serve"
+    assert left.is_dir()
+    serve = _start(demo_bundle, *ports)
+    assert not left.exists()  # the next serve removes what the killed one left
     pids = serve.server_pids()
     assert _stop(serve, signal.SIGTERM) == 0
     assert not [pid for pid in pids if _pgid(pid) is not None]

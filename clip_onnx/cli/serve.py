@@ -141,7 +141,7 @@ def _serve_hint(out: Path, kind: str, bundle: Path) -> str:
     gpus = "--gpus all " if kind == "gpu" else ""
     # On a CPU machine these stop Triton logging errors about pinned memory and GPU metrics it cannot have.
     quiet = "" if kind == "gpu" else " --pinned-memory-pool-byte-size=0 --allow-gpu-metrics=false"
-    server = f"pip install clip-onnx 'numpy<2' && tritonserver --model-repository=/models{quiet}"
+    server = f'pip install clip-onnx "numpy<2" && tritonserver --model-repository=/models{quiet}'
     return (
         "serve it in Triton's container (its Python needs clip-onnx, and numpy<2 for Triton 24.10):\n"
         f"  docker run --rm {gpus}--shm-size=1g -p 8000:8000 -p 8001:8001 -p 8002:8002 "

@@ -211,7 +211,7 @@ def bench_report(rows: Sequence[Row]) -> str:
     """A Markdown table: each served row beside its endpoint's in-process rows, with ratios and CPU per request."""
     lines = [
         "| endpoint, run | req/s (items/s) | p50 ms | p99 ms | vs in-process b1 | vs b8 | +p50 ms vs b1 "
-        "| client CPU ms/req | server CPU ms/req | other load (cores) | batches (size: executions) | errors |",
+        "| client CPU ms/req | server CPU ms/req | other load (cores) | items per execution: mean (max) | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base: dict[tuple[str, int], Row] = {}
@@ -226,13 +226,25 @@ def bench_report(rows: Sequence[Row]) -> str:
         added = f"{row.p50_ms - b1.p50_ms:+.2f}" if b1 and "served" in row.label else ""
         client = f"{row.client_cpu_s / row.requests * 1e3:.2f}" if row.client_cpu_s and row.requests else ""
         server = f"{row.server_cpu_s / row.requests * 1e3:.2f}" if row.server_cpu_s and row.requests else ""
-        batches = ", ".join(f"{k}: {v}" for k, v in (row.batch_sizes or {}).items())
+        batches = _batches(row.batch_sizes)
         errors = str(len(row.wrong)) if row.wrong else "0"
         lines.append(
-            f"| {row.label} | {row.per_second:.0f} ({items:.0f}) | {row.p50_ms:.2f} | {row.p99_ms:.2f} | {ratio1} "
-            f"| {ratio8} | {added} | {client} | {server} | {_other_load(row)} | {batches} | {errors} |"
+            f"| {row.label} | {_rate(row.per_second)} ({_rate(items)}) | {row.p50_ms:.2f} | {row.p99_ms:.2f} "
+            f"| {ratio1} | {ratio8} | {added} | {client} | {server} | {_other_load(row)} | {batches} | {errors} |"
         )
     return "\n".join(lines)
+
+
+def _rate(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _batches(sizes: dict[int, int] | None) -> str:
+    """The server's executions as mean and largest items per execution (the histogram is in the JSON)."""
+    if not sizes:
+        return ""
+    executions = sum(sizes.values())
+    return f"{sum(size * n for size, n in sizes.items()) / executions:.1f} ({max(sizes)})"
 
 
 def _other_load(row: Row) -> str:

@@ -84,7 +84,8 @@ class Row:
     server_cpu_s: float | None = None
     machine_cpu_s: float | None = None  # every process's, from /proc/stat: what is left is someone else's load
     batch_sizes: dict[int, int] | None = None
-    server_rss_mb: list[float] | None = None
+    server_rss_mb: list[float] | None = None  # summed VmRSS samples: shared memory counts once per process
+    server_pss_mb: list[float] | None = None  # summed PSS samples: shared pages split among their processes
 
     @property
     def per_second(self) -> float:
@@ -190,7 +191,7 @@ def run_load(
     begin[0], stop[0] = now + warmup, now + warmup + seconds
     time.sleep(warmup)
     before = _snapshot(server_pids, stats_url, load.model)
-    rss = _sample_rss(server_pids, stop[0], rss_every) if rss_every > 0 and server_pids else None
+    memory = _sample_memory(server_pids, stop[0], rss_every) if rss_every > 0 and server_pids else None
     for thread in threads:
         thread.join()
     after = _snapshot(server_pids, stats_url, load.model)
@@ -211,7 +212,8 @@ def run_load(
         server_cpu_s=None if server_pids is None else after["server"] - before["server"],
         machine_cpu_s=after["machine"] - before["machine"],
         batch_sizes=_grown(before["batches"], after["batches"]) if stats_url else None,
-        server_rss_mb=rss,
+        server_rss_mb=[rss for rss, _ in memory] if memory else None,
+        server_pss_mb=[pss for _, pss in memory] if memory else None,
     )
 
 
@@ -229,10 +231,10 @@ def _grown(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
     return {size: n - before.get(size, 0) for size, n in sorted(after.items()) if n > before.get(size, 0)}
 
 
-def _sample_rss(server_pids, until: float, every: float) -> list[float]:
+def _sample_memory(server_pids, until: float, every: float) -> list[tuple[float, float]]:
     samples = []
     while time.perf_counter() < until:
-        samples.append(rss_mb(server_pids()))
+        samples.append(memory_mb(server_pids()))
         time.sleep(min(every, max(0.0, until - time.perf_counter())))
     return samples
 
@@ -271,13 +273,19 @@ def machine_cpu_seconds() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pids: Sequence[int]) -> float:
-    """The processes' resident memory, MiB, summed."""
-    total = 0
+def memory_mb(pids: Sequence[int]) -> tuple[float, float]:
+    """The processes' resident memory, MiB, summed: (VmRSS, PSS). PSS counts shared memory once in all."""
+    rss = pss = 0
     for pid in pids:
         try:
             status = open(f"/proc/{pid}/status").read()
+            rollup = open(f"/proc/{pid}/smaps_rollup").read()
         except OSError:
             continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return total / 1024
+        rss += _kib(status, "VmRSS:")
+        pss += _kib(rollup, "Pss:")
+    return rss / 1024, pss / 1024
+
+
+def _kib(text: str, key: str) -> int:
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith(key)), 0)

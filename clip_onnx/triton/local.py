@@ -14,14 +14,24 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 
+from clip_onnx.files import owned_tempdir, remove_stale_tempdirs
 from clip_onnx.triton.config import ServingOptions
 from clip_onnx.triton.models import ModelDir
 from clip_onnx.triton.repository import write_repository
-from clip_onnx.triton.server import Ports, TritonServer, find_server, prepare_backends, server_command
+from clip_onnx.triton.server import (
+    Ports,
+    TritonServer,
+    find_server,
+    prepare_backends,
+    remove_stale_shared_memory,
+    server_command,
+)
 
 log = logging.getLogger(__name__)
+
+WORK_NAME = "clip-onnx-serve"
+SHM_PREFIX = "clip_onnx_serve_"  # then the pid of the serving process
 
 
 @dataclass(frozen=True)
@@ -74,12 +84,15 @@ def serve_bundle(
     progress("checking the Triton server install")
     install = find_server(python)
     ports = (ports or Ports()).resolved()
-    work = Path(tempfile.mkdtemp(prefix="clip-onnx-serve-"))
+    # What a serve killed by SIGKILL left: its folder and shared memory (its server stopped with it).
+    remove_stale_tempdirs(tempfile.gettempdir(), WORK_NAME)
+    remove_stale_shared_memory(SHM_PREFIX)
+    work = owned_tempdir(tempfile.gettempdir(), WORK_NAME)
     try:
         progress("writing the model repository")
         models = write_repository(bundle, work / "models", name=name, options=options, embed_bundle=False)
         backends = prepare_backends(install, work / "backends")
-        tag = f"clip_onnx_serve_{os.getpid()}_"
+        tag = f"{SHM_PREFIX}{os.getpid()}_"
         command = server_command(install, work / "models", backends, ports, log_level, tag)
         server = TritonServer(command, install.environment(), f"{client_host(ports.host)}:{ports.http}", tag, work)
         server.start(sink)

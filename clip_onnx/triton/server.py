@@ -48,6 +48,8 @@ def version(name):
 print(json.dumps({
     "pytriton": os.path.dirname(spec.origin) if spec else None,
     "libdir": sysconfig.get_config_var("LIBDIR"),
+    "shared": sysconfig.get_config_var("Py_ENABLE_SHARED"),
+    "soname": sysconfig.get_config_var("INSTSONAME"),
     "python": "%d.%d" % sys.version_info[:2],
     "numpy": version("numpy"),
     "clip_onnx": getattr(iu.find_spec("clip_onnx"), "origin", None),
@@ -121,6 +123,12 @@ def find_server(python: str | os.PathLike | None = None) -> ServerInstall:
     here = Path(__file__).parents[1] / "__init__.py"
     if Path(found["clip_onnx"]).resolve() != here.resolve():
         log.warning("the server's models run the clip_onnx at %s, not this one (%s)", found["clip_onnx"], here)
+    if not found["shared"] or not (Path(found["libdir"] or "") / (found["soname"] or "")).is_file():
+        raise TritonError(
+            f"{where} has no shared libpython in {found['libdir']} (it was built without --enable-shared), and "
+            "Triton's Python-backend stub embeds it; serve from a Python built with it: a distribution's or "
+            "python.org's, conda's, or pyenv's with PYTHON_CONFIGURE_OPTS=--enable-shared"
+        )
     install = ServerInstall(python, Path(found["pytriton"]) / "tritonserver", found["libdir"], found["python"])
     for path in (install.executable, install.stub):
         if not path.is_file():
@@ -331,6 +339,17 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass  # every member already exited
+
+
+def remove_stale_shared_memory(prefix: str) -> None:
+    """Remove the /dev/shm regions ``PREFIX<pid>_*`` whose process is gone (a server stopped by SIGKILL)."""
+    for region in Path("/dev/shm").glob(f"{prefix}*"):
+        pid = region.name[len(prefix) :].split("_", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            try:
+                region.unlink()
+            except OSError:
+                pass
 
 
 def _remove_shared_memory(tag: str) -> None:
