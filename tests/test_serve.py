@@ -225,6 +225,25 @@ def test_concurrent_requests_share_executions_and_a_bad_one_fails_alone(served, 
     assert executions < len(items)
 
 
+def test_serve_bench_checks_every_answer_and_reads_the_batches(served, demo_bundle, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from clip_onnx.cli import cli
+
+    options = ["--url", served.http, "--name", "demo", "--endpoints", "image", "--concurrency", "3"]
+    timing = ["--seconds", "1.5", "--warmup", "0.3", "--bad-every", "4", "--no-baseline", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, ["serve-bench", str(demo_bundle), *options, *timing])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((tmp_path / "serve-bench.json").read_text(encoding="utf-8"))["rows"]
+    print(f"serve-bench: {row['requests']} requests, {row['refused_bad']} bad, batches {row['batch_sizes']}")
+    assert row["wrong"] == [] and row["good"] > 0 and row["refused_bad"] > 0
+    assert row["good"] + row["refused_bad"] == row["requests"]
+    assert sum(int(size) * n for size, n in row["batch_sizes"].items()) >= row["good"]
+    assert "| image served http c3 |" in (tmp_path / "serve-bench.md").read_text(encoding="utf-8")
+
+
 def test_ctrl_c_stops_the_server_and_every_child(served):
     pids = served.server_pids()
     assert len(pids) == 3  # tritonserver and one stub per model
