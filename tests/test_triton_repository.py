@@ -457,3 +457,21 @@ def test_the_packaged_normalize_graph_is_the_one_node_graph_it_says():
     model = helper.make_model(graph, opset_imports=opset, producer_name="clip-onnx", ir_version=8)
     onnx.checker.check_model(model)
     assert NORMALIZE_GRAPH.read_bytes() == model.SerializeToString()
+
+
+def test_a_request_the_graph_refuses_fails_alone_in_a_merged_execution(demo_bundle):
+    from clip_onnx.triton.steps import EncodeTexts
+
+    class Picky(EncodeTexts):
+        # Today nothing decodable is refused after decoding; a future refusal must still spare batch-mates.
+        def run(self, prepared):
+            if any("boom" in text for texts in prepared for text in texts):
+                raise InputError("text 'boom' refused by the graph's feed")
+            return super().run(prepared)
+
+    model = ClipModel.load(demo_bundle, towers=("textual",))
+    step = Picky(model, "EMBEDDING")
+    first, bad, last = step([_batch([b"circle"]), _batch([b"boom"]), _batch([b"square", b"star"])])
+    assert isinstance(bad, InputError) and "refused by the graph's feed" in str(bad)
+    assert np.abs(first["EMBEDDING"] - model.encode_text(["circle"])).max() <= 1e-6
+    assert np.abs(last["EMBEDDING"] - model.encode_text(["square", "star"])).max() <= 1e-6

@@ -114,9 +114,10 @@ class _Batched:
             return results
         try:
             outputs = np.split(self.run([results[i] for i in good]), np.cumsum([len(results[i]) for i in good])[:-1])
-        except InputError:
+        except InputError as exc:
             if len(good) == 1:
-                raise
+                results[good[0]] = exc
+                return results
             # Something only the graph's feed refuses: run each request alone to fail only its own.
             return [r if isinstance(r, InputError) else self([b])[0] for r, b in zip(results, batches, strict=True)]
         for i, out in zip(good, outputs, strict=True):
