@@ -1,6 +1,6 @@
 """Re-render `clip-onnx serve-bench --out` results: the Markdown table from serve-bench.json, rewritten in place.
 
-    .venv/bin/python benchmarks/serve_report.py benchmarks/2026-12-07-serving/*/serve-bench.json
+.venv/bin/python benchmarks/serve_report.py benchmarks/2026-12-07-serving/*/serve-bench.json
 """
 
 from __future__ import annotations
