@@ -6,6 +6,7 @@ tests/test_triton_server.py serves what this writes from a real Triton server.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import stat
 import subprocess
@@ -58,7 +59,19 @@ def _tensors(field) -> dict:
 def repo(demo_bundle, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("triton") / "models"
     result = _triton(
-        demo_bundle, "-o", out, "--name", "demo", "--max-batch", 16, "--instances", 2, "--queue-delay-us", 500
+        demo_bundle,
+        "-o",
+        out,
+        "--name",
+        "demo",
+        "--max-batch",
+        16,
+        "--instances",
+        2,
+        "--step-instances",
+        3,
+        "--queue-delay-us",
+        500,
     )
     assert result.exit_code == 0, result.output
     return out
@@ -96,16 +109,40 @@ def test_ensembles_keep_the_public_contract_and_dims_match_the_manifest(repo, de
     ]
 
 
-def test_graph_models_batch_dynamically_on_the_requested_instances(repo):
+def test_only_graph_models_wait_to_fill_a_batch_and_steps_scale_on_their_own(repo):
     configs = _configs(repo)
     for name in ("demo_visual", "demo_textual"):
         config = configs[name]
         assert config.platform == "onnxruntime_onnx" and not config.backend
         assert config.dynamic_batching.max_queue_delay_microseconds == 500
         assert [(g.count, g.kind) for g in config.instance_group] == [(2, pb.ModelInstanceGroup.KIND_CPU)]
-    for name in ("demo_preprocess", "demo_tokenize", "demo_normalize"):
+    for name in ("demo_preprocess", "demo_tokenize"):
         assert configs[name].backend == "python"
         assert configs[name].parameters["clip_onnx_step"].string_value == name.removeprefix("demo_")
+        assert configs[name].dynamic_batching.max_queue_delay_microseconds == 0
+        assert [(g.count, g.kind) for g in configs[name].instance_group] == [(3, pb.ModelInstanceGroup.KIND_CPU)]
+    # No Python after the graph: the normalisation is an ONNX graph model that never waits.
+    normalize = configs["demo_normalize"]
+    assert normalize.platform == "onnxruntime_onnx" and not normalize.backend
+    assert normalize.dynamic_batching.max_queue_delay_microseconds == 0
+    assert _tensors(normalize.input) == {"UNNORMALIZED": ("TYPE_FP32", [64])}
+    assert _tensors(normalize.output) == {"EMBEDDING": ("TYPE_FP32", [64])}
+
+
+def test_the_normalize_graph_equals_clip_models_normalisation(repo, demo_bundle):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(
+        str(repo / "demo_normalize" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    model = ClipModel.load(demo_bundle)
+    pictures = encoded_pictures()
+    raw = model.encode_image(pictures, normalize=False)
+    served = session.run(["EMBEDDING"], {"UNNORMALIZED": raw})[0]
+    assert np.abs(served - model.encode_image(pictures)).max() <= 1e-6
+    wide = np.random.default_rng(0).standard_normal((5, 1024), dtype=np.float32) * 50
+    expected = wide / np.linalg.norm(wide, axis=-1, keepdims=True)
+    assert np.abs(session.run(["EMBEDDING"], {"UNNORMALIZED": wide})[0] - expected).max() <= 1e-6
 
 
 def test_graph_files_are_the_bundles_own_bytes_hardlinked(repo, demo_bundle):
@@ -157,27 +194,29 @@ def test_external_data_graph_goes_in_tritons_directory_form(demo_bundle, tmp_pat
     assert np.array_equal(served.run(None, feed)[0], original.run(None, feed)[0])
 
 
+def _batch(items) -> np.ndarray:
+    return np.array(items, dtype=object).reshape(-1, 1)
+
+
 def test_steps_read_from_the_written_version_folders_reproduce_clip_model(repo, demo_bundle):
     model = ClipModel.load(demo_bundle)
     tokenize = open_step("tokenize", repo / "demo_tokenize" / "1", ["input_ids"])
-    batch = np.array([t.encode() for t in RUSSIAN_TEXTS], dtype=object).reshape(-1, 1)
-    assert np.array_equal(tokenize(batch)["input_ids"], model.tokenize(RUSSIAN_TEXTS)["input_ids"])
+    (tokens,) = tokenize([_batch([t.encode() for t in RUSSIAN_TEXTS])])
+    assert np.array_equal(tokens["input_ids"], model.tokenize(RUSSIAN_TEXTS)["input_ids"])
     preprocess = open_step("preprocess", repo / "demo_preprocess" / "1", ["pixel_values"])
     pictures = encoded_pictures()
-    pixels = preprocess(np.array(pictures, dtype=object).reshape(-1, 1))["pixel_values"]
-    assert np.array_equal(pixels, model.preprocess(pictures))
-    normalize = open_step("normalize", repo / "demo_normalize" / "1", ["EMBEDDING"])
-    raw = model.encode_image(pictures, normalize=False)
-    assert np.array_equal(normalize(raw)["EMBEDDING"], model.encode_image(pictures))
+    (pixels,) = preprocess([_batch(pictures)])
+    assert np.array_equal(pixels["pixel_values"], model.preprocess(pictures))
 
 
-def test_server_side_steps_import_neither_torch_nor_the_writers_dependencies(repo):
+def test_server_side_steps_import_neither_torch_nor_the_writers_dependencies(repo, python_repo):
     # The server's Python has only `pip install clip-onnx`: no torch, and no tritonclient or protobuf.
     script = textwrap.dedent(f"""
         import sys
         from clip_onnx.triton.steps import open_step
         open_step("tokenize", {str(repo / "demo_tokenize" / "1")!r}, ["input_ids"])
         open_step("preprocess", {str(repo / "demo_preprocess" / "1")!r}, ["pixel_values"])
+        open_step("image", {str(python_repo / "demo_image" / "1")!r}, ["EMBEDDING"], {{"threads": "1"}})
         heavy = ("torch", "onnx", "youtokentome", "tritonclient", "google.protobuf", "grpc")
         print(",".join(x for x in heavy if x in sys.modules) or "clean")
     """)
@@ -185,13 +224,13 @@ def test_server_side_steps_import_neither_torch_nor_the_writers_dependencies(rep
     assert result.stdout.strip() == "clean"
 
 
-def test_steps_refuse_bad_items_with_the_runtimes_input_error(repo):
+def test_steps_refuse_bad_items_with_the_runtimes_input_error_for_their_own_request(repo):
     preprocess = open_step("preprocess", repo / "demo_preprocess" / "1", ["pixel_values"])
     good = encoded_pictures()[0]
-    with pytest.raises(InputError, match=r"image #1: cannot decode image bytes of length 5"):
-        preprocess(np.array([[good], [b"\x00abcd"]], dtype=object))
-    with pytest.raises(InputError, match=r"image #0: refusing .* too large to decode safely"):
-        preprocess(np.array([[huge_png()]], dtype=object))
+    bad, ok, huge = preprocess([_batch([good, b"\x00abcd"]), _batch([good]), _batch([huge_png()])])
+    assert isinstance(bad, InputError) and "image #1: cannot decode image bytes of length 5" in str(bad)
+    assert ok["pixel_values"].shape == (1, 3, 64, 64)
+    assert isinstance(huge, InputError) and re.search(r"image #0: refusing .* too large to decode safely", str(huge))
     with pytest.raises(InputError, match=r"text #1 is not valid UTF-8: byte b'\\xff' at position 3"):
         decode_texts(np.array([["ок".encode()], [b"abc\xff"]], dtype=object))
 
@@ -298,3 +337,141 @@ def test_engines_refuse_a_text_profile_short_of_the_context_and_ambiguous_plans(
     twice = _triton(bundle, "-o", tmp_path / "r", "--kind", "gpu", "--engines")
     assert twice.exit_code == 1 and "2 TensorRT plans for the visual graph" in twice.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def python_repo(demo_bundle, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("triton-python") / "models"
+    result = _triton(
+        demo_bundle,
+        "-o",
+        out,
+        "--name",
+        "demo",
+        "--layout",
+        "python",
+        "--instances",
+        2,
+        "--threads",
+        1,
+        "--max-batch",
+        8,
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_python_layout_is_one_python_model_per_endpoint_carrying_the_bundle(python_repo, demo_bundle):
+    configs = _configs(python_repo)
+    assert set(configs) == {"demo_image", "demo_text"}
+    manifest = read_bundle(demo_bundle).manifest
+    for name, source in (("demo_image", "IMAGE"), ("demo_text", "TEXT")):
+        config = configs[name]
+        assert config.backend == "python" and config.max_batch_size == 8
+        assert _tensors(config.input) == {source: ("TYPE_STRING", [1])}
+        assert _tensors(config.output) == {"EMBEDDING": ("TYPE_FP32", [manifest["embed_dim"]])}
+        assert config.parameters["clip_onnx_step"].string_value == name.removeprefix("demo_")
+        assert config.parameters["clip_onnx_threads"].string_value == "1"
+        assert "clip_onnx_bundle" not in config.parameters  # the bundle is in the version folder
+        assert config.dynamic_batching.max_queue_delay_microseconds == 0
+        assert [(g.count, g.kind) for g in config.instance_group] == [(2, pb.ModelInstanceGroup.KIND_CPU)]
+        carried = python_repo / name / "1" / "bundle"
+        assert sorted(p.name for p in carried.iterdir()) == sorted([*manifest["files"], "manifest.json"])
+        for file in manifest["files"]:
+            assert (carried / file).stat().st_ino == (demo_bundle / file).stat().st_ino
+
+
+def test_python_layout_models_equal_clip_model_and_fail_only_the_bad_request(python_repo, demo_bundle):
+    model = ClipModel.load(demo_bundle)
+    pictures = encoded_pictures()
+    image = open_step("image", python_repo / "demo_image" / "1", ["EMBEDDING"], {"threads": "1", "max_batch": 8})
+    first, bad, second = image([_batch(pictures[:2]), _batch([pictures[2], b"junk"]), _batch(pictures[3:])])
+    assert isinstance(bad, InputError) and "image #1: cannot decode image bytes of length 4" in str(bad)
+    served = np.concatenate([first["EMBEDDING"], second["EMBEDDING"]])
+    assert np.abs(served - model.encode_image(pictures[:2] + pictures[3:])).max() <= 1e-6
+    text = open_step("text", python_repo / "demo_text" / "1", ["EMBEDDING"], {"threads": "1", "max_batch": 8})
+    texts = RUSSIAN_TEXTS
+    results = text(
+        [_batch([t.encode() for t in texts[:3]]), _batch([b"\xff"]), _batch([t.encode() for t in texts[3:]])]
+    )
+    assert isinstance(results[1], InputError) and "text #0 is not valid UTF-8" in str(results[1])
+    served = np.concatenate([results[0]["EMBEDDING"], results[2]["EMBEDDING"]])
+    # Alone or batched with other requests: the same embedding as ClipModel's, one text at a time.
+    expected = np.concatenate([model.encode_text([t]) for t in texts])
+    assert np.abs(served - expected).max() <= 1e-6
+
+
+def test_python_layout_for_serve_opens_the_bundle_where_it_is(demo_bundle, tmp_path):
+    from clip_onnx.triton import ServingOptions, write_repository
+
+    options = ServingOptions(layout="python")
+    models = write_repository(demo_bundle, tmp_path / "repo", name="demo", options=options, embed_bundle=False)
+    for model in models:
+        assert model.config.parameters["clip_onnx_bundle"].string_value == str(demo_bundle.absolute())
+        assert sorted(p.name for p in (tmp_path / "repo" / model.name / "1").iterdir()) == ["model.py"]
+
+
+def test_python_layout_copies_a_private_bundle_once_and_links_the_copy(demo_bundle, tmp_path):
+    bundle = tmp_path / "private"
+    shutil.copytree(demo_bundle, bundle)
+    (bundle / "visual.onnx").chmod(0o600)
+    assert _triton(bundle, "-o", tmp_path / "repo", "--layout", "python").exit_code == 0
+    image, text = (tmp_path / "repo" / f"private_{m}" / "1" / "bundle" / "visual.onnx" for m in ("image", "text"))
+    assert image.stat().st_ino == text.stat().st_ino != (bundle / "visual.onnx").stat().st_ino
+    assert stat.S_IMODE(image.stat().st_mode) == 0o644 and sha256_file(image) == sha256_file(bundle / "visual.onnx")
+
+
+def test_python_layout_refuses_gpu_instances_and_plans(demo_bundle, tmp_path):
+    gpu = _triton(demo_bundle, "-o", tmp_path / "r", "--layout", "python", "--kind", "gpu")
+    assert gpu.exit_code == 1 and "for GPU instances use --layout ensemble" in gpu.output
+    plans = _triton(demo_bundle, "-o", tmp_path / "r", "--layout", "python", "--engines")
+    assert plans.exit_code == 1 and "--engines" in plans.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_closing_hint_gives_commands_that_serve_the_repository(demo_bundle, tmp_path):
+    result = _triton(demo_bundle, "-o", tmp_path / "my models", "--name", "demo")
+    assert result.exit_code == 0, result.output
+    docker = next(line for line in result.output.splitlines() if "docker run" in line)
+    assert f"-v '{tmp_path / 'my models'}':/models nvcr.io/nvidia/tritonserver:24.10-py3" in docker
+    assert "tritonserver --model-repository=/models --pinned-memory-pool-byte-size=0" in docker
+    assert "--gpus" not in docker and "numpy<2" in docker
+    assert f"clip-onnx serve {demo_bundle}" in result.output
+    gpu = _triton(demo_bundle, "-o", tmp_path / "gpu", "--name", "demo", "--kind", "gpu")
+    assert "docker run --rm --gpus all" in gpu.output
+
+
+def test_the_packaged_normalize_graph_is_the_one_node_graph_it_says():
+    # How the asset was made (the triton package itself may not import onnx): rebuilt here, byte for byte.
+    import onnx
+    from onnx import TensorProto, helper
+
+    from clip_onnx.triton.models import NORMALIZE_GRAPH
+
+    def value(name):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "dim"])
+
+    node = helper.make_node("LpNormalization", ["UNNORMALIZED"], ["EMBEDDING"], axis=-1, p=2)
+    graph = helper.make_graph([node], "l2_normalize", [value("UNNORMALIZED")], [value("EMBEDDING")])
+    opset = [helper.make_opsetid("", 13)]
+    model = helper.make_model(graph, opset_imports=opset, producer_name="clip-onnx", ir_version=8)
+    onnx.checker.check_model(model)
+    assert NORMALIZE_GRAPH.read_bytes() == model.SerializeToString()
+
+
+def test_a_request_the_graph_refuses_fails_alone_in_a_merged_execution(demo_bundle):
+    from clip_onnx.triton.steps import EncodeTexts
+
+    class Picky(EncodeTexts):
+        # Today nothing decodable is refused after decoding; a future refusal must still spare batch-mates.
+        def run(self, prepared):
+            if any("boom" in text for texts in prepared for text in texts):
+                raise InputError("text 'boom' refused by the graph's feed")
+            return super().run(prepared)
+
+    model = ClipModel.load(demo_bundle, towers=("textual",))
+    step = Picky(model, "EMBEDDING")
+    first, bad, last = step([_batch([b"circle"]), _batch([b"boom"]), _batch([b"square", b"star"])])
+    assert isinstance(bad, InputError) and "refused by the graph's feed" in str(bad)
+    assert np.abs(first["EMBEDDING"] - model.encode_text(["circle"])).max() <= 1e-6
+    assert np.abs(last["EMBEDDING"] - model.encode_text(["square", "star"])).max() <= 1e-6

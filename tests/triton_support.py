@@ -65,6 +65,14 @@ def encoded_pictures(seed: int = 0) -> list[bytes]:
     return out
 
 
+def slow_picture(side: int = 2400) -> bytes:
+    """A noise JPEG that takes tens of milliseconds to decode: requests sent meanwhile queue up behind it."""
+    pixels = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def huge_png(width: int = 30000, height: int = 30000) -> bytes:
     """A PNG header declaring width x height pixels (over Pillow's bomb limit) with a token of data."""
 

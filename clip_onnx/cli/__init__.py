@@ -10,6 +10,8 @@ import click
 
 from clip_onnx.cli.datasets import embed, ray_embed
 from clip_onnx.cli.export import bench, build_engine, demo, export
+from clip_onnx.cli.serve import serve, triton
+from clip_onnx.cli.servebench import serve_bench
 from clip_onnx.cli.verify import BACKEND_OPTION, verify
 from clip_onnx.errors import ClipOnnxError
 
@@ -91,73 +93,8 @@ def predict(bundle: Path, images, top_k: int, backend: str) -> None:
         click.echo(f"{path}: " + "; ".join(f"{label} {p:.3f}" for label, p in zip(labels, probs, strict=True)))
 
 
-@cli.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Triton model repository directory (created if missing; other models in it are kept).",
-)
-@click.option(
-    "--name",
-    default=None,
-    help="Model name prefix (default: the bundle directory's name, with characters other than [A-Za-z0-9_] made '_').",
-)
-@click.option("--max-batch", default=32, show_default=True, help="max_batch_size of every model.")
-@click.option("--instances", default=1, show_default=True, help="Instances of each model (instance_group count).")
-@click.option(
-    "--kind",
-    type=click.Choice(["cpu", "gpu"]),
-    default="cpu",
-    show_default=True,
-    help="Where the graph models run (KIND_CPU or KIND_GPU); the Python steps always run on CPU.",
-)
-@click.option(
-    "--queue-delay-us",
-    default=2000,
-    show_default=True,
-    help="How long the dynamic batcher waits to fill a batch, microseconds.",
-)
-@click.option(
-    "--engines",
-    is_flag=True,
-    help="With --kind gpu: serve the TensorRT plans in BUNDLE/engines/ "
-    "(from `clip-onnx build-engine`) as tensorrt_plan models instead of the ONNX graphs.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace this bundle's models if OUT already has them.")
-def triton(bundle: Path, out: Path, name, max_batch, instances, kind, queue_delay_us, engines, overwrite) -> None:
-    """Write BUNDLE as NVIDIA Triton models into the model repository OUT.
-
-    \b
-    A CLIP bundle gives the ensembles NAME_image (IMAGE: encoded file bytes) and
-    NAME_text (TEXT: UTF-8), each returning EMBEDDING, L2-normalised; a classifier
-    bundle gives NAME_classify (IMAGE -> LOGITS). Tokenization and preprocessing run
-    inside the server as Python-backend models: its Python needs `pip install clip-onnx`.
-    """
-    from tqdm import tqdm
-
-    from clip_onnx.triton import ServingOptions, write_repository
-
-    options = ServingOptions(max_batch=max_batch, instances=instances, kind=kind, queue_delay_us=queue_delay_us)
-    with tqdm(total=4, desc="triton", unit="step", file=sys.stderr) as bar:
-
-        def step(label: str) -> None:
-            bar.set_postfix_str(label)
-            bar.update(1)
-
-        models = write_repository(
-            bundle, out, name=name, options=options, engines=engines, overwrite=overwrite, progress=step
-        )
-    for model in models:
-        click.echo(f"  {model.name:32s} {model.config.platform or model.config.backend}")
-    click.echo(f"wrote {len(models)} models into {out}\nserve: tritonserver --model-repository {out.absolute()}")
-
-
-# The exporter's and the dataset commands live in their own modules, which keeps this one short enough to read.
-for command in (export, demo, build_engine, bench, embed, ray_embed, verify):
+# The exporter's, dataset and serving commands live in their own modules, which keeps this one short enough to read.
+for command in (export, demo, build_engine, bench, embed, ray_embed, triton, serve, serve_bench, verify):
     cli.add_command(command)
 
 

@@ -19,7 +19,7 @@ from clip_onnx.errors import BundleError, InputError
 from clip_onnx.runtime.backends import open_runner
 from clip_onnx.runtime.backends.base import Runner
 from clip_onnx.runtime.images import check_image_batch
-from clip_onnx.runtime.model import check_batch_size, run_batches
+from clip_onnx.runtime.model import check_batch_size, check_pixels, run_batches
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.self_test import check_on_load
 from clip_onnx.runtime.zero_shot import softmax
@@ -50,6 +50,7 @@ class ClipClassifier:
         backend: str = "onnxruntime",
         providers: Sequence[Any] | None = None,
         batch_size: int = 32,
+        threads: int | None = None,
     ):
         if not isinstance(bundle, Bundle):
             raise InputError(
@@ -61,7 +62,7 @@ class ClipClassifier:
         self.batch_size = check_batch_size(batch_size)
         self.labels = _read_labels(bundle)
         self.preprocess = ImagePreprocessor(bundle.manifest.preprocess)
-        self._visual = open_runner(bundle, "visual", backend, providers)
+        self._visual = open_runner(bundle, "visual", backend, providers, threads)
         names = [spec.name for spec in self._visual.inputs]
         if names != ["pixel_values"]:
             raise BundleError(
@@ -77,15 +78,17 @@ class ClipClassifier:
         providers: Sequence[Any] | None = None,
         batch_size: int = 32,
         verify: bool = True,
+        threads: int | None = None,
         self_test: bool | str = "auto",
     ) -> ClipClassifier:
         """Open a classifier bundle directory; ``verify`` checks every file's sha256 against the manifest.
 
+        ``threads``: ONNX Runtime's intra-op threads (default: ``CLIP_ONNX_THREADS``, else one per core);
         ``self_test``: as for ``ClipModel.load``.
         """
 
         def build(bundle: Bundle) -> ClipClassifier:
-            model = cls(bundle, backend=backend, providers=providers, batch_size=batch_size)
+            model = cls(bundle, backend=backend, providers=providers, batch_size=batch_size, threads=threads)
             check_on_load(model, self_test, backend)
             return model
 
@@ -101,8 +104,15 @@ class ClipClassifier:
     def logits(self, images: Sequence[Any], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 [N images, classes]: the graph's raw logits."""
         images = check_image_batch(images)
-        feed = lambda chunk: {"pixel_values": self.preprocess(chunk)}  # noqa: E731
-        out = run_batches(images, feed, self._visual, self.batch_size, progress)
+        return self._logits(images, lambda chunk: {"pixel_values": self.preprocess(chunk)}, progress)
+
+    def logits_from_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
+        """``logits`` for pixels that ``preprocess`` already made: float32 [N, 3, S, S]."""
+        check_pixels(pixel_values, self.preprocess.spec.image_size)
+        return self._logits(pixel_values, lambda chunk: {"pixel_values": chunk}, None)
+
+    def _logits(self, items: Any, feed: Callable[[Any], dict], progress: Callable[[int], None] | None) -> np.ndarray:
+        out = run_batches(items, feed, self._visual, self.batch_size, progress)
         if out.shape[1] != len(self.labels):
             raise BundleError(
                 f"{self.bundle.path}: the graph gives {out.shape[1]} logits but labels.txt names "

@@ -155,18 +155,7 @@ class ClipModel:
 
         For pipelines that decode and preprocess on other threads than the one running the model.
         """
-        size = self.preprocess.spec.image_size
-        if (
-            not isinstance(pixel_values, np.ndarray)
-            or pixel_values.dtype != np.float32
-            or pixel_values.shape[1:] != (3, size, size)
-            or not len(pixel_values)
-        ):
-            raise InputError(
-                f"expected float32 pixels shaped [N>=1, 3, {size}, {size}] as `preprocess` returns, got "
-                f"{type(pixel_values).__name__} {getattr(pixel_values, 'dtype', '')} "
-                f"{getattr(pixel_values, 'shape', '')}"
-            )
+        check_pixels(pixel_values, self.preprocess.spec.image_size)
         return self._encode(
             pixel_values, lambda chunk: {"pixel_values": chunk}, self._runner("visual"), normalize, progress
         )
@@ -280,6 +269,21 @@ def run_batches(
         if progress:
             progress(len(chunk))
     return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def check_pixels(pixel_values: Any, size: int) -> None:
+    """Refuse anything but float32 ``[N>=1, 3, size, size]``, what ``ImagePreprocessor`` returns."""
+    if (
+        not isinstance(pixel_values, np.ndarray)
+        or pixel_values.dtype != np.float32
+        or pixel_values.shape[1:] != (3, size, size)
+        or not len(pixel_values)
+    ):
+        raise InputError(
+            f"expected float32 pixels shaped [N>=1, 3, {size}, {size}] as `preprocess` returns, got "
+            f"{type(pixel_values).__name__} {getattr(pixel_values, 'dtype', '')} "
+            f"{getattr(pixel_values, 'shape', '')}"
+        )
 
 
 def check_batch_size(batch_size: Any) -> int:

@@ -27,8 +27,14 @@ ONNX_TO_TRITON = {
     "tensor(string)": "TYPE_STRING",
 }
 KINDS = ("cpu", "gpu")
-# The parameter that tells the shared Python step model which step it is.
+# ensemble: Python steps around graph models run by Triton's own backends (the stock container, GPUs);
+# python: one Python-backend model per endpoint that runs the whole path with ONNX Runtime (CPU, `clip-onnx serve`).
+LAYOUTS = ("ensemble", "python")
+# Config parameters the shared Python model (step_model.py) reads: which step it is, and for the python
+# layout the bundle to open (relative to the model directory, or absolute) and ONNX Runtime's threads.
 STEP_PARAMETER = "clip_onnx_step"
+BUNDLE_PARAMETER = "clip_onnx_bundle"
+THREADS_PARAMETER = "clip_onnx_threads"
 
 
 def schema():
@@ -53,24 +59,53 @@ class Tensor:
     name: str
     data_type: str  # a Triton DataType name, e.g. "TYPE_FP32"
     dims: tuple[int, ...]
+    labels: str | None = None  # label_filename: class names, one a line, for Triton's classification extension
 
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """How every model of the repository is served: batch limit, instances and the dynamic batcher's delay."""
+    """How the repository's models are served.
+
+    ``instances`` and ``queue_delay_us`` apply to the models that run a graph
+    (the graph models of the ensemble layout, every model of the python layout);
+    the ensemble's Python steps get ``step_instances`` (default: ``instances``)
+    and never wait to fill a batch. ``threads`` is ONNX Runtime's intra-op
+    threads per instance of the python layout (0: the machine's cores divided
+    among the instances).
+    """
 
     max_batch: int = 32
     instances: int = 1
     kind: str = "cpu"
-    queue_delay_us: int = 2000
+    queue_delay_us: int = 0
+    layout: str = "ensemble"
+    step_instances: int | None = None
+    threads: int = 0
 
     def __post_init__(self) -> None:
-        for field, low in (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0)):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(f"{field.replace('_', '-')} must be an int >= {low}, got {value!r}")
+        for field, low in (("max_batch", 1), ("instances", 1), ("queue_delay_us", 0), ("threads", 0)):
+            _check_int(field, getattr(self, field), low)
+        if self.step_instances is not None:
+            _check_int("step_instances", self.step_instances, 1)
         if self.kind not in KINDS:
             raise InputError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.layout not in LAYOUTS:
+            raise InputError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.layout == "python" and self.kind != "cpu":
+            raise InputError(
+                "the python layout runs ONNX Runtime on CPU inside Triton's Python backend; for GPU instances "
+                "use --layout ensemble, whose graphs run on Triton's ONNX Runtime or TensorRT backend"
+            )
+
+    @property
+    def steps(self) -> int:
+        """Instances of each Python step of the ensemble layout."""
+        return self.instances if self.step_instances is None else self.step_instances
+
+
+def _check_int(field: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{field.replace('_', '-')} must be an int >= {low}, got {value!r}")
 
 
 def tensor_from_onnx(value, what: str) -> Tensor:
@@ -86,27 +121,51 @@ def tensor_from_onnx(value, what: str) -> Tensor:
     return Tensor(value.name, ONNX_TO_TRITON[value.type], tuple(shape[1:]))
 
 
+@dataclass(frozen=True)
+class Batching:
+    """One model's instances and dynamic batcher: how many, where, and how long a batch may wait to fill."""
+
+    instances: int
+    queue_delay_us: int
+    gpu: bool = False
+
+
 def graph_config(
-    name: str, platform: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor], options: ServingOptions
+    name: str,
+    platform: str,
+    inputs: Sequence[Tensor],
+    outputs: Sequence[Tensor],
+    options: ServingOptions,
+    batching: Batching | None = None,
 ):
-    """A graph model (``onnxruntime_onnx`` or ``tensorrt_plan``) behind the dynamic batcher."""
+    """A graph model (``onnxruntime_onnx`` or ``tensorrt_plan``) behind the dynamic batcher.
+
+    By default it gets ``options``' instances, kind and queue delay: batching buys throughput at the graph.
+    """
     pb = schema()
     config = pb.ModelConfig(name=name, platform=platform, max_batch_size=options.max_batch)
     _add(config.input, inputs)
     _add(config.output, outputs)
-    kind = pb.ModelInstanceGroup.KIND_GPU if options.kind == "gpu" else pb.ModelInstanceGroup.KIND_CPU
-    _batching(config, options, kind)
+    _batching(config, batching or Batching(options.instances, options.queue_delay_us, options.kind == "gpu"))
     return config
 
 
-def python_config(name: str, step: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor], options: ServingOptions):
-    """A clip-onnx step on Triton's Python backend; steps run on CPU instances whatever the graphs use."""
+def python_config(
+    name: str,
+    parameters: Mapping[str, str],
+    inputs: Sequence[Tensor],
+    outputs: Sequence[Tensor],
+    options: ServingOptions,
+    batching: Batching,
+):
+    """A clip-onnx model on Triton's Python backend, on CPU instances whatever the graphs use."""
     pb = schema()
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=options.max_batch)
     _add(config.input, inputs)
     _add(config.output, outputs)
-    config.parameters[STEP_PARAMETER].string_value = step
-    _batching(config, options, pb.ModelInstanceGroup.KIND_CPU)
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    _batching(config, batching)
     return config
 
 
@@ -150,9 +209,13 @@ def parse(text: str):
 def _add(field, tensors: Sequence[Tensor]) -> None:
     data_types = schema().DataType
     for tensor in tensors:
-        field.add(name=tensor.name, data_type=data_types.Value(tensor.data_type), dims=list(tensor.dims))
+        added = field.add(name=tensor.name, data_type=data_types.Value(tensor.data_type), dims=list(tensor.dims))
+        if tensor.labels:
+            added.label_filename = tensor.labels
 
 
-def _batching(config, options: ServingOptions, kind) -> None:
-    config.dynamic_batching.max_queue_delay_microseconds = options.queue_delay_us
-    config.instance_group.add(count=options.instances, kind=kind)
+def _batching(config, batching: Batching) -> None:
+    # A delay of 0 still merges the requests that queued while every instance was busy, without waiting.
+    config.dynamic_batching.max_queue_delay_microseconds = batching.queue_delay_us
+    group = schema().ModelInstanceGroup
+    config.instance_group.add(count=batching.instances, kind=group.KIND_GPU if batching.gpu else group.KIND_CPU)

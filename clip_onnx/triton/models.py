@@ -1,9 +1,14 @@
 """Which Triton models a bundle becomes, with their configs and the files each one holds.
 
-A two-tower bundle becomes the ensembles ``NAME_image`` and ``NAME_text``; a
-classifier bundle becomes ``NAME_classify``.  Behind them: one graph model per
-tower (the bundle's own graph file, or a TensorRT plan), and the Python steps
-``NAME_preprocess``, ``NAME_tokenize`` and ``NAME_normalize``.
+A two-tower bundle becomes ``NAME_image`` and ``NAME_text``; a classifier
+bundle becomes ``NAME_classify``: the public contract, the same in both layouts.
+
+The ensemble layout (for Triton's own backends, e.g. the stock container on a
+GPU): behind each ensemble, one Python step (``NAME_preprocess`` or
+``NAME_tokenize``), then the tower's graph model (the bundle's own graph file,
+or a TensorRT plan), then ``NAME_normalize``, a one-node ONNX graph, so no
+Python runs after the graph.  Only the graph models wait to fill a batch.
+The python layout is ``python_layout``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from clip_onnx.errors import BundleError
 from clip_onnx.files import sha256_file
 from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.triton.config import (
+    STEP_PARAMETER,
+    Batching,
     ServingOptions,
     Step,
     Tensor,
@@ -32,6 +39,9 @@ from clip_onnx.triton.config import (
 log = logging.getLogger(__name__)
 
 STEP_MODEL = Path(__file__).with_name("step_model.py")
+# L2 normalisation as one ONNX node (LpNormalization, p=2, opset 13): UNNORMALIZED -> EMBEDDING, any width.
+NORMALIZE_GRAPH = Path(__file__).parents[1] / "assets" / "triton" / "l2_normalize.onnx"
+LABELS = "labels.txt"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 # The public contract: ensemble tensor names other tools call.
 IMAGE = Tensor("IMAGE", "TYPE_STRING", (1,))
@@ -70,21 +80,34 @@ def model_prefix(bundle_path: Path, name: str | None) -> str:
     return name
 
 
-def plan_models(bundle: Bundle, name: str, options: ServingOptions, engines: bool = False) -> list[ModelDir]:
-    """Every model directory the bundle becomes, ensembles last."""
+def plan_models(
+    bundle: Bundle, name: str, options: ServingOptions, engines: bool = False, embed_bundle: bool = True
+) -> list[ModelDir]:
+    """Every model directory the bundle becomes, the public models last.
+
+    ``embed_bundle`` (python layout): each model carries the bundle's files
+    (hardlinked where possible); without it the models open the bundle where
+    it is, by absolute path, as `clip-onnx serve` does.
+    """
     check_engines(options, engines)
-    if bundle.kind == "classifier":
-        return _classifier(bundle, name, options, engines)
-    if bundle.kind != "clip":
+    if bundle.kind not in ("clip", "classifier"):
         raise BundleError(
             f"{bundle.path} holds a {bundle.kind!r} model; `clip-onnx triton` serves 'clip' and 'classifier' bundles"
         )
+    if options.layout == "python":
+        from clip_onnx.triton.python_layout import python_models
+
+        return python_models(bundle, name, options, embed_bundle)
+    if bundle.kind == "classifier":
+        return _classifier(bundle, name, options, engines)
     return _clip(bundle, name, options, engines)
 
 
 def check_engines(options: ServingOptions, engines: bool) -> None:
     if engines and options.kind != "gpu":
         raise TritonError("--engines serves TensorRT plans, which run only on GPU instances; add --kind gpu")
+    if engines and options.layout != "ensemble":
+        raise TritonError("--engines serves TensorRT plans as graph models of the ensemble layout; drop --layout")
 
 
 def _clip(bundle: Bundle, name: str, options: ServingOptions, engines: bool) -> list[ModelDir]:
@@ -100,13 +123,7 @@ def _clip(bundle: Bundle, name: str, options: ServingOptions, engines: bool) -> 
             )
     preprocess = preprocess_model(bundle, f"{name}_preprocess", visual.inputs, options)
     tokenize = tokenize_model(bundle, f"{name}_tokenize", textual.inputs, widths, options)
-    normalize = ModelDir(
-        f"{name}_normalize",
-        python_config(
-            f"{name}_normalize", "normalize", [Tensor(UNNORMALIZED, "TYPE_FP32", (dim,))], [embedding], options
-        ),
-        copies={"1/model.py": STEP_MODEL},
-    )
+    normalize = normalize_model(f"{name}_normalize", dim, options)
     ensembles = []
     for ensemble, source, step, graph in (
         (f"{name}_image", IMAGE, preprocess, visual),
@@ -129,13 +146,35 @@ def _classifier(bundle: Bundle, name: str, options: ServingOptions, engines: boo
             f"{bundle.path}: graph output {visual.output} is not float32 [{count}] as the manifest's label count says"
         )
     preprocess = preprocess_model(bundle, f"{name}_preprocess", visual.inputs, options)
-    logits = Tensor("LOGITS", "TYPE_FP32", (count,))
+    logits = Tensor("LOGITS", "TYPE_FP32", (count,), labels=LABELS)
     steps = [
         Step(preprocess.name, {IMAGE.name: IMAGE.name}, {t.name: t.name for t in visual.inputs}),
         Step(visual.model.name, {t.name: t.name for t in visual.inputs}, {visual.output.name: logits.name}),
     ]
-    classify = ModelDir(f"{name}_classify", ensemble_config(f"{name}_classify", [IMAGE], [logits], steps, options))
+    config = ensemble_config(f"{name}_classify", [IMAGE], [logits], steps, options)
+    classify = ModelDir(f"{name}_classify", config, copies={LABELS: labels_file(bundle)})
     return [visual.model, preprocess, classify]
+
+
+def labels_file(bundle: Bundle) -> Path:
+    """The classifier's class names, one a line in logit order: Triton's label_filename for LOGITS."""
+    if bundle.manifest.labels is None:
+        raise BundleError(f"{bundle.path}: a classifier manifest needs labels.file naming the class-names file")
+    return bundle.file(bundle.manifest.labels.file)
+
+
+def normalize_model(model_name: str, dim: int, options: ServingOptions) -> ModelDir:
+    """L2 normalisation as an ONNX graph model: it runs in Triton's ONNX Runtime backend, not in Python."""
+    config = graph_config(
+        model_name,
+        "onnxruntime_onnx",
+        [Tensor(UNNORMALIZED, "TYPE_FP32", (dim,))],
+        [Tensor("EMBEDDING", "TYPE_FP32", (dim,))],
+        options,
+        # Its batches are the graph's, already formed: never wait. On CPU even beside GPU graphs (a few floats).
+        Batching(options.steps, 0),
+    )
+    return ModelDir(model_name, config, copies={"1/model.onnx": NORMALIZE_GRAPH})
 
 
 def graph_model(
@@ -195,7 +234,7 @@ def preprocess_model(bundle: Bundle, model_name: str, pixels: tuple[Tensor, ...]
             "batch as the manifest's preprocess says"
         )
     out = Tensor(pixels[0].name, pixels[0].data_type, (3, size, size))
-    config = python_config(model_name, "preprocess", [IMAGE], [out], options)
+    config = python_config(model_name, {STEP_PARAMETER: "preprocess"}, [IMAGE], [out], options, step_batching(options))
     return ModelDir(model_name, config, copies={"1/model.py": STEP_MODEL, f"1/{MANIFEST}": bundle.path / MANIFEST})
 
 
@@ -225,11 +264,16 @@ def tokenize_model(
                 f"the tokenizer pads to {width}"
             )
         outputs.append(Tensor(tensor.name, tensor.data_type, (width,)))
-    config = python_config(model_name, "tokenize", [TEXT], outputs, options)
+    config = python_config(model_name, {STEP_PARAMETER: "tokenize"}, [TEXT], outputs, options, step_batching(options))
     copies = {"1/model.py": STEP_MODEL, f"1/{MANIFEST}": bundle.path / MANIFEST}
     if spec is not None:
         copies[f"1/{spec.file}"] = bundle.file(spec.file)
     return ModelDir(model_name, config, copies=copies)
+
+
+def step_batching(options: ServingOptions) -> Batching:
+    # Decoding and tokenizing cost the same per item in a batch or alone: waiting to fill one buys nothing.
+    return Batching(options.steps, 0)
 
 
 def _fits(graph_dims: tuple[int, ...], dims: tuple[int, ...]) -> bool:

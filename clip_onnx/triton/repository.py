@@ -40,12 +40,15 @@ def write_repository(
     options: ServingOptions | None = None,
     engines: bool = False,
     overwrite: bool = False,
+    embed_bundle: bool = True,
     progress: Callable[[str], None] = lambda step: None,
 ) -> list[ModelDir]:
     """Write the Triton models of the bundle at ``bundle_path`` into the repository directory ``out``.
 
-    Returns the models written, ensembles last.  ``engines`` serves the
-    TensorRT plans in ``BUNDLE/engines/`` (GPU instances only).
+    Returns the models written, the public ones last.  ``engines`` serves the
+    TensorRT plans in ``BUNDLE/engines/`` (GPU instances only).  Without
+    ``embed_bundle``, python-layout models open the bundle where it is instead
+    of carrying its files (a repository for this machine only).
     """
     options = options or ServingOptions()
     check_engines(options, engines)
@@ -53,7 +56,7 @@ def write_repository(
     progress("verify bundle")
     bundle = read_bundle(bundle_path)
     progress("read graphs")
-    models = plan_models(bundle, prefix, options, engines)
+    models = plan_models(bundle, prefix, options, engines, embed_bundle)
     out = Path(out).absolute()
     _check_target(out, models, overwrite)
     progress("write models")
@@ -63,8 +66,9 @@ def write_repository(
         out.chmod(DIR_MODE)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
+        placed: dict[Path, Path] = {}
         for model in models:
-            _write_model(staging / model.name, model, bundle)
+            _write_model(staging / model.name, model, bundle, placed)
         progress("publish")
         _publish(staging, out, [m.name for m in models])
     finally:
@@ -84,7 +88,8 @@ def _check_target(out: Path, models: list[ModelDir], overwrite: bool) -> None:
         )
 
 
-def _write_model(directory: Path, model: ModelDir, bundle: Bundle) -> None:
+def _write_model(directory: Path, model: ModelDir, bundle: Bundle, placed: dict[Path, Path]) -> None:
+    """Stage one model; ``placed`` maps bundle files to their first staged copy, which later models link to."""
     # Triton loads only numbered version folders: an ensemble's stays empty.
     (directory / "1").mkdir(parents=True)
     linked = set()
@@ -93,9 +98,13 @@ def _write_model(directory: Path, model: ModelDir, bundle: Bundle) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if _link(source, target):
             linked.add(target)
+        elif source in placed and _link(placed[source], target):
+            linked.add(target)  # a copy made for an earlier model: one copy per repository, not per model
         else:
             shutil.copyfile(source, target)
             _check_copy(source, target, bundle)
+            target.chmod(FILE_MODE)
+            placed[source] = target
     for relative, source in model.copies.items():
         target = directory / relative
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,26 @@
-"""The work of the Python step models inside Triton: tokenize, preprocess, normalise.
+"""The work of clip-onnx's Python models inside Triton.
 
 Runs in the server's Python, so it imports only ``clip_onnx.runtime`` and
 NumPy (no torch, no tritonclient); ``step_model.py`` wraps it for Triton's
-Python backend.  Each step takes one request's batch, a [N, 1] array as Triton
-hands it over, and returns the output arrays by name, or raises InputError
-for that request alone.
+Python backend.  A step takes the batches of the requests Triton hands over
+together (each a [N, 1] array) and returns, per request, its output arrays by
+name or the InputError that fails that request alone.
+
+- The ensemble layout's steps (``tokenize``, ``preprocess``) read the manifest
+  and tokenizer from their version folder and feed a graph model.
+- The python layout's models (``image``, ``text``, ``classify``) open the bundle
+  in one place, :func:`open_model`, through ``ClipModel.load`` /
+  ``ClipClassifier.load``, and run the graph on all requests' items at once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,18 +28,129 @@ from clip_onnx.bundle import MANIFEST
 from clip_onnx.errors import BundleError, InputError
 from clip_onnx.files import sha256_file
 from clip_onnx.manifest import Manifest
+from clip_onnx.runtime import ClipClassifier, ClipModel
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.tokenizers import load_tokenizer
 
-Step = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+log = logging.getLogger(__name__)
+
+Result = dict[str, np.ndarray] | InputError
+Step = Callable[[Sequence[np.ndarray]], list[Result]]
+MODELS = ("image", "text", "classify")
+ENSEMBLE_STEPS = ("tokenize", "preprocess")
 
 
-def open_step(kind: str, version_dir: Path, outputs: Sequence[str]) -> Step:
-    """The step ``kind`` reading its manifest and tokenizer from ``version_dir``, producing ``outputs``."""
-    steps = {"tokenize": Tokenize, "preprocess": Preprocess, "normalize": Normalize}
-    if kind not in steps:
-        raise BundleError(f"unknown clip-onnx step {kind!r}; this clip-onnx has {sorted(steps)}")
-    return steps[kind](Path(version_dir), list(outputs))
+def open_step(kind: str, version_dir: Path, outputs: Sequence[str], settings: Mapping[str, Any] | None = None) -> Step:
+    """The step or model ``kind`` for the model whose version folder is ``version_dir``, producing ``outputs``.
+
+    ``settings`` (python layout): ``bundle`` (default: ``version_dir/bundle``), ``threads`` (0: a share of the
+    cores), ``instances`` and ``max_batch``, as the model's config says.
+    """
+    settings = dict(settings or {})
+    if kind in MODELS:
+        bundle = Path(settings.get("bundle") or Path(version_dir) / "bundle")
+        threads = session_threads(int(settings.get("threads") or 0), int(settings.get("instances") or 1))
+        model = open_model(kind, bundle, threads, int(settings.get("max_batch") or 32))
+        (output,) = outputs
+        return {"image": EncodeImages, "text": EncodeTexts, "classify": ClassifyImages}[kind](model, output)
+    if kind in ENSEMBLE_STEPS:
+        step = {"tokenize": Tokenize, "preprocess": Preprocess}[kind](Path(version_dir), list(outputs))
+        return each_request(step)
+    raise BundleError(f"unknown clip-onnx step {kind!r}; this clip-onnx has {sorted(MODELS + ENSEMBLE_STEPS)}")
+
+
+def open_model(kind: str, bundle: Path, threads: int, max_batch: int) -> ClipModel | ClipClassifier:
+    """The one place a served model is opened: the tower it serves, its files' sha256 checked."""
+    log.info("opening %s for %s requests with %d ONNX Runtime thread(s)", bundle, kind, threads)
+    if kind == "classify":
+        return ClipClassifier.load(bundle, batch_size=max_batch, threads=threads)
+    tower = "visual" if kind == "image" else "textual"
+    return ClipModel.load(bundle, towers=(tower,), threads=threads, batch_size=max_batch)
+
+
+def session_threads(threads: int, instances: int) -> int:
+    """``threads``, or (0) this process's cores shared among the model's instances."""
+    if threads > 0:
+        return threads
+    return max(1, len(os.sched_getaffinity(0)) // max(1, instances))
+
+
+def each_request(step: Callable[[np.ndarray], dict[str, np.ndarray]]) -> Step:
+    """A step applied to each request's batch on its own: a bad item fails only its request."""
+
+    def run(batches: Sequence[np.ndarray]) -> list[Result]:
+        results: list[Result] = []
+        for batch in batches:
+            try:
+                results.append(step(batch))
+            except InputError as exc:
+                results.append(exc)
+        return results
+
+    return run
+
+
+class _Batched:
+    """Prepares each request on its own, then runs the graph once on every good request's items."""
+
+    def __init__(self, model, output: str):
+        self.model = model
+        self.output = output
+
+    def prepare(self, batch: np.ndarray):
+        raise NotImplementedError
+
+    def run(self, prepared: list) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, batches: Sequence[np.ndarray]) -> list[Result]:
+        results: list[Any] = []
+        for batch in batches:
+            try:
+                results.append(self.prepare(batch))
+            except InputError as exc:
+                results.append(exc)
+        good = [i for i, r in enumerate(results) if not isinstance(r, InputError)]
+        if not good:
+            return results
+        try:
+            outputs = np.split(self.run([results[i] for i in good]), np.cumsum([len(results[i]) for i in good])[:-1])
+        except InputError as exc:
+            if len(good) == 1:
+                results[good[0]] = exc
+                return results
+            # Something only the graph's feed refuses: run each request alone to fail only its own.
+            return [r if isinstance(r, InputError) else self([b])[0] for r, b in zip(results, batches, strict=True)]
+        for i, out in zip(good, outputs, strict=True):
+            results[i] = {self.output: out}
+        return results
+
+
+class EncodeImages(_Batched):
+    """Encoded image files -> unit-length image embeddings, as ``ClipModel.encode_image``."""
+
+    def prepare(self, batch: np.ndarray) -> np.ndarray:
+        return self.model.preprocess([_as_bytes(item) for item in batch.reshape(-1)])
+
+    def run(self, prepared: list) -> np.ndarray:
+        return self.model.encode_pixels(np.concatenate(prepared))
+
+
+class ClassifyImages(EncodeImages):
+    """Encoded image files -> class logits, as ``ClipClassifier.logits``."""
+
+    def run(self, prepared: list) -> np.ndarray:
+        return self.model.logits_from_pixels(np.concatenate(prepared))
+
+
+class EncodeTexts(_Batched):
+    """UTF-8 texts -> unit-length text embeddings, as ``ClipModel.encode_text`` (which tokenizes)."""
+
+    def prepare(self, batch: np.ndarray) -> list[str]:
+        return decode_texts(batch)
+
+    def run(self, prepared: list) -> np.ndarray:
+        return self.model.encode_text([text for texts in prepared for text in texts])
 
 
 def read_manifest(version_dir: Path) -> Manifest:
@@ -80,17 +200,6 @@ class Preprocess:
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return {self.output: self.preprocess([_as_bytes(item) for item in batch.reshape(-1)])}
-
-
-class Normalize:
-    """Raw embeddings -> unit length, the same float32 operation as ``ClipModel``'s ``normalize=True``."""
-
-    def __init__(self, version_dir: Path, outputs: list[str]):
-        (self.output,) = outputs
-
-    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        batch = batch.astype(np.float32, copy=False)
-        return {self.output: batch / np.linalg.norm(batch, axis=-1, keepdims=True)}
 
 
 def decode_texts(batch: np.ndarray) -> list[str]:
