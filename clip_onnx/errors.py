@@ -54,6 +54,10 @@ class ParityError(ExportError):
         super().__init__("parity check failed:\n  " + "\n  ".join(self.failures))
 
 
+class TritonError(ClipOnnxError):
+    """A Triton model repository cannot be written, or a server started, from this bundle with these options."""
+
+
 class BackendError(ClipOnnxError):
     """An inference backend could not be created or refused the request."""
 

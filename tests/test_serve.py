@@ -302,3 +302,32 @@ def test_a_port_in_use_is_refused_before_anything_starts(demo_bundle):
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} for http" in result.stderr and "--http-port" in result.stderr
+
+
+def test_a_bundle_that_fails_its_self_test_here_never_becomes_ready(demo_int8_bundle, tmp_path):
+    """The python layout opens each model through ClipModel.load, whose self-test runs at Triton's model load."""
+    import json
+    import shutil
+
+    from clip_onnx.files import sha256_file
+
+    if not SERVER_PYTHON.is_file():
+        pytest.skip(f"no server venv at {SERVER_VENV}; run scripts/triton-venv.sh")
+    bundle = Path(shutil.copytree(demo_int8_bundle, tmp_path / "drifted"))
+    reference = bundle / "self_test" / "visual.npy"
+    np.save(reference, -np.load(reference))  # what a machine computing other vectors would be judged against
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"]["self_test/visual.npy"] = {"sha256": sha256_file(reference), "size": reference.stat().st_size}
+    (bundle / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    ports = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    done = subprocess.run(
+        [str(SERVER_PYTHON), "-m", "clip_onnx.cli", "serve", str(bundle), *ports],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "READY" not in done.stdout and "Triton is serving" not in done.stdout
+    assert "error: Triton could not load drifted_image: Internal: SelfTestError:" in done.stderr
+    assert "visual tower: min cosine" in done.stderr and "below 0.997707" in done.stderr

@@ -364,7 +364,7 @@ def python_repo(demo_bundle, tmp_path_factory) -> Path:
 def test_python_layout_is_one_python_model_per_endpoint_carrying_the_bundle(python_repo, demo_bundle):
     configs = _configs(python_repo)
     assert set(configs) == {"demo_image", "demo_text"}
-    manifest = read_bundle(demo_bundle).manifest
+    manifest = read_bundle(demo_bundle).manifest.to_dict()
     for name, source in (("demo_image", "IMAGE"), ("demo_text", "TEXT")):
         config = configs[name]
         assert config.backend == "python" and config.max_batch_size == 8
@@ -376,7 +376,8 @@ def test_python_layout_is_one_python_model_per_endpoint_carrying_the_bundle(pyth
         assert config.dynamic_batching.max_queue_delay_microseconds == 0
         assert [(g.count, g.kind) for g in config.instance_group] == [(2, pb.ModelInstanceGroup.KIND_CPU)]
         carried = python_repo / name / "1" / "bundle"
-        assert sorted(p.name for p in carried.iterdir()) == sorted([*manifest["files"], "manifest.json"])
+        carried_files = sorted(p.relative_to(carried).as_posix() for p in carried.rglob("*") if p.is_file())
+        assert carried_files == sorted([*manifest["files"], "manifest.json"])
         for file in manifest["files"]:
             assert (carried / file).stat().st_ino == (demo_bundle / file).stat().st_ino
 

@@ -16,7 +16,7 @@ from clip_onnx.lazy import lazy_getattr
 _PUBLIC = {
     "write_repository": "clip_onnx.triton.repository",
     "ServingOptions": "clip_onnx.triton.config",
-    "TritonError": "clip_onnx.triton.config",
+    "TritonError": "clip_onnx.errors",
     "serve_bundle": "clip_onnx.triton.local",
     "Ports": "clip_onnx.triton.server",
     "find_server": "clip_onnx.triton.server",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from clip_onnx.errors import BundleError, ClipOnnxError, InputError
+from clip_onnx.errors import BundleError, InputError, TritonError
 
 # ONNX Runtime's type strings -> Triton's DataType names; what the ONNX Runtime backend pairs them with.
 ONNX_TO_TRITON = {
@@ -46,10 +46,6 @@ def schema():
             f"writing a Triton repository needs Triton's config schema ({exc}); pip install 'clip-onnx[triton]'"
         ) from None
     return model_config_pb2
-
-
-class TritonError(ClipOnnxError):
-    """A Triton model repository cannot be written from this bundle with these options."""
 
 
 @dataclass(frozen=True)

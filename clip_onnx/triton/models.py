@@ -20,7 +20,7 @@ from pathlib import Path
 
 from clip_onnx.bundle import MANIFEST, Bundle
 from clip_onnx.engines import ENGINE_DIR, records
-from clip_onnx.errors import BundleError
+from clip_onnx.errors import BundleError, TritonError
 from clip_onnx.files import sha256_file
 from clip_onnx.runtime.tokenizers import load_tokenizer
 from clip_onnx.triton.config import (
@@ -29,7 +29,6 @@ from clip_onnx.triton.config import (
     ServingOptions,
     Step,
     Tensor,
-    TritonError,
     ensemble_config,
     graph_config,
     python_config,
@@ -80,24 +79,8 @@ def model_prefix(bundle_path: Path, name: str | None) -> str:
     return name
 
 
-def plan_models(
-    bundle: Bundle, name: str, options: ServingOptions, engines: bool = False, embed_bundle: bool = True
-) -> list[ModelDir]:
-    """Every model directory the bundle becomes, the public models last.
-
-    ``embed_bundle`` (python layout): each model carries the bundle's files
-    (hardlinked where possible); without it the models open the bundle where
-    it is, by absolute path, as `clip-onnx serve` does.
-    """
-    check_engines(options, engines)
-    if bundle.kind not in ("clip", "classifier"):
-        raise BundleError(
-            f"{bundle.path} holds a {bundle.kind!r} model; `clip-onnx triton` serves 'clip' and 'classifier' bundles"
-        )
-    if options.layout == "python":
-        from clip_onnx.triton.python_layout import python_models
-
-        return python_models(bundle, name, options, embed_bundle)
+def ensemble_models(bundle: Bundle, name: str, options: ServingOptions, engines: bool = False) -> list[ModelDir]:
+    """The ensemble layout's model directories: the steps, the graphs and the public ensembles, those last."""
     if bundle.kind == "classifier":
         return _classifier(bundle, name, options, engines)
     return _clip(bundle, name, options, engines)

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clip_onnx.bundle import Bundle, read_bundle
-from clip_onnx.errors import BundleError
+from clip_onnx.errors import BundleError, TritonError
 from clip_onnx.files import sha256_file
-from clip_onnx.triton.config import ServingOptions, TritonError, render
-from clip_onnx.triton.models import ModelDir, check_engines, model_prefix, plan_models
+from clip_onnx.triton.config import ServingOptions, render
+from clip_onnx.triton.models import ModelDir, check_engines, ensemble_models, model_prefix
+from clip_onnx.triton.python_layout import python_models
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +155,22 @@ def _publish(staging: Path, out: Path, names: list[str]) -> None:
             os.replace(staging / name, target)
     finally:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def plan_models(
+    bundle: Bundle, name: str, options: ServingOptions, engines: bool = False, embed_bundle: bool = True
+) -> list[ModelDir]:
+    """Every model directory the bundle becomes in the options' layout, the public models last.
+
+    ``embed_bundle`` (python layout): each model carries the bundle's files
+    (hardlinked where possible); without it the models open the bundle where
+    it is, by absolute path, as `clip-onnx serve` does.
+    """
+    check_engines(options, engines)
+    if bundle.kind not in ("clip", "classifier"):
+        raise BundleError(
+            f"{bundle.path} holds a {bundle.kind!r} model; `clip-onnx triton` serves 'clip' and 'classifier' bundles"
+        )
+    if options.layout == "python":
+        return python_models(bundle, name, options, embed_bundle)
+    return ensemble_models(bundle, name, options, engines)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip_onnx.triton.config import TritonError
+from clip_onnx.errors import TritonError
 
 log = logging.getLogger(__name__)
 
