@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from clip_onnx.batch.inputs import Item
+from clip_onnx.batch.options import EmbedOptions
 from clip_onnx.batch.parts import PartialRun
-from clip_onnx.batch.pipeline import MAX_FILE_BYTES, Batch, chunks, embed_batches
+from clip_onnx.batch.pipeline import Batch, chunks, embed_batches
 from clip_onnx.batch.sources import plan_sources
 from clip_onnx.batch.writers import Outputs, check_id, plan_outputs, printable_id, write_outputs
 from clip_onnx.bundle import read_bundle
@@ -47,20 +49,15 @@ class EmbedSummary:
 def embed_dataset(
     bundle,
     out,
+    options: EmbedOptions | None = None,
     *,
     sources: Iterable[str] = (),
     images: Iterable[str] = (),
     texts: Iterable[str] = (),
     text_files: Iterable[str] = (),
     column: str | None = None,
-    tower: str | None = None,
-    fmt: str | None = None,
-    batch_size: int = 32,
-    workers: int | None = None,
-    resume: bool = False,
-    part_size: int = 4096,
-    max_file_bytes: int | None = MAX_FILE_BYTES,
     progress: Callable[[int, int], None] | None = None,
+    **keywords: Any,
 ) -> EmbedSummary:
     """Embed what ``sources`` name (see ``plan_sources``) with ``bundle`` and write ``out``.
 
@@ -70,21 +67,26 @@ def embed_dataset(
     in ``OUT.errors.jsonl``.  Work is committed every ``part_size`` items to
     ``OUT.partial/``; ``resume=True`` continues a stopped run from there and
     ends with the file an uninterrupted run writes, and damaged parts are
-    embedded again.  Image files are read only if they are regular files of at
-    most ``max_file_bytes`` (None: no limit); others fail as items.
-    ``progress(done, total)`` is called after every batch.
+    embedded again.  ``options`` (an ``EmbedOptions``) says how the job runs; the
+    keywords of clip-onnx 0.1 (``batch_size=``, ``resume=``, ...) still work in its
+    place.  ``progress(done, total)`` is called after every batch.
     """
     started = time.perf_counter()
-    _check_sizes(batch_size, part_size, workers, max_file_bytes)
-    outputs = plan_outputs(out, fmt)
-    planned = plan_sources(sources, images=images, texts=texts, text_files=text_files, column=column, tower=tower)
+    if options is not None and keywords:
+        raise TypeError(f"give EmbedOptions or the keywords {sorted(keywords)}, not both")
+    options = options or EmbedOptions.from_keywords(**keywords)
+    outputs = plan_outputs(out, options.fmt)
+    planned = plan_sources(
+        sources, images=images, texts=texts, text_files=text_files, column=column, tower=options.tower
+    )
     total = planned.count()
-    workers = workers or os.cpu_count() or 1
+    workers = options.workers or os.cpu_count() or 1
     # Each worker runs whole batches through the model: ONNX Runtime's own threads share out what is left.
-    model = _open_model(bundle, planned.tower, batch_size, max(1, (os.cpu_count() or 1) // workers))
+    model = _open_model(bundle, planned.tower, options, max(1, (os.cpu_count() or 1) // workers))
     graph_sha = {name: model.bundle.manifest.sha256(name) for name in model.bundle.graph_files(planned.tower)}
-    state = {"tower": planned.tower, "graph_sha256": graph_sha, "batch_size": batch_size, "part_size": part_size}
-    run = PartialRun(outputs.main, state, resume=resume)
+    state = {"tower": planned.tower, "graph_sha256": graph_sha, "batch_size": options.batch_size}
+    state["part_size"] = options.part_size
+    run = PartialRun(outputs.main, state, resume=options.resume)
     with _kept_for_resume(run):
         items = _checked_ids(planned.items(), outputs)
         resumed = run.skip_done(items)
@@ -96,9 +98,9 @@ def embed_dataset(
             planned.tower,
             items,
             run,
-            part_size=part_size,
+            part_size=options.part_size,
             workers=workers,
-            max_bytes=max_file_bytes,
+            max_bytes=options.max_file_bytes,
             progress=report,
         )
         metadata = {"bundle": Path(bundle).name, "tower": planned.tower, "graph_sha256": graph_sha, "normalized": True}
@@ -169,7 +171,7 @@ def _checked_ids(items: Iterator[Item], outputs: Outputs) -> Iterator[Item]:
         yield item
 
 
-def _open_model(bundle, tower: str, batch_size: int, threads: int):
+def _open_model(bundle, tower: str, options: EmbedOptions, threads: int):
     from clip_onnx.runtime import ClipModel
 
     found = read_bundle(bundle, verify=False)
@@ -178,12 +180,6 @@ def _open_model(bundle, tower: str, batch_size: int, threads: int):
             f"{bundle} is a classifier bundle: it maps images to class logits, not to embeddings; "
             "classify with `clip-onnx predict`, or embed with a two-tower CLIP bundle"
         )
-    return ClipModel.load(bundle, batch_size=batch_size, towers=(tower,), threads=threads)
-
-
-def _check_sizes(batch_size: int, part_size: int, workers: int | None, max_file_bytes: int | None) -> None:
-    optional = {"workers": workers, "max_file_bytes": max_file_bytes}
-    sizes = {"batch_size": batch_size, "part_size": part_size, **{k: v for k, v in optional.items() if v is not None}}
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be an int >= 1, got {value!r}")
+    return ClipModel.load(
+        bundle, batch_size=options.batch_size, towers=(tower,), threads=threads, backend=options.backend
+    )

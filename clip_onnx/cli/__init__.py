@@ -12,7 +12,8 @@ from clip_onnx.cli.datasets import embed, ray_embed
 from clip_onnx.cli.export import bench, build_engine, demo, export
 from clip_onnx.cli.serve import serve, triton
 from clip_onnx.cli.servebench import serve_bench
-from clip_onnx.cli.verify import BACKEND_OPTION, verify
+from clip_onnx.cli.shared import BACKEND_OPTION
+from clip_onnx.cli.verify import verify
 from clip_onnx.errors import ClipOnnxError
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from clip_onnx.cli.shared import BACKEND_OPTION
 from clip_onnx.files import parse_bytes
 
 # Keep in step with clip_onnx.batch.pipeline.MAX_FILE_BYTES (not imported: the CLI loads lazily).
@@ -95,6 +96,7 @@ _max_file_size = click.option(
     help="Items per committed part: a stopped run resumes from its last whole part.",
 )
 @_max_file_size
+@BACKEND_OPTION
 def embed(
     bundle: Path,
     sources,
@@ -111,6 +113,7 @@ def embed(
     skip_bad: bool,
     part_size: int,
     max_file_bytes,
+    backend: str,
 ) -> None:
     """Embed images or texts with BUNDLE into OUT: L2-normalised float32 rows, in source order, with ids.
 
@@ -134,7 +137,18 @@ def embed(
     """
     from tqdm import tqdm
 
-    from clip_onnx.batch import embed_dataset
+    from clip_onnx.batch import EmbedOptions, embed_dataset
+
+    options = EmbedOptions(
+        tower=tower,
+        fmt=fmt,
+        batch_size=batch_size,
+        workers=workers,
+        resume=resume,
+        part_size=part_size,
+        max_file_bytes=max_file_bytes,
+        backend=backend,
+    )
 
     bars = []
 
@@ -157,18 +171,12 @@ def embed(
         summary = embed_dataset(
             bundle,
             out,
+            options,
             sources=sources,
             images=images,
             texts=texts,
             text_files=text_files,
             column=column,
-            tower=tower,
-            fmt=fmt,
-            batch_size=batch_size,
-            workers=workers,
-            resume=resume,
-            part_size=part_size,
-            max_file_bytes=max_file_bytes,
             progress=advance,
         )
     finally:

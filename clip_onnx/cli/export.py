@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from clip_onnx.cli.progress import steps
+from clip_onnx.cli.shared import steps
 from clip_onnx.cli.verify import proof_lines
 from clip_onnx.registry import BACKENDS
 from clip_onnx.thresholds import PRECISIONS, describe, precision_help

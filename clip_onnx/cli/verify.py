@@ -7,16 +7,7 @@ from pathlib import Path
 
 import click
 
-from clip_onnx.registry import BACKEND_CHOICES
-
-# The runtime commands' --backend: every registered backend, or "auto" (TensorRT where a plan fits this GPU).
-BACKEND_OPTION = click.option(
-    "--backend",
-    type=click.Choice(BACKEND_CHOICES),
-    default="onnxruntime",
-    show_default=True,
-    help="Run the graphs with ONNX Runtime, the TensorRT plans of `clip-onnx build-engine`, or whichever fits (auto).",
-)
+from clip_onnx.cli.shared import BACKEND_OPTION
 
 
 def proof_lines(manifest) -> list[str]:

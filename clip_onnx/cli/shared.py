@@ -1,10 +1,14 @@
-"""The CLI's progress bars: one tqdm bar on stderr that a library call advances by naming each step."""
+"""What several commands share: the progress bar a library call advances by naming each step, and --backend."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+import click
+
+from clip_onnx.registry import BACKEND_CHOICES
 
 
 @contextmanager
@@ -19,3 +23,13 @@ def steps(desc: str, total: int | None = None) -> Iterator[Callable[[str], None]
             bar.update(1)
 
         yield step
+
+
+# The runtime commands' --backend: every registered backend, or "auto" (TensorRT where a plan fits this GPU).
+BACKEND_OPTION = click.option(
+    "--backend",
+    type=click.Choice(BACKEND_CHOICES),
+    default="onnxruntime",
+    show_default=True,
+    help="Run the graphs with ONNX Runtime, the TensorRT plans of `clip-onnx build-engine`, or whichever fits (auto).",
+)
