@@ -2,7 +2,7 @@
 
 `clip-onnx serve` runs only the python layout.  To measure the ensemble layout
 (and the repository of an older clip-onnx) on this machine, this runs any
-repository on the same server, with tests/triton_stand_in as the
+repository on the same server, with tests/serving/triton_stand_in as the
 ``onnxruntime`` backend: a Python-based TEST STAND-IN for Triton's C++ ONNX
 Runtime backend, which no pip package ships.  Each graph model therefore costs
 one more Python hop here than in the stock container; benchmarks/NOTES.md,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from clip_onnx.triton.server import Ports, TritonServer, find_server, prepare_backends, server_command
 
-STAND_IN = Path(__file__).resolve().parents[1] / "tests" / "triton_stand_in" / "onnxruntime" / "model.py"
+STAND_IN = Path(__file__).resolve().parents[1] / "tests" / "serving" / "triton_stand_in" / "onnxruntime" / "model.py"
 
 
 def main() -> None:

@@ -1,9 +1,8 @@
-"""Shared fixtures: tiny RuCLIP checkpoints in the native layout, their bundles, and ruclip's own code."""
+"""Shared fixtures: tiny RuCLIP checkpoints in the native layout, the test bundles (tests/bundles.py), ruclip's code."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 import zipfile
@@ -11,24 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.bundles import TINY_CONFIG, export, prebuilt, train_tiny_bpe, write_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 RUCLIP_WHEEL = Path(os.environ.get("CLIP_ONNX_RUCLIP_WHEEL", ROOT / ".cache" / "ruclip-0.0.2-py3-none-any.whl"))
-
-# Small enough to export in seconds, shaped like the real ones (vision heads = width/64, context 77).
-TINY_CONFIG = {
-    "embed_dim": 32,
-    "image_resolution": 64,
-    "vision_layers": 2,
-    "vision_width": 64,
-    "vision_patch_size": 16,
-    "context_length": 77,
-    "vocab_size": 600,
-    "transformer_width": 64,
-    "transformer_heads": 4,
-    "transformer_layers": 2,
-    "mean": [0.48145466, 0.4578275, 0.40821073],
-    "std": [0.26862954, 0.26130258, 0.27577711],
-}
 
 
 @pytest.fixture(scope="session")
@@ -53,35 +38,7 @@ def ruclip_reference(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_bpe(tmp_path_factory) -> Path:
-    import youtokentome as yttm
-
-    from tests.corpus import training_text
-
-    directory = tmp_path_factory.mktemp("bpe")
-    data = directory / "train.txt"
-    data.write_text(training_text(seed=1, n_paragraphs=400, n_records=100), encoding="utf-8")
-    yttm.BPE.train(data=str(data), model=str(directory / "bpe.model"), vocab_size=500)
-    return directory / "bpe.model"
-
-
-def write_checkpoint(directory: Path, config: dict, bpe: Path, seed: int = 0) -> Path:
-    """A RuCLIP checkpoint in the hub's native layout, with random weights."""
-    import shutil
-
-    import torch
-
-    from clip_onnx.export.families.ruclip import build_model
-
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = build_model(config)
-    # Random init leaves logit_scale at 1/0.07; a distinct value proves it is read from the checkpoint.
-    with torch.no_grad():
-        model.logit_scale.fill_(4.0)
-    torch.save(model.state_dict(), directory / "pytorch_model.bin")
-    (directory / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    shutil.copyfile(bpe, directory / "bpe.model")
-    return directory
+    return train_tiny_bpe(tmp_path_factory.mktemp("bpe"))
 
 
 @pytest.fixture(scope="session")
@@ -89,13 +46,18 @@ def tiny_checkpoint(tmp_path_factory, tiny_bpe) -> Path:
     return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-ruclip", TINY_CONFIG, tiny_bpe)
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
-    from clip_onnx.export.pipeline import export_bundle
+def _bundle(name: str, request, tmp_path_factory) -> Path:
+    """The test bundle ``name``: prebuilt for the runtime-only run, else exported once per session."""
+    path = prebuilt(name)
+    if path is not None:
+        return path
+    checkpoint = request.getfixturevalue("tiny_checkpoint") if name == "tiny" else None
+    return export(name, tmp_path_factory.mktemp("bundles") / name, checkpoint)
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_bundle(str(tiny_checkpoint), out)
-    return out
+
+@pytest.fixture(scope="session")
+def tiny_bundle(request, tmp_path_factory) -> Path:
+    return _bundle("tiny", request, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -104,20 +66,12 @@ def python() -> str:
 
 
 @pytest.fixture(scope="session")
-def demo_bundle(tmp_path_factory) -> Path:
-    """The embedded, really trained ruclip-demo model, exported once per session."""
-    from clip_onnx.export.pipeline import export_bundle
-
-    out = tmp_path_factory.mktemp("bundles") / "demo"
-    export_bundle("ruclip-demo", out)
-    return out
+def demo_bundle(request, tmp_path_factory) -> Path:
+    """The embedded, really trained ruclip-demo model."""
+    return _bundle("demo", request, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def demo_int8_bundle(tmp_path_factory) -> Path:
-    """ruclip-demo lowered to int8 behind the gate (both towers pass it), exported once per session."""
-    from clip_onnx.export.pipeline import export_bundle
-
-    out = tmp_path_factory.mktemp("bundles") / "demo-int8"
-    export_bundle("ruclip-demo", out, precision="int8")
-    return out
+def demo_int8_bundle(request, tmp_path_factory) -> Path:
+    """ruclip-demo lowered to int8 behind the gate (both towers pass it)."""
+    return _bundle("demo-int8", request, tmp_path_factory)

@@ -20,7 +20,7 @@ the limit, else the pair-bounded scale ``P / 127``, with P the largest
 same-sign pair sum of the float weights (then ``|q0| + |q1| <= 127 + 1``).
 ``check_graph`` proves the result from the quantized graph alone.  How the
 kernel model was checked against the real AVX2 kernel: benchmarks/NOTES.md,
-"int8 on every CPU"; tests/test_int8_kernels.py repeats that check on
+"int8 on every CPU"; tests/export/test_int8_kernels.py repeats that check on
 whatever CPU runs the suite.
 """
 

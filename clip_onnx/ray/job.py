@@ -7,7 +7,7 @@ is embedded and no actor comes up (a cluster that lost every node the pool fits
 on, an actor that cannot be placed), the pool's actors are killed, the job ends
 with a JobError and the staging folder is removed.  Ray's own retries handle
 what they can first: a lost node's actors are restarted elsewhere and its tasks
-rerun, and every row is still written exactly once (tests/test_ray_cluster.py).
+rerun, and every row is still written exactly once (tests/serving/test_ray_cluster.py).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ Normalizer = Callable[[str], str]
 # as they are and they block composition and reordering like any starter. They
 # are the ones whose normalization, alone or after a combining mark, differs
 # between the two (found by comparing tokenizers 0.23 with every code point;
-# tests/test_unigram.py recomputes the list). Normalization mappings never
+# tests/export/test_unigram.py recomputes the list). Normalization mappings never
 # change once assigned, so the list only grows with a newer Python.
 _LEGACY_UNASSIGNED = (
     (0x7FD, 0x7FD),

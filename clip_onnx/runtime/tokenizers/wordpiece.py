@@ -33,7 +33,7 @@ The pipeline, which this module mirrors step by step:
    ``context_length``; ``attention_mask`` is 1 over the unpadded part.
 
 Other implementations agree on ordinary prompts and differ only on edge cases
-(each one checked in ``tests/test_wordpiece.py``):
+(each one checked in ``tests/export/test_wordpiece.py``):
 
 * the Rust tokenizer (``BertTokenizerFast``, plain ``BertTokenizer`` in
   transformers 5) keeps unassigned code points as [UNK] (so do emoji newer

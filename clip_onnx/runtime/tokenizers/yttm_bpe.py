@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from clip_onnx.errors import BundleError
-from clip_onnx.runtime.tokenizers.base import CachedTokenizer, check_int, check_utf8
+from clip_onnx.runtime.tokenizers.base import CachedTokenizer, check_flag, check_int, check_utf8
 from clip_onnx.runtime.tokenizers.bpe_merge import merge_lowest_first
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,10 @@ class YttmBpeTokenizer(CachedTokenizer):
         check_int("context_length", context_length, 2, " (room for bos and eos)")
         self.model_path = Path(model_path)
         self.context_length = context_length
-        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
-        self.lowercase = lowercase
+        self.bos_id, self.eos_id, self.pad_id = (
+            check_int(n, v, 0) for n, v in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id))
+        )
+        self.lowercase = check_flag("lowercase", lowercase)
         self._char2id, self._rules, self.unk_id = _load_model(self.model_path)
         self._space_id = self._char2id[_WORD_START]
         # Pair -> rule index; a later duplicate wins, as in yttm's rule2id map.

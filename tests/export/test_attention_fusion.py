@@ -12,7 +12,7 @@ from clip_onnx.export.attention import fuse_attention
 from clip_onnx.export.families import timm_clip
 from clip_onnx.export.int8 import quantize_int8
 from clip_onnx.export.pipeline import export_bundle, export_model
-from tests.conftest import TINY_CONFIG
+from tests.bundles import TINY_CONFIG
 
 
 def _run(model: onnx.ModelProto, feed: dict) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from clip_onnx.runtime import ClipModel
-from tests.triton_support import RUSSIAN_TEXTS, encoded_pictures
+from tests.serving.triton_support import RUSSIAN_TEXTS, encoded_pictures
 
 http = pytest.importorskip("tritonclient.http")
 grpc = pytest.importorskip("tritonclient.grpc")
@@ -30,7 +30,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVER_VENV = Path(os.environ.get("CLIP_ONNX_TRITON_VENV", ROOT / ".venv-triton"))
 SERVER_PYTHON = SERVER_VENV / "bin" / "python"
 MAX_BATCH = 8

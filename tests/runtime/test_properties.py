@@ -8,7 +8,7 @@ same properties with many more examples.
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 import io
 import json
 import shutil
@@ -24,8 +24,10 @@ from PIL import Image
 from clip_onnx.bundle import MANIFEST, read_bundle
 from clip_onnx.errors import BundleError, ClipOnnxError, InputError
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
+from clip_onnx.runtime.tokenizers import TOKENIZERS as TOKENIZER_CLASSES
+from tests.tokenizer_files import WRITERS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SLOW = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -59,81 +61,16 @@ TEXTS = st.lists(TEXT, min_size=1, max_size=4)
 # --- tokenizers -------------------------------------------------------------------------------------------------
 
 
-def _yttm(tmp: Path):
-    from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
-
-    return YttmBpeTokenizer(ROOT / "clip_onnx" / "assets" / "ruclip-demo" / "bpe.model")
-
-
-def _clip_bpe(tmp: Path):
-    from clip_onnx.runtime.tokenizers.clip_bpe import ClipBpeTokenizer
-
-    spec = importlib.util.find_spec("open_clip")  # the vocabulary file only; importing open_clip pulls in torch
-    if spec is None or spec.origin is None:
-        pytest.skip("open_clip is not installed; its BPE vocabulary is the test's vocabulary")
-    return ClipBpeTokenizer(Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz")
+def _open(kind: str, tmp: Path):
+    """A tokenizer of ``kind`` on a small file from tests/tokenizer_files.py (context 24 where it is an option)."""
+    options = {} if kind in ("yttm_bpe", "clip_bpe") else {"context_length": 24}
+    module, name = TOKENIZER_CLASSES[kind].split(":")
+    return getattr(importlib.import_module(module), name)(WRITERS[kind](tmp), **options)
 
 
-def _wordpiece(tmp: Path):
-    from clip_onnx.runtime.tokenizers.wordpiece import WordPieceTokenizer
-
-    pieces = [
-        "[PAD]",
-        "[UNK]",
-        "[CLS]",
-        "[SEP]",
-        "[MASK]",
-        *"abcdefghijklmnopqrstuvwxyz",
-        "##s",
-        "##ing",
-        "the",
-        *"абвгдеёжзийклмнопрстуфхцчшщъыьэюя",
-        "кот",
-        "##ы",
-        "中",
-        "文",
-        "!",
-        ",",
-        ".",
-    ]
-    (tmp / "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
-    return WordPieceTokenizer(tmp / "vocab.txt", context_length=24)
-
-
-def _unigram(tmp: Path):
-    from clip_onnx.runtime.tokenizers.unigram import UnigramTokenizer
-
-    vocab = [["<unk>", 0.0], ["<pad>", 0.0], ["<s>", 0.0], ["</s>", 0.0], ["\u2581", -2.0]]
-    vocab += [[c, -3.0 - i / 10] for i, c in enumerate("abcdefghijklmnopqrstuvwxyzкотмир中")]
-    vocab += [["\u2581the", -1.5], ["\u2581кот", -1.5], ["ing", -2.5]]
-    doc = {
-        "model": {"type": "Unigram", "unk_id": 0, "vocab": vocab},
-        "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]},
-        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"},
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [
-                {"SpecialToken": {"id": "<s>", "type_id": 0}},
-                {"Sequence": {"id": "A", "type_id": 0}},
-                {"SpecialToken": {"id": "</s>", "type_id": 0}},
-            ],
-            "special_tokens": {
-                "<s>": {"id": "<s>", "ids": [2], "tokens": ["<s>"]},
-                "</s>": {"id": "</s>", "ids": [3], "tokens": ["</s>"]},
-            },
-        },
-        "added_tokens": [{"id": 1, "content": "<pad>", "special": True}],
-    }
-    (tmp / "tokenizer.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-    return UnigramTokenizer(tmp / "tokenizer.json", context_length=24)
-
-
-TOKENIZERS = {"yttm_bpe": _yttm, "clip_bpe": _clip_bpe, "wordpiece": _wordpiece, "unigram": _unigram}
-
-
-@pytest.fixture(scope="module", params=sorted(TOKENIZERS))
+@pytest.fixture(scope="module", params=sorted(TOKENIZER_CLASSES))
 def tokenizer(request, tmp_path_factory):
-    return TOKENIZERS[request.param](tmp_path_factory.mktemp(request.param))
+    return _open(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def check_tokenizer(tok, texts: list[str]) -> None:

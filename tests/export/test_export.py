@@ -13,7 +13,7 @@ from clip_onnx.export.pipeline import export_bundle
 from clip_onnx.parity import THRESHOLDS, Thresholds
 from clip_onnx.runtime import ClipModel
 from clip_onnx.synthetic import synthetic_images
-from tests.conftest import TINY_CONFIG, write_checkpoint
+from tests.bundles import TINY_CONFIG, write_checkpoint
 from tests.manifests import SELF_TEST_CLIP, stub_manifest
 
 

@@ -21,7 +21,7 @@ from clip_onnx import demo
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.runtime.zero_shot import label_embeddings, prompts_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ASSET = ROOT / "clip_onnx" / "assets" / "ruclip-demo"
 NATIVE_FILES = {"config.json", "pytorch_model.bin", "bpe.model"}
 ARCH_KEYS = (

@@ -1,6 +1,6 @@
 """`clip-onnx triton` without a server: the configs, files, modes and refusals of the written repository.
 
-tests/test_triton_server.py serves what this writes from a real Triton server.
+tests/serving/test_triton_server.py serves what this writes from a real Triton server.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from clip_onnx.runtime import ClipModel
 from clip_onnx.triton.config import ServingOptions, parse
 from clip_onnx.triton.models import model_prefix
 from clip_onnx.triton.steps import decode_texts, open_step
-from tests.triton_support import RUSSIAN_TEXTS, encoded_pictures, huge_png, to_external_data
+from tests.serving.triton_support import RUSSIAN_TEXTS, encoded_pictures, huge_png, to_external_data
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 

@@ -11,7 +11,7 @@ import pytest
 
 from clip_onnx.thresholds import GATE_IMAGES, markdown_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 MAX_README_LINES = 250

@@ -1,4 +1,4 @@
-"""`run_ray_embed` on several nodes: a simulated cluster of real raylets (tests/ray_cluster_scenarios.py).
+"""`run_ray_embed` on several nodes: a simulated cluster of real raylets (tests/serving/ray_cluster_scenarios.py).
 
 The scenarios run in one child process, under a timeout, in a session of its
 own that is killed whole if it overruns, so no hang and no raylet outlives the
@@ -47,7 +47,7 @@ def scenarios(demo_bundle, tmp_path_factory):
     config.update(work=str(work), stall=STALL_S)
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.ray_cluster_scenarios", json.dumps(config)],
+        [sys.executable, "-m", "tests.serving.ray_cluster_scenarios", json.dumps(config)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

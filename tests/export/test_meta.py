@@ -15,8 +15,9 @@ from clip_onnx.export.families.base import FamilyAdapter
 from clip_onnx.registry import BACKENDS
 from clip_onnx.runtime.tokenizers import TOKENIZERS
 
-TESTS = Path(__file__).parent
-SOURCES = {p.name: p.read_text(encoding="utf-8") for p in TESTS.glob("*.py") if p.name != Path(__file__).name}
+TESTS = Path(__file__).resolve().parents[1]
+# Every tier's test modules (tests/runtime, tests/export, tests/serving), by file name.
+SOURCES = {p.name: p.read_text(encoding="utf-8") for p in TESTS.glob("*/test_*.py") if p.name != Path(__file__).name}
 
 
 def _tested_by(*needles: str) -> list[str]:

@@ -5,7 +5,7 @@ runtime-only, as in a Triton container with `pip install clip-onnx`).  Its
 Python backend is the real one, and so is everything of the python layout.
 The ensemble layout's ``onnxruntime_onnx`` graph models run on a TEST STAND-IN
 for Triton's C++ ONNX Runtime backend, which no pip package ships:
-tests/triton_stand_in/onnxruntime/model.py, a Python-based backend of the same
+tests/serving/triton_stand_in/onnxruntime/model.py, a Python-based backend of the same
 name.  The real backend is verified only in the stock Triton image.
 
 The stub's embedded Python ignores PYTHONPATH: it runs the clip_onnx installed
@@ -35,7 +35,7 @@ from click.testing import CliRunner
 from clip_onnx.cli import cli
 from clip_onnx.runtime import ClipClassifier, ClipModel
 from clip_onnx.triton.config import parse, render
-from tests.triton_support import (
+from tests.serving.triton_support import (
     RUSSIAN_TEXTS,
     classifier_bundle,
     encoded_pictures,
@@ -49,7 +49,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVER_VENV = Path(os.environ.get("CLIP_ONNX_TRITON_VENV", ROOT / ".venv-triton"))
 STAND_IN = Path(__file__).with_name("triton_stand_in") / "onnxruntime" / "model.py"
 # Long enough that requests sent together on a busy 2-core machine still meet in one batch.

@@ -85,7 +85,7 @@ def huge_png(width: int = 30000, height: int = 30000) -> bytes:
 
 
 def classifier_bundle(out: Path) -> Path:
-    """A reduced-size timm CLIP-ViT classifier bundle, as tests/test_timm_clip.py makes it."""
+    """A reduced-size timm CLIP-ViT classifier bundle, as tests/export/test_timm_clip.py makes it."""
     import timm
     import torch
 

@@ -1,4 +1,4 @@
-"""The scenarios of tests/test_ray_cluster.py, run in a process of their own on a simulated multi-node cluster.
+"""The scenarios of tests/serving/test_ray_cluster.py, run in a process of their own on a simulated multi-node cluster.
 
 ``ray.cluster_utils.Cluster`` starts real raylets on this machine: a head with
 1 CPU and two workers with 2 CPUs each.  One more node joins through ``ray
@@ -7,8 +7,8 @@ cannot read a bundle the other nodes read.  Nodes are removed mid-job with
 ``Cluster.remove_node``.  Each scenario prints one JSON line; the test process
 reads them, under a timeout of its own.
 
-Usage: python -m tests.ray_cluster_scenarios CONFIG_JSON, with the keys bundle, locked_bundle, many,
-work and stall (see the fixture in tests/test_ray_cluster.py).
+Usage: python -m tests.serving.ray_cluster_scenarios CONFIG_JSON, with the keys bundle, locked_bundle, many,
+work and stall (see the fixture in tests/serving/test_ray_cluster.py).
 """
 
 from __future__ import annotations

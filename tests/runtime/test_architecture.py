@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "clip_onnx"
+PACKAGE = Path(__file__).resolve().parents[2] / "clip_onnx"
 
 # Torch, onnx and youtokentome belong to the exporter; everything a worker or a server loads stays free of them.
 HEAVY = (
