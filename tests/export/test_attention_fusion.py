@@ -120,7 +120,7 @@ def test_the_unfused_rung_quantizes_the_graph_as_exported(tiny_bundle, tmp_path)
 
 def test_open_clip_multihead_attention_fuses_sequence_first(tmp_path):
     from clip_onnx.export.families import open_clip as oc
-    from tests.test_open_clip import tiny
+    from tests.export.test_open_clip import tiny
 
     model = oc.load("ViT-B-32@openai", random_weights=True, overrides=tiny("ViT-B-32@openai"))
     export_model(model, tmp_path / "b")
@@ -147,7 +147,7 @@ def test_hugging_face_separate_projections_fuse_where_no_mask_guard_follows(tmp_
     import transformers
 
     from clip_onnx.export.families import chinese_clip
-    from tests.test_chinese_clip import HUB_PROCESSOR, TINY
+    from tests.export.test_chinese_clip import HUB_PROCESSOR, TINY
 
     torch.manual_seed(0)
     chinese_clip.build_model(transformers.ChineseCLIPConfig(**TINY)).save_pretrained(tmp_path / "ckpt")
