@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 import click
 
@@ -16,13 +17,54 @@ from clip_onnx.cli.shared import BACKEND_OPTION
 from clip_onnx.cli.verify import verify
 from clip_onnx.errors import ClipOnnxError
 
+# An optional package a command imports -> the extra that brings it. A worker installs clip-onnx alone, and
+# `clip-onnx export` there must say what to install, not print a ModuleNotFoundError traceback.
+EXTRA_OF = MappingProxyType(
+    {
+        "torch": "export",
+        "onnx": "export",
+        "onnxscript": "export",
+        "onnxconverter_common": "export",
+        "youtokentome": "export",
+        "huggingface_hub": "export",
+        "open_clip": "open_clip",
+        "transformers": "chinese_clip",
+        "timm": "timm",
+        "tensorrt": "tensorrt",
+        "cupy": "tensorrt",
+        "matplotlib": "bench",
+        "tritonclient": "triton",
+        "google": "triton",  # protobuf
+        "pyarrow": "data",
+        "ray": "ray",
+    }
+)
+
+
+def missing_extra(exc: ModuleNotFoundError, command: str | None) -> str | None:
+    """The one-line advice for a command that needs an optional package this install lacks, or None."""
+    package = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(package)
+    if extra is None:
+        return None
+    advice = f"pip install 'clip-onnx[{extra}]'"
+    if package == "torch":
+        advice = f"install a torch build for this machine (CPU or CUDA), then {advice}"
+    return f"`clip-onnx {command or ''}` needs the {package} package, which is not installed here: {advice}"
+
 
 class _Group(click.Group):
-    """Turns our typed errors, and OS errors on the paths people give, into one line on stderr, not a traceback."""
+    """Turns our typed errors, OS errors on the paths people give and missing extras into one line, not a traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            message = missing_extra(exc, ctx.invoked_subcommand)
+            if message is None:
+                raise
+            click.secho(f"error: {message}", fg="red", err=True)
+            sys.exit(1)
         except ClipOnnxError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(1)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from clip_onnx.synthetic import synthetic_images
+from tests.hardening import assert_one_error_line
 
 
 def run(*args, check=True):
@@ -80,3 +81,19 @@ def test_user_mistakes_exit_nonzero_with_one_line_and_no_traceback(args, fragmen
     result = run(*args, check=False)
     assert result.returncode != 0
     assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_export_with_an_unsupported_opset_fails_fast_and_writes_nothing(tmp_path):
+    result = run("export", "ruclip-demo", "-o", str(tmp_path / "b"), "--opset", "7", check=False)
+    assert_one_error_line(result, "--opset 7", "17 to 25")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_overwrite_refuses_a_directory_that_is_not_a_bundle(tmp_path):
+    victim = tmp_path / "photos"
+    victim.mkdir()
+    (victim / "holiday.jpg").write_bytes(b"precious")
+    result = run("export", "ruclip-demo", "-o", str(victim), "--overwrite", check=False)
+    assert_one_error_line(result, "not a clip-onnx bundle", "photos")
+    assert (victim / "holiday.jpg").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
