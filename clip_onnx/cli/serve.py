@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from clip_onnx.cli.shared import steps
 from clip_onnx.errors import ClipOnnxError
 
 LOG_LEVELS = ("error", "warning", "info", "verbose")
@@ -106,8 +107,6 @@ def triton(
     its Python needs `pip install clip-onnx "numpy<2"`. To serve a bundle on this
     machine without Docker, use `clip-onnx serve BUNDLE` instead.
     """
-    from tqdm import tqdm
-
     from clip_onnx.triton import ServingOptions, write_repository
 
     options = ServingOptions(
@@ -119,12 +118,7 @@ def triton(
         step_instances=step_instances,
         threads=threads,
     )
-    with tqdm(total=4, desc="triton", unit="step", file=sys.stderr) as bar:
-
-        def step(label: str) -> None:
-            bar.set_postfix_str(label)
-            bar.update(1)
-
+    with steps("triton", total=4) as step:
         models = write_repository(
             bundle, out, name=name, options=options, engines=engines, overwrite=overwrite, progress=step
         )
