@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from importlib import resources
@@ -13,7 +12,8 @@ import pytest
 from clip_onnx.export.families import FAMILIES, adapter
 from clip_onnx.export.families.base import FamilyAdapter
 from clip_onnx.registry import BACKENDS
-from clip_onnx.runtime.tokenizers import TOKENIZERS
+from clip_onnx.runtime import opener
+from clip_onnx.runtime.tokenizers import TOKENIZERS, tokenizer_class
 
 TESTS = Path(__file__).resolve().parents[1]
 # Every tier's test modules (tests/runtime, tests/export, tests/serving), by file name.
@@ -46,14 +46,13 @@ def test_every_spec_file_names_a_family_with_an_adapter():
 
 @pytest.mark.parametrize("kind", sorted(TOKENIZERS))
 def test_every_runtime_tokenizer_has_tests_and_keeps_the_contract(kind):
-    module, name = TOKENIZERS[kind].split(":")
-    tokenizer = getattr(importlib.import_module(module), name)
+    tokenizer = tokenizer_class(kind)
+    module = tokenizer.__module__
     assert tokenizer.kind == kind and callable(tokenizer.from_spec)
     assert _tested_by(module, f"tokenizers import {module.rsplit('.', 1)[1]}"), f"no test module imports {module}"
 
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))
 def test_every_backend_is_in_the_contract_test(name):
-    module, function = BACKENDS[name].split(":")
-    assert callable(getattr(importlib.import_module(module), function))
+    assert callable(opener(name))
     assert "sorted(BACKENDS)" in SOURCES["test_backends.py"]  # the contract test runs every registered backend

@@ -8,7 +8,6 @@ same properties with many more examples.
 from __future__ import annotations
 
 import copy
-import importlib
 import io
 import json
 import shutil
@@ -25,9 +24,9 @@ from clip_onnx.bundle import MANIFEST, read_bundle
 from clip_onnx.errors import BundleError, ClipOnnxError, InputError
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 from clip_onnx.runtime.tokenizers import TOKENIZERS as TOKENIZER_CLASSES
+from clip_onnx.runtime.tokenizers import tokenizer_class
 from tests.tokenizer_files import WRITERS
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SLOW = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -64,8 +63,7 @@ TEXTS = st.lists(TEXT, min_size=1, max_size=4)
 def _open(kind: str, tmp: Path):
     """A tokenizer of ``kind`` on a small file from tests/tokenizer_files.py (context 24 where it is an option)."""
     options = {} if kind in ("yttm_bpe", "clip_bpe") else {"context_length": 24}
-    module, name = TOKENIZER_CLASSES[kind].split(":")
-    return getattr(importlib.import_module(module), name)(WRITERS[kind](tmp), **options)
+    return tokenizer_class(kind)(WRITERS[kind](tmp), **options)
 
 
 @pytest.fixture(scope="module", params=sorted(TOKENIZER_CLASSES))

@@ -10,7 +10,6 @@ is checked here, under the runtime-only install too.
 from __future__ import annotations
 
 import gzip
-import importlib
 import sys
 import threading
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from clip_onnx.errors import BundleError, InputError
-from clip_onnx.runtime.tokenizers import TOKENIZERS, load_tokenizer
+from clip_onnx.runtime.tokenizers import TOKENIZERS, load_tokenizer, tokenizer_class
 from tests.tokenizer_files import WRITERS
 
 
@@ -89,11 +88,6 @@ CASES = {
 
 def test_every_registered_tokenizer_has_a_case():
     assert set(CASES) == set(WRITERS) == set(TOKENIZERS)
-
-
-def tokenizer_class(kind: str):
-    module, name = TOKENIZERS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 @pytest.fixture(params=sorted(TOKENIZERS))

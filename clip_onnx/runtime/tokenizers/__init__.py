@@ -28,16 +28,20 @@ TOKENIZERS: Mapping[str, str] = MappingProxyType(
 )
 
 
+def tokenizer_class(kind: object) -> type[Tokenizer]:
+    """The registered tokenizer class of ``kind``; BundleError naming the known kinds for anything else."""
+    if not isinstance(kind, str) or kind not in TOKENIZERS:
+        raise BundleError(f"unknown tokenizer kind {kind!r}; this clip-onnx knows {sorted(TOKENIZERS)}")
+    module, cls = TOKENIZERS[kind].split(":")
+    found: type[Tokenizer] = getattr(importlib.import_module(module), cls)
+    return found
+
+
 def load_tokenizer(spec: TokenizerSpec | Mapping[str, Any], bundle_dir: str | Path) -> Tokenizer:
     """The tokenizer a manifest's tokenizer spec describes, its file read from ``bundle_dir``."""
     if isinstance(spec, TokenizerSpec):
         spec = spec.to_dict()
-    kind = spec.get("kind")
-    if not isinstance(kind, str) or kind not in TOKENIZERS:
-        raise BundleError(f"unknown tokenizer kind {kind!r}; this clip-onnx knows {sorted(TOKENIZERS)}")
-    module, cls = TOKENIZERS[kind].split(":")
-    tokenizer: Tokenizer = getattr(importlib.import_module(module), cls).from_spec(spec, bundle_dir)
-    return tokenizer
+    return tokenizer_class(spec.get("kind")).from_spec(spec, bundle_dir)
 
 
-__all__ = ["TOKENIZERS", "Tokenizer", "load_tokenizer"]
+__all__ = ["TOKENIZERS", "Tokenizer", "load_tokenizer", "tokenizer_class"]
