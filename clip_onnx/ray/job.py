@@ -24,11 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+from clip_onnx.batch.inputs import open_input
 from clip_onnx.batch.pipeline import MAX_FILE_BYTES
 from clip_onnx.batch.sources import walk_images
 from clip_onnx.bundle import read_bundle
 from clip_onnx.errors import BackendError, BundleError, InputError, JobError
-from clip_onnx.files import NotRegularFileError, open_regular, owned_tempdir, rename_new
+from clip_onnx.files import owned_tempdir, rename_new
 from clip_onnx.ray.embedder import IO_TASK_ARGS, _embed, plan_actors, read_image_files, row_counter
 
 log = logging.getLogger(__name__)
@@ -283,14 +284,8 @@ def _check_table(source: str) -> None:
     """A parquet SOURCE must be a folder or a regular file: Ray's reader would block on a FIFO forever."""
     if os.path.isdir(source):
         return
-    try:
-        open_regular(source).close()
-    except FileNotFoundError:
-        raise InputError(f"parquet SOURCE {source!r} does not exist") from None
-    except NotRegularFileError as exc:
-        raise InputError(f"parquet SOURCE {source!r} is {exc.kind}, not a regular file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read parquet SOURCE {source!r}: {exc.strerror or exc}") from None
+    with open_input(source, "parquet SOURCE"):
+        pass
 
 
 def _write(ds, staging: Path) -> None:

@@ -17,6 +17,7 @@ from clip_onnx.ray import ClipEmbedder, embed_texts, plan_actors, run_ray_embed
 from clip_onnx.ray.job import _read
 from clip_onnx.runtime import ClipModel
 from clip_onnx.synthetic import synthetic_images
+from tests.hardening import call_within
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +82,14 @@ def test_text_parquet_through_the_python_api(local_ray, demo_bundle, tmp_path):
     # What ray-embed reads from that file: the text column, named by the id column.
     _, tower, column, id_column, rows = _read(str(source), None)
     assert (tower, column, id_column, rows) == ("textual", "text", "id", 4)
+
+
+def test_a_parquet_source_that_is_not_a_regular_file_is_refused_before_ray_reads_it(tmp_path):
+    os.mkfifo(tmp_path / "rows.parquet")  # Ray's parquet reader would wait for a writer forever
+    with pytest.raises(InputError, match=r"parquet SOURCE '.*rows\.parquet' is a named pipe \(FIFO\), not a regular"):
+        call_within(30, _read, str(tmp_path / "rows.parquet"), None)
+    with pytest.raises(InputError, match=r"parquet SOURCE '.*missing\.parquet' does not exist"):
+        _read(str(tmp_path / "missing.parquet"), None)
 
 
 def test_the_pool_is_planned_against_the_nodes_and_may_take_every_cpu(local_ray, demo_bundle, tmp_path):
