@@ -77,15 +77,23 @@ def embed_dataset(
     options = options or EmbedOptions.from_keywords(**keywords)
     outputs = plan_outputs(out, options.fmt)
     planned = plan_sources(
-        sources, images=images, texts=texts, text_files=text_files, column=column, tower=options.tower
+        sources,
+        images=images,
+        texts=texts,
+        text_files=text_files,
+        column=column,
+        tower=options.tower,
+        max_file_bytes=options.max_file_bytes,
     )
+    if planned.tower == "both" and outputs.format != "parquet":
+        raise InputError("--tower both writes parquet (image_embedding and text_embedding columns); name OUT .parquet")
     total = planned.count()
     workers = options.workers or os.cpu_count() or 1
     # Each worker runs whole batches through the model: ONNX Runtime's own threads share out what is left.
     model = _open_model(bundle, planned.tower, options, max(1, (os.cpu_count() or 1) // workers))
-    graph_sha = {name: model.bundle.manifest.sha256(name) for name in model.bundle.graph_files(planned.tower)}
+    graph_sha = {name: model.bundle.manifest.sha256(name) for t in model.towers for name in model.bundle.graph_files(t)}
     state = {"tower": planned.tower, "graph_sha256": graph_sha, "batch_size": options.batch_size}
-    state["part_size"] = options.part_size
+    state.update(part_size=options.part_size, decode=options.decode)
     run = PartialRun(outputs.main, state, resume=options.resume)
     with _kept_for_resume(run):
         items = _checked_ids(planned.items(), outputs)
@@ -93,19 +101,21 @@ def embed_dataset(
         if resumed:
             log.info("resuming %s: %d of %d items were done", outputs.main, resumed, total)
         report = (lambda n: progress(n, total)) if progress else (lambda n: None)
+        batches = chunks(items, run.done, model.batch_size, options.part_size)
         _embed_parts(
-            model,
-            planned.tower,
-            items,
+            embed_batches(
+                model, planned.tower, batches, workers=workers, max_bytes=options.max_file_bytes, decode=options.decode
+            ),
             run,
             part_size=options.part_size,
-            workers=workers,
-            max_bytes=options.max_file_bytes,
             progress=report,
         )
         metadata = {"bundle": Path(bundle).name, "tower": planned.tower, "graph_sha256": graph_sha, "normalized": True}
-        embedded, failed = write_outputs(outputs, run.parts, model.embed_dim, metadata)
+        metadata["decode"] = options.decode
+        embedded, failed = write_outputs(outputs, run.parts, model.embed_dim, metadata, planned.meta_columns)
     run.discard()
+    # The items as read, which a source that changed since it was counted (or a damaged shard) may differ from.
+    total = run.done
     return EmbedSummary(outputs, total, embedded, failed, resumed, model.embed_dim, time.perf_counter() - started)
 
 
@@ -124,21 +134,12 @@ def _kept_for_resume(run: PartialRun) -> Iterator[None]:
 
 
 def _embed_parts(
-    model,
-    tower: str,
-    items: Iterator[Item],
-    run: PartialRun,
-    *,
-    part_size: int,
-    workers: int,
-    max_bytes: int | None,
-    progress: Callable[[int], None],
+    embedded: Iterator[tuple[Batch, np.ndarray]], run: PartialRun, *, part_size: int, progress: Callable[[int], None]
 ) -> None:
-    """Run the pipeline from ``run.done`` on, committing a part at every multiple of ``part_size``."""
+    """Commit the pipeline's batches from ``run.done`` on as parts, one at every multiple of ``part_size``."""
     progress(run.done)
     pending: list[tuple[Batch, np.ndarray]] = []
-    batches = chunks(items, run.done, model.batch_size, part_size)
-    for batch, vectors in embed_batches(model, tower, batches, workers=workers, max_bytes=max_bytes):
+    for batch, vectors in embedded:
         pending.append((batch, vectors))
         end = batch.start + batch.size
         if end % part_size == 0:
@@ -158,6 +159,7 @@ def _commit(run: PartialRun, pending: list[tuple[Batch, np.ndarray]]) -> None:
         [i for b, _ in pending for i in b.ids],
         np.concatenate([v for _, v in pending]),
         [e for b, _ in pending for e in b.errors],
+        [m for b, _ in pending for m in b.meta],
     )
 
 
@@ -180,6 +182,7 @@ def _open_model(bundle, tower: str, options: EmbedOptions, threads: int):
             f"{bundle} is a classifier bundle: it maps images to class logits, not to embeddings; "
             "classify with `clip-onnx predict`, or embed with a two-tower CLIP bundle"
         )
+    towers = ("visual", "textual") if tower == "both" else (tower,)
     return ClipModel.load(
-        bundle, batch_size=options.batch_size, towers=(tower,), threads=threads, backend=options.backend
+        bundle, batch_size=options.batch_size, towers=towers, threads=threads, backend=options.backend
     )

@@ -16,9 +16,11 @@ from clip_onnx.files import NotRegularFileError, open_regular
 
 class Item(NamedTuple):
     id: str
-    # Images: a path (str) or encoded bytes; texts: a str. None for an empty table cell, or an
-    # exception that says why the item cannot be used.
+    # Images: a path (str) or encoded bytes; texts: a str; both towers: a shards.ImageText. None for an
+    # empty table cell, or an exception that says why the item cannot be used.
     value: object
+    # Columns the output keeps beside the vectors (a shard's url and caption); None: the source has none.
+    meta: dict | None = None
 
 
 @contextmanager

@@ -8,16 +8,19 @@ from typing import Any
 from clip_onnx.batch.pipeline import MAX_FILE_BYTES
 from clip_onnx.errors import InputError
 from clip_onnx.registry import BACKEND_CHOICES
+from clip_onnx.runtime.preprocess import DECODES
 
 
 @dataclass(frozen=True)
 class EmbedOptions:
     """One run of ``embed_dataset``: the tower and output format, batching, workers, resume, limits, backend.
 
-    ``tower`` None follows the input (texts or images); ``fmt`` None follows ``out``'s name (``.npy`` or
-    parquet). Work is committed every ``part_size`` items; ``resume`` continues a stopped run. Image files
-    are read only if they are regular files of at most ``max_file_bytes`` (None: no limit). ``workers``
-    None is one per core. ``backend`` is a name of ``clip_onnx.registry.BACKEND_CHOICES``.
+    ``tower`` None follows the input (texts or images); "both" embeds each sample of webdataset shards
+    into an image and a text column. ``fmt`` None follows ``out``'s name (``.npy`` or parquet). Work is
+    committed every ``part_size`` items; ``resume`` continues a stopped run. Image files (and shards'
+    members) are read only if they are regular files of at most ``max_file_bytes`` (None: no limit).
+    ``workers`` None is one per core. ``backend`` is a name of ``clip_onnx.registry.BACKEND_CHOICES``.
+    ``decode`` "draft" decodes JPEGs at libjpeg's reduced scales (``ClipModel.encode_image``'s option).
     """
 
     tower: str | None = None
@@ -28,6 +31,7 @@ class EmbedOptions:
     part_size: int = 4096
     max_file_bytes: int | None = MAX_FILE_BYTES
     backend: str = "onnxruntime"
+    decode: str = "exact"
 
     def __post_init__(self) -> None:
         optional = {"workers": self.workers, "max_file_bytes": self.max_file_bytes}
@@ -37,6 +41,8 @@ class EmbedOptions:
                 raise InputError(f"{name} must be an int >= 1, got {value!r}")
         if self.backend not in BACKEND_CHOICES:
             raise InputError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+        if self.decode not in DECODES:
+            raise InputError(f"decode must be one of {', '.join(DECODES)}, got {self.decode!r}")
 
     @classmethod
     def from_keywords(cls, **keywords: Any) -> EmbedOptions:

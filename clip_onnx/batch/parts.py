@@ -50,6 +50,17 @@ class Part(NamedTuple):
     end: int
     path: Path
 
+    def meta(self, rows: int) -> list:
+        """The good items' metadata (dicts, or None where an item has none) of the part's ``rows`` rows."""
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                if "meta" not in data.files:
+                    return [None] * rows
+                meta = json.loads(data["meta"].tobytes().decode("utf-8"))
+        except (*_LOAD_ERRORS, UnicodeDecodeError) as exc:
+            raise InputError(f"the part {self.path} cannot be read ({type(exc).__name__}: {exc})") from None
+        return meta
+
     def load(self, *names: str) -> dict[str, np.ndarray]:
         """The arrays ``names`` (default: all) of the part; an npz reads only the members asked for."""
         try:
@@ -132,18 +143,23 @@ class PartialRun:
         ids: Sequence[str],
         vectors: np.ndarray,
         errors: Sequence[ItemError],
+        meta: Sequence[dict | None] = (),
     ) -> None:
+        """Write the part of positions ``start..end``: the good items' ids, vectors and ``meta``, the errors."""
         path = self.dir / f"part-{start:012d}-{end:012d}.npz"
         records = [json.dumps(dict(e.record(), position=e.position), ensure_ascii=False) for e in errors]
+        arrays = {
+            "positions": np.asarray(positions, dtype=np.int64),
+            "ids": _strings(ids),
+            "vectors": vectors.astype(np.float32, copy=False),
+            "errors": _strings(records),
+        }
+        if any(m is not None for m in meta):
+            # One JSON document as UTF-8 bytes: a fixed-width unicode array would pad every row to the longest.
+            arrays["meta"] = np.frombuffer(json.dumps(list(meta), ensure_ascii=False).encode("utf-8"), np.uint8)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(
-                    f,
-                    positions=np.asarray(positions, dtype=np.int64),
-                    ids=_strings(ids),
-                    vectors=vectors.astype(np.float32, copy=False),
-                    errors=_strings(records),
-                )
+                np.savez(f, **arrays)
             # The state vouches for the part before it appears under its name: a crash in between
             # leaves a checksum without a part, which a resume ignores, never a part it cannot check.
             self.state["parts"][path.name] = sha256_file(tmp)
@@ -236,8 +252,9 @@ def _check_state(saved: Mapping, wanted: Mapping, where: Path) -> None:
             "vectors of two models must not share one file. Resume with the bundle it started with, "
             "or delete that folder to start over"
         )
-    for key, flag in (("batch_size", "--batch-size"), ("part_size", "--part-size")):
-        if saved.get(key) != wanted[key]:
+    for key, flag in (("batch_size", "--batch-size"), ("part_size", "--part-size"), ("decode", "--decode")):
+        # A state written before --decode existed decoded exactly.
+        if saved.get(key, "exact" if key == "decode" else None) != wanted.get(key, "exact"):
             raise InputError(
                 f"the stopped run in {where} used {flag} {saved.get(key)}; resume with the same "
                 f"{flag} so that the output is the one an uninterrupted run would write"

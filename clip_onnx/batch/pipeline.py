@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from clip_onnx.batch.inputs import Item
+from clip_onnx.batch.shards import ImageText
 from clip_onnx.errors import InputError
 from clip_onnx.files import read_regular
 from clip_onnx.runtime.images import load_image
@@ -52,12 +53,15 @@ class Batch(NamedTuple):
     size: int  # items in the batch, good and bad
     positions: list[int]
     ids: list[str]
-    payload: object  # float32 [len(ids), 3, S, S] pixels, or a list of len(ids) texts
+    payload: object  # float32 [len(ids), 3, S, S] pixels, a list of len(ids) texts, or both as a pair
     errors: list[ItemError]
+    meta: list  # the good items' Item.meta
 
 
-def image_pixels(preprocess: Callable, value: object, max_bytes: int | None = MAX_FILE_BYTES) -> np.ndarray:
-    """float32 [3, S, S] for one image given as a path or as encoded bytes.
+def image_pixels(
+    preprocess: Callable, value: object, max_bytes: int | None = MAX_FILE_BYTES, decode: str = "exact"
+) -> np.ndarray:
+    """float32 [3, S, S] for one image given as a path or as encoded bytes, decoded as ``decode`` says.
 
     The file is read here, not by Pillow, so that an unreadable file reports
     its own OSError (FileNotFoundError, PermissionError, IsADirectoryError,
@@ -69,7 +73,7 @@ def image_pixels(preprocess: Callable, value: object, max_bytes: int | None = MA
         value = read_regular(value, max_bytes)
     elif not isinstance(value, (bytes, bytearray, memoryview)):
         raise InputError(f"expected an image path or encoded bytes, got {type(value).__name__}")
-    return preprocess([load_image(value)])[0]
+    return preprocess([load_image(value, draft=preprocess.draft_side(decode))])[0]
 
 
 def check_text(value: object) -> str:
@@ -83,14 +87,13 @@ def check_text(value: object) -> str:
     return value
 
 
-def prepare_images(preprocess: Callable, max_bytes: int | None = MAX_FILE_BYTES) -> Callable[[int, list[Item]], Batch]:
+def prepare_images(
+    preprocess: Callable, max_bytes: int | None = MAX_FILE_BYTES, decode: str = "exact"
+) -> Callable[[int, list[Item]], Batch]:
+    preprocess.draft_side(decode)  # an unknown decode fails here, not as every item's error
+
     def prepare(start: int, items: list[Item]) -> Batch:
-        return _prepare(
-            start,
-            items,
-            lambda value: image_pixels(preprocess, value, max_bytes),
-            lambda good: np.stack(good) if good else None,
-        )
+        return _prepare(start, items, lambda value: image_pixels(preprocess, value, max_bytes, decode), np.stack)
 
     return prepare
 
@@ -99,8 +102,46 @@ def prepare_texts(start: int, items: list[Item]) -> Batch:
     return _prepare(start, items, check_text, list)
 
 
+def prepare_pairs(
+    preprocess: Callable, max_bytes: int | None = MAX_FILE_BYTES, decode: str = "exact"
+) -> Callable[[int, list[Item]], Batch]:
+    """``prepare_images`` for ImageText items: the pixels and the caption of each, or the item's error."""
+    preprocess.draft_side(decode)
+
+    def pair(value: object) -> tuple[np.ndarray, str]:
+        if not isinstance(value, ImageText):
+            raise InputError(f"expected an image and its caption, got {type(value).__name__}")
+        for part in value:
+            if isinstance(part, Exception):
+                raise part
+        return image_pixels(preprocess, value.image, max_bytes, decode), check_text(value.text)
+
+    def prepare(start: int, items: list[Item]) -> Batch:
+        return _prepare(start, items, pair, lambda good: (np.stack([p for p, _ in good]), [t for _, t in good]))
+
+    return prepare
+
+
+def tower_steps(model, tower: str, max_bytes: int | None = MAX_FILE_BYTES, decode: str = "exact"):
+    """(prepare, encode) of ``tower``: "visual", "textual", or "both" (vectors [N, 2, dim]: image, text)."""
+    if tower == "visual":
+        return prepare_images(model.preprocess, max_bytes, decode), model.encode_pixels
+    if tower == "textual":
+        return prepare_texts, model.encode_text
+
+    def encode(payload: tuple[np.ndarray, list[str]]) -> np.ndarray:
+        return np.stack([model.encode_pixels(payload[0]), model.encode_text(payload[1])], axis=1)
+
+    return prepare_pairs(model.preprocess, max_bytes, decode), encode
+
+
+def vector_shape(tower: str, dim: int) -> tuple[int, ...]:
+    """The shape of one item's vectors: [dim], or [2, dim] (image, text) for "both"."""
+    return (2, dim) if tower == "both" else (dim,)
+
+
 def _prepare(start: int, items: list[Item], one: Callable, stack: Callable) -> Batch:
-    positions, ids, good, errors = [], [], [], []
+    positions, ids, good, errors, meta = [], [], [], [], []
     for offset, item in enumerate(items):
         try:
             if isinstance(item.value, Exception):
@@ -113,7 +154,8 @@ def _prepare(start: int, items: list[Item], one: Callable, stack: Callable) -> B
             continue
         positions.append(start + offset)
         ids.append(item.id)
-    return Batch(start, len(items), positions, ids, stack(good), errors)
+        meta.append(item.meta)
+    return Batch(start, len(items), positions, ids, stack(good) if good else None, errors, meta)
 
 
 def chunks(items: Iterator[Item], start: int, batch_size: int, part_size: int) -> Iterator[tuple[int, list[Item]]]:
@@ -136,13 +178,11 @@ def embed_batches(
     *,
     workers: int,
     max_bytes: int | None = MAX_FILE_BYTES,
+    decode: str = "exact",
 ) -> Iterator[tuple[Batch, np.ndarray]]:
     """(batch, its float32 vectors) for each of ``batches``, in order, embedded on ``workers`` threads."""
-    if tower == "visual":
-        prepare, encode = prepare_images(model.preprocess, max_bytes), model.encode_pixels
-    else:
-        prepare, encode = prepare_texts, model.encode_text
-    empty = np.zeros((0, model.embed_dim), np.float32)
+    prepare, encode = tower_steps(model, tower, max_bytes, decode)
+    empty = np.zeros((0, *vector_shape(tower, model.embed_dim)), np.float32)
 
     def work(start: int, items: list[Item]) -> tuple[Batch, np.ndarray]:
         batch = prepare(start, items)

@@ -1,4 +1,4 @@
-"""Where a dataset's items come from: image files, folders, globs, @lists, text files and table columns.
+"""Where a dataset's items come from: image files, folders, globs, @lists, text files, table columns, shards.
 
 Every source is expanded lazily and always in the same order (folders sorted
 level by level, glob matches sorted), so one run can count its items, embed
@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from clip_onnx.batch.inputs import Item, open_input, unreadable
+from clip_onnx.batch.shards import META_COLUMNS, ShardSource, is_shard_source
 from clip_onnx.batch.tables import TableColumn
 from clip_onnx.errors import InputError
 
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 # What a folder walk or a glob keeps: the formats Pillow decodes that photo collections use.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 TABLE_EXTENSIONS = frozenset({".parquet", ".pq", ".csv", ".tsv"})
-# The CLI's tower names and the bundle's.
-TOWER_NAMES = {"image": "visual", "text": "textual"}
+# The CLI's tower names and the bundle's; "both" embeds a shard's image and caption into one row.
+TOWER_NAMES = {"image": "visual", "text": "textual", "both": "both"}
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -34,6 +35,8 @@ class Sources:
     def __init__(self, tower: str, parts: Sequence):
         self.tower = tower
         self._parts = tuple(parts)
+        # Shards carry metadata (url, caption) that the output keeps as columns.
+        self.meta_columns = META_COLUMNS if any(isinstance(p, ShardSource) for p in self._parts) else ()
 
     def items(self) -> Iterator[Item]:
         for part in self._parts:
@@ -52,15 +55,19 @@ def plan_sources(
     text_files: Iterable[str] = (),
     column: str | None = None,
     tower: str | None = None,
+    max_file_bytes: int | None = None,
 ) -> Sources:
     """Check the arguments of `clip-onnx embed` and return the items they name.
 
     ``sources`` are image files, folders (walked recursively, images by
     extension, hidden entries skipped), glob patterns, ``@list.txt`` files (one
-    image path a line) and, with ``column``, parquet/CSV/TSV tables. ``images``
-    are image paths taken as given; ``texts`` are prompts, ``text_files`` hold
-    one prompt a line. ``tower`` is "image" or "text"; by default it is "text"
-    when texts are given or ``column`` names a string column, else "image".
+    image path a line), webdataset shards (``.tar`` paths, globs or brace
+    ranges such as ``shards/{00000..00099}.tar``) and, with ``column``,
+    parquet/CSV/TSV tables. ``images`` are image paths taken as given;
+    ``texts`` are prompts, ``text_files`` hold one prompt a line. ``tower`` is
+    "image", "text" or, for shards only, "both"; by default it is "text" when
+    texts are given or ``column`` names a string column, else "image".
+    ``max_file_bytes`` caps a shard's members (files are capped when read).
     """
     sources, images, text_files = (
         _paths(x, name) for x, name in ((sources, "sources"), (images, "images"), (text_files, "text_files"))
@@ -68,6 +75,12 @@ def plan_sources(
     texts = _many(texts, "texts", "texts")
     if tower is not None and tower not in TOWER_NAMES:
         raise InputError(f"tower must be one of {sorted(TOWER_NAMES)}, got {tower!r}")
+    shards = [s for s in sources if is_shard_source(s)]
+    if tower == "both" and (images or texts or text_files or len(shards) < len(sources) or not shards):
+        raise InputError(
+            "--tower both embeds the image and the caption of each sample of webdataset shards (.tar "
+            "SOURCEs) into one row; give only shards, or embed other sources with --tower image or text"
+        )
     tables = [s for s in sources if Path(s).suffix.lower() in TABLE_EXTENSIONS and not s.startswith("@")]
     if tables and column is None:
         raise InputError(f"SOURCE {tables[0]!r} is a table; name the column to embed with --column")
@@ -76,24 +89,32 @@ def plan_sources(
     columns = [TableColumn(t, column) for t in tables]
     if tower is None:
         tower = "text" if texts or text_files or any(c.is_text for c in columns) else "image"
-    if tower == "text":
-        others = [s for s in sources if s not in tables]
-        if images or others:
-            raise InputError(f"images ({(images + others)[0]!r}) and texts in one run: embed them in two runs")
-        parts = [_Literal((t, t) for t in texts), *(_TextLines(f) for f in text_files)]
-    else:
-        if texts or text_files:
-            raise InputError("texts (--text, --text-file) and images in one run: embed them in two runs")
-        parts = [_Literal((p, p) for p in images), *(_image_source(s) for s in sources if s not in tables)]
+    parts = _parts(tower, [s for s in sources if s not in tables], images, texts, text_files, max_file_bytes)
     for c in columns:
         c.check_tower(tower)
     parts += columns
     if not any(not isinstance(p, _Literal) or p.rows for p in parts):
         raise InputError(
-            "nothing to embed: give image SOURCEs (files, folders, globs, @list.txt), a table with "
-            "--column, --text-file, or either --image or --text"
+            "nothing to embed: give image SOURCEs (files, folders, globs, @list.txt), webdataset shards "
+            "(.tar), a table with --column, --text-file, or either --image or --text"
         )
     return Sources(TOWER_NAMES[tower], [p for p in parts if not isinstance(p, _Literal) or p.rows])
+
+
+def _parts(tower: str, sources: list[str], images: list[str], texts: list, text_files: list[str], max_bytes) -> list:
+    """The sources of ``tower`` other than tables, in the order given; refuses images and texts in one run."""
+
+    def named(source: str):
+        return ShardSource(source, TOWER_NAMES[tower], max_bytes) if is_shard_source(source) else None
+
+    if tower == "text":
+        others = [s for s in sources if not is_shard_source(s)]
+        if images or others:
+            raise InputError(f"images ({(images + others)[0]!r}) and texts in one run: embed them in two runs")
+        return [_Literal((t, t) for t in texts), *(_TextLines(f) for f in text_files), *map(named, sources)]
+    if texts or text_files:
+        raise InputError("texts (--text, --text-file) and images in one run: embed them in two runs")
+    return [_Literal((p, p) for p in images), *(named(s) or _image_source(s) for s in sources)]
 
 
 def _many(values: Iterable, name: str, what: str) -> list:

@@ -1,7 +1,9 @@
 """The finished outputs of `clip-onnx embed`, assembled part by part from ``OUT.partial/``.
 
 Parquet: one file with columns ``id`` (string) and ``embedding``
-(fixed_size_list<float32>[dim]), one row group per part.  npy: ``OUT.npy``,
+(fixed_size_list<float32>[dim]), or ``image_embedding`` and ``text_embedding``
+for ``--tower both``, then the sources' metadata columns (a shard's ``url`` and
+``caption``), one row group per part.  npy: ``OUT.npy``,
 float32 [rows, dim], beside ``OUT.ids.txt`` (one id a line) for users without
 pyarrow.  Failed items go to ``OUT.errors.jsonl``.  Each file appears under its
 final name only when whole, and memory holds one part at a time.
@@ -90,17 +92,21 @@ def printable_id(item_id: str) -> str:
     return item_id
 
 
-def write_outputs(outputs: Outputs, parts: Sequence[Part], dim: int, metadata: Mapping[str, str]) -> tuple[int, int]:
+def write_outputs(
+    outputs: Outputs, parts: Sequence[Part], dim: int, metadata: Mapping[str, str], meta_columns: Sequence[str] = ()
+) -> tuple[int, int]:
     """Assemble the final files from ``parts``; returns (rows written, errors recorded).
 
-    The errors and ids files are written first and the main file last, so a
-    main file under its final name always has its sidecars beside it.
+    ``metadata["tower"]`` "both" writes image and text columns; ``meta_columns`` are
+    string columns from the items' metadata (parquet only).  The errors and ids
+    files are written first and the main file last, so a main file under its
+    final name always has its sidecars beside it.
     """
     failed = _write_errors(outputs.errors, parts)
     if outputs.format == "npy":
         rows = _write_npy(outputs.main, outputs.ids, parts, dim)
     else:
-        rows = _write_parquet(outputs.main, parts, dim, metadata)
+        rows = _write_parquet(outputs.main, parts, dim, metadata, meta_columns)
     return rows, failed
 
 
@@ -134,29 +140,50 @@ def _write_npy(target: Path, ids_target: Path, parts: Sequence[Part], dim: int) 
     return rows
 
 
-def _write_parquet(target: Path, parts: Sequence[Part], dim: int, metadata: Mapping[str, str]) -> int:
+def _write_parquet(
+    target: Path, parts: Sequence[Part], dim: int, metadata: Mapping[str, str], meta_columns: Sequence[str]
+) -> int:
     pa, pq = _pyarrow()
-    schema = pa.schema(
-        [("id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))],
-        metadata={"clip_onnx": json.dumps(dict(metadata), sort_keys=True)},
-    )
+    vectors = VECTOR_COLUMNS[metadata.get("tower") == "both"]
+    fields = [("id", pa.string())] + [(name, pa.list_(pa.float32(), dim)) for name in vectors]
+    fields += [(name, pa.string()) for name in meta_columns]
+    schema = pa.schema(fields, metadata={"clip_onnx": json.dumps(dict(metadata), sort_keys=True)})
     rows = 0
     with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for part in parts:
             data = part.load("ids", "vectors")
             if not len(data["ids"]):
                 continue
-            writer.write_table(embedding_table(pa, data["ids"].tolist(), data["vectors"], dim, schema=schema))
+            extra = meta_arrays(pa, part.meta(len(data["ids"])), meta_columns)
+            writer.write_table(
+                embedding_table(pa, data["ids"].tolist(), data["vectors"], dim, schema=schema, extra=extra)
+            )
             rows += len(data["ids"])
     return rows
 
 
+# The vector columns of one tower, and of "both" (vectors [N, 2, dim]).
+VECTOR_COLUMNS = {False: ("embedding",), True: ("image_embedding", "text_embedding")}
+
+
+def meta_arrays(pa, meta: Sequence[Mapping | None], columns: Sequence[str]) -> dict:
+    """String columns ``columns`` from each row's metadata (null where a row has none)."""
+    return {name: pa.array([m.get(name) if m else None for m in meta], pa.string()) for name in columns}
+
+
 def embedding_table(pa, ids: list, vectors: np.ndarray, dim: int, *, mask=None, schema=None, extra=None):
-    """A pyarrow table of ``id`` and ``embedding`` (fixed-size list of float32; null rows where ``mask``)."""
-    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    embedding = pa.FixedSizeListArray.from_arrays(values, dim, mask=mask)
-    columns = {"id": pa.array(ids, pa.string()), "embedding": embedding, **(extra or {})}
-    return pa.table(columns, schema=schema)
+    """A pyarrow table of ``id`` and the vectors (fixed-size lists of float32; null rows where ``mask``).
+
+    ``vectors`` [N, dim] make ``embedding``; [N, 2, dim] (``--tower both``) make
+    ``image_embedding`` and ``text_embedding``.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    planes = [vectors] if vectors.ndim == 2 else [vectors[:, 0], vectors[:, 1]]
+    columns = {"id": pa.array(ids, pa.string())}
+    for name, plane in zip(VECTOR_COLUMNS[vectors.ndim == 3], planes, strict=True):
+        values = pa.array(np.ascontiguousarray(plane).reshape(-1))
+        columns[name] = pa.FixedSizeListArray.from_arrays(values, dim, mask=mask)
+    return pa.table({**columns, **(extra or {})}, schema=schema)
 
 
 def _pyarrow():

@@ -136,17 +136,28 @@ class ClipModel:
         return self._encode(texts, self._textual_feed, self._runner("textual"), normalize, progress)
 
     def encode_image(
-        self, images: Sequence[Any], *, normalize: bool = True, progress: Callable[[int], None] | None = None
+        self,
+        images: Sequence[Any],
+        *,
+        normalize: bool = True,
+        progress: Callable[[int], None] | None = None,
+        decode: str = "exact",
     ) -> np.ndarray:
         """float32 ``[len(images), embed_dim]`` image embeddings, unit length unless ``normalize=False``.
 
         ``progress`` is called with the number of images after each batch.
+        ``decode="draft"`` decodes JPEG paths and bytes at libjpeg's reduced scales
+        (``ImagePreprocessor.draft_side``): several times faster on photos far larger
+        than the model's input, close to but not exactly the default "exact" vectors.
         Raises InputError naming the image that cannot be read.
         """
         images = check_image_batch(images)
-        return self._encode(
-            images, lambda chunk: {"pixel_values": self.preprocess(chunk)}, self._runner("visual"), normalize, progress
-        )
+        self.preprocess.draft_side(decode)  # refuses an unknown decode before any work
+
+        def feed(chunk: list[Any]) -> dict[str, np.ndarray]:
+            return {"pixel_values": self.preprocess(chunk, decode=decode)}
+
+        return self._encode(images, feed, self._runner("visual"), normalize, progress)
 
     def encode_pixels(
         self, pixel_values: np.ndarray, *, normalize: bool = True, progress: Callable[[int], None] | None = None

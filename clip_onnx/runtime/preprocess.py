@@ -23,7 +23,11 @@ from clip_onnx.runtime.images import check_image_batch, load_image
 log = logging.getLogger(__name__)
 
 # The spec's names are the types' own (PreprocessSpec carries the data; this module runs it).
-__all__ = ["CLIP_MEAN", "CLIP_STD", "CROP_MODES", "INTERPOLATIONS", "ImagePreprocessor", "PreprocessSpec"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "CROP_MODES", "DECODES", "INTERPOLATIONS", "ImagePreprocessor", "PreprocessSpec"]
+
+# How JPEGs are decoded: "exact" (the pixels the exporter's parity proof is for) or "draft" (libjpeg's
+# reduced scales, keeping twice the side the geometry resizes to; benchmarks/NOTES.md has its fidelity).
+DECODES = ("exact", "draft")
 
 # torchvision's InterpolationMode names and the Pillow filters it hands PIL images to.
 INTERPOLATIONS: Mapping[str, Image.Resampling] = MappingProxyType(
@@ -128,16 +132,30 @@ class ImagePreprocessor:
     def __repr__(self) -> str:
         return f"ImagePreprocessor({self.spec!r})"
 
-    def __call__(self, images: Iterable[Any]) -> np.ndarray:
-        """float32 [N, 3, S, S]: the images decoded, cropped, resized and normalised."""
+    def __call__(self, images: Iterable[Any], *, decode: str = "exact") -> np.ndarray:
+        """float32 [N, 3, S, S]: the images decoded, cropped, resized and normalised.
+
+        ``decode="draft"`` decodes JPEG files and bytes at a reduced scale (``draft_side``).
+        """
         items = check_image_batch(images)
+        draft = self.draft_side(decode)
         size = self.spec.image_size
         out = np.empty((len(items), 3, size, size), dtype=np.float32)
         for i, item in enumerate(items):
-            pixels = self._pixels(item, i)
+            pixels = self._pixels(item, i, draft)
             for c in range(3):
                 np.take(self._table[c], pixels[:, :, c], out=out[i, c])
         return out
+
+    def draft_side(self, decode: str) -> int | None:
+        """The least side a JPEG keeps under ``decode`` (None: decoded exactly).
+
+        "draft" keeps twice the side the geometry resizes the picture to, so the
+        resampling filter still averages over real pixels.
+        """
+        if decode not in DECODES:
+            raise InputError(f"decode must be one of {DECODES}, got {decode!r}")
+        return 2 * max(self.spec.image_size, self.spec.resize_size or 0) if decode == "draft" else None
 
     def pixels(self, images: Iterable[Any]) -> np.ndarray:
         """uint8 [N, S, S, 3]: the first half of ``__call__``, the images after the geometric steps.
@@ -158,9 +176,9 @@ class ImagePreprocessor:
             out[..., c, :, :] = np.take(self._table[c], pixels[..., c])
         return out
 
-    def _pixels(self, item: Any, index: int) -> np.ndarray:
+    def _pixels(self, item: Any, index: int, draft: int | None = None) -> np.ndarray:
         try:
-            img = load_image(item)
+            img = load_image(item, draft=draft)
         except InputError as exc:
             raise InputError(f"image #{index}: {exc}") from None
         # Converting RGB to RGB would only copy, so both orders skip it.
