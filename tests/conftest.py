@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny RuCLIP checkpoints in the native layout, the test bundles (tests/bundles.py), ruclip's code."""
+"""The skip rule (tests/skip_rule.py), and shared fixtures: tiny RuCLIP checkpoints, the test bundles, ruclip's code."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from tests import skip_rule
 from tests.bundles import TINY_CONFIG, export, prebuilt, train_tiny_bpe, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RUCLIP_WHEEL = Path(os.environ.get("CLIP_ONNX_RUCLIP_WHEEL", ROOT / ".cache" / "ruclip-0.0.2-py3-none-any.whl"))
+
+
+def pytest_configure(config):
+    """No silent skip in CI (tests/skip_rule.py): under ``CI`` a skip off the allow-list fails the run."""
+    skip_rule.register(config)
 
 
 @pytest.fixture(scope="session")
