@@ -6,12 +6,15 @@ the failure of the rows it holds, so one corrupt data page costs the rows of
 its row group (from the first unread one), never the run: each of them gets an
 error naming the file and the row range.  A file whose schema or footer cannot
 be read at all is one InputError before anything is embedded.
+
+CSV and TSV go through pyarrow's streaming CSV reader, not Python's csv
+module, whose 128 KiB field limit failed long captions that CLIP would embed
+(their first tokens).  A row must fit one read block (``_CSV_BLOCK``); a row
+with the wrong number of fields fails alone, at its place.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +26,8 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 _TEXT_TYPES = ("string", "large_string", "string_view")
 _BINARY_TYPES = ("binary", "large_binary", "binary_view")
 _BATCH_ROWS = 1024
+# pyarrow reads a CSV in blocks that must each hold whole rows: the largest row (caption) that is read.
+_CSV_BLOCK = 16 << 20
 
 
 class TableColumn:
@@ -41,8 +46,9 @@ class TableColumn:
 
     def _schema(self) -> tuple[list[str], bool]:
         if self.kind == "csv":
-            with _csv_reader(self.path) as reader:
-                return list(reader.fieldnames or []), True
+            # Opening reads the first block; its malformed rows are the values' concern, not the header's.
+            with _csv_reader(self.path, malformed=lambda row: "skip") as reader:
+                return list(reader.schema.names), True
         with self._parquet_file() as table:
             schema = table.schema_arrow
         field = schema.field(self.column) if self.column in schema.names else None
@@ -103,20 +109,38 @@ class TableColumn:
                 first += rows
 
     def _csv_values(self) -> Iterator[object]:
-        with _csv_reader(self.path) as reader:
+        """Every cell of the column; a row that cannot be read is an error at its place (rows from 0)."""
+        invalid: list[tuple[int, InputError]] = []  # (position, error) of malformed rows, in file order
+        position = 0
+
+        def malformed(row) -> str:
+            # row.number counts records from 1, the header included; None where pyarrow does not know it.
+            at = position if row.number is None else row.number - 2
+            reason = f"expected {row.expected_columns} fields, got {row.actual_columns}"
+            invalid.append(
+                (at, InputError(f"cannot read row {at} of table {self.path!r}: {reason}: {row.text[:80]!r}"))
+            )
+            return "skip"
+
+        with _csv_reader(self.path, self.column, malformed) as reader:
             while True:
-                line = reader.line_num + 1  # where the next row starts
                 try:
-                    row = next(reader)
+                    batch = reader.read_next_batch()
                 except StopIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001 - pyarrow's ArrowInvalid for a row it cannot parse
+                    yield from (error for _, error in invalid)
+                    position += len(invalid)
+                    yield InputError(f"cannot read table {self.path!r} from row {position} on: {exc}")
                     return
-                # One malformed row (a field over csv's size limit) is that row's failure; the reader has
-                # consumed its line and goes on with the next one.
-                except csv.Error as exc:
-                    yield InputError(f"cannot read the row at line {line} of table {self.path!r}: {exc}")
-                    continue
-                # An empty CSV cell is a missing value, as pandas and pyarrow read it.
-                yield row.get(self.column) or None
+                for cell in batch.column(0).to_pylist():
+                    while invalid and invalid[0][0] <= position:
+                        yield invalid.pop(0)[1]
+                        position += 1
+                    # Undecodable bytes survive as surrogates, so that only the cells holding them fail (check_text).
+                    yield cell.decode("utf-8", "surrogateescape") if cell else None  # an empty cell is missing
+                    position += 1
+        yield from (error for _, error in invalid)
 
 
 def _column_values(column, path: str, first: int) -> list[object]:
@@ -134,16 +158,34 @@ def _column_values(column, path: str, first: int) -> list[object]:
 
 
 @contextmanager
-def _csv_reader(path: str) -> Iterator[csv.DictReader]:
+def _csv_reader(path: str, column: str | None = None, malformed=None):
+    """A pyarrow CSV stream of ``path`` (TSV by suffix), of ``column`` alone as bytes when it is named."""
+    pa, pc = _pyarrow_csv()
     with open_input(path, "table") as handle:
-        # Undecodable bytes survive as surrogates, so that only the cells holding them fail (check_text).
-        text = io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline="")
+        convert = pc.ConvertOptions(include_columns=[column], column_types={column: pa.binary()}) if column else None
         try:
-            yield csv.DictReader(text, delimiter="\t" if path.lower().endswith(".tsv") else ",")
-        except (OSError, csv.Error) as exc:
+            reader = pc.open_csv(
+                handle,
+                read_options=pc.ReadOptions(use_threads=False, block_size=_CSV_BLOCK),  # one thread: rows numbered
+                parse_options=pc.ParseOptions(
+                    delimiter="\t" if path.lower().endswith(".tsv") else ",",
+                    newlines_in_values=True,
+                    invalid_row_handler=malformed,
+                ),
+                convert_options=convert,
+            )
+        except Exception as exc:  # noqa: BLE001 - ArrowInvalid: empty, or no header pyarrow can read
             raise InputError(f"cannot read table {path!r}: {exc}") from None
-        finally:
-            text.detach()  # the handle is closed by open_input
+        yield reader
+
+
+def _pyarrow_csv():
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pc
+    except ImportError:
+        raise InputError("reading CSV or TSV tables needs pyarrow: pip install 'clip-onnx[data]'") from None
+    return pa, pc
 
 
 def _parquet():

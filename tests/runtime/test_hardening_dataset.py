@@ -166,25 +166,26 @@ def test_a_corrupt_parquet_page_fails_the_rows_of_its_row_group_with_their_range
     assert all(f"rows 10..19 of table {str(tmp_path / 't.parquet')!r} (row group 1)" in e["message"] for e in errors)
 
 
-def test_bad_utf8_in_parquet_and_csv_and_an_oversized_csv_field_fail_only_their_rows(demo_bundle, model, tmp_path):
+def test_bad_utf8_in_parquet_and_csv_fail_only_their_rows_and_a_long_csv_cell_embeds(demo_bundle, model, tmp_path):
     raw = pa.array([b"red star", b"\xff\xfe broken", b"blue ring"], pa.binary())
     strings = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())  # a writer that skipped validation
     pq.write_table(pa.table({"text": strings}), tmp_path / "t.parquet")
+    long = "red " * 50_000  # 200,000 characters: over Python csv's field limit of 131,072
     (tmp_path / "t.csv").write_bytes(
-        b"text\ngreen square\ncaf\xe9 latin-1\n" + b"x" * 200_000 + b"\nyellow ring\n"
-    )  # csv refuses a field over 128 KiB
+        b"text\ngreen square\ncaf\xe9 latin-1\n" + long.encode() + b"\ntwo,fields\nyellow ring\n"
+    )
     out = tmp_path / "e.parquet"
     result = embed(demo_bundle, tmp_path / "t.parquet", tmp_path / "t.csv", "--column", "text", "-o", out)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     ids = pq.read_table(out).column("id").to_pylist()
-    assert [i.rsplit("/", 1)[1] for i in ids] == ["t.parquet:0", "t.parquet:2", "t.csv:0", "t.csv:3"]
+    assert [i.rsplit("/", 1)[1] for i in ids] == ["t.parquet:0", "t.parquet:2", "t.csv:0", "t.csv:2", "t.csv:4"]
     vectors = np.asarray(pq.read_table(out).column("embedding").to_pylist(), np.float32)
-    expected = model.encode_text(["red star", "blue ring", "green square", "yellow ring"])
+    expected = model.encode_text(["red star", "blue ring", "green square", long.strip(), "yellow ring"])
     np.testing.assert_allclose(vectors, expected, atol=1e-6, rtol=0)
     errors = {e["id"].rsplit("/", 1)[1]: e["message"] for e in errors_of(tmp_path / "e.errors.jsonl")}
-    assert sorted(errors) == ["t.csv:1", "t.csv:2", "t.parquet:1"]
+    assert sorted(errors) == ["t.csv:1", "t.csv:3", "t.parquet:1"]
     assert "utf-8" in errors["t.parquet:1"].lower() and "not valid UTF-8" in errors["t.csv:1"]
-    assert "field larger than field limit" in errors["t.csv:2"]
+    assert "row 3 of table" in errors["t.csv:3"] and "expected 1 fields, got 2" in errors["t.csv:3"]
 
 
 def test_a_table_that_cannot_be_read_at_all_is_one_error_line(demo_bundle, tmp_path):
