@@ -152,8 +152,12 @@ class ShardSource:
         return sum(count_items(shard) for shard in self.shards)
 
 
-def shard_items(shard: str, tower: str, max_bytes: int | None) -> Iterator[Item]:
-    """Items ``SHARD:KEY`` of one shard in member order, for ``tower``; its failures as items too."""
+def shard_items(shard: str, tower: str, max_bytes: int | None, name: str | None = None) -> Iterator[Item]:
+    """Items ``NAME:KEY`` of one shard in member order, for ``tower``; its failures as items too.
+
+    ``name`` (default: ``shard``) is the shard as the user gave it, for the ids; ``shard`` is opened.
+    """
+    name = shard if name is None else name
     wanted = {TEXT_FIELD, META_FIELD} | (set() if tower == "textual" else set(IMAGE_FIELDS))
 
     def load(tar: tarfile.TarFile, member: tarfile.TarInfo, field: str) -> object:
@@ -164,8 +168,8 @@ def shard_items(shard: str, tower: str, max_bytes: int | None) -> Iterator[Item]
         data = tar.extractfile(member)
         return data.read() if data is not None else None
 
-    for key, fields in _samples(shard, "r|*", load):
-        yield Item(shard, fields) if key is None else _item(f"{shard}:{key}", fields, tower)
+    for key, fields in _samples(shard, "r|*", load, name):
+        yield Item(name, fields) if key is None else _item(f"{name}:{key}", fields, tower)
 
 
 def count_items(shard: str) -> int:
@@ -207,7 +211,7 @@ def _caption(text: object) -> str | None:
         return None
 
 
-def _samples(shard: str, mode: str, load: Callable) -> Iterator[tuple[str | None, object]]:
+def _samples(shard: str, mode: str, load: Callable, name: str | None = None) -> Iterator[tuple[str | None, object]]:
     """(key, {field: load(tar, member, field)}) per sample, or (None, exception) once for a shard that fails.
 
     A sample is complete when the next member has another key or repeats a
@@ -234,7 +238,7 @@ def _samples(shard: str, mode: str, load: Callable) -> Iterator[tuple[str | None
                     key, fields = name_key, {}
                 fields[field] = load(tar, member, field)
     except _DAMAGE as exc:
-        yield None, _damage(shard, exc, done, member)
+        yield None, _damage(shard if name is None else name, exc, done, member)
         return
     if key is not None:
         yield key, _unique(key, fields, seen)

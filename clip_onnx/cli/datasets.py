@@ -230,9 +230,16 @@ def embed(
     default=None,
     help="Parquet column to embed: binary (encoded images) or strings (texts) [default: bytes or text].",
 )
+@click.option(
+    "--tower",
+    type=click.Choice(["image", "text", "both"]),
+    default=None,
+    help="For webdataset shards: embed the images [default], the captions, or both into one row.",
+)
 @click.option("--batch-size", type=int, default=None, help="Rows per model call [default: 32 images, 256 texts].")
 @click.option("--skip-bad", is_flag=True, help="Exit 0 even when some rows failed (they keep a null embedding).")
 @_max_file_size
+@_decode
 @click.option(
     "--stall-timeout",
     type=click.FloatRange(min=0),
@@ -248,18 +255,22 @@ def ray_embed(
     actors,
     cpus_per_actor: float,
     column,
+    tower,
     batch_size,
     skip_bad: bool,
     max_file_bytes,
+    decode: str,
     stall_timeout: float,
 ) -> None:
     """Embed SOURCE with BUNDLE on a Ray cluster (Ray Data), writing parquet to the folder OUT.
 
     \b
     SOURCE is a folder of images (read as encoded bytes, decoded in the actors;
-    ids are the paths) or, with --column or a .parquet name, parquet with a
-    binary column of images or a string column of texts (ids from its `id`
-    column, else the text).  Rows that fail keep a null embedding and their
+    ids are the paths); webdataset shards (a .tar path, quoted glob or brace
+    range 'shards/{00000..00099}.tar', one read task per shard; ids SHARD:KEY,
+    with url and caption columns, as `embed` writes them); or, with --column or
+    a .parquet name, parquet with a binary column of images or a string column
+    of texts (ids from its `id` column, else the text).  Rows that fail keep a null embedding and their
     reason in the `error` column; files that are not regular files, or are over
     --max-file-size, fail as rows.  The bundle and SOURCE must be readable at
     the same paths on every node, and OUT must be on a shared file system.
@@ -282,5 +293,7 @@ def ray_embed(
         batch_size=batch_size,
         max_file_bytes=max_file_bytes,
         stall_timeout=stall_timeout,
+        tower=tower,
+        decode=decode,
     )
     _report(summary, bool(summary.failed) and not skip_bad)

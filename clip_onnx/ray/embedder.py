@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from clip_onnx.batch.inputs import Item
-from clip_onnx.batch.pipeline import MAX_FILE_BYTES, prepare_images, prepare_texts
+from clip_onnx.batch.pipeline import MAX_FILE_BYTES, tower_steps, vector_shape
+from clip_onnx.batch.shards import ImageText
 from clip_onnx.batch.writers import embedding_table, printable_id
 from clip_onnx.errors import BundleError, ClipOnnxError, InputError
 from clip_onnx.files import read_regular
@@ -38,11 +39,14 @@ class ClipEmbedder:
     """The callable class each actor of the pool holds: one ClipModel, loaded in ``__init__``.
 
     Takes pyarrow batches with the items in ``column`` (encoded image bytes,
-    image paths or texts) and their ids in ``id_column`` (None: the text
-    itself), and returns ``id``, ``embedding`` (null where the item failed)
-    and ``error``.  A row whose ``error_column`` is set, where the batch has
-    that column (``read_image_files`` gives ``read_error``), fails with that
-    reason: the read task could not read its file.  ``progress``, a ``RowCounter``
+    image paths or texts; for ``tower="both"`` a pair of columns, images and
+    captions) and their ids in ``id_column`` (None: the text itself), and
+    returns ``id``, ``embedding`` (``image_embedding`` and ``text_embedding``
+    for "both"; null where the item failed), ``error`` and the batch's
+    ``meta_columns`` as they came.  A row whose ``error_column`` is set, where
+    the batch has that column (``read_image_files`` gives ``read_error``),
+    fails with that reason: the read task could not read its file.
+    ``decode`` is ``ClipModel.encode_image``'s.  ``progress``, a ``RowCounter``
     actor, hears of every batch.
     """
 
@@ -50,27 +54,30 @@ class ClipEmbedder:
         self,
         bundle: str,
         tower: str,
-        column: str,
+        column: str | tuple[str, str],
         id_column: str | None,
         threads: int,
         batch_size: int,
         max_file_bytes: int | None = MAX_FILE_BYTES,
         error_column: str | None = None,
         progress=None,
+        decode: str = "exact",
+        meta_columns: tuple[str, ...] = (),
     ):
         from clip_onnx.runtime import ClipModel
 
+        towers = ("visual", "textual") if tower == "both" else (tower,)
         try:
-            self.model = ClipModel.load(Path(bundle), towers=(tower,), batch_size=batch_size, threads=threads)
+            self.model = ClipModel.load(Path(bundle), towers=towers, batch_size=batch_size, threads=threads)
         except (ClipOnnxError, OSError) as exc:
             raise BundleError(
                 f"{node_name()} cannot open bundle {bundle!r} ({exc}); every node of the cluster needs the "
                 "bundle at the same path (a shared file system, or a copy on each node)"
             ) from None
         self.tower, self.column, self.id_column, self.error_column = tower, column, id_column, error_column
-        self.threads = threads
+        self.threads, self.meta_columns = threads, tuple(meta_columns)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="clip-onnx-decode") if threads > 1 else None
-        self.prepare = prepare_images(self.model.preprocess, max_file_bytes) if tower == "visual" else prepare_texts
+        self.prepare, self.encode = tower_steps(self.model, tower, max_file_bytes, decode)
         self.progress = progress
         if progress is not None:
             import ray
@@ -90,12 +97,11 @@ class ClipEmbedder:
             else [self.prepare(*run) for run in runs]
         )
         dim = self.model.embed_dim
-        vectors = np.zeros((len(items), dim), np.float32)
+        vectors = np.zeros((len(items), *vector_shape(self.tower, dim)), np.float32)
         errors: list[str | None] = [None] * len(items)
         for part in prepared:
             if part.ids:
-                encode = self.model.encode_pixels if self.tower == "visual" else self.model.encode_text
-                vectors[part.positions] = encode(part.payload)
+                vectors[part.positions] = self.encode(part.payload)
             for e in part.errors:
                 # A read failure already reads "NotRegularFileError: ..."; other failures get their class here.
                 errors[e.position] = e.message if e.error == _ReadFailure.__name__ else f"{e.error}: {e.message}"
@@ -103,10 +109,15 @@ class ClipEmbedder:
             self.progress.add.remote(len(items))
         mask = pa.array([e is not None for e in errors])
         ids = [printable_id(i.id) for i in items]
-        return embedding_table(pa, ids, vectors, dim, mask=mask, extra={"error": pa.array(errors, pa.string())})
+        extra = {"error": pa.array(errors, pa.string()), **{c: batch.column(c) for c in self.meta_columns}}
+        return embedding_table(pa, ids, vectors, dim, mask=mask, extra=extra)
 
     def _items(self, batch) -> list[Item]:
-        values = batch.column(self.column).to_pylist()
+        if isinstance(self.column, str):
+            values = batch.column(self.column).to_pylist()
+        else:  # "both": an image column and a caption column
+            images, texts = (batch.column(c).to_pylist() for c in self.column)
+            values = [ImageText(i, t) for i, t in zip(images, texts, strict=True)]
         ids = [str(i) for i in (batch.column(self.id_column).to_pylist() if self.id_column else values)]
         has_errors = self.error_column is not None and self.error_column in batch.column_names
         failed = batch.column(self.error_column).to_pylist() if has_errors else [None] * len(ids)
@@ -255,14 +266,18 @@ def embed_images(
     column: str = "bytes",
     id_column: str | None = "path",
     max_file_bytes: int | None = MAX_FILE_BYTES,
+    decode: str = "exact",
 ):
     """``ds`` with one row per image: ``id``, ``embedding`` (null for a bad image) and ``error``.
 
     ``column`` holds encoded images (``read_image_files(paths)`` gives
     ``bytes`` and ``path``, and its ``read_error`` is honoured) or image paths
     that every node can read (regular files of at most ``max_file_bytes``).
+    ``decode`` is ``ClipModel.encode_image``'s ("exact", or "draft" for JPEGs at a reduced scale).
     """
-    return _embed(ds, bundle, "visual", actors, cpus_per_actor, batch_size, column, id_column, max_file_bytes)
+    return _embed(
+        ds, bundle, "visual", actors, cpus_per_actor, batch_size, column, id_column, max_file_bytes, decode=decode
+    )
 
 
 def embed_texts(

@@ -26,11 +26,13 @@ from typing import NamedTuple
 
 from clip_onnx.batch.inputs import open_input
 from clip_onnx.batch.pipeline import MAX_FILE_BYTES
-from clip_onnx.batch.sources import walk_images
+from clip_onnx.batch.shards import META_COLUMNS, is_shard_source
+from clip_onnx.batch.sources import TOWER_NAMES, walk_images
 from clip_onnx.bundle import read_bundle
 from clip_onnx.errors import BackendError, BundleError, InputError, JobError
 from clip_onnx.files import owned_tempdir, rename_new
 from clip_onnx.ray.embedder import IO_TASK_ARGS, _embed, plan_actors, read_image_files, row_counter
+from clip_onnx.ray.shards import SHARD_COLUMNS, read_shards
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +72,19 @@ def run_ray_embed(
     max_file_bytes: int | None = MAX_FILE_BYTES,
     stall_timeout: float | None = STALL_TIMEOUT_S,
     progress: Callable[[int, int], None] | None = None,
+    tower: str | None = None,
+    decode: str = "exact",
 ) -> RayEmbedSummary:
-    """`clip-onnx ray-embed`: embed a folder of images or a parquet column on Ray and write parquet to ``out_dir``.
+    """`clip-onnx ray-embed`: embed a folder of images, webdataset shards or a parquet column on Ray.
 
     ``source`` is a folder of images (read as encoded bytes, regular files of at
-    most ``max_file_bytes`` only; ids are the paths) unless it is a .parquet
-    file or ``column`` is given: then parquet with ``column`` (default
+    most ``max_file_bytes`` only; ids are the paths); webdataset shards (a .tar
+    path, glob or brace range, read as `embed` reads them: ids ``SHARD:KEY``,
+    ``url`` and ``caption`` columns, ``tower`` "image" (default), "text" or
+    "both"); or, for a .parquet file or with ``column``, parquet with ``column`` (default
     ``bytes`` or ``text``, whichever it has), ids from an ``id`` column if
-    there is one, else the text.  Without ``address`` and with Ray not yet
+    there is one, else the text.  ``decode`` is ``ClipModel.encode_image``'s.
+    Output goes to the folder ``out_dir`` as parquet.  Without ``address`` and with Ray not yet
     running, a local Ray is started (``num_cpus``: all) and stopped at the end.
     ``out_dir`` appears only when the job has finished.  A job in which no row
     is embedded and no actor starts for ``stall_timeout`` seconds (None or 0:
@@ -93,7 +100,7 @@ def run_ray_embed(
     if found.kind != "clip":
         raise BundleError(f"{bundle} is a {found.kind} bundle, not a two-tower CLIP bundle; it has no embeddings")
     with _ray_session(address, num_cpus) as owned:
-        ds, tower, col, id_col, total = _read(str(source), column, max_file_bytes)
+        ds, tower, col, id_col, total = _read(str(source), column, max_file_bytes, tower)
         size = plan_actors(actors, cpus_per_actor)
         counter = row_counter()
         embedded = _embed(
@@ -102,11 +109,13 @@ def run_ray_embed(
             tower,
             size,
             cpus_per_actor,
-            batch_size or (32 if tower == "visual" else 256),
+            batch_size or (256 if tower == "textual" else 32),
             col,
             id_col,
-            max_file_bytes if tower == "visual" else None,
+            None if tower == "textual" else max_file_bytes,
             progress=counter,
+            decode=decode,
+            meta_columns=META_COLUMNS if is_shard_source(str(source)) else (),
         )
         _bound_pool_start(embedded, stall_timeout)
         staging = owned_tempdir(out_dir.parent, out_dir.name)
@@ -245,13 +254,25 @@ def _check_out_dir(out_dir) -> Path:
     return out
 
 
-def _read(source: str, column: str | None, max_file_bytes: int | None = MAX_FILE_BYTES):
-    """(dataset, tower, column, id column, rows) for ``source``."""
+def _read(source: str, column: str | None, max_file_bytes: int | None = MAX_FILE_BYTES, tower: str | None = None):
+    """(dataset, tower, column, id column, rows) for ``source``; ``tower`` ("image", "text", "both") is for shards."""
     import ray.data
 
+    if is_shard_source(source):
+        if column is not None:
+            raise InputError(f"SOURCE {source!r} names webdataset shards; --column is for parquet, leave it out")
+        if tower not in (None, *TOWER_NAMES):
+            raise InputError(f"tower must be one of {sorted(TOWER_NAMES)}, got {tower!r}")
+        name = TOWER_NAMES[tower or "image"]
+        ds, total = read_shards(source, name, max_file_bytes)
+        return ds, name, SHARD_COLUMNS[name], "id", total
+    if tower is not None:
+        raise InputError(f"--tower is for webdataset shards; SOURCE {source!r} says which tower it needs")
     if column is None and not source.endswith(".parquet"):
         if not os.path.isdir(source):
-            raise InputError(f"SOURCE {source!r} is neither a folder of images nor a .parquet file")
+            raise InputError(
+                f"SOURCE {source!r} is neither a folder of images, webdataset shards (.tar) nor a .parquet file"
+            )
         paths = [os.path.abspath(p) for p in walk_images(source)]
         if not paths:
             raise InputError(f"folder {source!r} holds no image files")
