@@ -32,6 +32,7 @@ from clip_onnx.triton.config import (
     ensemble_config,
     graph_config,
     python_config,
+    schema,
     tensor_from_onnx,
 )
 
@@ -45,6 +46,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 # The public contract: ensemble tensor names other tools call.
 IMAGE = Tensor("IMAGE", "TYPE_STRING", (1,))
 TEXT = Tensor("TEXT", "TYPE_STRING", (1,))
+# NAME_text's second output: the tokens the textual graph saw of each text (an API's usage count).
+TOKENS = Tensor("TOKENS", "TYPE_INT32", (1,))
 UNNORMALIZED = "UNNORMALIZED"
 
 
@@ -56,6 +59,19 @@ class ModelDir:
     config: object  # model_config_pb2.ModelConfig
     links: dict[str, Path] = field(default_factory=dict)  # byte-identical bundle files: hardlinked where possible
     copies: dict[str, Path] = field(default_factory=dict)  # small files copied in
+
+    def signature(self) -> tuple[str, str]:
+        """What the model takes and gives, batch axis first: ``("IMAGE BYTES [n, 1]", "EMBEDDING FP32 [n, 64]")``."""
+        names = schema().DataType.Name
+
+        def tensors(field) -> str:
+            return ", ".join(
+                f"{t.name} {names(t.data_type).removeprefix('TYPE_').replace('STRING', 'BYTES')} "
+                f"[{', '.join(['n', *map(str, t.dims)])}]"
+                for t in field
+            )
+
+        return tensors(self.config.input), tensors(self.config.output)
 
 
 @dataclass(frozen=True)
@@ -108,16 +124,18 @@ def _clip(bundle: Bundle, name: str, options: ServingOptions, engines: bool) -> 
     tokenize = tokenize_model(bundle, f"{name}_tokenize", textual.inputs, widths, options)
     normalize = normalize_model(f"{name}_normalize", dim, options)
     ensembles = []
-    for ensemble, source, step, graph in (
-        (f"{name}_image", IMAGE, preprocess, visual),
-        (f"{name}_text", TEXT, tokenize, textual),
+    for ensemble, source, step, graph, extra in (
+        (f"{name}_image", IMAGE, preprocess, visual, []),
+        (f"{name}_text", TEXT, tokenize, textual, [TOKENS]),
     ):
+        step_outputs = {t.name: t.name for t in (*graph.inputs, *extra)}
         steps = [
-            Step(step.name, {source.name: source.name}, {t.name: t.name for t in graph.inputs}),
+            Step(step.name, {source.name: source.name}, step_outputs),
             Step(graph.model.name, {t.name: t.name for t in graph.inputs}, {graph.output.name: graph.output.name}),
             Step(normalize.name, {UNNORMALIZED: graph.output.name}, {embedding.name: embedding.name}),
         ]
-        ensembles.append(ModelDir(ensemble, ensemble_config(ensemble, [source], [embedding], steps, options)))
+        config = ensemble_config(ensemble, [source], [embedding, *extra], steps, options)
+        ensembles.append(ModelDir(ensemble, config))
     return [visual.model, textual.model, preprocess, tokenize, normalize, *ensembles]
 
 
@@ -247,6 +265,7 @@ def tokenize_model(
                 f"the tokenizer pads to {width}"
             )
         outputs.append(Tensor(tensor.name, tensor.data_type, (width,)))
+    outputs.append(TOKENS)
     config = python_config(model_name, {STEP_PARAMETER: "tokenize"}, [TEXT], outputs, options, step_batching(options))
     copies = {"1/model.py": STEP_MODEL, f"1/{MANIFEST}": bundle.path / MANIFEST}
     if spec is not None:

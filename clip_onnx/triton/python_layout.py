@@ -24,7 +24,7 @@ from clip_onnx.triton.config import (
     Tensor,
     python_config,
 )
-from clip_onnx.triton.models import IMAGE, LABELS, STEP_MODEL, TEXT, ModelDir, labels_file
+from clip_onnx.triton.models import IMAGE, LABELS, STEP_MODEL, TEXT, TOKENS, ModelDir, labels_file
 
 # Where a model that carries its bundle keeps it, inside its version folder.
 BUNDLE_DIR = "bundle"
@@ -50,9 +50,9 @@ def python_models(bundle: Bundle, name: str, options: ServingOptions, embed_bund
         return [ModelDir(model, config, links=dict(links), copies={**copies, LABELS: labels_file(bundle)})]
     embedding = Tensor("EMBEDDING", "TYPE_FP32", (bundle.manifest.embed_dim,))
     models = []
-    for suffix, source in (("image", IMAGE), ("text", TEXT)):
+    for suffix, source, outputs in (("image", IMAGE, [embedding]), ("text", TEXT, [embedding, TOKENS])):
         model = f"{name}_{suffix}"
-        config = python_config(model, {STEP_PARAMETER: suffix, **parameters}, [source], [embedding], options, batching)
+        config = python_config(model, {STEP_PARAMETER: suffix, **parameters}, [source], outputs, options, batching)
         models.append(ModelDir(model, config, links=dict(links), copies=dict(copies)))
     return models
 

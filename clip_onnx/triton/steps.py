@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 Result = dict[str, np.ndarray] | InputError
 Step = Callable[[Sequence[np.ndarray]], list[Result]]
 MODELS = ("image", "text", "classify")
+# The optional output of the text models: how many tokens the graph saw of each text (written since 0.2).
+TOKENS = "TOKENS"
 ENSEMBLE_STEPS = ("tokenize", "preprocess")
 
 
@@ -51,8 +53,7 @@ def open_step(kind: str, version_dir: Path, outputs: Sequence[str], settings: Ma
         bundle = Path(settings.get("bundle") or Path(version_dir) / "bundle")
         threads = session_threads(int(settings.get("threads") or 0), int(settings.get("instances") or 1))
         model = open_model(kind, bundle, threads, int(settings.get("max_batch") or 32))
-        (output,) = outputs
-        return {"image": EncodeImages, "text": EncodeTexts, "classify": ClassifyImages}[kind](model, output)
+        return {"image": EncodeImages, "text": EncodeTexts, "classify": ClassifyImages}[kind](model, list(outputs))
     if kind in ENSEMBLE_STEPS:
         step = {"tokenize": Tokenize, "preprocess": Preprocess}[kind](Path(version_dir), list(outputs))
         return each_request(step)
@@ -91,16 +92,20 @@ def each_request(step: Callable[[np.ndarray], dict[str, np.ndarray]]) -> Step:
 
 
 class _Batched:
-    """Prepares each request on its own, then runs the graph once on every good request's items."""
+    """Prepares each request on its own, then runs the graph once on every good request's items.
 
-    def __init__(self, model, output: str):
+    ``outputs`` are the model config's output names: the first is the graph's (EMBEDDING or LOGITS), and a
+    text model written since 0.2 also has TOKENS.
+    """
+
+    def __init__(self, model, outputs: list[str]):
         self.model = model
-        self.output = output
+        self.outputs = outputs
 
     def prepare(self, batch: np.ndarray):
         raise NotImplementedError
 
-    def run(self, prepared: list) -> np.ndarray:
+    def run(self, prepared: list) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def __call__(self, batches: Sequence[np.ndarray]) -> list[Result]:
@@ -114,15 +119,17 @@ class _Batched:
         if not good:
             return results
         try:
-            outputs = np.split(self.run([results[i] for i in good]), np.cumsum([len(results[i]) for i in good])[:-1])
+            merged = self.run([results[i] for i in good])
         except InputError as exc:
             if len(good) == 1:
                 results[good[0]] = exc
                 return results
             # Something only the graph's feed refuses: run each request alone to fail only its own.
             return [r if isinstance(r, InputError) else self([b])[0] for r, b in zip(results, batches, strict=True)]
-        for i, out in zip(good, outputs, strict=True):
-            results[i] = {self.output: out}
+        bounds = np.cumsum([len(results[i]) for i in good])[:-1]
+        parts = {name: np.split(array, bounds) for name, array in merged.items()}
+        for k, i in enumerate(good):
+            results[i] = {name: split[k] for name, split in parts.items()}
         return results
 
 
@@ -132,25 +139,34 @@ class EncodeImages(_Batched):
     def prepare(self, batch: np.ndarray) -> np.ndarray:
         return self.model.preprocess([_as_bytes(item) for item in batch.reshape(-1)])
 
-    def run(self, prepared: list) -> np.ndarray:
-        return self.model.encode_pixels(np.concatenate(prepared))
+    def run(self, prepared: list) -> dict[str, np.ndarray]:
+        return {self.outputs[0]: self.model.encode_pixels(np.concatenate(prepared))}
 
 
 class ClassifyImages(EncodeImages):
     """Encoded image files -> class logits, as ``ClipClassifier.logits``."""
 
-    def run(self, prepared: list) -> np.ndarray:
-        return self.model.logits_from_pixels(np.concatenate(prepared))
+    def run(self, prepared: list) -> dict[str, np.ndarray]:
+        return {self.outputs[0]: self.model.logits_from_pixels(np.concatenate(prepared))}
 
 
 class EncodeTexts(_Batched):
-    """UTF-8 texts -> unit-length text embeddings, as ``ClipModel.encode_text`` (which tokenizes)."""
+    """UTF-8 texts -> unit-length text embeddings, as ``ClipModel.encode_text`` (which tokenizes), and TOKENS."""
 
     def prepare(self, batch: np.ndarray) -> list[str]:
         return decode_texts(batch)
 
-    def run(self, prepared: list) -> np.ndarray:
-        return self.model.encode_text([text for texts in prepared for text in texts])
+    def run(self, prepared: list) -> dict[str, np.ndarray]:
+        texts = [text for texts in prepared for text in texts]
+        out = {self.outputs[0]: self.model.encode_text(texts)}
+        if TOKENS in self.outputs:
+            out[TOKENS] = token_column(self.model.tokenize, texts)
+        return out
+
+
+def token_column(tokenizer, texts: list[str]) -> np.ndarray:
+    """TOKENS: int32 ``[n, 1]``, the tokens the textual graph sees of each text."""
+    return tokenizer.token_counts(texts).astype(np.int32).reshape(-1, 1)
 
 
 def read_manifest(version_dir: Path) -> Manifest:
@@ -186,7 +202,10 @@ class Tokenize:
         self.outputs = outputs
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        feed = self.tokenize(decode_texts(batch))
+        texts = decode_texts(batch)
+        feed = self.tokenize(texts)
+        if TOKENS in self.outputs:
+            feed[TOKENS] = token_column(self.tokenize, texts)
         return {name: feed[name] for name in self.outputs}
 
 

@@ -93,14 +93,17 @@ def test_ensembles_keep_the_public_contract_and_dims_match_the_manifest(repo, de
     assert configs["demo_image"].platform == configs["demo_text"].platform == "ensemble"
     assert _tensors(configs["demo_image"].input) == {"IMAGE": ("TYPE_STRING", [1])}
     assert _tensors(configs["demo_text"].input) == {"TEXT": ("TYPE_STRING", [1])}
-    for ensemble in ("demo_image", "demo_text"):
-        assert _tensors(configs[ensemble].output) == {"EMBEDDING": ("TYPE_FP32", [dim])}
+    assert _tensors(configs["demo_image"].output) == {"EMBEDDING": ("TYPE_FP32", [dim])}
+    assert _tensors(configs["demo_text"].output) == {"EMBEDDING": ("TYPE_FP32", [dim]), "TOKENS": ("TYPE_INT32", [1])}
     visual, textual = manifest["graphs"]["visual"], manifest["graphs"]["textual"]
     assert _tensors(configs["demo_visual"].input) == {visual["inputs"][0]: ("TYPE_FP32", [3, size, size])}
     assert _tensors(configs["demo_visual"].output) == {visual["output"]: ("TYPE_FP32", [dim])}
     # The graph's sequence axis is symbolic; the tokenizer step pads every text to the full context.
     assert _tensors(configs["demo_textual"].input) == {textual["inputs"][0]: ("TYPE_INT64", [-1])}
-    assert _tensors(configs["demo_tokenize"].output) == {textual["inputs"][0]: ("TYPE_INT64", [context])}
+    assert _tensors(configs["demo_tokenize"].output) == {
+        textual["inputs"][0]: ("TYPE_INT64", [context]),
+        "TOKENS": ("TYPE_INT32", [1]),
+    }
     assert _tensors(configs["demo_preprocess"].output) == {visual["inputs"][0]: ("TYPE_FP32", [3, size, size])}
     steps = [[s.model_name for s in configs[e].ensemble_scheduling.step] for e in ("demo_image", "demo_text")]
     assert steps == [
@@ -369,7 +372,8 @@ def test_python_layout_is_one_python_model_per_endpoint_carrying_the_bundle(pyth
         config = configs[name]
         assert config.backend == "python" and config.max_batch_size == 8
         assert _tensors(config.input) == {source: ("TYPE_STRING", [1])}
-        assert _tensors(config.output) == {"EMBEDDING": ("TYPE_FP32", [manifest["embed_dim"]])}
+        tokens = {"TOKENS": ("TYPE_INT32", [1])} if source == "TEXT" else {}
+        assert _tensors(config.output) == {"EMBEDDING": ("TYPE_FP32", [manifest["embed_dim"]]), **tokens}
         assert config.parameters["clip_onnx_step"].string_value == name.removeprefix("demo_")
         assert config.parameters["clip_onnx_threads"].string_value == "1"
         assert "clip_onnx_bundle" not in config.parameters  # the bundle is in the version folder
@@ -390,7 +394,8 @@ def test_python_layout_models_equal_clip_model_and_fail_only_the_bad_request(pyt
     assert isinstance(bad, InputError) and "image #1: cannot decode image bytes of length 4" in str(bad)
     served = np.concatenate([first["EMBEDDING"], second["EMBEDDING"]])
     assert np.abs(served - model.encode_image(pictures[:2] + pictures[3:])).max() <= 1e-6
-    text = open_step("text", python_repo / "demo_text" / "1", ["EMBEDDING"], {"threads": "1", "max_batch": 8})
+    outputs = ["EMBEDDING", "TOKENS"]
+    text = open_step("text", python_repo / "demo_text" / "1", outputs, {"threads": "1", "max_batch": 8})
     texts = RUSSIAN_TEXTS
     results = text(
         [_batch([t.encode() for t in texts[:3]]), _batch([b"\xff"]), _batch([t.encode() for t in texts[3:]])]
@@ -400,6 +405,12 @@ def test_python_layout_models_equal_clip_model_and_fail_only_the_bad_request(pyt
     # Alone or batched with other requests: the same embedding as ClipModel's, one text at a time.
     expected = np.concatenate([model.encode_text([t]) for t in texts])
     assert np.abs(served - expected).max() <= 1e-6
+    # TOKENS: the ids the graph is fed up to each row's end id (the demo tokenizer pads with 0 after it).
+    ids = model.tokenize(texts)["input_ids"]
+    seen = [int(np.flatnonzero(row).max()) + 1 for row in ids]
+    tokens = np.concatenate([results[0]["TOKENS"], results[2]["TOKENS"]])
+    assert tokens.dtype == np.int32 and tokens.reshape(-1).tolist() == seen
+    assert seen[3] == 2 and seen[-1] == ids.shape[1]  # "" is its start and end ids; the long text is cut
 
 
 def test_python_layout_for_serve_opens_the_bundle_where_it_is(demo_bundle, tmp_path):
@@ -471,7 +482,7 @@ def test_a_request_the_graph_refuses_fails_alone_in_a_merged_execution(demo_bund
             return super().run(prepared)
 
     model = ClipModel.load(demo_bundle, towers=("textual",))
-    step = Picky(model, "EMBEDDING")
+    step = Picky(model, ["EMBEDDING"])
     first, bad, last = step([_batch([b"circle"]), _batch([b"boom"]), _batch([b"square", b"star"])])
     assert isinstance(bad, InputError) and "refused by the graph's feed" in str(bad)
     assert np.abs(first["EMBEDDING"] - model.encode_text(["circle"])).max() <= 1e-6

@@ -36,6 +36,8 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
 
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray: ...
+
 
 class CachedTokenizer:
     """Base of the runtime tokenizers: the ``Tokenizer`` contract over three per-instance LRU caches.
@@ -78,6 +80,12 @@ class CachedTokenizer:
                 np.int64
             )
         return feed
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """int64 ``[len(texts)]``: the tokens the textual graph sees of each text, special ids included, after
+        truncation to the context length and before padding (what an API reports as a request's usage)."""
+        rows = [self._row(t) for t in check_texts(texts)]
+        return np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
 
     def encode(self, text: str) -> list[int]:
         """Raw ids of ``text``: no special ids, truncation or padding."""
