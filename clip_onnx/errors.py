@@ -64,3 +64,23 @@ class BackendError(ClipOnnxError):
 
 class JobError(ClipOnnxError):
     """A distributed job stopped making progress (a cluster that lost what it needs) and was ended."""
+
+
+class ApiError(ClipOnnxError):
+    """A request to the OpenAI-compatible API that is answered with an error: its HTTP status and OpenAI's fields.
+
+    ``kind`` is OpenAI's ``error.type`` ("invalid_request_error", "authentication_error", "server_error"),
+    ``param`` the request field at fault (``input[3]``), ``code`` a stable machine-readable reason.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+        super().__init__(message)

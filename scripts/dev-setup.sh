@@ -35,6 +35,11 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   # its 6.x-generated model_config_pb2 loads on the newer runtime.
   .venv/bin/pip install -q --no-deps tritonclient==2.73.0
   .venv/bin/pip install -q "grpcio>=1.81.1" "python-rapidjson>=0.9.1" "geventhttpclient>=2.3.3" "greenlet<3.4.0"
+  # The OpenAI-compatible API (the [serve] extra's FastAPI stack, here for the docs and serve-bench) and the
+  # clients its tests drive it with: the openai SDK, langchain-openai, litellm and LlamaIndex's OpenAI-like.
+  .venv/bin/pip install -q fastapi==0.165.0 uvicorn==0.55.0 uvloop==0.23.0 httptools==0.9.0
+  .venv/bin/pip install -q openai==3.63.0 langchain-openai==1.8.1 litellm==1.110.2 \
+    llama-index-embeddings-openai-like==0.4.0
   # Lint, format and type checks (configured in pyproject.toml; .ci/run runs them).
   .venv/bin/pip install -q mypy==2.4.1 ruff==0.17.6
   # The documentation site (mkdocs.yml; .ci/run builds it with --strict): the [docs] extra, pinned.

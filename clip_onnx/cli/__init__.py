@@ -11,6 +11,7 @@ import click
 
 from clip_onnx.cli.datasets import embed, ray_embed
 from clip_onnx.cli.export import bench, build_engine, demo, export
+from clip_onnx.cli.openai import openai_frontend
 from clip_onnx.cli.serve import serve, triton
 from clip_onnx.cli.servebench import serve_bench
 from clip_onnx.cli.shared import BACKEND_OPTION
@@ -37,6 +38,10 @@ EXTRA_OF = MappingProxyType(
         "google": "triton",  # protobuf
         "pyarrow": "data",
         "ray": "ray",
+        "fastapi": "serve",
+        "starlette": "serve",
+        "uvicorn": "serve",
+        "pydantic": "serve",
     }
 )
 
@@ -137,7 +142,8 @@ def predict(bundle: Path, images, top_k: int, backend: str) -> None:
 
 
 # The exporter's, dataset and serving commands live in their own modules, which keeps this one short enough to read.
-for command in (export, demo, build_engine, bench, embed, ray_embed, triton, serve, serve_bench, verify):
+COMMANDS = (export, demo, build_engine, bench, embed, ray_embed, triton, serve, openai_frontend, serve_bench, verify)
+for command in COMMANDS:
     cli.add_command(command)
 
 

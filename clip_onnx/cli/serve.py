@@ -9,8 +9,10 @@ from pathlib import Path
 
 import click
 
+from clip_onnx.cli.openai import API_KEY_HELP, MAX_BODY_HELP
 from clip_onnx.cli.shared import steps
 from clip_onnx.errors import ClipOnnxError
+from clip_onnx.openai_api import API_KEY_ENV
 
 LOG_LEVELS = ("error", "warning", "info", "verbose")
 # What each public model takes, for the summary printed once the server is READY.
@@ -167,6 +169,16 @@ class _Stop(BaseException):
 @click.option("--grpc-port", default=8001, show_default=True, help="gRPC port (0: a free one).")
 @click.option("--metrics-port", default=8002, show_default=True, help="Prometheus metrics port (0: a free one).")
 @click.option(
+    "--openai-port",
+    default=8080,
+    show_default=True,
+    help="Port of the OpenAI-compatible API (POST /v1/embeddings for texts and data-URL pictures, GET /v1/models), "
+    "on --host like the rest (0: a free one).",
+)
+@click.option("--no-openai", is_flag=True, help="Run no OpenAI-compatible API: Triton's HTTP and gRPC only.")
+@click.option("--api-key", default=None, envvar=API_KEY_ENV, help=API_KEY_HELP)
+@click.option("--openai-max-body-mb", default=64, show_default=True, help=MAX_BODY_HELP)
+@click.option(
     "--max-batch",
     default=32,
     show_default=True,
@@ -210,6 +222,10 @@ def serve(
     http_port: int,
     grpc_port: int,
     metrics_port: int,
+    openai_port: int,
+    no_openai: bool,
+    api_key,
+    openai_max_body_mb: int,
     max_batch: int,
     instances: int,
     threads: int,
@@ -229,12 +245,13 @@ def serve(
     process per instance (Triton's Python backend). The server is the `tritonserver` of
     the nvidia-pytriton wheel: `pip install 'clip-onnx[serve]'`.
     """
-    from clip_onnx.triton import Ports, ServingOptions, serve_bundle
+    from clip_onnx.triton import ApiSettings, Ports, ServingOptions, serve_bundle
 
     options = ServingOptions(
         max_batch=max_batch, instances=instances, threads=threads, queue_delay_us=queue_delay_us, layout="python"
     )
-    ports = Ports(host, http_port, grpc_port, metrics_port)
+    ports = Ports(host, http_port, grpc_port, metrics_port, None if no_openai else openai_port)
+    api = ApiSettings(api_key=api_key or None, max_body_mb=openai_max_body_mb)
     stopping = _catch_stop_signals()
     try:
         with serve_bundle(
@@ -245,16 +262,14 @@ def serve(
             python=python,
             log_level=log_level,
             ready_timeout=ready_timeout,
+            api=api,
             sink=lambda line: click.echo(line, err=True),
             progress=lambda message: click.echo(f"serve: {message}", err=True),
         ) as served:
-            _announce(bundle, served)
-            while served.server.process.poll() is None:
+            _announce(bundle, served, api_key is not None)
+            while (exited := served.exited()) is None:
                 time.sleep(0.5)
-            raise ClipOnnxError(
-                f"tritonserver exited on its own with {served.server.process.returncode}:\n"
-                + "\n".join(served.server.tail)
-            )
+            raise ClipOnnxError(f"{exited}\n(it stopped on its own; the other servers were stopped too)")
     except _Stop:
         click.echo("serve: stopped; the server and its model processes have exited", err=True)
     finally:
@@ -281,21 +296,21 @@ def _catch_stop_signals():
     return restore
 
 
-def _announce(bundle: Path, served) -> None:
+def _announce(bundle: Path, served, keyed: bool) -> None:
     host = served.ports.host
     scope = "loopback only" if host in ("127.0.0.1", "::1", "localhost") else "reachable from other machines"
     click.echo(f"Triton is serving {bundle} on {host} ({scope})")
     click.echo(f"  HTTP     http://{served.http_url}")
     click.echo(f"  gRPC     {served.grpc_url}")
     click.echo(f"  metrics  {served.metrics_url}")
+    if served.openai_url:
+        name = served.models[-1].name.rsplit("_", 1)[0]
+        auth = "API key required" if keyed else "no API key"
+        click.echo(f"  OpenAI   {served.openai_url}  (model {name!r}: POST /embeddings, GET /models; {auth})")
     width = max(len(m.name) for m in served.models)
     for model in served.models:
         (source,) = model.config.input
-        (output,) = model.config.output
-        dims = ", ".join(["n", *map(str, output.dims)])
-        click.echo(
-            f"  {model.name:{width}s}  {source.name} BYTES [n, 1] ({INPUTS[source.name]}) -> "
-            f"{output.name} FP32 [{dims}]"
-        )
+        takes, gives = model.signature()
+        click.echo(f"  {model.name:{width}s}  {takes} ({INPUTS[source.name]}) -> {gives}")
     click.echo(f"Requests take at most {served.models[0].config.max_batch_size} items. Ctrl-C or SIGTERM stops it.")
     sys.stdout.flush()

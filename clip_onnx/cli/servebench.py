@@ -23,7 +23,12 @@ def _ints(value: str, what: str) -> list[int]:
     default=None,
     help="Comma-separated: image,text for a CLIP bundle (default both), classify for a classifier.",
 )
-@click.option("--protocols", default="http", show_default=True, help="Comma-separated: http, grpc.")
+@click.option(
+    "--protocols",
+    default="http",
+    show_default=True,
+    help="Comma-separated: http, grpc (Triton's), openai (the OpenAI-compatible API, as its SDK calls it).",
+)
 @click.option("--concurrency", default="1,8,32", show_default=True, help="Comma-separated client counts.")
 @click.option("--seconds", default=10.0, show_default=True, help="Measured seconds per row.")
 @click.option("--warmup", default=2.0, show_default=True, help="Uncounted seconds before each row.")
@@ -40,6 +45,7 @@ def _ints(value: str, what: str) -> list[int]:
     "Default: start `clip-onnx serve` here, with the --server-* options, and measure its CPU too.",
 )
 @click.option("--grpc-url", default=None, help="host:port of that server's gRPC endpoint.")
+@click.option("--openai-url", default=None, help="host:port of the OpenAI-compatible API in front of that server.")
 @click.option("--name", default=None, help="Model name prefix (default: from the bundle directory, as serve).")
 @click.option("--server-instances", default=1, show_default=True, help="serve --instances.")
 @click.option("--server-threads", default=0, show_default=True, help="serve --threads (0: cores / instances).")
@@ -71,6 +77,7 @@ def serve_bench(
     threads,
     url,
     grpc_url,
+    openai_url,
     name,
     server_instances,
     server_threads,
@@ -88,7 +95,8 @@ def serve_bench(
     \b
     Rows per endpoint: in-process ClipModel (or ClipClassifier) at batch 1 and batch 8,
     one caller; then the server at each concurrency over each protocol, one item per
-    request, each client a thread with its own tritonclient in a closed loop. Every
+    request, each client a thread with its own tritonclient (or, for openai, an HTTP
+    connection posting what the openai SDK posts) in a closed loop. Every
     answer is checked against the in-process result (max abs <= 1e-6). Reports req/s,
     p50/p99 latency, ratios to the in-process rows, the CPU time per request of this
     client and (when started here) of the server, and the server's batch sizes from
@@ -124,6 +132,7 @@ def serve_bench(
         plan,
         http_url=url,
         grpc_url=grpc_url,
+        openai_url=openai_url,
         name=name,
         options=options,
         python=python,

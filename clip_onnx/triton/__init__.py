@@ -18,6 +18,7 @@ _PUBLIC = {
     "ServingOptions": "clip_onnx.triton.config",
     "TritonError": "clip_onnx.errors",
     "serve_bundle": "clip_onnx.triton.local",
+    "ApiSettings": "clip_onnx.triton.local",
     "Ports": "clip_onnx.triton.server",
     "find_server": "clip_onnx.triton.server",
     "BenchPlan": "clip_onnx.triton.bench",

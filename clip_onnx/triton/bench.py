@@ -23,7 +23,7 @@ import numpy as np
 
 from clip_onnx.errors import InputError
 from clip_onnx.runtime import ClipClassifier, ClipModel
-from clip_onnx.triton.loadgen import Load, Row, machine_cpu_seconds, percentiles, run_load
+from clip_onnx.triton.loadgen import PROTOCOLS, Load, Row, machine_cpu_seconds, percentiles, run_load
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class BenchPlan:
         unknown = set(self.endpoints) - set(ENDPOINTS)
         if unknown or not self.endpoints:
             raise InputError(f"endpoints must be among {sorted(ENDPOINTS)}, got {list(self.endpoints)}")
+        if not set(self.protocols) <= set(PROTOCOLS) or not self.protocols:
+            raise InputError(f"protocols must be among {list(PROTOCOLS)}, got {list(self.protocols)}")
         if not self.concurrencies or min(self.concurrencies) < 1:
             raise InputError(f"concurrencies must be >= 1, got {list(self.concurrencies)}")
 
@@ -64,6 +66,12 @@ class Target:
     prefix: str
     server_pids: Callable[[], list[int]] | None = None
     rows: list[Row] = field(default_factory=list)
+    openai: str | None = None  # host:port of the OpenAI-compatible API
+
+    def url(self, protocol: str) -> str:
+        if protocol == "openai" and self.openai is None:
+            raise InputError("the openai protocol needs the API's address: pass --openai-url (host:port)")
+        return {"http": self.http, "grpc": self.grpc, "openai": self.openai}[protocol] or ""
 
 
 def inputs(model: ClipModel | ClipClassifier, endpoint: str, count: int = 48, seed: int = 7) -> list[bytes]:
@@ -148,9 +156,22 @@ def bench_endpoint(model, endpoint: str, target: Target, plan: BenchPlan, progre
             target.rows.append(_labelled(baseline(model, endpoint, items, batch, plan), endpoint))
     name, output = ENDPOINTS[endpoint]
     for protocol in plan.protocols:
-        url = target.http if protocol == "http" else target.grpc
-        model_name = f"{target.prefix}_{endpoint}"
-        load = Load(url, protocol, model_name, name, output, items, 1, plan.bad_every, expected, limit)
+        # The OpenAI API names the bundle by its prefix and picks the tower from each input.
+        triton_model = f"{target.prefix}_{endpoint}"
+        model_name = target.prefix if protocol == "openai" else triton_model
+        load = Load(
+            target.url(protocol),
+            protocol,
+            model_name,
+            name,
+            output,
+            items,
+            1,
+            plan.bad_every,
+            expected,
+            limit,
+            triton_model,
+        )
         for concurrency in plan.concurrencies:
             progress(f"{endpoint}: {protocol} concurrency {concurrency}")
             settle(plan.quiet_cores, progress)
@@ -260,6 +281,7 @@ def serve_bench(
     *,
     http_url: str | None = None,
     grpc_url: str | None = None,
+    openai_url: str | None = None,
     name: str | None = None,
     options=None,
     python: str | Path | None = None,
@@ -275,6 +297,8 @@ def serve_bench(
     wanted = {"classifier": {"classify"}}.get(kind, {"image", "text"})
     if not set(plan.endpoints) <= wanted:
         raise InputError(f"a {kind!r} bundle serves {sorted(wanted)}, not {sorted(set(plan.endpoints) - wanted)}")
+    if "openai" in plan.protocols and kind != "clip":
+        raise InputError(f"the OpenAI API embeds with CLIP bundles; {bundle} holds a {kind!r} model")
     progress(f"loading {bundle} in this process ({plan.threads} ONNX Runtime threads)")
     if kind == "classifier":
         model = ClipClassifier.load(bundle, threads=plan.threads)
@@ -282,14 +306,14 @@ def serve_bench(
         model = ClipModel.load(bundle, threads=plan.threads)
     prefix = model_prefix(Path(bundle), name)
     if http_url is not None:
-        target = Target(http_url, grpc_url or http_url, prefix)
+        target = Target(http_url, grpc_url or http_url, prefix, openai=openai_url)
         for endpoint in plan.endpoints:
             bench_endpoint(model, endpoint, target, plan, progress)
         return target.rows
-    with serve_bundle(
-        bundle, name=name, options=options, ports=Ports(http=0, grpc=0, metrics=0), python=python, progress=progress
-    ) as served:
-        target = Target(served.http_url, served.grpc_url, prefix, served.server.processes)
+    ports = Ports(http=0, grpc=0, metrics=0, openai=0 if "openai" in plan.protocols else None)
+    with serve_bundle(bundle, name=name, options=options, ports=ports, python=python, progress=progress) as served:
+        openai = served.openai_url.removeprefix("http://").removesuffix("/v1") if served.openai_url else None
+        target = Target(served.http_url, served.grpc_url, prefix, served.processes, openai=openai)
         for endpoint in plan.endpoints:
             bench_endpoint(model, endpoint, target, plan, progress)
     return target.rows

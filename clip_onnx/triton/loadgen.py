@@ -1,10 +1,13 @@
-"""A load generator for the served models, on ``tritonclient`` (HTTP or gRPC), and the in-process baseline.
+"""A load generator for the served models (tritonclient over HTTP or gRPC, or the OpenAI API), and the baseline.
 
 Each of ``concurrency`` threads holds its own client and sends one request
 after another (a closed loop, as perf_analyzer's concurrency mode does); the
 synchronous clients cost the least client CPU per request of tritonclient's
-options.  Latency is measured around ``infer``; the server's own CPU time is
-read from /proc for the processes given, so a report can say how much of the
+options.  The OpenAI path is driven with a plain keep-alive HTTP connection per
+thread sending what the ``openai`` SDK sends (base64 answers), not the SDK
+itself, so that the client's own cost stays small beside the server's.
+Latency is measured around each request; the server's own CPU time is read
+from /proc for the processes given, so a report can say how much of the
 machine the client itself took.  Optionally a fraction of the requests carry
 an undecodable item, and every answer is checked: bad ones must be refused
 as the client's fault (HTTP 400 / gRPC INVALID_ARGUMENT), good ones must equal
@@ -13,6 +16,8 @@ the reference embeddings.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import logging
 import os
@@ -31,6 +36,8 @@ from clip_onnx.errors import InputError
 log = logging.getLogger(__name__)
 
 BAD_ITEM = b"\x89PNG\r\n\x1a\n not an image"
+OPENAI_BAD_TEXT = "https://example.com/not-fetched.jpg"
+PROTOCOLS = ("http", "grpc", "openai")
 CLIENT_FAULT = ("400", "StatusCode.INVALID_ARGUMENT")
 
 
@@ -39,7 +46,7 @@ class Load:
     """What to send: ``items`` (encoded files or UTF-8 texts) to ``model``'s ``input``, ``batch`` per request."""
 
     url: str  # host:port of the protocol's endpoint
-    protocol: str  # "http" or "grpc"
+    protocol: str  # "http", "grpc" or "openai" (the OpenAI-compatible API: model is its model id)
     model: str
     input: str  # "IMAGE" or "TEXT"
     output: str  # "EMBEDDING" or "LOGITS"
@@ -48,10 +55,11 @@ class Load:
     bad_every: int = 0  # every n-th request carries BAD_ITEM instead (0: none)
     expected: np.ndarray | None = None  # the reference output for each of ``items``
     tolerance: float = 1e-6
+    triton_model: str | None = None  # the Triton model whose statistics count the batches (default: ``model``)
 
     def __post_init__(self) -> None:
-        if self.protocol not in ("http", "grpc"):
-            raise InputError(f"protocol must be http or grpc, got {self.protocol!r}")
+        if self.protocol not in PROTOCOLS:
+            raise InputError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if not self.items or self.batch < 1:
             raise InputError("a load needs at least one item and a batch of at least 1")
 
@@ -106,20 +114,78 @@ def percentiles(latencies: Sequence[float]) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
-def _client(load: Load):
-    if load.protocol == "http":
-        import tritonclient.http as module
+class Refused(Exception):
+    """A request the server answered with an error: ``status`` as the protocol names it ("400", "StatusCode...")."""
 
-        return module, module.InferenceServerClient(load.url, connection_timeout=60, network_timeout=300)
-    import tritonclient.grpc as module
+    def __init__(self, status: str, message: str):
+        self.status = status
+        super().__init__(f"{status}: {message}"[:300])
 
-    return module, module.InferenceServerClient(load.url)
+
+class TritonSender:
+    """One tritonclient (HTTP or gRPC) sending ``load``'s requests to its Triton model."""
+
+    def __init__(self, load: Load):
+        self.load = load
+        if load.protocol == "http":
+            import tritonclient.http as module
+
+            self.client = module.InferenceServerClient(load.url, connection_timeout=60, network_timeout=300)
+        else:
+            import tritonclient.grpc as module  # type: ignore[no-redef]
+
+            self.client = module.InferenceServerClient(load.url)
+        self.module = module
+
+    def send(self, items: list[bytes]) -> np.ndarray:
+        from tritonclient.utils import InferenceServerException
+
+        tensor = self.module.InferInput(self.load.input, [len(items), 1], "BYTES")
+        tensor.set_data_from_numpy(np.array(items, dtype=object).reshape(-1, 1))
+        try:
+            return self.client.infer(self.load.model, [tensor]).as_numpy(self.load.output)
+        except InferenceServerException as exc:
+            raise Refused(str(exc.status()), str(exc)) from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class OpenAISender:
+    """One keep-alive HTTP connection posting ``load``'s items to the OpenAI API as its SDK does (base64)."""
+
+    def __init__(self, load: Load):
+        host, _, port = load.url.rpartition(":")
+        self.load = load
+        self.connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=300)
+
+    def send(self, items: list[bytes]) -> np.ndarray:
+        strings = [_data_url(item) if self.load.input == "IMAGE" else _text(item) for item in items]
+        body = json.dumps({"model": self.load.model, "input": strings, "encoding_format": "base64"})
+        self.connection.request("POST", "/v1/embeddings", body.encode(), {"Content-Type": "application/json"})
+        response = self.connection.getresponse()
+        answer = response.read()
+        if response.status != 200:
+            raise Refused(str(response.status), answer.decode("utf-8", errors="replace"))
+        data = sorted(json.loads(answer)["data"], key=lambda d: d["index"])
+        return np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in data])
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _data_url(item: bytes) -> str:
+    kind = "png" if item.startswith(b"\x89PNG") else "jpeg"
+    return f"data:image/{kind};base64,{base64.b64encode(item).decode('ascii')}"
+
+
+def _text(item: bytes) -> str:
+    # BAD_ITEM is no UTF-8 text; its stand-in on the OpenAI path is a web address, which the API refuses.
+    return OPENAI_BAD_TEXT if item == BAD_ITEM else item.decode("utf-8")
 
 
 def _worker(load: Load, worker: int, start: threading.Barrier, begin: list[float], stop: list[float], tally: Tally):
-    from tritonclient.utils import InferenceServerException
-
-    module, client = _client(load)
+    sender = OpenAISender(load) if load.protocol == "openai" else TritonSender(load)
     count = len(load.items)
     sent = 0
     try:
@@ -131,15 +197,13 @@ def _worker(load: Load, worker: int, start: threading.Barrier, begin: list[float
             first = (worker * 7919 + sent * load.batch) % count
             indices = [(first + j) % count for j in range(load.batch)]
             bad = load.bad_every > 0 and (worker + sent * 13) % load.bad_every == 0
-            items = [BAD_ITEM if bad else load.items[i] for i in indices]
-            tensor = module.InferInput(load.input, [len(items), 1], "BYTES")
-            tensor.set_data_from_numpy(np.array(items, dtype=object).reshape(-1, 1))
             sent += 1
             try:
-                result = client.infer(load.model, [tensor]).as_numpy(load.output)
-                outcome = _check_good(load, indices, result, bad)
-            except InferenceServerException as exc:
-                outcome = "refused" if bad and str(exc.status()) in CLIENT_FAULT else f"{exc.status()}: {exc}"[:300]
+                outcome = _check_good(
+                    load, indices, sender.send([BAD_ITEM if bad else load.items[i] for i in indices]), bad
+                )
+            except Refused as exc:
+                outcome = "refused" if bad and exc.status in CLIENT_FAULT else str(exc)
             if now >= begin[0]:  # warm-up requests are not counted
                 tally.latencies.append(time.perf_counter() - now)
                 if outcome == "good":
@@ -149,7 +213,7 @@ def _worker(load: Load, worker: int, start: threading.Barrier, begin: list[float
                 else:
                     tally.wrong.append(outcome)
     finally:
-        client.close()
+        sender.close()
 
 
 def _check_good(load: Load, indices: list[int], result: np.ndarray, bad: bool) -> str:
@@ -190,11 +254,11 @@ def run_load(
     now = time.perf_counter()
     begin[0], stop[0] = now + warmup, now + warmup + seconds
     time.sleep(warmup)
-    before = _snapshot(server_pids, stats_url, load.model)
+    before = _snapshot(server_pids, stats_url, load.triton_model or load.model)
     memory = _sample_memory(server_pids, stop[0], rss_every) if rss_every > 0 and server_pids else None
     for thread in threads:
         thread.join()
-    after = _snapshot(server_pids, stats_url, load.model)
+    after = _snapshot(server_pids, stats_url, load.triton_model or load.model)
     latencies = [x for t in tallies for x in t.latencies]
     p50, p99 = percentiles(latencies)
     return Row(

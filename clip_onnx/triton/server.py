@@ -7,23 +7,19 @@ LD_LIBRARY_PATH, and crashes on string tensors under numpy 2; :func:`find_server
 checks all of that in the Python that will serve (``pip install 'clip-onnx[serve]'``
 brings the wheel, which itself requires numpy<2).
 
-:class:`TritonServer` runs one in its own process group, with the stubs it
-starts, so that stopping it stops every child; a server left behind by a killed
-parent is told to stop too (PR_SET_PDEATHSIG).
+:class:`TritonServer` runs one as a :class:`~clip_onnx.triton.process.ManagedProcess`:
+in its own process group with the stubs it starts, stopped with every child.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clip_onnx.errors import TritonError
+from clip_onnx.triton.process import ManagedProcess
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +92,8 @@ class ServerInstall:
 
 def find_server(python: str | os.PathLike | None = None) -> ServerInstall:
     """The Triton server installed in ``python`` (default: this interpreter), checked for what serving needs."""
-    python = Path(python or sys.executable)
+    # Absolute, not resolved: the server runs elsewhere, and a venv's python is a link whose target is not the venv.
+    python = Path(python or sys.executable).absolute()
     if not python.is_file():
         raise TritonError(f"--python {python}: no such interpreter")
     # -E: the stub's embedded Python ignores PYTHONPATH and the like, so the probe must too.
@@ -151,23 +149,27 @@ def prepare_backends(install: ServerInstall, target: Path) -> Path:
 
 @dataclass(frozen=True)
 class Ports:
-    """Where the server listens; 0 picks a free port when the server starts."""
+    """Where the server listens; 0 picks a free port when the server starts, and ``openai`` None runs no API."""
 
     host: str = "127.0.0.1"
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+    openai: int | None = 8080  # the OpenAI-compatible API beside Triton (clip_onnx.openai_api)
 
     def resolved(self) -> Ports:
         """These ports with 0s replaced by free ones, each checked to be free on ``host``."""
-        chosen = {}
-        for name in ("http", "grpc", "metrics"):
+        chosen: dict[str, int | None] = {"openai": None}
+        for name in ("http", "grpc", "metrics", "openai"):
             port = getattr(self, name)
+            if name == "openai" and port is None:
+                continue
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise TritonError(f"--{name}-port must be a port number from 0 to 65535, got {port!r}")
             chosen[name] = _bind_check(self.host, port, name)
-        if len(set(chosen.values())) < 3:
-            raise TritonError(f"the HTTP, gRPC and metrics ports must differ, got {chosen}")
+        taken = [p for p in chosen.values() if p is not None]
+        if len(set(taken)) < len(taken):
+            raise TritonError(f"the HTTP, gRPC, metrics and OpenAI ports must differ, got {chosen}")
         return Ports(self.host, **chosen)
 
 
@@ -218,48 +220,21 @@ def server_command(
     ]
 
 
-class TritonServer:
+class TritonServer(ManagedProcess):
     """One ``tritonserver`` process group: started, waited on until its models are READY, stopped with its stubs."""
 
     def __init__(self, command: list[str], env: dict[str, str], url: str, tag: str, cwd: Path):
-        self.command, self.env, self.url, self.tag, self.cwd = command, env, url, tag, cwd
-        self.process: subprocess.Popen | None = None
-        self.tail: collections.deque[str] = collections.deque(maxlen=60)
-        self._pump: threading.Thread | None = None
-
-    def start(self, sink: Callable[[str], None] = lambda line: None) -> None:
-        """Start the server; every log line it writes, less HARMLESS_ON_CPU, goes to ``sink``."""
-        self.process = subprocess.Popen(
-            self.command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self.env,
-            cwd=self.cwd,
-            start_new_session=True,  # its own process group: the stubs it starts are stopped with it
-            preexec_fn=_stop_with_parent,
-        )
-        self._pump = threading.Thread(target=self._forward, args=(sink,), name="tritonserver-log", daemon=True)
-        self._pump.start()
-        log.info("started tritonserver (pid %d): %s", self.process.pid, " ".join(self.command))
-
-    def _forward(self, sink: Callable[[str], None]) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode("utf-8", errors="replace").rstrip()
-            if line and not any(pattern in line for pattern in HARMLESS_ON_CPU):
-                self.tail.append(line)
-                sink(line)
+        super().__init__("tritonserver", command, env, cwd, quiet=HARMLESS_ON_CPU)
+        self.url, self.tag = url, tag
 
     def wait_ready(self, models: Iterable[str], timeout: float, progress: Callable[[list[str]], None]) -> None:
         """Return once every model is READY; TritonError if one is refused, the server exits, or time runs out."""
-        assert self.process is not None
         waiting = list(models)
         deadline = time.monotonic() + timeout
         while waiting:
-            if self.process.poll() is not None:
-                self._join_log()
-                raise TritonError(f"tritonserver exited with {self.process.returncode}:\n" + "\n".join(self.tail))
+            exited = self.exited()
+            if exited:
+                raise TritonError(exited)
             index = self._index()
             failed = {m: index[m].get("reason", "") for m in waiting if index.get(m, {}).get("state") == "UNAVAILABLE"}
             if failed:
@@ -283,62 +258,11 @@ class TritonServer:
         except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
             return {}  # not listening yet
 
-    def processes(self) -> list[int]:
-        """The server's pid and those of its process group (the Python-backend stubs)."""
-        if self.process is None:
-            return []
-        return [self.process.pid, *_group_members(self.process.pid, exclude=self.process.pid)]
-
     def stop(self, timeout: float = 20) -> int | None:
-        """Stop the server gracefully (SIGTERM), then kill what is left of its process group; its exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("tritonserver did not stop within %.0fs; killing it and its stubs", timeout)
-        _kill_group(self.process.pid)
-        self.process.wait(timeout=30)
-        self._join_log()
+        """Stop the server and its stubs, and remove the shared memory a killed stub leaves."""
+        code = super().stop(timeout)
         _remove_shared_memory(self.tag)
-        return self.process.returncode
-
-    def _join_log(self) -> None:
-        if self._pump is not None:
-            self._pump.join(timeout=5)
-
-
-def _stop_with_parent() -> None:
-    # Runs in the child before exec: SIGTERM when the process that started us dies, even by SIGKILL.
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the server outlives a killed parent, as any child would
-
-
-def _group_members(pgid: int, exclude: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == exclude:
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # every member already exited
+        return code
 
 
 def remove_stale_shared_memory(prefix: str) -> None:

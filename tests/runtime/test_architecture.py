@@ -29,6 +29,7 @@ TORCH_FREE = (
     "runtime",
     "demo",
     "triton",
+    "openai_api",
     "batch",
     "ray",
     "bundle.py",
@@ -60,6 +61,7 @@ PUBLIC = {
     "clip_onnx.parity",
     "clip_onnx.synthetic",
     "clip_onnx.triton",
+    "clip_onnx.openai_api",
     "clip_onnx.batch",
     "clip_onnx.ray",
     "clip_onnx.demo",
@@ -111,6 +113,13 @@ def test_torch_free_modules_import_no_exporter_and_no_heavy_library(path):
         for module, _ in imports(path)
         if module.split(".")[0] in HEAVY or module.startswith(("clip_onnx.export", "clip_onnx.benchmark"))
     ]
+    assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+@pytest.mark.parametrize("path", modules("openai_api"), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_openai_api_is_a_translator_that_opens_no_bundle(path):
+    # It forwards to Triton's models, so it reads no bundle, runs no graph and writes no repository.
+    bad = [m for m, _ in imports(path) if m.startswith(("clip_onnx.runtime", "clip_onnx.bundle", "clip_onnx.triton"))]
     assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
 
 

@@ -6,7 +6,6 @@ The command runs in the server venv (.venv-triton, numpy<2), as `pip install
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import signal
@@ -15,13 +14,24 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clip_onnx.runtime import ClipModel
+from tests.serving.serve_support import (
+    FREE_PORTS,
+    ROOT,
+    SERVER_PYTHON,
+    SERVER_VENV,
+    Serve,
+    cmdline,
+    listening,
+    pgid,
+    start_serve,
+    stop_serve,
+)
 from tests.serving.triton_support import RUSSIAN_TEXTS, encoded_pictures
 
 http = pytest.importorskip("tritonclient.http")
@@ -30,107 +40,15 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVER_VENV = Path(os.environ.get("CLIP_ONNX_TRITON_VENV", ROOT / ".venv-triton"))
-SERVER_PYTHON = SERVER_VENV / "bin" / "python"
 MAX_BATCH = 8
-
-
-@dataclass
-class Serve:
-    process: subprocess.Popen
-    lines: list[str]
-    http: str
-    grpc: str
-    metrics: str
-
-    def server_pids(self) -> list[int]:
-        """tritonserver (the serve command's child) and its process group: the Python-backend stubs."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        (server,) = [int(c) for c in children if "tritonserver" in _cmdline(int(c))]
-        return [server, *[pid for pid in _all_pids() if pid != server and _pgid(pid) == server]]
-
-
-def _all_pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
-    except (OSError, IndexError):
-        return None
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _listening(ports: set[int]) -> dict[int, str]:
-    """The address each of ``ports`` listens on, from the kernel's socket tables (IPv4-mapped IPv6 as IPv4)."""
-    found = {}
-    for table in ("tcp", "tcp6"):
-        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            local, state = row.split()[1], row.split()[3]
-            address, port = local.split(":")
-            if state != "0A" or int(port, 16) not in ports:  # 0A: LISTEN
-                continue
-            # The kernel prints each 32-bit word of the address in host (little-endian) order.
-            raw = b"".join(bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, len(address), 8))
-            ip = ipaddress.ip_address(raw)
-            found[int(port, 16)] = str(getattr(ip, "ipv4_mapped", None) or ip)
-    return found
-
-
-def _start(bundle: Path, *options: str) -> Serve:
-    if not SERVER_PYTHON.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"no server venv at {SERVER_VENV}: scripts/dev-setup.sh builds it")
-        pytest.skip(f"no server venv at {SERVER_VENV}; run scripts/triton-venv.sh")
-    command = [str(SERVER_PYTHON), "-m", "clip_onnx.cli", "serve", str(bundle), *options]
-    # Its own session, as a terminal's foreground job: a signal to its group reaches serve, not tritonserver.
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    deadline = time.monotonic() + 180
-    while not lines or "Ctrl-C or SIGTERM stops it" not in lines[-1]:
-        line = process.stdout.readline()
-        if not line or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("serve did not announce its models:\n" + "".join(lines) + (process.stdout.read() or ""))
-        lines.append(line)
-    # Keep draining its output, so a chatty server never blocks on a full pipe.
-    threading.Thread(target=lambda: [lines.append(x) for x in process.stdout], daemon=True).start()
-    text = "".join(lines)
-    urls = {key: re.search(rf"^  {key}\s+(\S+)$", text, re.M).group(1) for key in ("HTTP", "gRPC", "metrics")}
-    return Serve(process, lines, urls["HTTP"].removeprefix("http://"), urls["gRPC"], urls["metrics"])
-
-
-def _stop(serve: Serve, sig: int) -> int:
-    if serve.process.poll() is None:
-        os.killpg(serve.process.pid, sig)
-    try:
-        return serve.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(serve.process.pid, signal.SIGKILL)
-        raise
 
 
 @pytest.fixture(scope="module")
 def served(demo_bundle):
-    options = ["--name", "demo", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
-    serve = _start(demo_bundle, *options, "--max-batch", str(MAX_BATCH), "--queue-delay-us", "20000")
+    options = ["--name", "demo", *FREE_PORTS]
+    serve = start_serve(demo_bundle, *options, "--max-batch", str(MAX_BATCH), "--queue-delay-us", "20000")
     yield serve
-    _stop(serve, signal.SIGKILL)
+    stop_serve(serve, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +73,16 @@ def _http(served: Serve, model: str, name: str, items: list[bytes]) -> np.ndarra
 def test_serve_announces_urls_and_models_and_listens_on_loopback_only(served):
     text = "".join(served.lines)
     assert "on 127.0.0.1 (loopback only)" in text
-    assert re.search(r"demo_image\s+IMAGE BYTES \[n, 1\] \(encoded image files\) -> EMBEDDING FP32 \[n, 64\]", text)
-    assert re.search(r"demo_text\s+TEXT BYTES \[n, 1\] \(UTF-8 texts\) -> EMBEDDING FP32 \[n, 64\]", text)
-    ports = {int(url.rsplit(":", 1)[1].split("/")[0]) for url in (served.http, served.grpc, served.metrics)}
-    assert _listening(ports) == dict.fromkeys(ports, "127.0.0.1")
+    assert re.search(r"demo_image\s+IMAGE BYTES \[n, 1\] \(encoded image files\) -> EMBEDDING FP32 \[n, 64\]\n", text)
+    tokens = r"EMBEDDING FP32 \[n, 64\], TOKENS INT32 \[n, 1\]\n"
+    assert re.search(r"demo_text\s+TEXT BYTES \[n, 1\] \(UTF-8 texts\) -> " + tokens, text)
+    assert re.search(
+        r"  OpenAI   http://127\.0\.0\.1:\d+/v1  \(model 'demo': POST /embeddings, GET /models; no API", text
+    )
+    urls = (served.http, served.grpc, served.metrics, served.openai)
+    ports = {int(url.rsplit(":", 1)[1].split("/")[0]) for url in urls}
+    assert len(ports) == 4
+    assert listening(ports) == dict.fromkeys(ports, "127.0.0.1")
     # Quiet on a CPU machine: none of the CUDA, NVML or DCGM errors Triton logs without a GPU.
     assert not re.search(r"CUDA|NVML|DCGM|CudaDriverHelper", text), text
 
@@ -232,47 +156,58 @@ def test_serve_bench_checks_every_answer_and_reads_the_batches(served, demo_bund
 
     from clip_onnx.cli import cli
 
-    options = ["--url", served.http, "--name", "demo", "--endpoints", "image", "--concurrency", "3"]
+    openai = served.openai.removeprefix("http://").removesuffix("/v1")
+    options = ["--url", served.http, "--openai-url", openai, "--name", "demo", "--concurrency", "3"]
     timing = ["--seconds", "1.5", "--warmup", "0.3", "--bad-every", "4", "--no-baseline", "--out", str(tmp_path)]
-    result = CliRunner().invoke(cli, ["serve-bench", str(demo_bundle), *options, *timing])
+    protocols = ["--protocols", "http,openai"]
+    result = CliRunner().invoke(cli, ["serve-bench", str(demo_bundle), *options, *protocols, *timing])
     assert result.exit_code == 0, result.output
-    (row,) = json.loads((tmp_path / "serve-bench.json").read_text(encoding="utf-8"))["rows"]
-    print(f"serve-bench: {row['requests']} requests, {row['refused_bad']} bad, batches {row['batch_sizes']}")
-    assert row["wrong"] == [] and row["good"] > 0 and row["refused_bad"] > 0
-    assert row["good"] + row["refused_bad"] == row["requests"]
-    assert sum(int(size) * n for size, n in row["batch_sizes"].items()) >= row["good"]
-    assert "| image served http c3 |" in (tmp_path / "serve-bench.md").read_text(encoding="utf-8")
+    rows = json.loads((tmp_path / "serve-bench.json").read_text(encoding="utf-8"))["rows"]
+    assert [row["label"] for row in rows] == [
+        f"{endpoint} served {protocol} c3" for endpoint in ("image", "text") for protocol in ("http", "openai")
+    ]
+    for row in rows:
+        print(f"{row['label']}: {row['requests']} requests, {row['refused_bad']} bad, batches {row['batch_sizes']}")
+        assert row["wrong"] == [] and row["good"] > 0 and row["refused_bad"] > 0
+        assert row["good"] + row["refused_bad"] == row["requests"]
+        # Both paths reach the same Triton model, whose statistics count every good item at least once.
+        assert sum(int(size) * n for size, n in row["batch_sizes"].items()) >= row["good"]
+    report = (tmp_path / "serve-bench.md").read_text(encoding="utf-8")
+    assert "| image served http c3 |" in report and "| text served openai c3 |" in report
 
 
 def test_ctrl_c_stops_the_server_and_every_child(served):
     pids = served.server_pids()
     assert len(pids) == 3  # tritonserver and one stub per model
-    repository = re.search(r"--model-repository=(\S+)", _cmdline(pids[0])).group(1)
+    api = served.api_pid()
+    assert api is not None
+    pids.append(api)
+    repository = re.search(r"--model-repository=(\S+)", cmdline(pids[0])).group(1)
     assert Path(repository).is_dir()
-    assert _stop(served, signal.SIGINT) == 0
+    assert stop_serve(served, signal.SIGINT) == 0
     assert "serve: stopped; the server and its model processes have exited" in "".join(served.lines)
-    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and _pgid(pid) is not None]
-    assert not alive, f"still running after Ctrl-C: {[_cmdline(p) for p in alive]}"
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and pgid(pid) is not None]
+    assert not alive, f"still running after Ctrl-C: {[cmdline(p) for p in alive]}"
     assert not Path(repository).parent.exists()  # the temporary repository is gone
     assert not list(Path("/dev/shm").glob(f"clip_onnx_serve_{served.process.pid}_*"))
 
 
 def test_a_killed_serve_takes_its_server_along_and_sigterm_stops_the_next_one(demo_bundle):
-    ports = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
-    killed = _start(demo_bundle, *ports)
+    ports = list(FREE_PORTS)
+    killed = start_serve(demo_bundle, *ports)
     pids = killed.server_pids()
-    left = Path(re.search(r"--model-repository=(\S+)", _cmdline(pids[0])).group(1)).parent
-    _stop(killed, signal.SIGKILL)  # no chance to clean up: the server is told by the kernel (PR_SET_PDEATHSIG)
+    left = Path(re.search(r"--model-repository=(\S+)", cmdline(pids[0])).group(1)).parent
+    stop_serve(killed, signal.SIGKILL)  # no chance to clean up: the server is told by the kernel (PR_SET_PDEATHSIG)
     deadline = time.monotonic() + 30
-    while any(_pgid(pid) is not None for pid in pids) and time.monotonic() < deadline:
+    while any(pgid(pid) is not None for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [pid for pid in pids if _pgid(pid) is not None], "the server outlived its killed serve"
+    assert not [pid for pid in pids if pgid(pid) is not None], "the server outlived its killed serve"
     assert left.is_dir()
-    serve = _start(demo_bundle, *ports)
+    serve = start_serve(demo_bundle, *ports)
     assert not left.exists()  # the next serve removes what the killed one left
     pids = serve.server_pids()
-    assert _stop(serve, signal.SIGTERM) == 0
-    assert not [pid for pid in pids if _pgid(pid) is not None]
+    assert stop_serve(serve, signal.SIGTERM) == 0
+    assert not [pid for pid in pids if pgid(pid) is not None]
 
 
 def test_serve_says_what_the_serving_python_lacks(demo_bundle, tmp_path):
@@ -319,7 +254,7 @@ def test_a_bundle_that_fails_its_self_test_here_never_becomes_ready(demo_int8_bu
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     manifest["files"]["self_test/visual.npy"] = {"sha256": sha256_file(reference), "size": reference.stat().st_size}
     (bundle / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
-    ports = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    ports = list(FREE_PORTS)
     done = subprocess.run(
         [str(SERVER_PYTHON), "-m", "clip_onnx.cli", "serve", str(bundle), *ports],
         capture_output=True,
