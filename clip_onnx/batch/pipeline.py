@@ -27,7 +27,6 @@ from clip_onnx.batch.inputs import Item
 from clip_onnx.batch.shards import ImageText
 from clip_onnx.errors import InputError
 from clip_onnx.files import read_regular
-from clip_onnx.runtime.images import load_image
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ def image_pixels(
         value = read_regular(value, max_bytes)
     elif not isinstance(value, (bytes, bytearray, memoryview)):
         raise InputError(f"expected an image path or encoded bytes, got {type(value).__name__}")
-    return preprocess([load_image(value, draft=preprocess.draft_side(decode))])[0]
+    return preprocess.one(value, decode=decode)
 
 
 def check_text(value: object) -> str:

@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -77,31 +77,49 @@ _WIDE_INT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 FLOAT_ADVICE = "scale it to 0..255 and cast with .astype(np.uint8)"
 
 
-def load_image(obj: ImageLike, *, draft: int | None = None) -> Image.Image:
+class Drafted(NamedTuple):
+    """What ``load_drafted`` did to a JPEG: its full size, and the libjpeg scale (2, 4 or 8) it was decoded at.
+
+    The decoded image is ``ceil(size / scale)`` pixels: its last row and column
+    cover less of the picture than the others, so geometry works in the full
+    size's coordinates divided by ``scale`` (as Pillow's ``thumbnail`` does).
+    """
+
+    size: tuple[int, int]
+    scale: int
+
+
+def load_image(obj: ImageLike) -> Image.Image:
     """Return ``obj`` as a fully decoded PIL image that holds no open file.
 
     Accepts a PIL image, a path (str or os.PathLike), encoded bytes, or a
     uint8 array shaped HxW, HxWx1, HxWx3 or HxWx4. Raises InputError naming
     the bad value for anything else and for anything that cannot be decoded.
+    """
+    return load_drafted(obj, None)[0]
 
-    ``draft`` (a side in pixels) lets a JPEG file or JPEG bytes decode at the
-    smallest of libjpeg's 1/2, 1/4 and 1/8 scales that keeps both sides at least
-    ``draft`` (Pillow's ``Image.draft``): far faster for pictures much larger
-    than that, and no longer the exact pixels.  Other formats, PIL images and
-    arrays ignore it.
+
+def load_drafted(obj: ImageLike, side: int | None) -> tuple[Image.Image, Drafted | None]:
+    """``load_image``, letting a JPEG file or JPEG bytes decode at a reduced scale.
+
+    libjpeg decodes at the smallest of 1/2, 1/4 and 1/8 that keeps both sides at
+    least ``side`` pixels (Pillow's ``Image.draft``): far faster for pictures much
+    larger than that, and no longer the exact pixels.  Returns the image and
+    how it was reduced, or None where it was not (``side`` None, another format,
+    a picture too small to reduce, a PIL image or an array).
     """
     if isinstance(obj, Image.Image):
         with _decode_errors("the PIL image"):
             obj.load()  # a lazily opened image may still fail to decode
-        return to_eight_bit(_check_size(obj, "the PIL image"), "the PIL image")
+        return to_eight_bit(_check_size(obj, "the PIL image"), "the PIL image"), None
     if isinstance(obj, (str, os.PathLike)):
         what = f"image file {str(obj)!r}"
         with _open_file(obj, what) as file:
-            return _open(file, what, draft)
+            return _open(file, what, side)
     if isinstance(obj, (bytes, bytearray, memoryview)):
-        return _open(io.BytesIO(obj), f"image bytes of length {memoryview(obj).nbytes}", draft)
+        return _open(io.BytesIO(obj), f"image bytes of length {memoryview(obj).nbytes}", side)
     if isinstance(obj, np.ndarray):
-        return _from_array(obj)
+        return _from_array(obj), None
     raise InputError(
         f"cannot load an image from {type(obj).__name__}; expected a PIL image, a path, "
         "encoded bytes or a uint8 HxWx3 array"
@@ -122,16 +140,19 @@ def _open_file(path: str | os.PathLike, what: str):
         raise InputError(f"cannot read {what}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def _open(source, what: str, draft: int | None = None) -> Image.Image:
+def _open(source, what: str, side: int | None = None) -> tuple[Image.Image, Drafted | None]:
+    drafted = None
     with _decode_errors(what):
         # Leaving the with-block closes the file; load() has already copied the
         # pixels into memory, so the returned image outlives the handle.
         with Image.open(source, formats=_allowed_formats()) as img:
             _check_bomb(img, what)  # on the full size: a drafted bomb is refused all the same
-            if draft is not None:
-                img.draft(None, (draft, draft))  # JPEG only; a no-op for other formats
+            size = img.size
+            # JPEG only (None for other formats); a scale of 1 is the exact decode.
+            if side is not None and img.draft(None, (side, side)) is not None and img.size != size:
+                drafted = Drafted(size, -(-size[0] // img.size[0]))
             img.load()  # Image.open is lazy; a truncated file only fails here
-    return to_eight_bit(_check_size(img, what), what)
+    return to_eight_bit(_check_size(img, what), what), drafted
 
 
 def _allowed_formats() -> list[str]:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from clip_onnx.errors import InputError
 from clip_onnx.preprocess_spec import CLIP_MEAN, CLIP_STD, CROP_MODE_NAMES, INTERPOLATION_NAMES, PreprocessSpec
-from clip_onnx.runtime.images import check_image_batch, load_image
+from clip_onnx.runtime.images import Drafted, check_image_batch, load_drafted
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ INTERPOLATIONS: Mapping[str, Image.Resampling] = MappingProxyType(
 )
 
 
-def _crop_then_resize(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
+def _crop_then_resize(img: Image.Image, spec: PreprocessSpec, drafted: Drafted | None = None) -> Image.Image:
     """RandomResizedCrop(size, scale=(1, 1), ratio=(1, 1)) made deterministic.
 
     With area and aspect ratio pinned to 1, every attempt asks for a square of
@@ -45,23 +45,27 @@ def _crop_then_resize(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     fallback is a min-side square at offset ((h - side) // 2, (w - side) // 2).
     All three cases are that same central square.
     """
-    w, h = img.size
+    w, h = drafted.size if drafted else img.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
+    if drafted:  # the same square of the full picture, in the reduced image's coordinates
+        s = drafted.scale
+        box = (left / s, top / s, (left + side) / s, (top + side) / s)
+        return img.resize((spec.image_size, spec.image_size), INTERPOLATIONS[spec.interpolation], box=box)
     img = img.crop((left, top, left + side, top + side))
     return _resize(img, (spec.image_size, spec.image_size), spec)
 
 
-def _resize_then_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
+def _resize_then_crop(img: Image.Image, spec: PreprocessSpec, drafted: Drafted | None = None) -> Image.Image:
     """Resize(resize_size) then CenterCrop(image_size), with torchvision's rounding and zero padding."""
-    w, h = img.size
+    w, h = drafted.size if drafted else img.size
     target = spec.resize_size or spec.image_size
     # Same expression as torchvision so the long side truncates identically.
     if w <= h:
         new_w, new_h = target, int(target * h / w)
     else:
         new_w, new_h = int(target * w / h), target
-    img = _resize(img, (new_w, new_h), spec)
+    img = _resize(img, (new_w, new_h), spec, drafted)
     size = spec.image_size
     left, top = _center_offset(new_w, size), _center_offset(new_h, size)
     # PIL fills the part of the box outside the image with zeros, which is
@@ -69,14 +73,14 @@ def _resize_then_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def _squash_then_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
+def _squash_then_crop(img: Image.Image, spec: PreprocessSpec, drafted: Drafted | None = None) -> Image.Image:
     """Resize((resize_size, resize_size)), ignoring the aspect ratio, then CenterCrop(image_size).
 
     cn_clip's image_transform (no crop: resize_size is image_size) and timm's
     eval transform with crop_mode="squash" (resize_size = image_size / crop_pct).
     """
     target = spec.resize_size or spec.image_size
-    img = _resize(img, (target, target), spec)
+    img = _resize(img, (target, target), spec, drafted)
     size = spec.image_size
     left = _center_offset(target, size)
     return img.crop((left, left, left + size, left + size))
@@ -88,14 +92,19 @@ def _center_offset(length: int, crop: int) -> int:
     return int(round((length - crop) / 2.0))
 
 
-def _resize(img: Image.Image, size: tuple[int, int], spec: PreprocessSpec) -> Image.Image:
+def _resize(
+    img: Image.Image, size: tuple[int, int], spec: PreprocessSpec, drafted: Drafted | None = None
+) -> Image.Image:
+    if drafted:  # the whole picture is the reduced image less part of its last row and column
+        box = (0.0, 0.0, drafted.size[0] / drafted.scale, drafted.size[1] / drafted.scale)
+        return img.resize(size, INTERPOLATIONS[spec.interpolation], box=box)
     # torchvision returns the image untouched when it already has the size.
     if img.size == size:
         return img
     return img.resize(size, INTERPOLATIONS[spec.interpolation])
 
 
-CROP_MODES: Mapping[str, Callable[[Image.Image, PreprocessSpec], Image.Image]] = MappingProxyType(
+CROP_MODES: Mapping[str, Callable[[Image.Image, PreprocessSpec, Drafted | None], Image.Image]] = MappingProxyType(
     {
         "crop_then_resize": _crop_then_resize,
         "resize_then_crop": _resize_then_crop,
@@ -142,7 +151,7 @@ class ImagePreprocessor:
         size = self.spec.image_size
         out = np.empty((len(items), 3, size, size), dtype=np.float32)
         for i, item in enumerate(items):
-            pixels = self._pixels(item, i, draft)
+            pixels = self._numbered(item, i, draft)
             for c in range(3):
                 np.take(self._table[c], pixels[:, :, c], out=out[i, c])
         return out
@@ -164,7 +173,11 @@ class ImagePreprocessor:
         change the pixels in between (a training script's augmentations).
         """
         items = check_image_batch(images)
-        return np.stack([self._pixels(item, i) for i, item in enumerate(items)])
+        return np.stack([self._numbered(item, i, None) for i, item in enumerate(items)])
+
+    def one(self, image: Any, *, decode: str = "exact") -> np.ndarray:
+        """float32 [3, S, S] for one image, with its InputError as it came (a dataset job names the item)."""
+        return self.normalize(self._pixels(image, self.draft_side(decode)))
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [..., S, S, 3] -> float32 [..., 3, S, S]: the second half of ``__call__`` (ToTensor, Normalize)."""
@@ -176,15 +189,18 @@ class ImagePreprocessor:
             out[..., c, :, :] = np.take(self._table[c], pixels[..., c])
         return out
 
-    def _pixels(self, item: Any, index: int, draft: int | None = None) -> np.ndarray:
+    def _numbered(self, item: Any, index: int, draft: int | None) -> np.ndarray:
         try:
-            img = load_image(item, draft=draft)
+            return self._pixels(item, draft)
         except InputError as exc:
             raise InputError(f"image #{index}: {exc}") from None
+
+    def _pixels(self, item: Any, draft: int | None) -> np.ndarray:
+        img, drafted = load_drafted(item, draft)
         # Converting RGB to RGB would only copy, so both orders skip it.
         if self.spec.convert == "before" and img.mode != "RGB":
             img = _to_rgb(img)
-        img = self._geometry(img, self.spec)
+        img = self._geometry(img, self.spec, drafted)
         if img.mode != "RGB":
             img = _to_rgb(img)
         return np.asarray(img)
