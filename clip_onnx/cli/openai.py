@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from clip_onnx.cli.shared import Stopped, catch_stop_signals
 from clip_onnx.openai_api import API_KEY_ENV
 
 API_KEY_HELP = (
@@ -68,4 +69,10 @@ def openai_frontend(triton: str, name, host: str, port: int, api_key, max_body_m
         click.echo(f"  POST {url}/embeddings   GET {url}/models   docs: {url.removesuffix('/v1')}/docs")
         sys.stdout.flush()
 
-    run_frontend(options, announce)
+    restore = catch_stop_signals("openai-frontend")
+    try:
+        run_frontend(options, announce)
+    except Stopped:
+        click.echo("openai-frontend: stopped", err=True)
+    finally:
+        restore()

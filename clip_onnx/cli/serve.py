@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import click
 
 from clip_onnx.cli.openai import API_KEY_HELP, MAX_BODY_HELP
-from clip_onnx.cli.shared import steps
+from clip_onnx.cli.shared import Stopped, catch_stop_signals, steps
 from clip_onnx.errors import ClipOnnxError
 from clip_onnx.openai_api import API_KEY_ENV
 
@@ -147,10 +146,6 @@ def _serve_hint(out: Path, kind: str, bundle: Path) -> str:
     )
 
 
-class _Stop(BaseException):
-    """Ctrl-C or SIGTERM: leave the serving loop and stop the server."""
-
-
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option(
@@ -252,7 +247,7 @@ def serve(
     )
     ports = Ports(host, http_port, grpc_port, metrics_port, None if no_openai else openai_port)
     api = ApiSettings(api_key=api_key or None, max_body_mb=openai_max_body_mb)
-    stopping = _catch_stop_signals()
+    stopping = catch_stop_signals("serve")
     try:
         with serve_bundle(
             bundle,
@@ -270,30 +265,10 @@ def serve(
             while (exited := served.exited()) is None:
                 time.sleep(0.5)
             raise ClipOnnxError(f"{exited}\n(it stopped on its own; the other servers were stopped too)")
-    except _Stop:
+    except Stopped:
         click.echo("serve: stopped; the server and its model processes have exited", err=True)
     finally:
         stopping()
-
-
-def _catch_stop_signals():
-    """Ctrl-C and SIGTERM raise _Stop once; while the server stops (bounded), further ones are ignored."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def stop(signum, frame):
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
-        click.echo(f"serve: {signal.Signals(signum).name}: stopping the server...", err=True)
-        raise _Stop
-
-    for sig in previous:
-        signal.signal(sig, stop)
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
 
 
 def _announce(bundle: Path, served, keyed: bool) -> None:

@@ -1,7 +1,9 @@
-"""What several commands share: the progress bar a library call advances by naming each step, and --backend."""
+"""What several commands share: the progress bar a library call advances by naming each step, --backend, and
+how a server command stops on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,3 +35,31 @@ BACKEND_OPTION = click.option(
     show_default=True,
     help="Run the graphs with ONNX Runtime, the TensorRT plans of `clip-onnx build-engine`, or whichever fits (auto).",
 )
+
+
+class Stopped(BaseException):
+    """Ctrl-C or SIGTERM: leave the serving loop and stop the server."""
+
+
+def catch_stop_signals(command: str) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM raise Stopped once; while the server stops (bounded), further ones are ignored.
+
+    Returns the function that puts the previous handlers back.  A server that handles the signals itself and
+    re-raises them after a graceful stop (uvicorn) hands them on to these handlers, so its command exits 0 too.
+    """
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(signum, frame):
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        click.echo(f"{command}: {signal.Signals(signum).name}: stopping...", err=True)
+        raise Stopped
+
+    for sig in previous:
+        signal.signal(sig, stop)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

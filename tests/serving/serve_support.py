@@ -123,3 +123,40 @@ def stop_serve(serve: Serve, sig: int) -> int:
     except subprocess.TimeoutExpired:
         os.killpg(serve.process.pid, signal.SIGKILL)
         raise
+
+
+@dataclass
+class Frontend:
+    """`clip-onnx openai-frontend` run alone, in the server venv, against some Triton's gRPC endpoint."""
+
+    process: subprocess.Popen
+    lines: list[str]
+    url: str  # the OpenAI clients' base_url
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+def start_frontend(triton_grpc: str, *options: str, env: dict[str, str] | None = None) -> Frontend:
+    """The frontend, returned once it announces its URL; pytest.fail with its output if it exits first."""
+    command = [str(SERVER_PYTHON), "-m", "clip_onnx.cli", "openai-frontend", "--triton", triton_grpc, *options]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(env if env is not None else os.environ, PYTHONPATH=str(ROOT)),
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while not any(line.startswith("OpenAI-compatible API at ") for line in lines):
+        line = process.stdout.readline()
+        if not line or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("openai-frontend did not announce itself:\n" + "".join(lines) + (process.stdout.read() or ""))
+        lines.append(line)
+    threading.Thread(target=lambda: [lines.append(x) for x in process.stdout], daemon=True).start()
+    url = re.search(r"^OpenAI-compatible API at (\S+) ", "".join(lines), re.M).group(1)
+    return Frontend(process, lines, url)

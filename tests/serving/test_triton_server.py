@@ -14,6 +14,7 @@ in the server venv (in CI, this checkout; CLIP_ONNX_TRITON_VENV picks another ve
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -147,6 +148,7 @@ class Server:
     url: str
     process: subprocess.Popen
     log: Path
+    grpc: str  # host:port of its gRPC endpoint, which the OpenAI frontend reaches it by
 
     def get(self, path: str):
         with urllib.request.urlopen(f"http://{self.url}{path}", timeout=10) as response:
@@ -173,7 +175,7 @@ def _free_port() -> int:
 def server(server_install, repository, tmp_path_factory):
     work = tmp_path_factory.mktemp("triton-server")
     backends = _backends(server_install, work / "backends")
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     env = dict(
         os.environ,
         PATH=f"{SERVER_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -185,7 +187,8 @@ def server(server_install, repository, tmp_path_factory):
         str(Path(server_install["tritonserver"]) / "bin" / "tritonserver"),
         f"--model-repository={repository}",
         f"--backend-directory={backends}",
-        "--allow-grpc=false",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={grpc_port}",
         "--allow-metrics=false",
         "--http-address=127.0.0.1",
         f"--http-port={port}",
@@ -201,7 +204,7 @@ def server(server_install, repository, tmp_path_factory):
         process = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True
         )
-    server = Server(f"127.0.0.1:{port}", process, log)
+    server = Server(f"127.0.0.1:{port}", process, log, f"127.0.0.1:{grpc_port}")
     try:
         _wait_ready(server, DEMO_MODELS + CLS_MODELS, timeout=150)
         yield server
@@ -374,3 +377,50 @@ def test_a_bad_item_fails_its_own_request_and_not_its_batch_mates(server, demo):
     assert max(grown) >= 4, f"the bad pictures never shared a batch with good ones: {grown}"
     assert server.process.poll() is None
     assert server.get("/v2/health/live") is None  # 200 with an empty body: still serving
+
+
+def test_the_openai_frontend_in_front_of_the_ensemble_layout(server, demo):
+    """The container deployment: `clip-onnx triton`'s ensembles on Triton's own backends, the API run alone."""
+    import openai
+
+    from tests.serving.serve_support import start_frontend
+
+    frontend = start_frontend(server.grpc, "--name", "demo", "--port", "0")
+    try:
+        client = openai.OpenAI(base_url=frontend.url, api_key="unused", max_retries=0)
+        pictures = encoded_pictures(seed=9)
+        texts = [t for t in RUSSIAN_TEXTS if t]
+        inputs = [*texts, *(f"data:image/png;base64,{base64.b64encode(p).decode()}" for p in pictures)]
+        answer = client.embeddings.create(model="demo", input=inputs)
+        got = np.array([d.embedding for d in answer.data], dtype=np.float32)
+        expected = np.concatenate([demo.encode_text(texts), demo.encode_image(pictures)])
+        assert np.abs(got - expected).max() <= 1e-6
+        # TOKENS from the ensemble's tokenize step: each text's ids up to its end id (the demo pads with 0).
+        seen = sum(int(np.flatnonzero(row).max()) + 1 for row in demo.tokenize(texts)["input_ids"])
+        assert answer.usage.prompt_tokens == seen
+    finally:
+        assert frontend.stop() == 0
+
+
+def test_the_openai_frontend_names_the_classifier_and_asks_for_a_name_among_several(server):
+    import openai
+
+    from tests.serving.serve_support import SERVER_PYTHON, start_frontend
+
+    frontend = start_frontend(server.grpc, "--name", "cls", "--port", "0")
+    try:
+        assert "an image classifier (no embeddings)" in "".join(frontend.lines)
+        client = openai.OpenAI(base_url=frontend.url, api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["cls"]
+        with pytest.raises(openai.BadRequestError, match="is an image classifier: it gives class logits") as refused:
+            client.embeddings.create(model="cls", input="a cat")
+        assert refused.value.body["code"] == "model_not_embedding"
+    finally:
+        assert frontend.stop() == 0
+    command = [str(SERVER_PYTHON), "-m", "clip_onnx.cli", "openai-frontend", "--triton", server.grpc, "--port", "0"]
+    command += ["--ready-timeout", "1"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT))
+    )
+    assert done.returncode == 1
+    assert "serves 3 clip-onnx model prefixes ['cls', 'clspy', 'demo']; pick one with --name" in done.stderr
