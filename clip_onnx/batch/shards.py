@@ -215,10 +215,14 @@ def _samples(shard: str, mode: str, load: Callable, name: str | None = None) -> 
     """(key, {field: load(tar, member, field)}) per sample, or (None, exception) once for a shard that fails.
 
     A sample is complete when the next member has another key or repeats a
-    field, or when the archive ends cleanly; it is given before the next
-    member's data is read, so damage there costs only what follows.  At damage
-    the open sample is dropped with the rest of the shard.  A key seen before
-    gives (key, InputError).
+    field, or when the archive ends; it is given before the next member's data
+    is read, so damage there costs only what follows.  Damage at a header (a
+    shard cut at a member boundary, a garbled header) ends the open sample,
+    whose members were read whole; damage inside a member's data (a shard cut
+    mid-file) drops it with the rest of the shard.  ``count_items``, which
+    reads headers only, meets data damage at the next header as tarfile's
+    "unexpected end of data", so both count the same samples.  A key seen
+    before gives (key, InputError).
     """
     try:
         handle = _open(shard)
@@ -238,6 +242,9 @@ def _samples(shard: str, mode: str, load: Callable, name: str | None = None) -> 
                     key, fields = name_key, {}
                 fields[field] = load(tar, member, field)
     except _DAMAGE as exc:
+        if isinstance(exc, _Broken) and key is not None:  # at a header: the open sample's members are whole
+            done += 1
+            yield key, _unique(key, fields, seen)
         yield None, _damage(shard if name is None else name, exc, done, member)
         return
     if key is not None:

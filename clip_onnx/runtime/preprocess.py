@@ -9,6 +9,7 @@ torchvision performs, so the output matches it bit for bit.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -50,8 +51,11 @@ def _crop_then_resize(img: Image.Image, spec: PreprocessSpec, drafted: Drafted |
     left, top = (w - side) // 2, (h - side) // 2
     if drafted:  # the same square of the full picture, in the reduced image's coordinates
         s = drafted.scale
-        box = (left / s, top / s, (left + side) / s, (top + side) / s)
-        return img.resize((spec.image_size, spec.image_size), INTERPOLATIONS[spec.interpolation], box=box)
+        x0, y0, x1, y1 = left / s, top / s, (left + side) / s, (top + side) / s
+        # Cropped first, as the exact path crops, so that the filter stops at the square's edges.
+        cut = (math.floor(x0), math.floor(y0), min(math.ceil(x1), img.width), min(math.ceil(y1), img.height))
+        box = (x0 - cut[0], y0 - cut[1], x1 - cut[0], y1 - cut[1])
+        return img.crop(cut).resize((spec.image_size, spec.image_size), INTERPOLATIONS[spec.interpolation], box=box)
     img = img.crop((left, top, left + side, top + side))
     return _resize(img, (spec.image_size, spec.image_size), spec)
 
