@@ -46,6 +46,9 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   .venv/bin/pip install -q mkdocs==1.6.1 mkdocs-material==9.8.2 mkdocstrings-python==2.0.11
   # Dataset embedding: parquet (the [data] extra) and Ray Data for the cluster job (the [ray] extra).
   .venv/bin/pip install -q pyarrow==26.0.1 "ray[data]==2.60.0"
+  # webdataset shards: webdataset's own TarWriter and braceexpand, and faiss-cpu for the index built from the
+  # parquet output, the references of tests/serving/test_shards_tools.py (img2dataset has a venv of its own).
+  .venv/bin/pip install -q webdataset==1.0.2 faiss-cpu==1.15.1
   mkdir -p .cache
   [ -f .cache/ruclip-0.0.2-py3-none-any.whl ] || .venv/bin/pip download -q --no-deps ruclip==0.0.2 -d .cache
   # The registry's torchvision is a CUDA build whose compiled ops don't load against the
@@ -56,3 +59,4 @@ if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; the
   touch "$STAMP"
 fi
 bash scripts/triton-venv.sh
+bash scripts/img2dataset-venv.sh

@@ -27,6 +27,7 @@ import json
 import lzma
 import os
 import re
+import string
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -44,7 +45,8 @@ META_COLUMNS = ("url", "caption")
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
 _SKIPPED = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta
 _INT_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?$")
-_CHAR_RANGE = re.compile(r"^(.)\.\.(.)(?:\.\.(-?\d+))?$")
+_CHAR_RANGE = re.compile(r"^([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?$")
+_LETTERS = string.ascii_uppercase + string.ascii_lowercase  # bash's order of letter ranges
 # What tarfile and the decompressors raise on a damaged archive.
 _DAMAGE = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
 
@@ -103,15 +105,15 @@ def _range(body: str) -> list[str] | None:
     if match := _INT_RANGE.match(body):
         left, right, step = match.groups()
         width = max(len(left), len(right)) if any(_padded(s) for s in (left, right)) else 0
-        first, last = int(left), int(right)
-        stride = abs(int(step or 1)) or 1
-        stride = -stride if first > last else stride
-        return [f"{i:0{width}d}" for i in range(first, last + stride, stride)]
+        first, last, stride = int(left), int(right), int(step or 1) or 1
+        values = range(first, last + 1, stride) if first < last else range(first, last - 1, -stride)
+        return [f"{i:0{width}d}" for i in values]
     if match := _CHAR_RANGE.match(body):
         left, right, step = match.groups()
-        stride = abs(int(step or 1)) or 1
-        stride = -stride if left > right else stride
-        return [chr(c) for c in range(ord(left), ord(right) + stride, stride)]
+        first, last, stride = _LETTERS.index(left), _LETTERS.index(right), int(step or 1) or 1
+        if first < last:
+            return list(_LETTERS[first : last + 1 : stride])
+        return list(_LETTERS[first : (last or -len(_LETTERS)) - 1 : -stride])
     return None
 
 
