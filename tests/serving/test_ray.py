@@ -142,3 +142,39 @@ class _Hold:
 def test_an_actor_says_which_node_lacks_the_bundle(tmp_path):
     with pytest.raises(BundleError, match=r"node .* \(id .*\) cannot open bundle .*every node of the cluster needs"):
         ClipEmbedder(str(tmp_path / "nowhere"), "visual", "bytes", "path", threads=1, batch_size=8)
+
+
+def test_shards_on_ray_give_the_ids_and_rows_that_embed_writes(local_ray, demo_bundle, tmp_path):
+    import json
+
+    from clip_onnx.batch import EmbedOptions, embed_dataset
+    from tests.runtime.test_shards import sample, write_shard
+
+    images = synthetic_images(7, seed=44)
+    for shard in range(2):
+        members = [
+            m for i in range(shard * 3, shard * 3 + 3) for m in sample(f"k{i}", images[i], f"подпись {i}", f"u{i}")
+        ]
+        write_shard(tmp_path / f"{shard:05d}.tar", members + [("bad.jpg", b"not a picture"), ("bad.txt", b"x")])
+    data = (tmp_path / "00000.tar").read_bytes()
+    (tmp_path / "00002.tar").write_bytes(data[: len(data) // 2])  # truncated
+    pattern = str(tmp_path / "{00000..00003}.tar")  # 00003.tar is missing
+    for tower, decode in (("both", "exact"), ("image", "draft")):
+        out = tmp_path / f"ray-{tower}"
+        summary = run_ray_embed(demo_bundle, pattern, out, actors=1, tower=tower, decode=decode, batch_size=4)
+        options = EmbedOptions(tower=tower, decode=decode, workers=1, batch_size=4)
+        local = embed_dataset(demo_bundle, tmp_path / f"{tower}.parquet", options, sources=[pattern])
+        assert (summary.rows, summary.failed) == (local.total, local.failed) and local.failed == 4
+        table = pq.read_table(out)
+        rows = {r["id"]: r for r in table.to_pylist()}
+        assert len(rows) == table.num_rows == local.total, "every id once"
+        expected = {r["id"]: r for r in pq.read_table(tmp_path / f"{tower}.parquet").to_pylist()}
+        errors = [json.loads(line) for line in open(tmp_path / f"{tower}.errors.jsonl", encoding="utf-8")]
+        assert {i: rows[i]["error"] for i in rows if rows[i]["error"]} == {
+            e["id"]: f"{e['error']}: {e['message']}" for e in errors
+        }
+        for item_id, row in expected.items():
+            got = rows[item_id]
+            assert (got["url"], got["caption"], got["error"]) == (row["url"], row["caption"], None)
+            for column in [c for c in row if c.endswith("embedding")]:
+                np.testing.assert_allclose(got[column], row[column], atol=1e-6, rtol=0)
