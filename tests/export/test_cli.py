@@ -6,7 +6,6 @@ import sys
 import numpy as np
 import pytest
 
-from clip_onnx.synthetic import synthetic_images
 from tests.hardening import assert_one_error_line
 
 
@@ -55,16 +54,37 @@ def test_help_states_the_thresholds_table():
     assert describe("engine") in engine_help
 
 
-def test_classify_and_embed(tiny_bundle, tmp_path):
+def test_classify_prints_the_probabilities_of_clip_model_classify(demo_bundle, tmp_path):
+    from PIL import Image
+
+    from clip_onnx.runtime import ClipModel
+
+    labels, templates = ["красный", "синий", "зелёный"], ["{} цвет"]
     paths = []
-    for i, img in enumerate(synthetic_images(2)):
-        paths.append(str(tmp_path / f"{i}.png"))
-        img.save(paths[-1])
-    out = run("classify", str(tiny_bundle), *paths, "--labels", "кошка", "собака").stdout.splitlines()
-    assert len(out) == 2 and all("кошка" in line and "собака" in line for line in out)
+    for name, rgb in (("red", (220, 30, 30)), ("blue", (30, 40, 210))):
+        paths.append(tmp_path / f"{name}.png")
+        Image.new("RGB", (96, 96), rgb).save(paths[-1])
+    out = run("classify", str(demo_bundle), *map(str, paths), "--labels", *labels, "--templates", *templates)
+    expected = ClipModel.load(demo_bundle).classify(paths, labels, templates=templates).probs
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2
+    for path, line, probs in zip(paths, lines, expected, strict=True):
+        where, ranked = line.split(": ", 1)
+        printed = [item.rsplit(" ", 1) for item in ranked.split(", ")]
+        assert where == str(path) and sorted(label for label, _ in printed) == sorted(labels)
+        for label, p in printed:
+            assert abs(float(p) - probs[labels.index(label)]) <= 5e-4, (line, probs)
+        assert [label for label, _ in printed] == [labels[i] for i in np.argsort(-probs, kind="stable")]
+    # The trained demo model knows its colours: the printed winner is the colour of the picture.
+    assert [line.split(": ")[1].split(" ")[0] for line in lines] == ["красный", "синий"]
+
+
+def test_embed_writes_the_runtimes_text_vectors(tiny_bundle, tmp_path):
+    from clip_onnx.runtime import ClipModel
+
     run("embed", str(tiny_bundle), "--text", "кошка", "--text", "собака", "-o", str(tmp_path / "t.npy"))
     vectors = np.load(tmp_path / "t.npy")
-    assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(vectors, ClipModel.load(tiny_bundle).encode_text(["кошка", "собака"]))
 
 
 @pytest.mark.parametrize(
