@@ -100,13 +100,13 @@ def test_threads_share_one_model(model):
 @pytest.mark.parametrize(
     "call,fragment",
     [
-        (lambda m: m.encode_text([]), "empty"),
-        (lambda m: m.encode_text(["ok", 42]), "42"),
+        (lambda m: m.encode_text([]), "expected at least one text, got an empty list"),
+        (lambda m: m.encode_text(["ok", 42]), "text #1 is int 42, expected str"),
         (lambda m: m.encode_text("кошка"), "wrap it in a list"),
-        (lambda m: m.encode_image([]), "empty"),
+        (lambda m: m.encode_image([]), "expected at least one image, got an empty list"),
         (lambda m: m.encode_image("cat.jpg"), "wrap it in a list"),
-        (lambda m: m.encode_image(["/no/such/file.jpg"]), "/no/such/file.jpg"),
-        (lambda m: m.encode_image([b""]), "0"),
+        (lambda m: m.encode_image(["/no/such/file.jpg"]), "image #0: image file '/no/such/file.jpg' does not exist"),
+        (lambda m: m.encode_image([synthetic_images(1)[0], b""]), "image #1: cannot decode image bytes of length 0"),
         (lambda m: m.classify(synthetic_images(1), ["a"], templates=["no placeholder"]), "no placeholder"),
     ],
 )
