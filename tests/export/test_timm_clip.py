@@ -8,9 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+import timm
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
 from clip_onnx.bundle import read_bundle
 from clip_onnx.cli import cli
@@ -22,9 +24,6 @@ from clip_onnx.runtime import ClipClassifier, ClipModel
 from clip_onnx.runtime.preprocess import ImagePreprocessor
 from clip_onnx.synthetic import synthetic_images
 from tests.manifests import SELF_TEST_CLASSIFIER
-
-timm = pytest.importorskip("timm")
-from timm.data import create_transform, resolve_data_config  # noqa: E402
 
 NAMES = sorted(s.name for s in list_models() if s.family == "timm_clip")
 # mmpretrain's CLIP table (configs/clip/README.md) maps to these timm tags; the two ViT-L ones are extra.
@@ -180,7 +179,16 @@ def test_predict_refuses_bad_arguments_and_the_wrong_bundle_kind(bundle, tiny_bu
         ClipModel.load(bundle)
 
 
-def test_predict_runs_without_torch(bundle, tmp_path):
+def _eager_top(tiny_model, image, k: int) -> list[tuple[str, float]]:
+    """timm itself on ``image`` with its own transform: the top ``k`` (class name, probability)."""
+    transform = create_transform(**resolve_data_config({}, model=tiny_model))
+    with torch.no_grad():
+        probs = tiny_model(transform(image)[None]).softmax(dim=1)[0].numpy()
+    info = ImageNetInfo()  # timm's own ImageNet-1k names, not the package's labels.txt
+    return [(info.index_to_description(int(i)), float(probs[i])) for i in np.argsort(-probs)[:k]]
+
+
+def test_predict_runs_without_torch(bundle, tiny_model, tmp_path):
     image = tmp_path / "img.png"
     synthetic_images(1, seed=3)[0].save(image)
     script = (
@@ -188,19 +196,23 @@ def test_predict_runs_without_torch(bundle, tmp_path):
         "for name in ('torch', 'timm', 'onnx', 'transformers'): sys.modules[name] = None\n"
         "from clip_onnx.runtime import ClipClassifier\n"
         f"p = ClipClassifier.load({str(bundle)!r}).predict([{str(image)!r}], top_k=2)\n"
-        "print(p.labels[0][0])\n"
+        "for label, prob in zip(p.labels[0], p.probs[0]): print(f'{label}\\t{float(prob)!r}')\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip()
+    printed = [line.split("\t") for line in done.stdout.splitlines()]
+    expected = _eager_top(tiny_model, Image.open(image), 2)
+    assert [label for label, _ in printed] == [label for label, _ in expected]
+    np.testing.assert_allclose([float(p) for _, p in printed], [p for _, p in expected], atol=1e-6)
 
 
-def test_cli_predict(bundle, tmp_path):
+def test_cli_predict(bundle, tiny_model, tmp_path):
     image = tmp_path / "img.png"
     synthetic_images(1, seed=3)[0].save(image)
     result = CliRunner().invoke(cli, ["predict", str(bundle), str(image), "--top-k", "2"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"{image}: ") and result.output.count(";") == 1
+    expected = "; ".join(f"{label} {p:.3f}" for label, p in _eager_top(tiny_model, Image.open(image), 2))
+    assert result.output == f"{image}: {expected}\n"
 
 
 def test_fp16_classifier_keeps_top1_on_208_varied_images(tiny_model, tmp_path):
