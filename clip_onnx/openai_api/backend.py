@@ -24,8 +24,10 @@ from clip_onnx.errors import ApiError, TritonError
 log = logging.getLogger(__name__)
 
 SUFFIXES = ("_image", "_text", "_classify")
-# A model's own refusal names the item's place in the Triton request: "image #3: cannot decode ...".
-ITEM_IN_MESSAGE = re.compile(r"^(?:InputError: )?(?:image|text) #(\d+)(?::| is)?\s*")
+# A model's own refusal of an item: "InputError: image #3: cannot decode ..." (step_model.py writes it),
+# after "in ensemble 'NAME_image', " where an ensemble step refused it.
+INPUT_ERROR = "InputError: "
+ITEM_IN_MESSAGE = re.compile(r"(?:image|text) #(\d+)(?::| is)?\s*")
 CLIENT_FAULT = "StatusCode.INVALID_ARGUMENT"
 UNAVAILABLE = ("StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND", "StatusCode.DEADLINE_EXCEEDED")
 
@@ -178,11 +180,12 @@ def _api_error(exc: Exception, indices: list[int]) -> ApiError:
     status = str(exc.status()) if hasattr(exc, "status") else ""
     message = getattr(exc, "message", lambda: str(exc))() or str(exc)
     if status == CLIENT_FAULT:
+        if INPUT_ERROR in message:
+            message = message[message.index(INPUT_ERROR) + len(INPUT_ERROR) :]
         match = ITEM_IN_MESSAGE.match(message)
         if match and int(match[1]) < len(indices):
             where = f"input[{indices[int(match[1])]}]"
             return ApiError(400, f"{where}: {message[match.end() :]}", param=where, code="invalid_input")
-        message = message.removeprefix("InputError: ")
         return ApiError(400, message, param="input", code="invalid_input")
     if status in UNAVAILABLE or not status:
         log.warning("Triton at %s is unavailable: %s", status or "-", _short(exc))

@@ -398,6 +398,11 @@ def test_the_openai_frontend_in_front_of_the_ensemble_layout(server, demo):
         # TOKENS from the ensemble's tokenize step: each text's ids up to its end id (the demo pads with 0).
         seen = sum(int(np.flatnonzero(row).max()) + 1 for row in demo.tokenize(texts)["input_ids"])
         assert answer.usage.prompt_tokens == seen
+        # A picture the ensemble's preprocess step refuses is named by its place in the client's input.
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="demo", input=[inputs[-1], "data:image/png;base64,aGVsbG8="])
+        assert refused.value.body["param"] == "input[1]" and refused.value.body["code"] == "invalid_input"
+        assert refused.value.body["message"].startswith("input[1]: cannot decode image bytes of length 5")
     finally:
         assert frontend.stop() == 0
 
