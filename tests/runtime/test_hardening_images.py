@@ -160,3 +160,86 @@ def test_a_16_bit_ppm_file_is_mode_i_and_scaled(tmp_path):
     path.write_bytes(header + (grey.astype(">u2") * 257).tobytes())
     assert Image.open(path).mode == "I"
     np.testing.assert_array_equal(np.asarray(load_image(path)), grey)
+
+
+# --- rounding, on values that tell the rules apart ---------------------------------------------------------------
+
+# 16-bit values either side of rounding points: v = 257k + 128 and 257k + 129 straddle v / 257 = k + 0.5 (257 is odd,
+# so there is no tie), the midpoint, and the two ends. 65535 makes the picture 16-bit.
+WIDE = [0, 128, 129, 255, 256, 385, 386, 32767, 32768, 65406, 65407, 65535]
+# The 8-bit level each shows: the nearest integer to v / 257, worked out by hand.
+WIDE_LEVELS = [0, 0, 1, 1, 1, 1, 2, 127, 128, 254, 255, 255]
+
+
+def _wide(mode: str, values) -> Image.Image:
+    array = np.array([values], np.int64)
+    if mode == "I":
+        return Image.fromarray(array.astype(np.int32))
+    dtype = {"I;16": "<u2", "I;16B": ">u2"}[mode]
+    return Image.frombytes(mode, (array.shape[1], 1), array.astype(dtype).tobytes())
+
+
+@pytest.mark.parametrize("mode", ["I", "I;16", "I;16B"])
+def test_16_bit_values_round_to_the_nearest_8_bit_level(mode):
+    img = _wide(mode, WIDE)
+    assert img.mode == mode
+    assert np.asarray(load_image(img))[0].tolist() == WIDE_LEVELS
+    assert [round(v / 257) for v in WIDE] == WIDE_LEVELS  # the hand table is the nearest level
+
+
+def test_a_16_bit_png_of_odd_values_rounds_the_same(tmp_path):
+    path = tmp_path / "odd.png"
+    Image.fromarray(np.array([WIDE], np.uint16)).save(path)
+    assert Image.open(path).mode.startswith("I")
+    assert np.asarray(load_image(path))[0].tolist() == WIDE_LEVELS
+    picture = np.repeat(np.array([WIDE_LEVELS], np.uint8)[:, :, None], 3, axis=2)
+    np.testing.assert_array_equal(PREPROCESS([path.read_bytes()]), PREPROCESS([picture]))
+
+
+@pytest.mark.parametrize(
+    "values,levels",
+    [
+        ([0, 128, 255], [0, 128, 255]),  # everything fits 0..255: 8-bit, as Pillow reads it
+        ([0, 128, 255, 256], [0, 0, 1, 1]),  # one value past 255: the whole picture is 16-bit
+        ([0, 255, 65535], [0, 1, 255]),
+    ],
+    ids=["max 255", "max 256", "max 65535"],
+)
+def test_where_8_bit_ends_and_16_bit_begins(values, levels):
+    for mode in ("I", "I;16"):
+        assert np.asarray(load_image(_wide(mode, values)))[0].tolist() == levels, mode
+
+
+@pytest.mark.parametrize("value", [-1, 65536])
+def test_wide_values_outside_0_to_65535_are_refused(value):
+    with pytest.raises(InputError, match=rf"mode I image with values {min(0, value)}\.\.{max(255, value)}"):
+        load_image(_wide("I", [0, 255, value]))
+
+
+def test_float_values_round_to_the_nearest_level_ties_to_even():
+    values = [0.4, 0.5, 0.6, 1.5, 2.5, 2.51, 127.5, 128.5, 254.49, 254.5, 254.51, 255.0]
+    # Hand-worked: nearest level, and an exact .5 goes to the even neighbour (NumPy's rint, IEEE's default).
+    levels = [0, 0, 1, 2, 2, 3, 128, 128, 254, 254, 255, 255]
+    img = Image.fromarray(np.array([values], np.float32))
+    assert img.mode == "F"
+    assert np.asarray(load_image(img))[0].tolist() == levels
+
+
+@pytest.mark.parametrize(
+    "values,levels",
+    [
+        ([0.0, 0.0], [0, 0]),  # all black: nothing says 0..1
+        ([0.0, 1.0], None),  # max exactly 1: a picture scaled to 0..1
+        ([0.0, 1.001], [0, 1]),  # just above 1: the 0..255 scale
+        ([0.0, 255.0], [0, 255]),
+        ([0.0, 255.01], None),
+        ([-0.01, 128.0], None),
+    ],
+)
+def test_the_ends_of_the_float_range(values, levels):
+    img = Image.fromarray(np.array([values], np.float32))
+    if levels is not None:
+        assert np.asarray(load_image(img))[0].tolist() == levels
+    else:
+        with pytest.raises(InputError, match=r"0\.\.1|outside 0\.\.255"):
+            load_image(img)
