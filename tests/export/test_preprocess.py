@@ -11,6 +11,9 @@ import pytest
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as npst
 from PIL import Image
 
 from clip_onnx.errors import BundleError, InputError
@@ -284,3 +287,17 @@ def test_runtime_modules_do_not_import_torch():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    picture=st.tuples(st.integers(1, 60), st.integers(1, 60), st.sampled_from([0, 1, 3, 4])).flatmap(
+        lambda s: npst.arrays(np.uint8, s[:2] if s[2] == 0 else s)
+    ),
+    size=st.sampled_from([16, 24]),
+)
+def test_any_valid_uint8_array_gets_torchvisions_pixels(picture, size):
+    """Hypothesis on top of the fixed shapes: every array load_image takes is answered, as RuCLIP's pipeline would."""
+    out = ImagePreprocessor(PreprocessSpec(size, MEAN, STD))([picture])[0]
+    img = Image.fromarray(picture[:, :, 0] if picture.ndim == 3 and picture.shape[2] == 1 else picture)
+    assert max_abs(out, ruclip_central(img, size)) <= TOLERANCE

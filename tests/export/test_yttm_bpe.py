@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import youtokentome as yttm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clip_onnx.runtime.tokenizers.yttm_bpe import YttmBpeTokenizer
-
-yttm = pytest.importorskip("youtokentome")
 
 try:  # run as `python -m pytest` (repo root on sys.path) or plain `pytest` (tests/ on sys.path)
     from tests.corpus import prompt_strings, training_text
@@ -101,3 +102,17 @@ def test_from_spec_and_options(model, corpus):
     for text, row in zip(texts, tok(texts)["input_ids"], strict=True):
         ids = reference_ids(bpe, [text])[0][:14]
         assert list(row) == [2, *ids, 3] + [0] * (14 - len(ids)), repr(text)
+
+
+# Any code point but lone surrogates (which the tokenizer refuses, and UTF-8 cannot carry to the library).
+VALID_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=()), max_size=40)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(VALID_TEXT, min_size=1, max_size=4))
+def test_any_valid_text_gets_ruclips_ids(model, texts):
+    """Hypothesis on top of the corpus: valid text is always answered, with RuCLIPProcessor's ids."""
+    path, bpe = model
+    got = YttmBpeTokenizer(path)(texts)["input_ids"]
+    expected = np.array([ruclip_encode_text(bpe, t) for t in texts], dtype=np.int64)
+    np.testing.assert_array_equal(got, expected, err_msg=repr(texts))

@@ -1,8 +1,12 @@
 """Property tests: the tokenizers, the preprocessor and the manifest reader on arbitrary input.
 
-Each property is "a well-formed result or our typed error, never anything else".
-The default profile keeps the whole file to a few seconds; `-m slow` runs the
-same properties with many more examples.
+On arbitrary input each property is "a well-formed result or our typed error, never anything else";
+where the input is valid (text without lone surrogates, a uint8 picture, a manifest holding the
+exported values) a refusal fails, and the answer must be the right one: a uniform picture is its
+colour, an array and its PNG give the same pixels, a re-serialised manifest gives eager PyTorch's
+vectors. What each tokenizer must compute is checked against its reference library, with Hypothesis
+too, in tests/export/test_<algorithm>.py. The default profile keeps the whole file to a few seconds;
+`-m slow` runs the same properties with many more examples.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from clip_onnx.errors import BundleError, ClipOnnxError, InputError
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 from clip_onnx.runtime.tokenizers import TOKENIZERS as TOKENIZER_CLASSES
 from clip_onnx.runtime.tokenizers import tokenizer_class
+from tests.references import eager_references
 from tests.tokenizer_files import WRITERS
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -71,10 +76,16 @@ def tokenizer(request, tmp_path_factory):
     return _open(request.param, tmp_path_factory.mktemp(request.param))
 
 
+def _valid_texts(tok, texts: list[str]) -> bool:
+    """Texts every tokenizer must answer: strings, and for all but clip_bpe (which replaces them) no lone surrogate."""
+    return tok.kind == "clip_bpe" or not any(0xD800 <= ord(c) <= 0xDFFF for t in texts for c in t)
+
+
 def check_tokenizer(tok, texts: list[str]) -> None:
     try:
         first = tok(texts)
     except InputError:
+        assert not _valid_texts(tok, texts), f"{tok.kind} refused valid texts {texts!r}"
         with pytest.raises(InputError):  # deterministic refusals too
             tok(texts)
         return
@@ -134,18 +145,51 @@ MAGIC = st.sampled_from(
 )
 
 
-def check_preprocess(item) -> None:
+def _valid_array(item) -> bool:
+    """What load_image documents it takes as an array: uint8, HxW, HxWx1, HxWx3 or HxWx4, no side zero."""
+    return (
+        isinstance(item, np.ndarray)
+        and item.dtype == np.uint8
+        and (item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (1, 3, 4)))
+        and min(item.shape[:2]) > 0
+    )
+
+
+def check_preprocess(item, valid: bool | None = None) -> np.ndarray | None:
+    """The preprocessed item, or None where it is refused; ``valid`` (default: a valid array) must be answered."""
+    valid = _valid_array(item) if valid is None else valid
     try:
         out = PREPROCESS([item])
-    except InputError:
-        return
+    except InputError as exc:
+        assert not valid, f"a valid picture ({type(item).__name__}) was refused: {exc}"
+        return None
     assert out.shape == (1, 3, 16, 16) and out.dtype == np.float32 and np.isfinite(out).all()
+    if _valid_array(item):  # the same picture, encoded as PNG and decoded by Pillow, gives the same pixels
+        buffer = io.BytesIO()
+        Image.fromarray(item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item).save(buffer, "PNG")
+        np.testing.assert_array_equal(PREPROCESS([buffer.getvalue()]), out)
+    return out
 
 
 @FAST
 @given(array=ARRAYS)
 def test_preprocessor_on_arrays_of_every_dtype_and_shape(array):
     check_preprocess(array)
+
+
+@FAST
+@given(
+    colour=st.tuples(*[st.integers(0, 255)] * 3),
+    size=st.tuples(st.integers(1, 70), st.integers(1, 70)),
+    channels=st.sampled_from([3, 4]),
+)
+def test_a_uniform_picture_of_any_size_is_its_colour(colour, size, channels):
+    """Cropping and resizing a uniform picture changes nothing: every output pixel is (c / 255 - mean) / std."""
+    picture = np.empty((*size, channels), np.uint8)
+    picture[...] = (*colour, 255)[:channels]
+    out = PREPROCESS([picture])[0]
+    expected = (np.array(colour, np.float64) / 255 - 0.5) / 0.25
+    np.testing.assert_allclose(out, np.broadcast_to(expected[:, None, None], out.shape), rtol=0, atol=1e-6)
 
 
 @pytest.fixture()
@@ -170,14 +214,19 @@ def test_preprocessor_on_encoded_images_of_every_mode(mode, size, seed):
     img = Image.frombytes(
         mode, size, np.random.default_rng(seed).bytes(size[0] * size[1] * 8)[: len(Image.new(mode, size).tobytes())]
     )
+    # Random bytes are a valid picture in every mode but I and F, whose random values fall outside
+    # 0..65535 and 0..255 (or are NaN): those may be refused, the others must be embedded.
+    valid = mode not in ("I", "F")
+    direct = check_preprocess(img, valid)
     for fmt in ("PNG", "TIFF"):
         buffer = io.BytesIO()
         try:
             img.save(buffer, fmt)
         except (OSError, ValueError, KeyError):  # the format cannot hold this mode
             continue
-        check_preprocess(buffer.getvalue())
-    check_preprocess(img)
+        decoded = check_preprocess(buffer.getvalue(), valid and Image.open(buffer).mode == mode)
+        if direct is not None and decoded is not None and Image.open(buffer).mode == mode:
+            np.testing.assert_array_equal(decoded, direct)  # a lossless file of the same mode: the same picture
 
 
 @pytest.mark.slow
@@ -238,6 +287,29 @@ def check_reader(directory: Path, text: str) -> None:
         ClipModel(bundle)
     except ClipOnnxError:
         pass
+
+
+def _shuffled(doc, rng):
+    """``doc`` with every object's keys in another order: the same manifest to any JSON reader."""
+    if isinstance(doc, dict):
+        keys = list(doc)
+        rng.shuffle(keys)
+        return {k: _shuffled(doc[k], rng) for k in keys}
+    return [_shuffled(v, rng) for v in doc] if isinstance(doc, list) else doc
+
+
+@settings(FAST, max_examples=15)
+@given(rng=st.randoms(use_true_random=False), indent=st.sampled_from([None, 0, 1, "\t"]), ascii=st.booleans())
+def test_the_same_manifest_written_any_way_loads_and_gives_eager_pytorchs_vectors(
+    bundle_dir, good_manifest, rng, indent, ascii
+):
+    from clip_onnx.runtime import ClipModel
+
+    text = json.dumps(_shuffled(good_manifest, rng), indent=indent, ensure_ascii=ascii)
+    (bundle_dir / MANIFEST).write_text(text, encoding="utf-8")
+    eager = eager_references(bundle_dir)
+    got = ClipModel(read_bundle(bundle_dir, verify=False)).encode_text(eager.texts)
+    assert np.sum(got * eager.textual, axis=1).min() >= 0.99999
 
 
 @FAST
