@@ -92,16 +92,7 @@ def start_serve(bundle: Path, *options: str) -> Serve:
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
         start_new_session=True,
     )
-    lines: list[str] = []
-    deadline = time.monotonic() + 180
-    while not lines or "Ctrl-C or SIGTERM stops it" not in lines[-1]:
-        line = process.stdout.readline()
-        if not line or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("serve did not announce its models:\n" + "".join(lines) + (process.stdout.read() or ""))
-        lines.append(line)
-    # Keep draining its output, so a chatty server never blocks on a full pipe.
-    threading.Thread(target=lambda: [lines.append(x) for x in process.stdout], daemon=True).start()
+    lines = _read_until(process, "Ctrl-C or SIGTERM stops it", 180, "serve did not announce its models")
     text = "".join(lines)
     urls = {key: re.search(rf"^  {key}\s+(\S+)", text, re.M) for key in ("HTTP", "gRPC", "metrics", "OpenAI")}
     openai = urls["OpenAI"].group(1) if urls["OpenAI"] else None
@@ -149,14 +140,21 @@ def start_frontend(triton_grpc: str, *options: str, env: dict[str, str] | None =
         text=True,
         env=dict(env if env is not None else os.environ, PYTHONPATH=str(ROOT)),
     )
+    lines = _read_until(process, "OpenAI-compatible API at ", 120, "openai-frontend did not announce itself")
+    url = re.search(r"^OpenAI-compatible API at (\S+) ", "".join(lines), re.M).group(1)
+    return Frontend(process, lines, url)
+
+
+def _read_until(process: subprocess.Popen, marker: str, timeout: float, failure: str) -> list[str]:
+    """The lines ``process`` writes up to the first holding ``marker``; pytest.fail with them if it never does."""
     lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while not any(line.startswith("OpenAI-compatible API at ") for line in lines):
+    deadline = time.monotonic() + timeout
+    while not lines or marker not in lines[-1]:
         line = process.stdout.readline()
         if not line or time.monotonic() > deadline:
             process.kill()
-            pytest.fail("openai-frontend did not announce itself:\n" + "".join(lines) + (process.stdout.read() or ""))
+            pytest.fail(f"{failure}:\n" + "".join(lines) + (process.stdout.read() or ""))
         lines.append(line)
+    # Keep draining its output, so a chatty server never blocks on a full pipe.
     threading.Thread(target=lambda: [lines.append(x) for x in process.stdout], daemon=True).start()
-    url = re.search(r"^OpenAI-compatible API at (\S+) ", "".join(lines), re.M).group(1)
-    return Frontend(process, lines, url)
+    return lines
