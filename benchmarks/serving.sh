@@ -5,6 +5,7 @@
 #   demo     demo bundle: serve's defaults (1 instance x 2 threads) and 2 instances x 1 thread, c1/c8/c32
 #   int8     BUNDLE_INT8 (ruclip-vit-base-patch32-384 int8): serve's defaults, c1/c8/c32
 #   soak     demo bundle: 8 clients, every 20th request an undecodable image, SOAK_SECONDS (60), memory sampled
+#   openai   the OpenAI-compatible API beside Triton's HTTP, c1/c8: BUNDLE_INT8, then the demo bundle
 # Each row runs beside its in-process baseline in the same `clip-onnx serve-bench` run, and waits for
 # other processes to quiet down first (the other-load column says how well that went).
 #
@@ -83,6 +84,13 @@ soak() {
     --out "$OUT/soak-${SOAK_SECONDS:-60}s"
 }
 
-for stage in "${@:-layouts demo int8 soak}"; do
+openai() {
+  "${BENCH[@]}" "$BUNDLE_INT8" --name b32 --threads 2 --concurrency 1,8 --protocols http,openai --seconds 20 \
+    --warmup 3 --out "$OUT/openai-int8"
+  "${BENCH[@]}" "$DEMO" --name demo --threads 2 --concurrency 1,8 --protocols http,openai --seconds 10 \
+    --out "$OUT/openai-demo"
+}
+
+for stage in "${@:-layouts demo int8 soak openai}"; do
   for s in $stage; do "$s"; done
 done

@@ -73,6 +73,7 @@ def create_app(backend: TritonBackend, options: ApiOptions | None = None) -> Fas
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _bug)
     app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=ModelList)
     app.add_api_route("/v1/models/{model_id}", get_model, methods=["GET"], response_model=ModelCard)
     app.add_api_route(
@@ -189,6 +190,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(400, f"invalid request: {exc}", code="invalid_value"))
+
+
+async def _bug(request: Request, exc: Exception) -> Response:
+    # Not a bad request but a fault of this server: the one case that logs a traceback.
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    error = ApiError(500, f"internal error ({type(exc).__name__}); please report it", kind="server_error")
+    return error_response(error)
 
 
 class Guard:

@@ -288,3 +288,31 @@ def test_a_streamed_body_without_content_length_is_cut_at_the_cap(served, client
     finally:
         connection.close()
     assert client.embeddings.create(model="demo", input="кот").data  # and the server goes on
+
+
+def test_when_triton_goes_away_the_api_answers_503_and_its_health_says_so(demo_bundle):
+    """A 5xx is what OpenAI clients retry: the API must not turn a lost server into a 4xx, or into a traceback."""
+    import urllib.error
+    import urllib.request
+
+    serve = start_serve(demo_bundle, "--name", "gone", *FREE_PORTS[:6], "--no-openai")
+    frontend = start_frontend(serve.grpc, "--port", "0")
+    try:
+        client = openai.OpenAI(base_url=frontend.url, api_key="unused", max_retries=0)
+        assert client.embeddings.create(model="gone", input="кот").data
+        health = frontend.url.removesuffix("/v1") + "/health"
+        with urllib.request.urlopen(health, timeout=10) as response:
+            assert response.status == 200
+        triton = serve.server_pids()[0]
+        os.kill(triton, signal.SIGKILL)
+        with pytest.raises(openai.InternalServerError) as lost:
+            client.embeddings.create(model="gone", input="кот")
+        assert lost.value.status_code == 503 and lost.value.body["type"] == "server_error"
+        assert lost.value.body["code"] == "unavailable"
+        with pytest.raises(urllib.error.HTTPError) as unhealthy:
+            urllib.request.urlopen(health, timeout=10)
+        assert unhealthy.value.code == 503
+    finally:
+        stop_serve(serve, signal.SIGKILL)
+        assert frontend.stop() == 0
+    assert "Traceback" not in "".join(frontend.lines)
