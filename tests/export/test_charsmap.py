@@ -9,13 +9,11 @@ import subprocess
 import sys
 import unicodedata
 
+import google.protobuf  # noqa: F401  (sentencepiece writes its model protos with it)
 import numpy as np
 import pytest
-
-tokenizers = pytest.importorskip("tokenizers")
-pytest.importorskip("sentencepiece")
-pytest.importorskip("google.protobuf")
-from tokenizers import Tokenizer, normalizers  # noqa: E402
+import sentencepiece  # noqa: F401
+from tokenizers import Tokenizer, normalizers
 
 from clip_onnx.errors import BundleError  # noqa: E402
 from clip_onnx.runtime.tokenizers.charsmap import PrecompiledCharsmap  # noqa: E402
@@ -108,9 +106,10 @@ def test_hub_layout_ids_match_tokenizers(trained, hub_file, corpus):
 
 def test_open_clip_tokenizer_of_a_hub_snapshot_is_what_the_bundle_runs(hub_file, corpus, tmp_path):
     """The exporter's path: open_clip's HFTokenizer on the hub files, saved, read back with exact scores."""
-    pytest.importorskip("transformers")
-    oc_tokenizer = pytest.importorskip("open_clip.tokenizer")
-    ftfy = pytest.importorskip("ftfy")
+    import ftfy
+    import transformers  # noqa: F401  (HFTokenizer loads the XLM-R class from it)
+    from open_clip import tokenizer as oc_tokenizer
+
     hf = oc_tokenizer.HFTokenizer(str(hub_file.parent), context_length=CONTEXT, clean="whitespace")
     hf.save_pretrained(str(tmp_path))
     saved = json.loads((tmp_path / "tokenizer.json").read_text("utf-8"))

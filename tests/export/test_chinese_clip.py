@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import transformers
 from click.testing import CliRunner
 from PIL import Image
 
@@ -23,8 +24,6 @@ from clip_onnx.runtime.preprocess import CLIP_MEAN as MEAN
 from clip_onnx.runtime.preprocess import CLIP_STD as STD
 from clip_onnx.runtime.preprocess import ImagePreprocessor, PreprocessSpec
 from clip_onnx.synthetic import synthetic_images
-
-transformers = pytest.importorskip("transformers")
 
 # The released checkpoints' dimensions (their hub config.json files and parameter counts, in millions).
 RELEASED = {

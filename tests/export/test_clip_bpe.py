@@ -13,14 +13,12 @@ import sys
 import unicodedata
 from pathlib import Path
 
+import ftfy
 import numpy as np
+import open_clip
 import pytest
-
-open_clip = pytest.importorskip("open_clip")
-ftfy = pytest.importorskip("ftfy")
-regex = pytest.importorskip("regex")
-
-from open_clip import tokenizer as oc_tokenizer  # noqa: E402
+import regex
+from open_clip import tokenizer as oc_tokenizer
 
 from clip_onnx.runtime.tokenizers import clip_bpe, text_cleaning  # noqa: E402
 from clip_onnx.runtime.tokenizers.clip_bpe import ClipBpeTokenizer  # noqa: E402

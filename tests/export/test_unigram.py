@@ -16,9 +16,7 @@ import unicodedata
 
 import numpy as np
 import pytest
-
-tokenizers = pytest.importorskip("tokenizers")
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
 from clip_onnx.errors import BundleError  # noqa: E402
 from clip_onnx.runtime.tokenizers import hf_file, hf_normalizers  # noqa: E402
@@ -269,8 +267,9 @@ def test_from_spec_and_pad_override(trained, corpus, tmp_path):
 
 def test_clean_option_is_open_clip_hf_tokenizer(trained, corpus, tmp_path):
     """clean="whitespace": open_clip's HFTokenizer cleaning, then the HF tokenizer."""
-    oc_tokenizer = pytest.importorskip("open_clip.tokenizer")
-    ftfy = pytest.importorskip("ftfy")
+    import ftfy
+    from open_clip import tokenizer as oc_tokenizer
+
     texts = [t for t in corpus[::5] if ftfy.fix_text(t) == ftfy.fix_text(t, fix_encoding=False)]  # see clip_bpe
     ids, mask, _ = reference(trained, [oc_tokenizer._clean_whitespace(t) for t in texts])
     got = UnigramTokenizer(save(trained, tmp_path), clean="whitespace")(texts)
@@ -288,9 +287,10 @@ def test_open_clip_hf_tokenizer_end_to_end(trained, corpus, tmp_path):
     files, one score in seven is an ulp off, and the trainer's many tied scores
     then flip a segmentation now and then.)
     """
-    oc_tokenizer = pytest.importorskip("open_clip.tokenizer")
-    pytest.importorskip("transformers")
-    ftfy = pytest.importorskip("ftfy")
+    import ftfy
+    import transformers  # noqa: F401  (HFTokenizer loads the XLM-R class from it)
+    from open_clip import tokenizer as oc_tokenizer
+
     source, bundle = tmp_path / "source", tmp_path / "bundle"
     source.mkdir()
     save(trained, source)

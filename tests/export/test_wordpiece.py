@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import transformers
 
 from clip_onnx.runtime.tokenizers.wordpiece import WordPieceTokenizer
-
-transformers = pytest.importorskip("transformers")
 
 try:  # run as `python -m pytest` (repo root on sys.path) or plain `pytest` (tests/ on sys.path)
     from tests.chinese_corpus import chinese_strings
@@ -53,7 +52,7 @@ CONFIGS = {"lower": True, "cased": False}
 def vocab_path() -> Path:
     spec = importlib.util.find_spec("cn_clip")  # not imported: cn_clip.clip pulls in torch and torchvision
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("cn_clip is not installed (pip install --no-deps cn_clip)")
+        pytest.fail("cn_clip is not installed; scripts/dev-setup.sh installs it (pip install --no-deps cn_clip)")
     path = Path(next(iter(spec.submodule_search_locations))) / "clip" / "vocab.txt"
     assert path.is_file(), path
     return path
@@ -153,7 +152,8 @@ def test_agrees_with_rust_bert_tokenizer_up_to_documented_differences(name, voca
 
 
 def test_cn_clip_tokenize_agrees_up_to_documented_differences(vocab_path, corpus):
-    cn_clip = pytest.importorskip("cn_clip.clip", reason="cn_clip.clip needs torch, torchvision and six")
+    import cn_clip.clip as cn_clip  # needs torch, torchvision and six
+
     expected = cn_clip.tokenize(corpus, context_length=CONTEXT).numpy()
     basic = cn_clip._tokenizer.basic_tokenizer
     for limit in (100, 200):
