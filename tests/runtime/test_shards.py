@@ -314,3 +314,15 @@ def test_embed_decode_draft_equals_clipmodel_and_resume_keeps_the_decode(demo_bu
         embed_dataset(demo_bundle, out, sources=[str(shard)], decode="draft", progress=stop, **options)
     with pytest.raises(InputError, match="used --decode draft; resume with the same --decode"):
         embed_dataset(demo_bundle, out, sources=[str(shard)], resume=True, **options)
+
+
+def test_tower_both_takes_shards_only_and_a_shard_glob_must_match(corpus, tmp_path):
+    from clip_onnx.batch import plan_sources
+
+    root, _ = corpus
+    shard = str(root / "shards" / "00000.tar")
+    assert plan_sources([shard], tower="both").tower == "both"
+    with pytest.raises(InputError, match="--tower both embeds the image and the caption of each sample"):
+        plan_sources([shard, str(tmp_path)], tower="both")
+    with pytest.raises(InputError, match=r"glob '.*/\*\.tar' matches no shards"):
+        plan_sources([str(tmp_path / "*.tar")])

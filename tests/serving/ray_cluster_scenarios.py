@@ -8,7 +8,7 @@ cannot read a bundle the other nodes read.  Nodes are removed mid-job with
 reads them, under a timeout of its own.
 
 Usage: python -m tests.serving.ray_cluster_scenarios CONFIG_JSON, with the keys bundle, locked_bundle, many,
-work and stall (see the fixture in tests/serving/test_ray_cluster.py).
+shards (a brace range of webdataset shards), work and stall (see the fixture in tests/serving/test_ray_cluster.py).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
     cluster.wait_for_nodes()
     report("cluster", seconds=time.perf_counter() - started)
     try:
-        for scenario in (node_lost, unreadable_bundle, every_fitting_node_lost):
+        for scenario in (node_lost, shards_node_lost, unreadable_bundle, every_fitting_node_lost):
             t0 = time.perf_counter()
             try:
                 result = scenario(cluster, workers, config)
@@ -91,6 +91,15 @@ def pool_actors(job_start: float) -> list[dict]:
 
 def node_lost(cluster, workers, config) -> dict:
     """Three actors spread over the three nodes; a worker node (and its actor) goes early in the job."""
+    return lose_a_node(cluster, workers, config, "lost", config["many"])
+
+
+def shards_node_lost(cluster, workers, config) -> dict:
+    """The same over webdataset shards: a lost node's read tasks read their shards again from the start."""
+    return lose_a_node(cluster, workers, config, "lost-shards", config["shards"])
+
+
+def lose_a_node(cluster, workers, config, out: str, source: str) -> dict:
     removed: dict = {}
 
     def progress(rows: int, total: int) -> None:
@@ -101,9 +110,8 @@ def node_lost(cluster, workers, config) -> dict:
 
     job_start = time.time()
     outcome = embed(
-        config, "lost", source=config["many"], actors=3, cpus_per_actor=1, batch_size=16, stall_timeout=120,
-        progress=progress,
-    )  # fmt: skip
+        config, out, source=source, actors=3, cpus_per_actor=1, batch_size=16, stall_timeout=120, progress=progress
+    )
     finished = time.perf_counter()
     workers[1] = cluster.add_node(num_cpus=2, object_store_memory=NODE_MEMORY)  # for the next scenarios
     cluster.wait_for_nodes()

@@ -178,3 +178,10 @@ def test_shards_on_ray_give_the_ids_and_rows_that_embed_writes(local_ray, demo_b
             assert (got["url"], got["caption"], got["error"]) == (row["url"], row["caption"], None)
             for column in [c for c in row if c.endswith("embedding")]:
                 np.testing.assert_allclose(got[column], row[column], atol=1e-6, rtol=0)
+
+
+def test_ray_embed_refuses_a_column_for_shards_and_a_tower_for_other_sources(tmp_path):
+    with pytest.raises(InputError, match="names webdataset shards; --column is for parquet"):
+        _read(str(tmp_path / "{0..1}.tar"), "bytes")
+    with pytest.raises(InputError, match="--tower is for webdataset shards"):
+        _read(str(tmp_path), None, tower="text")
