@@ -86,9 +86,9 @@ soak() {
 
 openai() {
   "${BENCH[@]}" "$BUNDLE_INT8" --name b32 --threads 2 --concurrency 1,8 --protocols http,openai --seconds 20 \
-    --warmup 3 --out "$OUT/openai-int8"
+    --warmup 3 --out "$OUT/openai-int8${RUN:+-$RUN}"
   "${BENCH[@]}" "$DEMO" --name demo --threads 2 --concurrency 1,8 --protocols http,openai --seconds 10 \
-    --out "$OUT/openai-demo"
+    --out "$OUT/openai-demo${RUN:+-$RUN}"
 }
 
 for stage in "${@:-layouts demo int8 soak openai}"; do
