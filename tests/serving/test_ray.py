@@ -22,7 +22,8 @@ from tests.hardening import call_within
 
 @pytest.fixture(scope="session")
 def local_ray():
-    ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False)
+    # "local": a Ray of its own, never a cluster some other run left in /tmp/ray/ray_current_cluster.
+    ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False)
     yield
     ray.shutdown()
 
