@@ -182,7 +182,8 @@ class RowCounter:
     The driver reads both to see that the job moves (an actor that comes up,
     restarted after a node loss included, is progress too: starting a pool on
     a busy cluster takes a while); on a stall it kills the registered actors,
-    which makes Ray Data end the job with an error.
+    which ends the job at once where Ray Data has tasks in flight on them (else
+    Ray Data's no-progress timeout ends it, ``job._bound_stalls``).
     """
 
     def __init__(self):

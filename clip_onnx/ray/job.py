@@ -5,7 +5,9 @@ OUT_DIR only when Ray Data has finished.  While it runs, the driver watches a
 counter that every actor reports to: when for ``stall_timeout`` seconds no row
 is embedded and no actor comes up (a cluster that lost every node the pool fits
 on, an actor that cannot be placed), the pool's actors are killed, the job ends
-with a JobError and the staging folder is removed.  Ray's own retries handle
+with a JobError and the staging folder is removed.  Ray Data's own no-progress
+timeout, set to the same value, is what ends an execution that has no task in
+flight on the killed actors (see ``_bound_stalls``).  Ray's own retries handle
 what they can first: a lost node's actors are restarted elsewhere and its tasks
 rerun, and every row is still written exactly once (tests/serving/test_ray_cluster.py).
 """
@@ -117,7 +119,7 @@ def run_ray_embed(
             decode=decode,
             meta_columns=META_COLUMNS if is_shard_source(str(source)) else (),
         )
-        _bound_pool_start(embedded, stall_timeout)
+        _bound_stalls(embedded, stall_timeout)
         staging = owned_tempdir(out_dir.parent, out_dir.name)
         try:
             watch = _Watch(counter, total, stall_timeout or None, progress, owned)
@@ -136,16 +138,25 @@ def run_ray_embed(
     return RayEmbedSummary(out_dir, rows, failed, dim, size, time.perf_counter() - started)
 
 
-def _bound_pool_start(ds, stall_timeout: float | None) -> None:
-    """Make Ray Data itself give up on a pool whose actors cannot start (by default it waits forever).
+def _bound_stalls(ds, stall_timeout: float | None) -> None:
+    """Make Ray Data itself give up on a pool that cannot start and on an execution that stopped moving.
 
-    The watch stops such a job too, but it can only kill actors that came up,
-    or shut down a Ray of its own; in a session the caller owns, this bound is
-    what ends a pool that never gets placed.
+    The watch can only kill actors that came up, or shut down a Ray of its
+    own.  Ray Data waits forever for a pool to start by default; in a session
+    the caller owns, ``wait_for_min_actors_s`` is what ends a pool that never
+    gets placed.  And Ray Data (2.60) learns of killed actors only through a
+    task that was in flight on them: a pool that sat idle, waiting for reads,
+    when its nodes went stays "restarting" in its books, so killing it ends
+    nothing.  Its no-progress timeout (no block moved for that long; 30 min by
+    default) ends such an execution; "no limit" turns it off.
     """
     context = getattr(ds, "context", None)  # the dataset's own copy (Ray >= 2.9)
-    if stall_timeout and context is not None:
+    if context is None:
+        return
+    if stall_timeout:
         context.wait_for_min_actors_s = stall_timeout
+    if hasattr(context, "execution_no_progress_timeout_s"):  # Ray Data 2.60 has it, 2.40 not
+        context.execution_no_progress_timeout_s = stall_timeout or -1
 
 
 class _Watch:
@@ -154,6 +165,7 @@ class _Watch:
     def __init__(self, counter, total: int, stall_timeout: float | None, progress, owned: bool):
         self.counter, self.total, self.stall_timeout = counter, total, stall_timeout
         self.progress, self.owned = progress, owned
+        self.seen = (-1, 0)  # (rows, actors) the counter last reported
 
     def run(self, job: Callable[[], None]) -> None:
         outcome: dict = {}
@@ -164,35 +176,42 @@ class _Watch:
         except BaseException:  # a stall, Ctrl-C, or a progress callback that raised: the job must not go on
             self._stop(thread)
             raise
-        if "error" in outcome:
-            raise outcome["error"]
+        if "error" in outcome:  # Ray Data's no-progress timeout may see the stall first: the same JobError
+            raise self._stalled() if isinstance(outcome["error"], _NoProgress) else outcome["error"]
         if self.progress is not None:
             self.progress(self.total, self.total)
 
     def _watch(self, thread: threading.Thread) -> None:
         import ray
 
-        seen, moved = (-1, 0), time.monotonic()
+        moved = time.monotonic()
         while thread.is_alive():
             thread.join(0.5)
             try:
                 now = tuple(ray.get(self.counter.progress.remote(), timeout=10))
             except Exception:  # noqa: BLE001 - an unanswered poll is no progress, nothing more
-                now = seen
-            if now != seen:
-                if self.progress is not None and now[0] != seen[0]:
+                now = self.seen
+            if now != self.seen:
+                if self.progress is not None and now[0] != self.seen[0]:
                     self.progress(min(now[0], self.total), self.total)
-                seen, moved = now, time.monotonic()
+                self.seen, moved = now, time.monotonic()
             elif self.stall_timeout and time.monotonic() - moved > self.stall_timeout and thread.is_alive():
-                raise JobError(
-                    f"no row was embedded and no actor started for {self.stall_timeout:g} s ({max(seen[0], 0)} of "
-                    f"{self.total} rows done): the cluster may have lost every node the actor pool fits on, or an "
-                    "actor cannot be placed (`ray status` shows pending actors). Nothing was written; rerun when "
-                    "the cluster has room, or raise --stall-timeout"
-                )
+                raise self._stalled()
+
+    def _stalled(self) -> JobError:
+        return JobError(
+            f"no row was embedded and no actor started for {self.stall_timeout:g} s ({max(self.seen[0], 0)} of "
+            f"{self.total} rows done): the cluster may have lost every node the actor pool fits on, or an "
+            "actor cannot be placed (`ray status` shows pending actors). Nothing was written; rerun when "
+            "the cluster has room, or raise --stall-timeout"
+        )
 
     def _stop(self, thread: threading.Thread) -> None:
-        """Kill the pool's actors (Ray Data then ends the job); shut down a Ray of our own if that is not enough."""
+        """Kill the pool's actors and wait for Ray Data to end the job; shut down a Ray of our own if it does not.
+
+        Ray Data ends at once where it has tasks in flight on the killed actors,
+        else when its no-progress timeout (``_bound_stalls``) runs out.
+        """
         import ray
 
         try:
@@ -204,8 +223,13 @@ class _Watch:
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+        started = time.monotonic()
         thread.join(_WIND_DOWN_S)
-        if thread.is_alive() and self.owned:
+        if not thread.is_alive():
+            log.info(
+                "killed %d actor(s) of the stalled job; it ended %.1f s later", len(pool), time.monotonic() - started
+            )
+        elif self.owned:
             ray.shutdown()
             thread.join(_WIND_DOWN_S / 2)
         if thread.is_alive():
@@ -309,12 +333,20 @@ def _check_table(source: str) -> None:
         pass
 
 
+class _NoProgress(Exception):
+    """Ray Data's no-progress timeout ended the job (``_bound_stalls``); the watch words the JobError."""
+
+
 def _write(ds, staging: Path) -> None:
+    import ray.data.exceptions
     import ray.exceptions
 
+    no_progress = getattr(ray.data.exceptions, "ExecutionTimeoutError", ())  # Ray Data 2.60 has it, 2.40 not
     try:
         ds.write_parquet(str(staging), ray_remote_args=IO_TASK_ARGS)
-    except ray.exceptions.GetTimeoutError as exc:  # _bound_pool_start's bound
+    except no_progress:
+        raise _NoProgress() from None
+    except ray.exceptions.GetTimeoutError as exc:  # _bound_stalls's bound on the pool's start
         raise JobError(
             f"the actor pool did not start: {exc} Nothing was written; free or add resources, or lower "
             "--actors / --cpus-per-actor"

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -176,22 +177,60 @@ def hold_cpus(node_id: str, cpus: int):
     return ray.remote(num_cpus=cpus)(_Hold).options(scheduling_strategy=there).remote()
 
 
+# every_fitting_node_lost's reads of the files from this one on wait until every node the pool fits on is gone.
+HELD_FROM = 128
+
+
 def every_fitting_node_lost(cluster, workers, config) -> dict:
-    """Two-CPU actors fit only on the two workers; both go, so no actor can be restarted anywhere."""
-    removed: dict = {}
+    """Two-CPU actors fit only on the two workers; both go, so no actor can be restarted anywhere.
+
+    They go while the pool idles: the reads past the first HELD_FROM files
+    wait (a share that stopped answering) until the workers are gone, so no
+    task is in flight on the pool's actors, and killing them cannot end Ray
+    Data's job by failing one (benchmarks/NOTES.md).  Then the reads go on and
+    fill the queue of a pool that cannot come back.
+    """
+    from clip_onnx.ray import embedder
+
+    release = Path(config["work"]).parent / "release-reads"
+    release.unlink(missing_ok=True)
+    read_files = embedder.read_files
+
+    def held_reads(batch, max_file_bytes):  # runs in Ray's read tasks
+        if int(Path(batch.column("path")[0].as_py()).stem) >= HELD_FROM:
+            while not release.exists():
+                time.sleep(0.2)
+        return read_files(batch, max_file_bytes)
+
+    last, removed = {"row": time.perf_counter()}, {}
+
+    def remove_when_idle() -> None:
+        while time.perf_counter() - last["row"] < 5:  # no batch for 5 s: the pool embedded all it could read
+            time.sleep(0.2)
+        removed["at"] = time.perf_counter()
+        for worker in workers:
+            cluster.remove_node(worker)
+        release.touch()
 
     def progress(rows: int, total: int) -> None:
+        last["row"] = time.perf_counter()
         if rows >= 32 and not removed:
-            removed["at"] = time.perf_counter()
-            for worker in workers:
-                cluster.remove_node(worker)
+            removed["rows"] = rows
+            threading.Thread(target=remove_when_idle, daemon=True).start()
 
-    outcome = embed(
-        config, "stalled", source=config["many"], cpus_per_actor=2, batch_size=16, stall_timeout=config["stall"],
-        progress=progress,
-    )  # fmt: skip
-    after = time.perf_counter() - removed["at"] if removed else None
-    return {**outcome, "seconds_after_loss": after}
+    embedder.read_files = held_reads
+    try:
+        outcome = embed(
+            config, "stalled", source=config["many"], cpus_per_actor=2, batch_size=16,
+            stall_timeout=config["stall"], progress=progress,
+        )  # fmt: skip
+    finally:
+        embedder.read_files = read_files
+        release.touch()  # no read task may wait for ever
+    after = time.perf_counter() - removed["at"] if "at" in removed else None
+    # The job's thread (clip_onnx.ray.job._Watch) ends only when Ray Data's execution has ended.
+    running = any(t.name == "clip-onnx-ray-job" and t.is_alive() for t in threading.enumerate())
+    return {**outcome, "seconds_after_loss": after, "removed_at_row": removed.get("rows"), "job_running": running}
 
 
 def wait_for(condition, seconds: float):

@@ -148,5 +148,7 @@ def test_losing_every_node_the_pool_fits_on_ends_in_a_job_error_within_the_stall
         result["error"] == "JobError"
         and f"no row was embedded and no actor started for {STALL_S} s" in result["message"]
     ), result
+    assert result["removed_at_row"] < MANY // 2, "the nodes went with most of the job ahead"
     assert result["seconds_after_loss"] < STALL_S + 60, "bounded: the stall timeout plus the wind-down"
+    assert not result["job_running"], "Ray Data's execution ended too, though no task was in flight on the pool"
     assert result["out"] is None and result["left_in_work"] == [], "nothing half-published"
