@@ -126,10 +126,11 @@ class _Batched:
                 return results
             # Something only the graph's feed refuses: run each request alone to fail only its own.
             return [r if isinstance(r, InputError) else self([b])[0] for r, b in zip(results, batches, strict=True)]
-        bounds = np.cumsum([len(results[i]) for i in good])[:-1]
-        parts = {name: np.split(array, bounds) for name, array in merged.items()}
-        for k, i in enumerate(good):
-            results[i] = {name: split[k] for name, split in parts.items()}
+        start = 0
+        for i in good:
+            end = start + len(results[i])
+            results[i] = {name: array[start:end] for name, array in merged.items()}
+            start = end
         return results
 
 

@@ -392,6 +392,7 @@ def test_python_layout_models_equal_clip_model_and_fail_only_the_bad_request(pyt
     image = open_step("image", python_repo / "demo_image" / "1", ["EMBEDDING"], {"threads": "1", "max_batch": 8})
     first, bad, second = image([_batch(pictures[:2]), _batch([pictures[2], b"junk"]), _batch(pictures[3:])])
     assert isinstance(bad, InputError) and "image #1: cannot decode image bytes of length 4" in str(bad)
+    assert [len(first["EMBEDDING"]), len(second["EMBEDDING"])] == [2, len(pictures) - 3]  # each its own rows
     served = np.concatenate([first["EMBEDDING"], second["EMBEDDING"]])
     assert np.abs(served - model.encode_image(pictures[:2] + pictures[3:])).max() <= 1e-6
     outputs = ["EMBEDDING", "TOKENS"]
@@ -401,6 +402,7 @@ def test_python_layout_models_equal_clip_model_and_fail_only_the_bad_request(pyt
         [_batch([t.encode() for t in texts[:3]]), _batch([b"\xff"]), _batch([t.encode() for t in texts[3:]])]
     )
     assert isinstance(results[1], InputError) and "text #0 is not valid UTF-8" in str(results[1])
+    assert [len(results[i][name]) for i in (0, 2) for name in outputs] == [3, 3, len(texts) - 3, len(texts) - 3]
     served = np.concatenate([results[0]["EMBEDDING"], results[2]["EMBEDDING"]])
     # Alone or batched with other requests: the same embedding as ClipModel's, one text at a time.
     expected = np.concatenate([model.encode_text([t]) for t in texts])
